@@ -1,0 +1,166 @@
+"""The types that cross a stage boundary: Frame, Detections, Classifications, Result.
+
+Every stage takes and returns these, so shapes are checked once, at construction, with an
+error that says what was expected and what arrived (the supervision habit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ...]) -> np.ndarray:
+    """Return ``value`` as an array of ``dtype`` or raise ValueError naming expected vs got."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name} must be a np.ndarray, but got {type(value).__name__}")
+    want = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+    if value.ndim != len(shape) or any(
+        d is not None and d != got for d, got in zip(shape, value.shape, strict=True)
+    ):
+        raise ValueError(f"{name} must have shape {want}, but got shape {value.shape}")
+    return value.astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image. ``origin`` keeps where it came from (a file name, a URL)."""
+
+    image: np.ndarray
+    source_id: str
+    seq: int
+    ts: float
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+            got = img.dtype if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"Frame.image must be a uint8 np.ndarray, but got {got}")
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"Frame.image must have shape (H, W, 3) BGR, but got {img.shape}")
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass
+class Detections:
+    """Boxes in source-frame pixels (xyxy) with confidence, class and optional track id."""
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    tracker_id: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.xyxy = _check_array("xyxy", self.xyxy, np.float32, (None, 4))
+        n = len(self.xyxy)
+        self.confidence = _check_array("confidence", self.confidence, np.float32, (n,))
+        self.class_id = _check_array("class_id", self.class_id, np.int32, (n,))
+        if self.tracker_id is not None:
+            self.tracker_id = _check_array("tracker_id", self.tracker_id, np.int64, (n,))
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            confidence=np.zeros((0,), np.float32),
+            class_id=np.zeros((0,), np.int32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: np.ndarray | slice | int | list[int]) -> Detections:
+        """Select with a boolean mask, an index array, a slice or one integer."""
+        if isinstance(index, int):
+            index = [index]
+        if isinstance(index, np.ndarray) and index.dtype == bool and index.shape != (len(self),):
+            raise ValueError(f"mask must have shape ({len(self)},), but got shape {index.shape}")
+        return Detections(
+            xyxy=self.xyxy[index],
+            confidence=self.confidence[index],
+            class_id=self.class_id[index],
+            tracker_id=None if self.tracker_id is None else self.tracker_id[index],
+        )
+
+    def to_custom_vision_boxes(self, width: int, height: int) -> np.ndarray:
+        """Boxes as Azure Custom Vision shapes them: normalised left, top, width, height."""
+        return xyxy_to_custom_vision(self.xyxy, width, height)
+
+
+def xyxy_to_custom_vision(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels xyxy -> (left, top, width, height) in [0, 1], clipped to the frame."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size must be positive, but got {width}x{height}")
+    scale = np.array([width, height, width, height], np.float32)
+    norm = np.clip(xyxy.astype(np.float32) / scale, 0.0, 1.0)
+    out = norm.copy()
+    out[:, 2] = norm[:, 2] - norm[:, 0]
+    out[:, 3] = norm[:, 3] - norm[:, 1]
+    return out
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """(x, y, w, h) top-left form -> (x1, y1, x2, y2)."""
+    out = xywh.astype(np.float32).copy()
+    out[..., 2] = xywh[..., 0] + xywh[..., 2]
+    out[..., 3] = xywh[..., 1] + xywh[..., 3]
+    return out
+
+
+def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h) centre form -> (x1, y1, x2, y2)."""
+    out = np.empty_like(cxcywh, dtype=np.float32)
+    half_w = cxcywh[..., 2] / 2
+    half_h = cxcywh[..., 3] / 2
+    out[..., 0] = cxcywh[..., 0] - half_w
+    out[..., 1] = cxcywh[..., 1] - half_h
+    out[..., 2] = cxcywh[..., 0] + half_w
+    out[..., 3] = cxcywh[..., 1] + half_h
+    return out
+
+
+@dataclass
+class Classifications:
+    """Scores per label for one image; ``multilabel`` says whether they are independent."""
+
+    scores: np.ndarray
+    multilabel: bool = False
+
+    def __post_init__(self) -> None:
+        self.scores = _check_array("scores", self.scores, np.float32, (None,))
+
+    def top(self, k: int = 1) -> list[tuple[int, float]]:
+        """The k best (class index, score) pairs, best first."""
+        order = np.argsort(-self.scores, kind="stable")[:k]
+        return [(int(i), float(self.scores[i])) for i in order]
+
+    def above(self, threshold: float | np.ndarray) -> np.ndarray:
+        """Indices of classes whose score reaches the threshold (scalar or per class)."""
+        return np.flatnonzero(self.scores >= threshold)
+
+
+@dataclass
+class Result:
+    """What the agent concluded about one frame; topics.py turns it into the MQTT payload."""
+
+    source_id: str
+    seq: int
+    ts: float
+    model: str
+    task: str
+    labels: list[str]
+    frame_size: tuple[int, int]  # (width, height) of the source frame
+    predictions: Detections | Classifications
+    counts: dict[str, int]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    origin: str = ""
