@@ -37,7 +37,9 @@ class SourceConfig(_Model):
         "auto", description="What the uri is; 'auto' decides from its form."
     )
     fps_limit: float | None = Field(
-        None, gt=0, description="Process at most this many frames per second; none = as fast as possible."
+        None,
+        gt=0,
+        description="Process at most this many frames per second; none = as fast as possible.",
     )
     on_eof: Literal["stop", "loop"] = Field(
         "stop", description="At the end of a video file or image folder: stop this source or loop."
@@ -65,7 +67,9 @@ class SourceConfig(_Model):
 
 class ModelConfig(_Model):
     bundle: Path = Field(description="Model bundle directory (holding manifest.json).")
-    runtime: Literal["onnx"] = Field("onnx", description="Inference runtime to run the bundle with.")
+    runtime: Literal["onnx"] = Field(
+        "onnx", description="Inference runtime to run the bundle with."
+    )
     threads: int = Field(2, ge=1, le=64, description="Intra-op threads for the runtime.")
     score_threshold: float | None = Field(
         None, ge=0, le=1, description="Override the bundle's score threshold."
@@ -88,7 +92,9 @@ class TlsConfig(_Model):
 class MqttConfig(_Model):
     host: str = Field("localhost", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
-    client_id: str | None = Field(None, description="MQTT client id; default edgesight-<device_id>.")
+    client_id: str | None = Field(
+        None, description="MQTT client id; default edgesight-<device_id>."
+    )
     username: str | None = Field(None, description=f"User name; ${ENV_MQTT_USERNAME} overrides.")
     password: str | None = Field(None, description=f"Password; ${ENV_MQTT_PASSWORD} overrides.")
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
@@ -97,14 +103,18 @@ class MqttConfig(_Model):
     reconnect_min_delay_s: float = Field(1.0, gt=0, description="First reconnect wait.")
     reconnect_max_delay_s: float = Field(120.0, gt=0, description="Longest reconnect wait.")
     max_queued_messages: int = Field(
-        10000, ge=1, description="Messages held in memory while the broker is away; more are dropped."
+        10000,
+        ge=1,
+        description="Messages held in memory while the broker is away; more are dropped.",
     )
 
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_topic_safe(cls, value: str) -> str:
         if not value or any(ch in value for ch in "#+") or value.startswith("/"):
-            raise ValueError(f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}")
+            raise ValueError(
+                f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}"
+            )
         return value.rstrip("/")
 
 
@@ -116,7 +126,9 @@ class AgentConfig(_Model):
     model: ModelConfig = Field(description="The model bundle and how to run it.")
     sources: list[SourceConfig] = Field(min_length=1, description="Frame sources to process.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> AgentConfig:
@@ -248,5 +260,7 @@ def load_config(file: str | Path) -> AgentConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(path, [ConfigIssue("", None, f"cannot read file: {exc.strerror}")]) from exc
+        raise ConfigError(
+            path, [ConfigIssue("", None, f"cannot read file: {exc.strerror}")]
+        ) from exc
     return parse_config(text, path)

@@ -1,0 +1,138 @@
+"""Load and verify a model bundle: manifest schema, every file's sha256, the model file.
+
+A bundle is checked completely before anything runs it, so a half-copied or tampered model is
+refused with an error naming the bundle, the file and what was expected, instead of producing
+wrong detections in the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
+
+from edge_agent.manifest import Manifest
+
+MANIFEST = "manifest.json"
+HASH_CHUNK_BYTES = 1 << 20
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message says which bundle, which file and why."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+    manifest_sha256: str  # identifies the whole bundle: the manifest pins every file's hash
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model.file
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+    def describe(self) -> dict[str, object]:
+        """The model as status and result payloads name it."""
+        return {
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "sha256": self.manifest_sha256,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_member(bundle: Path, name: str) -> Path:
+    """A listed file must stay inside the bundle: no absolute paths, no '..'."""
+    parts = PurePosixPath(name).parts
+    if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+        raise BundleError(
+            f"bundle {bundle}: {MANIFEST}: files: {name!r} must be a relative path "
+            "inside the bundle"
+        )
+    return bundle.joinpath(*parts)
+
+
+def parse_manifest(raw: bytes, bundle: Path) -> Manifest:
+    where = f"bundle {bundle}: {MANIFEST}"
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "<root>"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(f"{field}: {msg}")
+        raise BundleError(f"{where}: " + "; ".join(problems)) from exc
+
+
+def verify_files(bundle: Path, manifest: Manifest) -> None:
+    """Every listed file exists and matches its sha256; all problems are reported at once."""
+    problems = []
+    for name, expected in sorted(manifest.files.items()):
+        path = _safe_member(bundle, name)
+        if not path.is_file():
+            problems.append(f"{name}: file is missing")
+            continue
+        actual = sha256_file(path)
+        if actual != expected.lower():
+            problems.append(f"{name}: sha256 mismatch (expected {expected}, got {actual})")
+    if problems:
+        raise BundleError(f"bundle {bundle}: " + "; ".join(problems))
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read, validate and verify the bundle directory at ``path``.
+
+    Signature checking (ed25519 over the manifest bytes) plugs in here, between reading the
+    manifest bytes and trusting them; see the export issue.
+    """
+    bundle = Path(path)
+    if not bundle.is_dir():
+        raise BundleError(f"bundle {bundle}: not a directory (expected a folder with {MANIFEST})")
+    manifest_path = bundle / MANIFEST
+    try:
+        raw = manifest_path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BundleError(f"bundle {bundle}: {MANIFEST} is missing") from exc
+    manifest = parse_manifest(raw, bundle)
+    verify_files(bundle, manifest)
+    return Bundle(bundle, manifest, hashlib.sha256(raw).hexdigest())
+
+
+def write_manifest(bundle: Path, manifest: dict[str, object]) -> Path:
+    """Fill in ``files`` with the sha256 of each listed file and write manifest.json.
+
+    Used by the trainer and by tests to make bundles; the listed names must already exist.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError("manifest['files'] must name every file of the bundle, the model first")
+    manifest = {**manifest, "files": {n: sha256_file(bundle / n) for n in sorted(files)}}
+    out = bundle / MANIFEST
+    out.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out

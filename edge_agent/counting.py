@@ -1,0 +1,30 @@
+"""Counts per label for one frame (zones, lines and events build on this later)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.types import Classifications, Detections
+
+
+def frame_counts(
+    predictions: Detections | Classifications,
+    labels: list[str],
+    class_thresholds: np.ndarray,
+) -> dict[str, int]:
+    """How many of each label this frame holds; every label is present, zeros included,
+    so a dashboard sees a count go back to 0 when the object leaves.
+
+    Detections count boxes per class. A multiclass classifier counts its top label when it
+    passes that label's threshold; a multilabel one counts every label above its threshold.
+    """
+    if isinstance(predictions, Detections):
+        per_class = np.bincount(predictions.class_id, minlength=len(labels))
+    elif predictions.multilabel:
+        per_class = (predictions.scores >= class_thresholds).astype(np.int64)
+    else:
+        per_class = np.zeros(len(labels), np.int64)
+        best = int(np.argmax(predictions.scores))
+        if predictions.scores[best] >= class_thresholds[best]:
+            per_class[best] = 1
+    return {label: int(n) for label, n in zip(labels, per_class, strict=True)}

@@ -1,0 +1,124 @@
+"""The bundle manifest schema (``edgesight.bundle/1``) as pydantic models.
+
+Decoder settings are a union discriminated by ``type`` so each decoder validates exactly the
+fields it reads; an unknown decoder type lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA = "edgesight.bundle/1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelFile(_Strict):
+    file: str = Field(min_length=1)
+    format: Literal["onnx", "tflite"]
+    precision: Literal["fp32", "fp16", "int8", "uint8"] = "fp32"
+
+
+class InputSpec(_Strict):
+    name: str | None = None  # None: the model's only input
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "uint8", "int8"] = "float32"
+    color: Literal["RGB", "BGR"] = "RGB"
+    # tensor = (pixel * scale - mean) / std, per channel in `color` order; float inputs only.
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    pad_value: int = Field(114, ge=0, le=255)  # letterbox border, the YOLO/Ultralytics grey
+
+    @model_validator(mode="after")
+    def _std_nonzero(self) -> InputSpec:
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"std must not contain 0, got {list(self.std)}")
+        return self
+
+
+class SoftmaxDecoder(_Strict):
+    type: Literal["softmax"]
+    output: str | None = None  # None: the model's only output
+    from_logits: bool = True  # False when the graph already ends in softmax (Custom Vision)
+
+
+class SigmoidDecoder(_Strict):
+    type: Literal["sigmoid"]
+    output: str | None = None
+    from_logits: bool = True
+
+
+class SsdBoxesOutputs(_Strict):
+    boxes: str
+    scores: str
+
+
+class SsdBoxesDecoder(_Strict):
+    """The graph already decodes boxes; the agent thresholds and runs class-wise NMS."""
+
+    type: Literal["ssd_boxes"]
+    outputs: SsdBoxesOutputs
+    box_format: Literal["xyxy", "yxyx", "xywh", "cxcywh"] = "xyxy"
+    normalized: bool = True  # boxes in [0, 1] of the input tensor, else input pixels
+    score_activation: Literal["none", "sigmoid", "softmax"] = "none"
+    background_class: int | None = None  # score column to drop (not a label)
+
+
+Decoder = Annotated[SoftmaxDecoder | SigmoidDecoder | SsdBoxesDecoder, Field(discriminator="type")]
+
+
+class Thresholds(_Strict):
+    score: float = Field(0.5, ge=0, le=1)
+    per_class: dict[str, float] = Field(default_factory=dict)
+    nms_iou: float = Field(0.45, gt=0, le=1)
+    max_detections: int = Field(100, ge=1)
+
+
+class Manifest(BaseModel):
+    """Top level of manifest.json; unknown top-level keys are kept (newer trainers add some)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    schema_: Literal["edgesight.bundle/1"] = Field(alias="schema")
+    name: str = Field(min_length=1)
+    version: int = Field(ge=0)
+    task: Literal["classify", "detect"]
+    multilabel: bool = False
+    labels: list[str] = Field(min_length=1)
+    model: ModelFile
+    input: InputSpec
+    decoder: Decoder
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str]
+    created: str | None = None
+    trainer: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        classify = self.decoder.type in ("softmax", "sigmoid")
+        if classify != (self.task == "classify"):
+            raise ValueError(f"decoder {self.decoder.type!r} does not fit task {self.task!r}")
+        if self.decoder.type == "sigmoid" and not self.multilabel:
+            raise ValueError("decoder 'sigmoid' needs multilabel: true")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        unknown = sorted(set(self.thresholds.per_class) - set(self.labels))
+        if unknown:
+            raise ValueError(f"thresholds.per_class names labels not in labels: {unknown}")
+        if self.model.file not in self.files:
+            raise ValueError(f"files must list the model file {self.model.file!r} with its sha256")
+        return self
+
+    def class_thresholds(self, override: float | None = None) -> list[float]:
+        """Score threshold per class index: per_class wins, then the override, then score."""
+        base = self.thresholds.score if override is None else override
+        return [self.thresholds.per_class.get(label, base) for label in self.labels]

@@ -1,0 +1,63 @@
+"""Runtime registry: each runtime is imported only when asked for, so a device needs only the
+package of the runtime it uses, and a missing one names the extra that installs it."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edge_agent.bundle import Bundle
+
+
+class ModelRuntimeError(RuntimeError):
+    """The model cannot be loaded or run (broken file, missing package, wrong input)."""
+
+
+class Runtime(Protocol):
+    """What the pipeline needs of a runtime."""
+
+    input_name: str
+    output_names: list[str]
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    module: str
+    factory: str
+    package: str  # the import that fails when the runtime is absent
+    extra: str
+
+
+RUNTIMES: dict[str, _Entry] = {
+    "onnx": _Entry("edge_agent.runtimes.onnx", "OnnxRuntime", "onnxruntime", "onnx"),
+}
+
+
+def list_runtimes() -> list[str]:
+    return sorted(RUNTIMES)
+
+
+def load_runtime(name: str, bundle: Bundle, threads: int = 2) -> Runtime:
+    """Create the named runtime for ``bundle``; it is warmed up and ready to run."""
+    try:
+        entry = RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; choose one of {list_runtimes()}") from None
+    try:
+        module = importlib.import_module(entry.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == entry.package:
+            raise ModelRuntimeError(
+                f"runtime {name!r} needs the package {entry.package!r}: "
+                f"pip install 'edgesight[{entry.extra}]'"
+            ) from exc
+        raise
+    runtime: Runtime = getattr(module, entry.factory)(bundle, threads=threads)
+    return runtime

@@ -1,0 +1,75 @@
+"""ONNX Runtime on the CPU, inputs and outputs addressed by the manifest's names."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_agent.bundle import Bundle
+from edge_agent.runtimes import ModelRuntimeError
+
+log = logging.getLogger(__name__)
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+class OnnxRuntime:
+    """One InferenceSession; ``run`` is safe to call from several threads (ORT guarantees it)."""
+
+    def __init__(self, bundle: Bundle, threads: int = 2) -> None:
+        spec = bundle.manifest.input
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # warnings from ORT about unused initialisers are noise
+        try:
+            self._session = ort.InferenceSession(
+                str(bundle.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise ModelRuntimeError(
+                f"bundle {bundle.path}: {bundle.manifest.model.file}: onnxruntime cannot load "
+                f"the model: {exc}"
+            ) from exc
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        if spec.name is None and len(inputs) != 1:
+            raise ModelRuntimeError(
+                f"bundle {bundle.path}: manifest input.name must name one of "
+                f"the model's inputs {sorted(inputs)}"
+            )
+        self.input_name = spec.name or next(iter(inputs))
+        if self.input_name not in inputs:
+            raise ModelRuntimeError(
+                f"bundle {bundle.path}: manifest input.name "
+                f"{self.input_name!r} is not a model input; the model has "
+                f"{sorted(inputs)}"
+            )
+        want = _ORT_DTYPES.get(inputs[self.input_name].type)
+        if want is None or np.dtype(want) != np.dtype(spec.dtype):
+            raise ModelRuntimeError(
+                f"bundle {bundle.path}: manifest input.dtype {spec.dtype!r} "
+                f"but the model expects {inputs[self.input_name].type}"
+            )
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self._warm_up(spec.width, spec.height, spec.layout, want)
+
+    def _warm_up(self, width: int, height: int, layout: str, dtype: type) -> None:
+        """One inference at load: the first run allocates and optimises, which would
+        otherwise land on the first frame and its latency figure."""
+        shape = (1, 3, height, width) if layout == "NCHW" else (1, height, width, 3)
+        try:
+            self.run(np.zeros(shape, dtype))
+        except Exception as exc:
+            raise ModelRuntimeError(
+                f"warm-up inference failed with input shape {shape}: {exc}"
+            ) from exc
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        values = self._session.run(self.output_names, {self.input_name: tensor})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
