@@ -1,0 +1,105 @@
+"""Config: YAML errors located by path and line; env overrides; check-config exit codes."""
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.config import ENV_MQTT_PASSWORD, ConfigError, load_config, parse_config
+from tools.toy_models import colour_blocks_bundle
+
+GOOD = """\
+device_id: shelf-cam-1
+model:
+  bundle: bundle
+  threads: 1
+sources:
+  - id: aisle3
+    uri: clip.mp4
+    fps_limit: 5
+mqtt:
+  host: broker.local
+  port: 8883
+  username: agent
+"""
+
+
+def issues_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/etc/edgesight/agent.yaml"))
+    return [str(i) for i in info.value.issues]
+
+
+def test_good_config_resolves_paths_relative_to_the_file():
+    cfg = parse_config(GOOD, Path("/etc/edgesight/agent.yaml"))
+    assert cfg.model.bundle == Path("/etc/edgesight/bundle")
+    assert cfg.sources[0].uri == "/etc/edgesight/clip.mp4"
+    assert cfg.mqtt.port == 8883 and cfg.device_id == "shelf-cam-1"
+
+
+def test_malformed_yaml_names_the_line():
+    (issue,) = issues_of("model:\n  bundle: [a, b\nsources: []\n")
+    assert "invalid YAML" in issue and issue.startswith("line 3")
+
+
+def test_unknown_key_names_path_and_line():
+    text = GOOD.replace("  threads: 1\n", "  threads: 1\n  thread_count: 2\n")
+    assert issues_of(text) == ["line 5: model.thread_count: unknown key"]
+
+
+def test_wrong_type_names_path_line_and_value():
+    (issue,) = issues_of(GOOD.replace("fps_limit: 5", "fps_limit: fast"))
+    assert issue.startswith("line 8: sources[0].fps_limit: ") and "'fast'" in issue
+
+
+def test_every_problem_is_reported():
+    text = GOOD.replace("port: 8883", "port: 70000").replace("id: aisle3", "id: aisle 3")
+    found = issues_of(text)
+    assert len(found) == 2
+    assert any(i.startswith("line 6: sources[0].id") for i in found)
+    assert any(i.startswith("line 11: mqtt.port") for i in found)
+
+
+def test_missing_sections_and_empty_file():
+    assert issues_of("device_id: x\n") == [
+        "line 1: model: Field required", "line 1: sources: Field required"
+    ]
+    assert "empty file" in issues_of("")[0]
+    assert "expected a mapping" in issues_of("- a\n- b\n")[0]
+
+
+def test_duplicate_source_ids_refused():
+    text = GOOD + "  - id: aisle3\n    uri: other.mp4\n"
+    text = text.replace("mqtt:\n  host: broker.local\n  port: 8883\n  username: agent\n", "")
+    assert any("aisle3" in i and "unique" in i for i in issues_of(text))
+
+
+def test_password_from_environment(monkeypatch):
+    monkeypatch.setenv(ENV_MQTT_PASSWORD, "s3cret")
+    cfg = parse_config(GOOD, Path("agent.yaml"))
+    assert cfg.mqtt.password == "s3cret"
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_check_config_cli(tmp_path, capsys):
+    colour_blocks_bundle(tmp_path / "bundle")
+    good = tmp_path / "agent.yaml"
+    good.write_text(GOOD)
+    assert main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "colour-blocks@1" in out and "aisle3" in out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("threads: 1", "threads: many"))
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 4: model.threads" in err
+
+    missing_bundle = tmp_path / "nobundle.yaml"
+    missing_bundle.write_text(GOOD.replace("bundle: bundle", "bundle: nothere"))
+    assert main(["check-config", str(missing_bundle)]) == 2
+    assert "nothere" in capsys.readouterr().err

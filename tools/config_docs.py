@@ -1,0 +1,89 @@
+"""Writes docs/config.md from the pydantic models, so the reference cannot drift from the code.
+
+    python -m tools.config_docs > docs/config.md     (a test checks the file is current)
+"""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from edge_agent.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, AgentConfig
+
+INTRO = f"""# Agent configuration reference
+
+`edge-agent run --config FILE` reads a YAML file with the keys below. Unknown keys are errors;
+`edge-agent check-config FILE` lists every problem with its YAML path and line number (exit 2)
+or prints a summary (exit 0). Relative paths (bundle, video files, image folders, TLS files) are
+relative to the config file. `${ENV_MQTT_USERNAME}` and `${ENV_MQTT_PASSWORD}` override the
+broker login so secrets can stay out of the file.
+
+This page is generated from `edge_agent/config.py` by `python -m tools.config_docs`.
+
+```yaml
+device_id: shelf-cam-1          # default: the host name
+model:
+  bundle: /var/lib/edgesight/models/current
+  runtime: onnx
+  threads: 2
+sources:
+  - id: aisle3
+    uri: rtsp://192.0.2.10/stream1
+    fps_limit: 5
+  - id: backroom
+    uri: /srv/captures/          # a folder of images, processed in name order
+    on_eof: stop
+mqtt:
+  host: broker.local
+  port: 8883
+  username: agent                # password from ${ENV_MQTT_PASSWORD}
+  tls:
+    ca_file: ca.crt
+```
+"""
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    text = text.replace("edge_agent.config.", "").replace("NoneType", "null")
+    return text.replace("Literal", "one of ").replace(" | ", " or ")
+
+
+def _default(field: typing.Any) -> str:
+    if field.default_factory is not None:
+        return "see below" if field.annotation and "Config" in str(field.annotation) else "computed"
+    if field.default is PydanticUndefined:
+        return "**required**"
+    return f"`{field.default!r}`" if field.default is not None else "`null`"
+
+
+def _section(title: str, model: type[BaseModel], nested: list[tuple[str, type[BaseModel]]]) -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        inner = [a for a in typing.get_args(field.annotation) if isinstance(a, type)]
+        candidates = [field.annotation, *inner]
+        for cand in candidates:
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                nested.append((f"{title}.{name}" if title else name, cand))
+        rows.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | "
+                    f"{field.description or ''} |")
+    return f"## `{title or 'top level'}`\n\n" + "\n".join(rows) + "\n"
+
+
+def render() -> str:
+    parts = [INTRO]
+    queue: list[tuple[str, type[BaseModel]]] = [("", AgentConfig)]
+    while queue:
+        title, model = queue.pop(0)
+        found: list[tuple[str, type[BaseModel]]] = []
+        parts.append(_section(title, model, found))
+        queue.extend(found)
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
