@@ -1,0 +1,128 @@
+"""``edge-agent``: run | demo | check-config. ``build_parser()`` plus ``main(argv) -> int``.
+
+Exit codes: 0 done, 1 failed while running, 2 the input (config, bundle, source) is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from edge_agent import __version__
+from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.runtimes import ModelRuntimeError
+
+if TYPE_CHECKING:
+    from edge_agent.pipeline import ResultHook
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+log = logging.getLogger("edge_agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description="Run vision model bundles on camera frames and publish "
+        "results over MQTT."
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent with a config file")
+    run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+
+    check = sub.add_parser("check-config", help="validate a config file and its bundle")
+    check.add_argument("file", type=Path, help="YAML config file")
+
+    demo = sub.add_parser("demo", help="run the agent on a generated clip with a bundled model")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="work folder")
+    demo.add_argument("--mqtt-host", default="localhost", help="broker to publish to")
+    demo.add_argument("--mqtt-port", type=int, default=1883, help="broker port")
+    return parser
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    print(f"{exc.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+def check_config(file: Path) -> int:
+    try:
+        cfg = load_config(file)
+        bundle = load_bundle(cfg.model.bundle)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_BAD_INPUT
+    except BundleError as exc:
+        print(f"{file}: model.bundle: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    m = bundle.manifest
+    print(f"{file}: OK")
+    print(f"  device   {cfg.device_id}")
+    print(f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
+          f"runtime {cfg.model.runtime}, {cfg.model.threads} threads)")
+    for s in cfg.sources:
+        limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""
+        print(f"  source   {s.id}: {s.uri} ({s.kind}{limit}, on end: {s.on_eof})")
+    mq = cfg.mqtt
+    auth = "with login" if mq.username else "anonymous"
+    tls = "TLS" if mq.tls else "plain TCP"
+    print(f"  mqtt     {mq.host}:{mq.port} ({tls}, {auth}), topics {mq.topic_prefix}/"
+          f"{cfg.device_id}/...")
+    return EXIT_OK
+
+
+def run_agent(cfg: AgentConfig, on_result: ResultHook | None = None) -> int:
+    """Run until every finite source ends or SIGINT/SIGTERM arrives."""
+    from edge_agent.pipeline import Agent
+    from edge_agent.sources import SourceError
+
+    agent = Agent(cfg, on_result=on_result)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        agent.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        agent.start()
+        agent.wait()
+    except (BundleError, ModelRuntimeError, SourceError) as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    finally:
+        agent.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = sum(s.errors for s in agent.stats.values())
+    return EXIT_FAILED if failed and not sum(s.frames for s in agent.stats.values()) else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "demo":
+        from edge_agent.demo import run_demo
+
+        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+        return run_demo(args.out, args.mqtt_host, args.mqtt_port)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=cfg.log_level, format=LOG_FORMAT)
+    return run_agent(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
