@@ -87,10 +87,10 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int) -> int:
         sources=[SourceConfig(id="conveyor", uri=str(clip))],
         mqtt=MqttConfig(host=mqtt_host, port=mqtt_port, client_id="edgesight-demo"),
     )
-    table = _Table(["red", "green", "blue"])
-    agent = Agent(cfg, on_result=table)
     print(f"edgesight demo: {clip} -> colour-blocks model -> mqtt://{mqtt_host}:{mqtt_port}",
           flush=True)
+    table = _Table(["red", "green", "blue"])
+    agent = Agent(cfg, on_result=table)
     try:
         agent.start()
         agent.wait()
