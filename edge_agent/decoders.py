@@ -114,10 +114,10 @@ def select_and_nms(
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
     cand = xyxy[anchor_idx]
     xywh = np.concatenate([cand[:, :2], cand[:, 2:] - cand[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxesBatched(
+    kept = cv2.dnn.NMSBoxesBatched(
         xywh.tolist(), conf.tolist(), class_idx.tolist(), 0.0, float(nms_iou)
     )
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    keep = np.asarray(kept, dtype=np.int64).reshape(-1)
     keep = keep[np.argsort(-conf[keep], kind="stable")][:max_detections]
     return cand[keep], conf[keep].astype(np.float32), class_idx[keep].astype(np.int32)
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig, SourceConfig
@@ -68,7 +70,9 @@ class Agent:
         self._runtime = load_runtime(cfg.model.runtime, self.bundle, threads=cfg.model.threads)
         self._preprocess = Preprocessor(manifest.input)
         self._decode = build_decoder(manifest, cfg.model.score_threshold)
-        self._thresholds = manifest.class_thresholds(cfg.model.score_threshold)
+        self._thresholds = np.asarray(
+            manifest.class_thresholds(cfg.model.score_threshold), np.float32
+        )
         self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
         self.publisher = MqttPublisher(
             cfg.mqtt,

@@ -129,7 +129,9 @@ def test_sigkill_fires_the_last_will(tmp_path, broker, mqtt_recorder):
         agent.wait(10)
     finally:
         agent.kill()
-    assert rec.wait_for(lambda: status_states(rec)[-1:] == ["offline"], 15)
+    assert rec.wait_for(lambda: status_states(rec)[-1:] == ["offline"], 15), (
+        status_states(rec), broker.log()[-4000:]
+    )
     offline = rec.on(f"{PREFIX}/status")[-1]
     assert offline.qos == 1
 

@@ -36,7 +36,7 @@ TABLE_EVERY_FRAMES = CLIP_FPS  # one table row per second of video
 def write_clip(path: Path) -> Path:
     """Blocks ride a grey belt from left to right; deterministic, so results are too."""
     w, h = CLIP_SIZE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), CLIP_FPS, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write mp4v video here")
     rng = np.random.default_rng(7)

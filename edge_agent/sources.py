@@ -1,0 +1,371 @@
+"""Frame sources: cameras, network streams, video files and image folders, all read with OpenCV.
+
+Two error channels (STYLE 6): what an operator can fix before start (a missing file, an empty
+folder) raises SourceError from open_source; what the environment does at run time (a camera
+unplugged, an RTSP server restarting, a corrupt JPEG) is logged once, counted in SourceStats and
+retried or skipped, and never ends the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_agent.config import SourceConfig
+from edge_agent.types import Frame
+
+log = logging.getLogger(__name__)
+
+#: FFMPEG gives up opening a stream after this long; without it a dead RTSP host blocks forever.
+STREAM_OPEN_TIMEOUT_MS = 10_000
+#: FFMPEG gives up one read() after this long, so a stalled stream is noticed and reopened. It also
+#: bounds how late a live source notices `stop`, since read() itself cannot be interrupted.
+STREAM_READ_TIMEOUT_MS = 5_000
+#: Longest a wait goes without noticing close() from another thread (`stop` wakes it at once).
+CLOSE_POLL_S = 0.2
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+#: /dev/v4l/by-id/... names a USB camera stably across reboots; /dev/videoN may change.
+CAMERA_DEVICE_PREFIXES = ("/dev/video", "/dev/v4l/")
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+LIVE_KINDS = ("camera", "stream")
+
+_STREAM_PARAMS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS]  # fmt: skip
+_Capture = cv2.VideoCapture | None
+_Item = tuple[np.ndarray | None, str, float | None]  # (raw image, origin, capture time or None)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be used as configured (path missing, nothing OpenCV can read)."""
+
+
+@dataclass
+class SourceStats:
+    """Counters for metrics; frames_read counts frames delivered, not ones dropped or skipped."""
+
+    frames_read: int = 0
+    frames_skipped_corrupt: int = 0
+    reopen_count: int = 0
+    dropped_fps_limit: int = 0
+
+
+def resolve_kind(cfg: SourceConfig) -> str:
+    """The kind `auto` stands for, decided from the form of the uri (explicit kinds win)."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    uri = cfg.uri
+    if isinstance(uri, int) or uri.strip().isdigit() or uri.startswith(CAMERA_DEVICE_PREFIXES):
+        return "camera"
+    if uri.lower().startswith(STREAM_SCHEMES):
+        return "stream"
+    return "folder" if Path(uri).expanduser().is_dir() else "file"
+
+
+def open_source(cfg: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
+    """Build the source for cfg and check what can be checked before start (else SourceError).
+
+    `stop` may be shared by all sources: setting it ends every iterator promptly.
+    """
+    kind = resolve_kind(cfg)
+    cls = {"file": VideoFileSource, "folder": ImageFolderSource}.get(kind, LiveSource)
+    source = cls(cfg, kind, stop)
+    source.open()
+    return source
+
+
+def redact(uri: str) -> str:
+    """The uri with its password masked, so rtsp://user:pw@cam never reaches a log or an error."""
+    scheme, sep, rest = uri.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not sep or not at or ":" not in userinfo or "/" in userinfo:
+        return uri
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
+def _natural_key(name: str) -> tuple[list[int | str], str]:
+    """Sort key putting img2 before img10; split() alternates text and digits, so types align."""
+    parts = re.split(r"(\d+)", name.lower())
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
+
+
+def _to_bgr(image: np.ndarray | None) -> np.ndarray | None:
+    """A uint8 HxWx3 BGR image, or None when the decoder gave nothing usable."""
+    if image is None or image.size == 0 or image.dtype != np.uint8:
+        return None
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image if image.ndim == 3 and image.shape[2] == 3 else None
+
+
+def _capture(target: str | int, api: int = cv2.CAP_ANY, params: Sequence[int] = ()) -> _Capture:
+    """An opened VideoCapture, or None: OpenCV reports failure by isOpened(), not by raising."""
+    cap = cv2.VideoCapture(target, api, list(params))
+    if cap.isOpened():
+        return cap
+    cap.release()
+    return None
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    """Decode one image file as BGR, or None if it cannot be read or decoded.
+
+    Bytes + imdecode rather than imread: a file removed after listing is a catchable OSError,
+    and imread cannot open non-ASCII paths on Windows. IMREAD_COLOR makes grey, BGRA and
+    16-bit files 8-bit BGR.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):
+        return None
+
+
+class FrameSource:
+    """One configured source; frames() yields Frames until the end, `stop`, or close()."""
+
+    def __init__(self, cfg: SourceConfig, kind: str, stop: threading.Event | None = None) -> None:
+        self.source_id = cfg.id
+        self.kind = kind
+        self.live = kind in LIVE_KINDS
+        self.stats = SourceStats()
+        self._cfg = cfg
+        self._stop = stop if stop is not None else threading.Event()
+        self._closed = False
+        self._cap: cv2.VideoCapture | None = None
+        self._gen: Generator[Frame, None, None] | None = None
+        self._seq = 0
+        self._next_slot = 0.0
+        self._warned: set[str] = set()
+
+    def open(self) -> None:
+        """Check what an operator must fix before start; raise SourceError if it is wrong."""
+
+    def _images(self) -> Iterator[_Item]:
+        raise NotImplementedError
+
+    def frames(self) -> Iterator[Frame]:
+        """Frames in order with seq counting from 0 across loops and reconnects."""
+        self._gen = self._frames()
+        return self._gen
+
+    def close(self) -> None:
+        """Release the capture; safe to call twice, and from another thread while iterating."""
+        self._closed = True
+        if self._gen is not None:
+            try:
+                self._gen.close()  # runs the generator's finally, which releases the capture
+            except ValueError:
+                return  # running in another thread: it sees _closed within CLOSE_POLL_S
+        self._release()
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _frames(self) -> Generator[Frame, None, None]:
+        try:
+            for raw, origin, ts in self._images():
+                if self._stopped():
+                    return
+                image = _to_bgr(raw)
+                if image is None:
+                    self._skip_corrupt(origin)
+                    continue
+                if self.live:
+                    # Read and discard rather than sleep, so the stream buffer never goes stale.
+                    if not self._take_slot(time.monotonic()):
+                        self.stats.dropped_fps_limit += 1
+                        continue
+                elif not self._wait_for_slot():
+                    return
+                ts = time.time() if ts is None else ts
+                frame = Frame(image, self.source_id, self._seq, ts, origin)
+                self._seq += 1
+                self.stats.frames_read += 1
+                yield frame
+        finally:
+            self._release()
+
+    def _stopped(self) -> bool:
+        return self._closed or self._stop.is_set()
+
+    def _wait(self, delay_s: float) -> bool:
+        """Sleep up to delay_s; True if stop or close() came meanwhile."""
+        deadline = time.monotonic() + delay_s
+        while not self._stopped():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._stop.wait(min(left, CLOSE_POLL_S))
+        return True
+
+    def _take_slot(self, now: float) -> bool:
+        """fps_limit as a grid of slots 1/fps apart; restart the grid when a whole slot behind."""
+        if self._cfg.fps_limit is None:
+            return True
+        if now < self._next_slot:
+            return False
+        interval = 1.0 / self._cfg.fps_limit
+        if now - self._next_slot >= interval:
+            self._next_slot = now
+        self._next_slot += interval
+        return True
+
+    def _wait_for_slot(self) -> bool:
+        """Files and folders keep every frame: sleep until the next slot. False if stopped."""
+        if self._cfg.fps_limit is not None:
+            if self._wait(self._next_slot - time.monotonic()):
+                return False
+            self._take_slot(time.monotonic())
+        return not self._stopped()
+
+    def _skip_corrupt(self, origin: str) -> None:
+        self.stats.frames_skipped_corrupt += 1
+        key = origin if self.kind == "folder" else ""  # once per image file, once per stream
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        log.log(level, "source %s: skipped undecodable frame %s", self.source_id, origin)
+
+    def _error(self, problem: str) -> SourceError:
+        uri = redact(str(self._cfg.uri))
+        return SourceError(f"source {self.source_id!r} (uri {uri!r}): {problem}")
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoFileSource(FrameSource):
+    """A video file (or an OpenCV image-sequence pattern such as img_%04d.jpg); every frame kept."""
+
+    def open(self) -> None:
+        self._path = path = Path(str(self._cfg.uri)).expanduser()
+        is_pattern = "%" in path.name and path.parent.is_dir()
+        if path.is_dir():
+            raise self._error(f"expected a video file, but {path} is a folder (use kind: folder)")
+        if not (path.is_file() or is_pattern):
+            raise self._error(f"video file not found: {path}")
+        self._cap = _capture(str(path))
+        if self._cap is None:
+            raise self._error(f"OpenCV cannot open {path} (expected a video FFMPEG can decode)")
+
+    def _images(self) -> Iterator[_Item]:
+        # Loop by reopening: seeking back (CAP_PROP_POS_FRAMES) is inexact with some codecs.
+        while not self._stopped():
+            if self._cap is None:
+                self._cap = _capture(str(self._path))
+                if self._cap is None:
+                    log.error("source %s: cannot reopen %s; stopping", self.source_id, self._path)
+                    return
+            index = 0
+            while not self._stopped():
+                ok, image = self._cap.read()
+                if not ok:  # end of file; OpenCV does not tell it apart from a broken tail
+                    break
+                yield image, f"{self._path.name}#{index}", None
+                index += 1
+            self._release()
+            if self._cfg.on_eof == "stop":
+                return
+            if index == 0:
+                log.warning("source %s: %s has no frames; not looping", self.source_id, self._path)
+                return
+
+
+class ImageFolderSource(FrameSource):
+    """Images in a folder in natural name order; the folder is listed again on every loop."""
+
+    def open(self) -> None:
+        self._folder = folder = Path(str(self._cfg.uri)).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "not found"
+            raise self._error(f"image folder {what}: {folder}")
+        if not self._list():
+            raise self._error(
+                f"folder {folder} holds no images (expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)}, any case)"
+            )
+
+    def _list(self) -> list[Path]:
+        """Image files, skipping hidden ones (macOS leaves ._name.jpg beside every photo)."""
+        try:
+            names = [p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        except OSError:
+            return []
+        images = [p for p in names if not p.name.startswith(".") and p.is_file()]
+        return sorted(images, key=lambda p: _natural_key(p.name))
+
+    def _images(self) -> Iterator[_Item]:
+        while True:
+            good = 0
+            for path in self._list():
+                if self._stopped():
+                    return
+                image = _read_image(path)
+                good += image is not None
+                yield image, path.name, None
+            if self._cfg.on_eof == "stop" or self._stopped():
+                return
+            if good == 0:  # looping would spin on a folder with nothing readable
+                log.warning("source %s: nothing readable in %s", self.source_id, self._folder)
+                return
+
+
+class LiveSource(FrameSource):
+    """A camera or network stream: failures are retried with backoff until `stop`."""
+
+    def open(self) -> None:
+        """Nothing to check: a camera or stream that is not there yet is retried, not refused."""
+
+    def _open_capture(self) -> cv2.VideoCapture | None:
+        """Streams go through FFMPEG: the only backend honouring open/read timeouts."""
+        uri = self._cfg.uri
+        if self.kind == "stream":
+            return _capture(str(uri), cv2.CAP_FFMPEG, _STREAM_PARAMS)
+        return _capture(int(uri) if isinstance(uri, int) or uri.strip().isdigit() else uri)
+
+    def _images(self) -> Iterator[_Item]:
+        origin = redact(str(self._cfg.uri))
+        delay = self._cfg.reconnect_initial_delay_s
+        attempts = 0
+        down = False  # an outage has been logged at WARNING and has not ended yet
+        while not self._stopped():
+            problem = "cannot open"
+            if self._cap is None:
+                if attempts:
+                    self.stats.reopen_count += 1
+                attempts += 1
+                self._cap = self._open_capture()
+            if self._cap is not None:
+                ok, image = self._cap.read()
+                ts = time.time()
+                if ok:
+                    if down:
+                        log.info("source %s: reconnected to %s", self.source_id, origin)
+                        down = False
+                    delay = self._cfg.reconnect_initial_delay_s
+                    yield image, origin, ts
+                    continue
+                problem = "no frame from (read failed or timed out)"
+                self._release()
+            level = logging.DEBUG if down else logging.WARNING
+            log.log(
+                level, "source %s: %s %s; retry in %.3g s", self.source_id, problem, origin, delay
+            )
+            down = True
+            if self._wait(delay):
+                return
+            delay = min(delay * 2, self._cfg.reconnect_max_delay_s)
