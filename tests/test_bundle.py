@@ -42,25 +42,25 @@ def test_wrong_sha256_names_file_and_both_hashes(bundle):
 
 def test_missing_model_file(bundle):
     (bundle / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="model.onnx: file is missing"):
+    with pytest.raises(BundleError, match=r"model\.onnx: file is missing"):
         load_bundle(bundle)
 
 
 def test_manifest_without_labels(bundle):
     edit_manifest(bundle, labels=None)
-    with pytest.raises(BundleError, match="manifest.json: labels: required field is missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json: labels: required field is missing"):
         load_bundle(bundle)
 
 
 def test_model_file_not_listed(bundle):
     edit_manifest(bundle, files={})
-    with pytest.raises(BundleError, match="files must list the model file 'model.onnx'"):
+    with pytest.raises(BundleError, match=r"files must list the model file 'model\.onnx'"):
         load_bundle(bundle)
 
 
 def test_unknown_decoder_lists_choices(bundle):
     edit_manifest(bundle, decoder={"type": "yolo"})
-    with pytest.raises(BundleError, match="softmax.*sigmoid.*ssd_boxes"):
+    with pytest.raises(BundleError, match=r"softmax.*sigmoid.*ssd_boxes"):
         load_bundle(bundle)
 
 
@@ -83,7 +83,7 @@ def test_missing_or_broken_manifest(tmp_path, bundle):
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(bundle)
     (bundle / "manifest.json").unlink()
-    with pytest.raises(BundleError, match="manifest.json is missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
         load_bundle(bundle)
 
 

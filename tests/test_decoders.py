@@ -99,7 +99,7 @@ def test_letterbox_boxes_map_back_to_the_frame(tmp_path):
 def test_select_and_nms_is_class_wise_and_bounded():
     xyxy = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
     scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.6, 0.0]], np.float32)
-    boxes, conf, cls = select_and_nms(xyxy, scores, np.array([0.5, 0.5]), 0.5, 10)
+    _, conf, cls = select_and_nms(xyxy, scores, np.array([0.5, 0.5]), 0.5, 10)
     # box 1 is suppressed by box 0 (same class); box 2 overlaps box 0 but is another class
     np.testing.assert_allclose(conf, [0.9, 0.7, 0.6])
     assert cls.tolist() == [0, 1, 0]

@@ -9,4 +9,5 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_config_reference_is_current():
     current = (ROOT / "docs" / "config.md").read_text()
-    assert current == render(), "docs/config.md is stale: python -m tools.config_docs > docs/config.md"
+    stale = "docs/config.md is stale: python -m tools.config_docs > docs/config.md"
+    assert current == render(), stale

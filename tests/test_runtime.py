@@ -39,7 +39,7 @@ def test_broken_model_file_is_a_clear_error(tmp_path):
     (path / "model.onnx").write_bytes(b"\x08\x07not really onnx")
     manifest = json.loads((path / "manifest.json").read_text())
     write_manifest(path, manifest)  # re-hash so only the content is wrong
-    with pytest.raises(ModelRuntimeError, match="model.onnx: onnxruntime cannot load the model"):
+    with pytest.raises(ModelRuntimeError, match=r"model\.onnx: onnxruntime cannot load the model"):
         load_runtime("onnx", load_bundle(path))
 
 

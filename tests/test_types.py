@@ -28,7 +28,7 @@ def test_detections_shape_error_names_expected_and_got():
         Detections(np.zeros(3), np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match=r"confidence must have shape \(2\), but got shape \(3,\)"):
         Detections(np.zeros((2, 4)), np.zeros(3), np.zeros(2))
-    with pytest.raises(ValueError, match="class_id must be a np.ndarray, but got list"):
+    with pytest.raises(ValueError, match=r"class_id must be a np\.ndarray, but got list"):
         Detections(np.zeros((1, 4)), np.zeros(1), [0])
 
 
