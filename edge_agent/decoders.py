@@ -7,6 +7,7 @@ loops over boxes in Python.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -161,8 +162,12 @@ def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray)
     return decode
 
 
-def build_decoder(manifest: Manifest, score_override: float | None = None) -> DecodeFn:
-    """The decode function for this manifest, with thresholds resolved once."""
+def build_decoder(
+    manifest: Manifest, score_override: float | None = None, bundle_dir: Path | None = None
+) -> DecodeFn:
+    """The decode function for this manifest, with thresholds resolved once.
+
+    ``bundle_dir`` is where decoder files (anchors) are read from."""
     cfg = manifest.decoder
     thresholds = np.asarray(manifest.class_thresholds(score_override), np.float32)
     if isinstance(cfg, SoftmaxDecoder | SigmoidDecoder):

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig, SourceConfig
-from edge_agent.counting import frame_counts
-from edge_agent.decoders import build_decoder
-from edge_agent.preprocess import Preprocessor
+from edge_agent.predictor import Predictor
 from edge_agent.publish.mqtt import MqttPublisher
-from edge_agent.runtimes import Runtime, load_runtime
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.types import Frame, Result
 
@@ -53,7 +47,7 @@ class Agent:
         self.stats: dict[str, SourceStats] = {s.id: SourceStats() for s in cfg.sources}
         self.bundle: Bundle | None = None
         self.publisher: MqttPublisher | None = None
-        self._runtime: Runtime | None = None
+        self._predictor: Predictor | None = None
         self._sources: list[FrameSource] = []
         self._threads: list[threading.Thread] = []
         self._degraded = False
@@ -67,11 +61,8 @@ class Agent:
         cfg = self.cfg
         self.bundle = load_bundle(cfg.model.bundle)
         manifest = self.bundle.manifest
-        self._runtime = load_runtime(cfg.model.runtime, self.bundle, threads=cfg.model.threads)
-        self._preprocess = Preprocessor(manifest.input)
-        self._decode = build_decoder(manifest, cfg.model.score_threshold)
-        self._thresholds = np.asarray(
-            manifest.class_thresholds(cfg.model.score_threshold), np.float32
+        self._predictor = Predictor(
+            self.bundle, cfg.model.runtime, cfg.model.threads, cfg.model.score_threshold
         )
         self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
         self.publisher = MqttPublisher(
@@ -122,32 +113,21 @@ class Agent:
             log.info("source %s finished after %d frame(s)", src_cfg.id, stats.frames)
 
     def process(self, frame: Frame) -> Result:
-        """Run one frame through preprocess, model, decoder and counting."""
-        assert self._runtime is not None and self.bundle is not None, "start() first"
-        manifest = self.bundle.manifest
-        t0 = time.perf_counter()
-        tensor, transform = self._preprocess(frame.image)
-        t1 = time.perf_counter()
-        outputs = self._runtime.run(tensor)
-        t2 = time.perf_counter()
-        predictions = self._decode(outputs, transform)
-        counts = frame_counts(predictions, manifest.labels, self._thresholds)
-        t3 = time.perf_counter()
+        """Run one frame through the predictor and wrap it as a Result."""
+        if self._predictor is None or self.bundle is None:
+            raise RuntimeError("Agent.start() must run before process()")
+        out = self._predictor.predict(frame.image)
         return Result(
             source_id=frame.source_id,
             seq=frame.seq,
             ts=frame.ts,
             model=self.bundle.model_id,
-            task=manifest.task,
-            labels=manifest.labels,
+            task=self.bundle.manifest.task,
+            labels=self.bundle.manifest.labels,
             frame_size=(frame.width, frame.height),
-            predictions=predictions,
-            counts=counts,
-            timing_ms={
-                "preprocess": round((t1 - t0) * 1000, 3),
-                "inference": round((t2 - t1) * 1000, 3),
-                "decode": round((t3 - t2) * 1000, 3),
-            },
+            predictions=out.predictions,
+            counts=out.counts,
+            timing_ms=out.timing_ms,
             origin=frame.origin,
         )
 
@@ -179,6 +159,6 @@ class Agent:
             source.close()
         if self.publisher is not None:
             self.publisher.close()
-        if self._runtime is not None:
-            self._runtime.close()
-            self._runtime = None
+        if self._predictor is not None:
+            self._predictor.close()
+            self._predictor = None

@@ -44,8 +44,10 @@ def list_runtimes() -> list[str]:
     return sorted(RUNTIMES)
 
 
-def load_runtime(name: str, bundle: Bundle, threads: int = 2) -> Runtime:
-    """Create the named runtime for ``bundle``; it is warmed up and ready to run."""
+def load_runtime(name: str, bundle: Bundle, threads: int = 2, **options: object) -> Runtime:
+    """Create the named runtime for ``bundle``; it is warmed up and ready to run.
+
+    ``options`` are runtime-specific (ONNX providers, TFLite delegates)."""
     try:
         entry = RUNTIMES[name]
     except KeyError:
@@ -59,5 +61,5 @@ def load_runtime(name: str, bundle: Bundle, threads: int = 2) -> Runtime:
                 f"pip install 'edgesight[{entry.extra}]'"
             ) from exc
         raise
-    runtime: Runtime = getattr(module, entry.factory)(bundle, threads=threads)
+    runtime: Runtime = getattr(module, entry.factory)(bundle, threads=threads, **options)
     return runtime
