@@ -12,7 +12,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_agent.manifest import Manifest, SigmoidDecoder, SoftmaxDecoder, SsdBoxesDecoder
+from edge_agent.anchors import load_anchors
+from edge_agent.manifest import (
+    BoxCoder,
+    Manifest,
+    SigmoidDecoder,
+    SoftmaxDecoder,
+    SsdAnchorsDecoder,
+    SsdBoxesDecoder,
+    TflitePostprocessDecoder,
+)
 from edge_agent.preprocess import Transform
 from edge_agent.types import Classifications, Detections, cxcywh_to_xyxy, xywh_to_xyxy
 
@@ -94,6 +103,38 @@ def boxes_to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
     raise ValueError(f"box_format must be xyxy, yxyx, xywh or cxcywh, got {box_format!r}")
 
 
+def candidates(
+    scores: np.ndarray, class_thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(anchor index, class index, score) of every score at or above its class threshold,
+    at most PRE_NMS_TOP_K of them, so only these boxes need decoding."""
+    anchor_idx, class_idx = np.nonzero(scores >= class_thresholds[np.newaxis, :])
+    conf = scores[anchor_idx, class_idx]
+    if len(conf) > PRE_NMS_TOP_K:
+        top = np.argpartition(-conf, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
+        anchor_idx, class_idx, conf = anchor_idx[top], class_idx[top], conf[top]
+    return anchor_idx, class_idx, conf
+
+
+def nms(
+    xyxy: np.ndarray, conf: np.ndarray, class_idx: np.ndarray, nms_iou: float, max_detections: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise NMS over candidates; kept boxes, scores and classes, best first."""
+    if len(conf) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    kept = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), conf.tolist(), class_idx.tolist(), 0.0, float(nms_iou)
+    )
+    keep = np.asarray(kept, dtype=np.int64).reshape(-1)
+    keep = keep[np.argsort(-conf[keep], kind="stable")][:max_detections]
+    return (
+        xyxy[keep].astype(np.float32),
+        conf[keep].astype(np.float32),
+        class_idx[keep].astype(np.int32),
+    )
+
+
 def select_and_nms(
     xyxy: np.ndarray,
     scores: np.ndarray,
@@ -103,24 +144,29 @@ def select_and_nms(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class threshold, then class-wise NMS on (N, 4) boxes and (N, C) scores.
 
-    Returns kept boxes, confidences and class ids, best first. An anchor may yield several
-    classes (as torchvision's SSD does); NMS is applied within each class.
+    An anchor may yield several classes (as torchvision's SSD does); NMS runs per class.
     """
-    anchor_idx, class_idx = np.nonzero(scores >= class_thresholds[np.newaxis, :])
-    conf = scores[anchor_idx, class_idx]
-    if len(conf) > PRE_NMS_TOP_K:
-        top = np.argpartition(-conf, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
-        anchor_idx, class_idx, conf = anchor_idx[top], class_idx[top], conf[top]
-    if len(conf) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
-    cand = xyxy[anchor_idx]
-    xywh = np.concatenate([cand[:, :2], cand[:, 2:] - cand[:, :2]], axis=1)
-    kept = cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(), conf.tolist(), class_idx.tolist(), 0.0, float(nms_iou)
-    )
-    keep = np.asarray(kept, dtype=np.int64).reshape(-1)
-    keep = keep[np.argsort(-conf[keep], kind="stable")][:max_detections]
-    return cand[keep], conf[keep].astype(np.float32), class_idx[keep].astype(np.int32)
+    anchor_idx, class_idx, conf = candidates(scores, class_thresholds)
+    return nms(xyxy[anchor_idx], conf, class_idx, nms_iou, max_detections)
+
+
+def _activate(scores: np.ndarray, activation: str, background: int | None) -> np.ndarray:
+    scores = scores.astype(np.float32)
+    if activation == "sigmoid":
+        scores = sigmoid(scores)
+    elif activation == "softmax":
+        scores = softmax(scores)
+    if background is not None:
+        scores = np.delete(scores, background, axis=1)
+    return scores
+
+
+def _check_classes(scores: np.ndarray, n_labels: int) -> None:
+    if scores.shape[1] != n_labels:
+        raise DecodeError(
+            f"scores output has {scores.shape[1]} classes (after background) "
+            f"but the manifest has {n_labels} labels"
+        )
 
 
 def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray) -> DecodeFn:
@@ -150,14 +196,81 @@ def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray)
         xyxy = boxes_to_xyxy(boxes, cfg.box_format)
         if cfg.normalized:
             xyxy = xyxy * size
-        kept, conf, cls = select_and_nms(
-            xyxy,
-            scores,
-            thresholds,
-            manifest.thresholds.nms_iou,
-            manifest.thresholds.max_detections,
-        )
+        th = manifest.thresholds
+        kept, conf, cls = select_and_nms(xyxy, scores, thresholds, th.nms_iou, th.max_detections)
         return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
+
+    return decode
+
+
+#: torchvision's BoxCoder clamps dw/dh so exp() cannot overflow: log(1000 / 16).
+BBOX_XFORM_CLIP = float(np.log(1000.0 / 16))
+
+
+def decode_boxes(codes: np.ndarray, anchors: np.ndarray, cfg: BoxCoder) -> np.ndarray:
+    """Faster R-CNN box coder: encodings against cx, cy, w, h anchors -> xyxy, same units."""
+    weights = np.asarray(cfg.weights, np.float32)
+    if cfg.order == "yxhw":  # TF: ty, tx, th, tw -> dx, dy, dw, dh
+        codes, weights = codes[:, [1, 0, 3, 2]], weights[[1, 0, 3, 2]]
+    d = codes.astype(np.float32) / weights
+    dwh = np.minimum(d[:, 2:], BBOX_XFORM_CLIP)
+    centre = d[:, :2] * anchors[:, 2:] + anchors[:, :2]
+    half = np.exp(dwh) * anchors[:, 2:] / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def _ssd_anchors(
+    cfg: SsdAnchorsDecoder, manifest: Manifest, thresholds: np.ndarray, bundle_dir: Path | None
+) -> DecodeFn:
+    width, height = manifest.input.width, manifest.input.height
+    anchors = load_anchors(cfg, bundle_dir, width, height)
+    size = np.array([width, height] * 2, np.float32)
+    th = manifest.thresholds
+
+    def decode(outputs: Outputs, transform: Transform) -> Detections:
+        codes = _squeeze_batch(_output(outputs, cfg.outputs.boxes, "boxes"), 2, "boxes")
+        scores = _squeeze_batch(_output(outputs, cfg.outputs.scores, "scores"), 2, "scores")
+        if codes.shape != (len(anchors), 4) or scores.shape[0] != len(anchors):
+            raise DecodeError(
+                f"with {len(anchors)} anchors, boxes must be ({len(anchors)}, 4) "
+                f"and scores ({len(anchors)}, C), but got {codes.shape} and "
+                f"{scores.shape}"
+            )
+        scores = _activate(scores, cfg.score_activation, cfg.background_class)
+        _check_classes(scores, len(manifest.labels))
+        anchor_idx, class_idx, conf = candidates(scores, thresholds)
+        boxes = decode_boxes(codes[anchor_idx], anchors[anchor_idx], cfg.box_coder)
+        boxes = np.clip(boxes, 0.0, 1.0) * size  # torchvision clips to the image before NMS
+        kept, conf, cls = nms(boxes, conf, class_idx, th.nms_iou, th.max_detections)
+        return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
+
+    return decode
+
+
+def _tflite_postprocess(
+    cfg: TflitePostprocessDecoder, manifest: Manifest, thresholds: np.ndarray
+) -> DecodeFn:
+    size = np.array([manifest.input.width, manifest.input.height] * 2, np.float32)
+    n_labels = len(manifest.labels)
+
+    def decode(outputs: Outputs, transform: Transform) -> Detections:
+        out = cfg.outputs
+        boxes = _squeeze_batch(_output(outputs, out.boxes, "boxes"), 2, "boxes")
+        classes = _squeeze_batch(_output(outputs, out.classes, "classes"), 1, "classes")
+        scores = _squeeze_batch(_output(outputs, out.scores, "scores"), 1, "scores")
+        count = int(np.asarray(_output(outputs, out.count, "count")).reshape(-1)[0])
+        count = min(count, len(scores))
+        cls = classes[:count].astype(np.int64) + cfg.class_offset
+        conf = scores[:count].astype(np.float32)
+        valid = (cls >= 0) & (cls < n_labels)
+        keep = valid & (conf >= thresholds[np.clip(cls, 0, n_labels - 1)])
+        order = np.argsort(-conf[keep], kind="stable")[: manifest.thresholds.max_detections]
+        xyxy = boxes[:count][keep][order][:, [1, 0, 3, 2]].astype(np.float32) * size
+        return Detections(
+            xyxy=transform.to_frame(xyxy),
+            confidence=conf[keep][order],
+            class_id=cls[keep][order].astype(np.int32),
+        )
 
     return decode
 
@@ -174,4 +287,8 @@ def build_decoder(
         return _classifier(cfg, len(manifest.labels))
     if isinstance(cfg, SsdBoxesDecoder):
         return _ssd_boxes(cfg, manifest, thresholds)
+    if isinstance(cfg, SsdAnchorsDecoder):
+        return _ssd_anchors(cfg, manifest, thresholds, bundle_dir)
+    if isinstance(cfg, TflitePostprocessDecoder):
+        return _tflite_postprocess(cfg, manifest, thresholds)
     raise DecodeError(f"decoder type {cfg.type!r} is not supported by this agent")

@@ -72,7 +72,83 @@ class SsdBoxesDecoder(_Strict):
     background_class: int | None = None  # score column to drop (not a label)
 
 
-Decoder = Annotated[SoftmaxDecoder | SigmoidDecoder | SsdBoxesDecoder, Field(discriminator="type")]
+class AnchorGenerator(_Strict):
+    """Parameters of the TF Object Detection API's SSD anchor generator (create_ssd_anchors)."""
+
+    num_layers: int = Field(6, ge=1)
+    min_scale: float = Field(0.2, gt=0)
+    max_scale: float = Field(0.95, gt=0)
+    scales: list[float] | None = None  # explicit per-layer scales instead of min/max
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0, 2.0, 0.5, 3.0, 1.0 / 3])
+    interpolated_scale_aspect_ratio: float = 1.0  # 0 disables the extra box per cell
+    reduce_boxes_in_lowest_layer: bool = True
+    base_anchor_size: tuple[float, float] = (1.0, 1.0)  # height, width
+    feature_map_sizes: list[tuple[int, int]] | None = None  # (rows, cols) per layer
+    feature_map_strides: list[int] | None = None  # or strides in input pixels per layer
+    anchor_offset: float = 0.5  # cell centre, in cells
+
+    @model_validator(mode="after")
+    def _one_map_spec(self) -> AnchorGenerator:
+        maps = self.feature_map_sizes or self.feature_map_strides
+        if not maps:
+            raise ValueError("give feature_map_sizes or feature_map_strides")
+        if len(maps) != self.num_layers:
+            raise ValueError(f"num_layers is {self.num_layers} but {len(maps)} feature maps given")
+        if self.scales is not None and len(self.scales) != self.num_layers:
+            raise ValueError(f"scales needs {self.num_layers} values, got {len(self.scales)}")
+        return self
+
+
+class BoxCoder(_Strict):
+    """How box encodings relate to anchors (Faster R-CNN coder, as SSD uses it)."""
+
+    order: Literal["xywh", "yxhw"] = "xywh"  # torchvision: dx, dy, dw, dh; TF: ty, tx, th, tw
+    weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # in `order`
+
+
+class SsdAnchorsDecoder(_Strict):
+    """Raw SSD head outputs (box encodings + class scores) decoded against anchors."""
+
+    type: Literal["ssd_anchors"]
+    outputs: SsdBoxesOutputs
+    anchors_file: str | None = None  # .npy (N, 4), listed in files
+    anchors_format: Literal["xyxy", "yxyx", "cxcywh"] = "xyxy"
+    anchors_normalized: bool = True  # False: input pixels
+    anchor_generator: AnchorGenerator | None = None
+    box_coder: BoxCoder = Field(default_factory=BoxCoder)
+    score_activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+    background_class: int | None = 0
+
+    @model_validator(mode="after")
+    def _one_anchor_source(self) -> SsdAnchorsDecoder:
+        if (self.anchors_file is None) == (self.anchor_generator is None):
+            raise ValueError("give exactly one of anchors_file and anchor_generator")
+        return self
+
+
+class TflitePostprocessOutputs(_Strict):
+    boxes: str
+    classes: str
+    scores: str
+    count: str
+
+
+class TflitePostprocessDecoder(_Strict):
+    """The four outputs of TFLite's TFLite_Detection_PostProcess op (boxes yxyx normalised)."""
+
+    type: Literal["tflite_detection_postprocess"]
+    outputs: TflitePostprocessOutputs
+    class_offset: int = 0  # added to the op's class index to index `labels`
+
+
+Decoder = Annotated[
+    SoftmaxDecoder
+    | SigmoidDecoder
+    | SsdBoxesDecoder
+    | SsdAnchorsDecoder
+    | TflitePostprocessDecoder,
+    Field(discriminator="type"),
+]
 
 
 class Thresholds(_Strict):
@@ -114,8 +190,10 @@ class Manifest(BaseModel):
         unknown = sorted(set(self.thresholds.per_class) - set(self.labels))
         if unknown:
             raise ValueError(f"thresholds.per_class names labels not in labels: {unknown}")
-        if self.model.file not in self.files:
-            raise ValueError(f"files must list the model file {self.model.file!r} with its sha256")
+        anchors = getattr(self.decoder, "anchors_file", None)
+        for needed in filter(None, [self.model.file, anchors]):
+            if needed not in self.files:
+                raise ValueError(f"files must list {needed!r} with its sha256")
         return self
 
     def class_thresholds(self, override: float | None = None) -> list[float]:

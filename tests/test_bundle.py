@@ -54,7 +54,7 @@ def test_manifest_without_labels(bundle):
 
 def test_model_file_not_listed(bundle):
     edit_manifest(bundle, files={})
-    with pytest.raises(BundleError, match=r"files must list the model file 'model\.onnx'"):
+    with pytest.raises(BundleError, match=r"files must list 'model\.onnx' with its sha256"):
         load_bundle(bundle)
 
 
