@@ -117,7 +117,10 @@ class MqttPublisher:
         self.client_id = cfg.client_id or f"{CLIENT_ID_PREFIX}{device_id}"
         self.stats = PublisherStats()
         self._where = f"{cfg.host}:{cfg.port}"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # counters and flags; never held while calling paho
+        # Serialises status publishes (reconnect, set_status, close) so a retained "online" can
+        # never land after "offline". Taken before _lock, never inside it.
+        self._status_lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._state = "online"  # what (re)connects announce; set_status changes it
         self._link_up = False  # a CONNACK accepted and no disconnect since
@@ -180,13 +183,17 @@ class MqttPublisher:
             if self._closed:
                 return
             self._closed = True
-            self._closing = True
         client = self._client
         if client is None:
             return
-        if client.is_connected():
-            payload = self._status("offline")
-            info = client.publish(self.topics.status(), payload, qos=STATUS_QOS, retain=True)
+        with self._status_lock:
+            with self._lock:
+                self._closing = True
+            info = None
+            if client.is_connected():
+                payload = self._status("offline")
+                info = client.publish(self.topics.status(), payload, qos=STATUS_QOS, retain=True)
+        if info is not None:
             try:
                 info.wait_for_publish(timeout=timeout_s)
                 acked = info.is_published()
@@ -237,10 +244,11 @@ class MqttPublisher:
     def set_status(self, state: str) -> None:
         """Publish the retained status (online, offline or degraded); reconnects repeat it."""
         payload = self._status_dict(state)  # raises ValueError for an unknown state
-        with self._lock:
-            self._state = state
-        if self._client is not None:
-            self._publish(self.topics.status(), payload, STATUS_QOS, retain=True)
+        with self._status_lock:
+            with self._lock:
+                self._state = state
+            if self._client is not None:
+                self._publish(self.topics.status(), payload, STATUS_QOS, retain=True)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -345,15 +353,18 @@ class MqttPublisher:
             self._drop_warned = False
             # Retained counts may be gone (a broker restarted without persistence): republish.
             self._last_counts.clear()
-            state, closing, first = self._state, self._closing, self.stats.connects == 1
+            first = self.stats.connects == 1
         verb = "connected" if first else "reconnected"
         if outage_since is not None:
             down_s = time.monotonic() - outage_since
             log.info("%s to broker %s after %.1f s unreachable", verb, self._where, down_s)
         else:
             log.info("%s to broker %s", verb, self._where)
-        if not closing:
-            self._publish(self.topics.status(), self._status_dict(state), STATUS_QOS, retain=True)
+        with self._status_lock:
+            with self._lock:
+                state, closing = self._state, self._closing
+            if not closing:
+                self._publish(self.topics.status(), self._status_dict(state), STATUS_QOS, True)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._note_outage("cannot connect")
