@@ -67,13 +67,28 @@ class SourceConfig(_Model):
 
 class ModelConfig(_Model):
     bundle: Path = Field(description="Model bundle directory (holding manifest.json).")
-    runtime: Literal["onnx"] = Field(
-        "onnx", description="Inference runtime to run the bundle with."
+    runtime: Literal["onnx", "tflite"] = Field(
+        "onnx", description="Inference runtime: onnx (onnxruntime) or tflite (LiteRT)."
     )
     threads: int = Field(2, ge=1, le=64, description="Intra-op threads for the runtime.")
+    providers: list[str] | None = Field(
+        None,
+        description="onnx: execution providers in order (e.g. [CUDAExecutionProvider]); "
+        "default: TensorRT, then CUDA, then CPU, whichever onnxruntime offers.",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnx: graph optimization level."
+    )
+    edgetpu: bool = Field(False, description="tflite: run on a Coral Edge TPU (libedgetpu).")
     score_threshold: float | None = Field(
         None, ge=0, le=1, description="Override the bundle's score threshold."
     )
+
+    def runtime_options(self) -> dict[str, object]:
+        """Keyword arguments for the chosen runtime."""
+        if self.runtime == "onnx":
+            return {"providers": self.providers, "graph_optimization": self.graph_optimization}
+        return {"edgetpu": self.edgetpu}
 
 
 class TlsConfig(_Model):

@@ -39,6 +39,9 @@ class DecodeError(ValueError):
 
 def _output(outputs: Outputs, name: str | None, what: str) -> np.ndarray:
     if name is None:
+        distinct = {id(v): v for v in outputs.values()}  # a runtime may alias one tensor
+        if len(distinct) == 1:
+            return next(iter(distinct.values()))
         if len(outputs) != 1:
             raise DecodeError(
                 f"decoder needs '{what}' named: the model has outputs {sorted(outputs)}"

@@ -62,7 +62,11 @@ class Agent:
         self.bundle = load_bundle(cfg.model.bundle)
         manifest = self.bundle.manifest
         self._predictor = Predictor(
-            self.bundle, cfg.model.runtime, cfg.model.threads, cfg.model.score_threshold
+            self.bundle,
+            cfg.model.runtime,
+            cfg.model.threads,
+            cfg.model.score_threshold,
+            cfg.model.runtime_options(),
         )
         self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
         self.publisher = MqttPublisher(

@@ -1,13 +1,17 @@
 """ONNX runtime: loads with names from the manifest, warms up, and fails clearly."""
 
 import json
+import logging
 import sys
+
+import onnxruntime as ort
 
 import numpy as np
 import pytest
 
 from edge_agent.bundle import load_bundle, write_manifest
 from edge_agent.runtimes import ModelRuntimeError, list_runtimes, load_runtime
+from edge_agent.runtimes.onnx import choose_providers
 from tools.toy_models import colour_blocks_bundle
 
 
@@ -21,7 +25,7 @@ def test_runs_and_names_outputs(tmp_path):
 
 def test_unknown_runtime_lists_choices(tmp_path):
     bundle = load_bundle(colour_blocks_bundle(tmp_path / "b"))
-    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt'; choose one of \['onnx'\]"):
+    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt'; choose one of \['onnx', 'tflite'\]"):
         load_runtime("tensorrt", bundle)
     assert "onnx" in list_runtimes()
 
@@ -55,3 +59,23 @@ def test_input_name_and_dtype_must_match_the_model(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelRuntimeError, match=r"input.dtype 'uint8'.*tensor\(float\)"):
         load_runtime("onnx", load_bundle(path))
+
+
+def test_provider_choice_on_this_machine(caplog):
+    chosen, why = choose_providers(None)
+    assert chosen[-1] == "CPUExecutionProvider" and "fastest available" in why
+    chosen, why = choose_providers(["CUDAExecutionProvider"])
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # no GPU here
+        assert chosen == ["CPUExecutionProvider"]
+        assert "['CUDAExecutionProvider'] not available" in why
+
+
+def test_requested_provider_missing_is_logged_once(tmp_path, caplog):
+    bundle = load_bundle(colour_blocks_bundle(tmp_path / "b"))
+    with caplog.at_level(logging.INFO, logger="edge_agent.runtimes.onnx"):
+        rt = load_runtime("onnx", bundle, threads=1, providers=["TensorrtExecutionProvider"],
+                          graph_optimization="basic")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and f"on {rt.provider}" in lines[0]
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        assert "TensorrtExecutionProvider" in lines[0] and "not available" in lines[0]

@@ -37,6 +37,7 @@ class _Entry:
 
 RUNTIMES: dict[str, _Entry] = {
     "onnx": _Entry("edge_agent.runtimes.onnx", "OnnxRuntime", "onnxruntime", "onnx"),
+    "tflite": _Entry("edge_agent.runtimes.tflite", "TfliteRuntime", "tflite_runtime", "tflite"),
 }
 
 
@@ -57,7 +58,7 @@ def load_runtime(name: str, bundle: Bundle, threads: int = 2, **options: object)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == entry.package:
             raise ModelRuntimeError(
-                f"runtime {name!r} needs the package {entry.package!r}: "
+                f"runtime {name!r} is not installed (no module {exc.name!r}): "
                 f"pip install 'edgesight[{entry.extra}]'"
             ) from exc
         raise

@@ -14,20 +14,56 @@ log = logging.getLogger(__name__)
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
+#: Fastest first; the first one onnxruntime reports is used unless the config names others.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def choose_providers(requested: list[str] | None) -> tuple[list[str], str]:
+    """The providers to use and a sentence saying why, from what this onnxruntime offers."""
+    available = ort.get_available_providers()
+    if not requested:
+        chosen = [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"]
+        return chosen, f"fastest available of {available}"
+    missing = [p for p in requested if p not in available]
+    chosen = [p for p in requested if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")  # the fallback for ops the others lack
+    why = "as configured"
+    if missing:
+        why = (
+            f"requested {missing} not available in this onnxruntime (it has {available}; "
+            f"GPU providers need the 'gpu' extra and the vendor libraries)"
+        )
+    return chosen, why
+
 
 class OnnxRuntime:
     """One InferenceSession; ``run`` is safe to call from several threads (ORT guarantees it)."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        threads: int = 2,
+        providers: list[str] | None = None,
+        graph_optimization: str = "all",
+        **_: object,
+    ) -> None:
         spec = bundle.manifest.input
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = OPTIMIZATION_LEVELS[graph_optimization]
         opts.log_severity_level = 3  # warnings from ORT about unused initialisers are noise
+        chosen, why = choose_providers(providers)
         try:
             self._session = ort.InferenceSession(
-                str(bundle.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(bundle.model_path), sess_options=opts, providers=chosen
             )
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise ModelRuntimeError(
@@ -54,6 +90,8 @@ class OnnxRuntime:
                 f"but the model expects {inputs[self.input_name].type}"
             )
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self.provider = self._session.get_providers()[0]
+        log.info("onnxruntime runs %s on %s (%s)", bundle.manifest.model.file, self.provider, why)
         self._warm_up(spec.width, spec.height, spec.layout, want)
 
     def _warm_up(self, width: int, height: int, layout: str, dtype: type) -> None:
