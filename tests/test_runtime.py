@@ -4,9 +4,8 @@ import json
 import logging
 import sys
 
-import onnxruntime as ort
-
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from edge_agent.bundle import load_bundle, write_manifest
@@ -25,7 +24,8 @@ def test_runs_and_names_outputs(tmp_path):
 
 def test_unknown_runtime_lists_choices(tmp_path):
     bundle = load_bundle(colour_blocks_bundle(tmp_path / "b"))
-    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt'; choose one of \['onnx', 'tflite'\]"):
+    choices = r"unknown runtime 'tensorrt'; choose one of \['onnx', 'tflite'\]"
+    with pytest.raises(ValueError, match=choices):
         load_runtime("tensorrt", bundle)
     assert "onnx" in list_runtimes()
 
