@@ -1,20 +1,23 @@
-"""Wires sources -> preprocess -> runtime -> decoder -> counts -> MQTT. Owns the threads.
+"""Wires sources -> predictor -> counts -> MQTT. Owns the threads; no domain logic.
 
-One thread per source runs its frames through the shared runtime (ONNX Runtime sessions are
-safe to call concurrently). Publishing hands messages to paho's own network thread, so a slow
-or absent broker never blocks inference.
+Per source, a capture thread reads and decodes the next frame while an inference thread runs
+the current one. Live sources hand over through a one-frame mailbox that keeps only the newest
+frame (a camera that outruns the model must not build a backlog of stale frames); files and
+folders hand over through a short blocking queue, so every frame is processed, in order.
+One publish thread encodes and hands results to paho, so the broker never slows inference.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
-from edge_agent.config import AgentConfig, SourceConfig
+from edge_agent.config import AgentConfig
 from edge_agent.predictor import Predictor
 from edge_agent.publish.mqtt import MqttPublisher
 from edge_agent.sources import FrameSource, open_source
@@ -22,18 +25,58 @@ from edge_agent.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
-#: How long close() waits for each source thread to finish its current frame.
+#: How long close() waits for each thread to finish its current frame.
 THREAD_JOIN_TIMEOUT_S = 10.0
+#: Frames decoded ahead of inference for files and folders (capture/inference overlap).
+FILE_QUEUE_FRAMES = 2
+#: Results waiting for the publish thread; beyond this they are dropped and counted.
+PUBLISH_QUEUE_RESULTS = 1000
+#: Poll interval of blocking hand-overs, so stop() is noticed promptly.
+POLL_S = 0.2
 
 
 @dataclass
 class SourceStats:
     frames: int = 0
     errors: int = 0
+    dropped_frames: int = 0  # live frames replaced by a newer one before inference took them
     last_counts: dict[str, int] = field(default_factory=dict)
 
 
 ResultHook = Callable[[Result, Frame], None]
+_END = None  # marks the end of a finite source in its hand-over
+
+
+class LatestFrame:
+    """A one-slot mailbox: ``put`` replaces an untaken frame (and says so); after ``close``
+    the pending frame is still delivered, then the end (None)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Frame | None = None
+        self._closed = False
+
+    def put(self, item: Frame) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def get(self, timeout_s: float) -> tuple[bool, Frame | None]:
+        """(True, frame), (True, None) at the end, or (False, None) on timeout."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout_s)
+            item, self._item = self._item, None
+            if item is not None or self._closed:
+                return True, item
+            return False, None
 
 
 class Agent:
@@ -45,22 +88,24 @@ class Agent:
         self.on_result = on_result
         self.stop_event = threading.Event()
         self.stats: dict[str, SourceStats] = {s.id: SourceStats() for s in cfg.sources}
+        self.dropped_results = 0
         self.bundle: Bundle | None = None
         self.publisher: MqttPublisher | None = None
         self._predictor: Predictor | None = None
         self._sources: list[FrameSource] = []
-        self._threads: list[threading.Thread] = []
+        self._workers: list[threading.Thread] = []
+        self._publish_q: queue.Queue[Result | None] = queue.Queue(PUBLISH_QUEUE_RESULTS)
+        self._publish_thread: threading.Thread | None = None
         self._degraded = False
 
     def start(self) -> None:
-        """Load the bundle and model, open the sources, connect, start one thread per source.
+        """Load the bundle and model, open the sources, connect, start the threads.
 
         Raises BundleError, ModelRuntimeError or SourceError for what the user must fix;
         an unreachable broker is not an error (the publisher keeps retrying).
         """
         cfg = self.cfg
         self.bundle = load_bundle(cfg.model.bundle)
-        manifest = self.bundle.manifest
         self._predictor = Predictor(
             self.bundle,
             cfg.model.runtime,
@@ -77,44 +122,90 @@ class Agent:
             [s.id for s in cfg.sources],
         )
         self.publisher.start()
+        self._publish_thread = threading.Thread(target=self._publish_loop, name="publish")
+        self._publish_thread.start()
         log.info(
             "running %s (%s, %s) on %d source(s)",
             self.bundle.model_id,
-            manifest.model.file,
+            self.bundle.manifest.model.file,
             cfg.model.runtime,
             len(self._sources),
         )
-        for src_cfg, source in zip(cfg.sources, self._sources, strict=True):
-            thread = threading.Thread(
-                target=self._run_source, args=(src_cfg, source), name=f"source-{src_cfg.id}"
-            )
-            thread.start()
-            self._threads.append(thread)
+        for source in self._sources:
+            self._start_source(source)
 
-    def _run_source(self, src_cfg: SourceConfig, source: FrameSource) -> None:
-        stats = self.stats[src_cfg.id]
+    def _start_source(self, source: FrameSource) -> None:
+        handover: LatestFrame | queue.Queue[Frame | None]
+        handover = LatestFrame() if source.live else queue.Queue(FILE_QUEUE_FRAMES)
+        capture = threading.Thread(
+            target=self._capture_loop, args=(source, handover), name=f"capture-{source.source_id}"
+        )
+        infer = threading.Thread(
+            target=self._infer_loop, args=(source, handover), name=f"infer-{source.source_id}"
+        )
+        capture.start()
+        infer.start()
+        self._workers += [capture, infer]
+
+    def _capture_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
+        stats = self.stats[source.source_id]
         try:
             for frame in source.frames():
-                if self.stop_event.is_set():
-                    break
-                try:
-                    result = self.process(frame)
-                except Exception:  # one bad frame or a runtime hiccup must not stop the agent
-                    stats.errors += 1
-                    if stats.errors == 1:
-                        log.exception("source %s: frame %d failed", src_cfg.id, frame.seq)
-                    self._set_degraded()
-                    continue
-                stats.frames += 1
-                stats.last_counts = result.counts
-                self._publish(result)
-                if self.on_result is not None:
-                    self.on_result(result, frame)
+                if isinstance(handover, LatestFrame):
+                    stats.dropped_frames += handover.put(frame)
+                elif not self._blocking_put(handover, frame):
+                    return
         except Exception:
-            log.exception("source %s stopped on an unexpected error", src_cfg.id)
+            log.exception("source %s stopped on an unexpected error", source.source_id)
             self._set_degraded()
         finally:
-            log.info("source %s finished after %d frame(s)", src_cfg.id, stats.frames)
+            if isinstance(handover, LatestFrame):
+                handover.close()
+            else:
+                self._blocking_put(handover, _END)
+
+    def _blocking_put(self, q: queue.Queue, item: Frame | None) -> bool:
+        while not self.stop_event.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _next(self, handover: LatestFrame | queue.Queue) -> tuple[bool, Frame | None]:
+        if isinstance(handover, LatestFrame):
+            return handover.get(POLL_S)
+        try:
+            return True, handover.get(timeout=POLL_S)
+        except queue.Empty:
+            return False, None
+
+    def _infer_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
+        stats = self.stats[source.source_id]
+        while not self.stop_event.is_set():
+            got, frame = self._next(handover)
+            if not got:
+                continue
+            if frame is None:
+                break
+            try:
+                result = self.process(frame)
+            except Exception:  # one bad frame or a runtime hiccup must not stop the agent
+                stats.errors += 1
+                if stats.errors == 1:
+                    log.exception("source %s: frame %d failed", source.source_id, frame.seq)
+                self._set_degraded()
+                continue
+            stats.frames += 1
+            stats.last_counts = result.counts
+            try:
+                self._publish_q.put_nowait(result)
+            except queue.Full:
+                self.dropped_results += 1
+            if self.on_result is not None:
+                self.on_result(result, frame)
+        log.info("source %s finished after %d frame(s)", source.source_id, stats.frames)
 
     def process(self, frame: Frame) -> Result:
         """Run one frame through the predictor and wrap it as a Result."""
@@ -135,32 +226,42 @@ class Agent:
             origin=frame.origin,
         )
 
-    def _publish(self, result: Result) -> None:
-        if self.publisher is None:
-            return
-        self.publisher.publish_result(result)
-        self.publisher.publish_counts(result.source_id, result.counts, result.ts)
+    def _publish_loop(self) -> None:
+        while True:
+            result = self._publish_q.get()
+            if result is None or self.publisher is None:
+                return
+            try:
+                self.publisher.publish_result(result)
+                self.publisher.publish_counts(result.source_id, result.counts, result.ts)
+            except Exception:
+                log.exception("publishing result %s/%d failed", result.source_id, result.seq)
 
     def _set_degraded(self) -> None:
         if not self._degraded and self.publisher is not None:
             self._degraded = True
             self.publisher.set_status("degraded")
 
-    def wait(self, poll_s: float = 0.2) -> None:
-        """Block until every source thread has ended or stop() was called."""
-        while any(t.is_alive() for t in self._threads) and not self.stop_event.is_set():
+    def wait(self, poll_s: float = POLL_S) -> None:
+        """Block until every source has ended or stop() was called."""
+        while any(t.is_alive() for t in self._workers) and not self.stop_event.is_set():
             self.stop_event.wait(poll_s)
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def close(self) -> None:
-        """Stop sources, publish offline status, release the model. Safe to call twice."""
+        """Stop sources, flush results to paho, publish offline status, release the model.
+        Safe to call twice."""
         self.stop_event.set()
-        for thread in self._threads:
+        for thread in self._workers:
             thread.join(THREAD_JOIN_TIMEOUT_S)
         for source in self._sources:
             source.close()
+        if self._publish_thread is not None:
+            self._publish_q.put(None)  # after every result already queued
+            self._publish_thread.join(THREAD_JOIN_TIMEOUT_S)
+            self._publish_thread = None
         if self.publisher is not None:
             self.publisher.close()
         if self._predictor is not None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Broker, Recorder, free_port
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -25,6 +24,7 @@ from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.publish.mqtt import MqttPublisher, describe_code, guarded
 from edge_agent.publish.topics import result_payload
 from edge_agent.types import Detections, Result
+from tests.conftest import Broker, Recorder, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LOGGER = "edge_agent.publish.mqtt"
