@@ -1,0 +1,147 @@
+"""edge-trainer through main([...]): return codes, output, and no traceback for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.cli import build_parser, main
+from trainer.datasets import load
+
+
+@pytest.fixture(scope="module")
+def shelf_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "shelf"
+    argv = ["synth", "--kind", "shelf", "--n", "10", "--format", "yolo", "--size", "160x160"]
+    assert main([*argv, "--seed", "1", str(out)]) == 0
+    return out
+
+
+def test_synth_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["synth", "--kind", "trail", "--n", "5", "--format", "voc", "--size", "160x120"]
+    assert main([*argv, str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "rendered 5 trail scenes" in out and "as voc" in out
+    assert len(list((tmp_path / "t" / "JPEGImages").iterdir())) == 5
+
+
+@pytest.mark.parametrize("dst", ["coco", "voc", "yolo"])
+def test_convert_detection(shelf_yolo: Path, tmp_path: Path, dst: str, capsys) -> None:
+    argv = ["convert", "--from", "yolo", "--to", dst, str(shelf_yolo), str(tmp_path / dst)]
+    assert main(argv) == 0
+    assert f"from yolo to {dst}" in capsys.readouterr().out
+    before, after = load(shelf_yolo), load(tmp_path / dst)
+    assert len(after.samples) == len(before.samples) == 10
+    assert sum(len(s.boxes) for s in after.samples) == sum(len(s.boxes) for s in before.samples)
+
+
+def test_convert_detects_input_format_and_resplits(shelf_yolo: Path, tmp_path: Path) -> None:
+    argv = ["convert", "--to", "coco", "--val-fraction", "0.5", "--seed", "3"]
+    assert main([*argv, str(shelf_yolo), str(tmp_path / "c")]) == 0
+    names = sorted(p.name for p in (tmp_path / "c" / "annotations").iterdir())
+    assert names == ["instances_train.json", "instances_val.json"]
+    val = json.loads((tmp_path / "c" / "annotations" / "instances_val.json").read_text())
+    assert 3 <= len(val["images"]) <= 6
+
+
+def test_convert_classification(tmp_path: Path) -> None:
+    argv = ["synth", "--kind", "shelf", "--n", "3", "--format", "folders", "--size", "160x160"]
+    assert main([*argv, str(tmp_path / "f")]) == 0
+    assert main(["convert", "--to", "multilabel", str(tmp_path / "f"), str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "train.csv").read_text().startswith("path,labels\n")
+    assert main(["convert", "--to", "folders", str(tmp_path / "m"), str(tmp_path / "f2")]) == 0
+
+
+@pytest.mark.parametrize(("src", "dst"), [("yolo", "folders"), ("multilabel", "coco")])
+def test_impossible_pairs_are_refused_clearly(tmp_path: Path, src: str, dst: str, capsys) -> None:
+    argv = ["convert", "--from", src, "--to", dst, str(tmp_path), str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot convert") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_of_broken_dataset_names_the_file(shelf_yolo: Path, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken"
+    assert main(["convert", "--to", "yolo", str(shelf_yolo), str(broken)]) == 0
+    label = sorted((broken / "labels" / "train").iterdir())[0]
+    label.write_text("0 0.5 0.5 0.1\n")
+    capsys.readouterr()
+    assert main(["convert", "--to", "coco", str(broken), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"labels/train/{label.name} line 1" in err
+    assert "Traceback" not in err
+
+
+def test_inspect_reports_counts_and_low_data_warning(shelf_yolo: Path, capsys) -> None:
+    assert main(["inspect", str(shelf_yolo)]) == 0
+    out = capsys.readouterr().out
+    assert "(yolo), detect, 4 classes" in out
+    assert "images:  10 (train 8, val 2)" in out
+    assert "width:   min 160 / median 160 / max 160 px" in out
+    for name in ("can", "bottle", "box", "bag"):
+        assert any(line.startswith(name) for line in out.splitlines())
+    assert "WARNING: class" in out and "below the usual minimum of 50" in out
+
+
+def test_inspect_classification_warns_below_30_images(tmp_path: Path, capsys) -> None:
+    argv = ["synth", "--kind", "trail", "--n", "4", "--format", "folders", "--size", "160x160"]
+    assert main([*argv, "--val-fraction", "0", str(tmp_path / "f")]) == 0
+    assert main(["inspect", "--format", "folders", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "classify" in out and "below the usual minimum of 30" in out
+
+
+def test_inspect_without_warnings(tmp_path: Path, capsys) -> None:
+    argv = ["synth", "--kind", "shelf", "--n", "20", "--format", "coco", "--size", "160x160"]
+    assert main([*argv, str(tmp_path / "big")]) == 0
+    assert main(["inspect", str(tmp_path / "big")]) == 0
+    out = capsys.readouterr().out
+    assert "no warnings" in out and "WARNING" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert", "in", "out"],  # --to missing
+        ["synth", "--kind", "shelf", "--n", "2", "--format", "coco", "--size", "big", "o"],
+        ["synth", "--kind", "zoo", "--n", "2", "--format", "coco", "o"],
+        ["train"],
+    ],
+)
+def test_bad_usage_returns_2(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_missing_input_and_busy_output(shelf_yolo: Path, tmp_path: Path, capsys) -> None:
+    assert main(["inspect", str(tmp_path / "nope")]) == 2
+    assert "error: " in capsys.readouterr().err
+    argv = ["synth", "--kind", "shelf", "--n", "2", "--format", "coco", str(shelf_yolo)]
+    assert main(argv) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_help_and_only_honest_subcommands(capsys) -> None:
+    assert main(["--help"]) == 0
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(commands) == {"convert", "inspect", "synth"}
+
+
+def test_trainer_imports_without_torch() -> None:
+    code = (
+        "import sys, trainer.cli, trainer.datasets, trainer.synth; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_convert_refuses_output_inside_input(shelf_yolo: Path, capsys) -> None:
+    assert main(["convert", "--to", "coco", str(shelf_yolo), str(shelf_yolo / "out")]) == 2
+    assert "must not be inside the input" in capsys.readouterr().err
+    assert not (shelf_yolo / "out").exists()
