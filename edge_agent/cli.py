@@ -29,8 +29,8 @@ log = logging.getLogger("edge_agent")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edge-agent", description="Run vision model bundles on camera frames and publish "
-        "results over MQTT."
+        prog="edge-agent",
+        description="Run vision model bundles on camera frames and publish results over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and its bundle")
     check.add_argument("file", type=Path, help="YAML config file")
+
+    inspect = sub.add_parser("inspect-model", help="print a model's inputs and outputs")
+    inspect.add_argument("file", type=Path, help=".onnx or .tflite model file")
+    inspect.add_argument(
+        "--manifest", type=Path, help="also write a manifest skeleton to complete to this file"
+    )
 
     demo = sub.add_parser("demo", help="run the agent on a generated clip with a bundled model")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="work folder")
@@ -52,6 +58,20 @@ def _print_config_error(exc: ConfigError) -> None:
     print(f"{exc.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
     for issue in exc.issues:
         print(f"  {issue}", file=sys.stderr)
+
+
+def _inspect(file: Path, manifest: Path | None) -> int:
+    from edge_agent.inspect_model import inspect_model
+
+    if not file.is_file():
+        print(f"error: {file}: no such model file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        print(inspect_model(file, manifest))
+    except (ValueError, RuntimeError, ModuleNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def check_config(file: Path) -> int:
@@ -67,16 +87,20 @@ def check_config(file: Path) -> int:
     m = bundle.manifest
     print(f"{file}: OK")
     print(f"  device   {cfg.device_id}")
-    print(f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
-          f"runtime {cfg.model.runtime}, {cfg.model.threads} threads)")
+    print(
+        f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
+        f"runtime {cfg.model.runtime}, {cfg.model.threads} threads)"
+    )
     for s in cfg.sources:
         limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""
         print(f"  source   {s.id}: {s.uri} ({s.kind}{limit}, on end: {s.on_eof})")
     mq = cfg.mqtt
     auth = "with login" if mq.username else "anonymous"
     tls = "TLS" if mq.tls else "plain TCP"
-    print(f"  mqtt     {mq.host}:{mq.port} ({tls}, {auth}), topics {mq.topic_prefix}/"
-          f"{cfg.device_id}/...")
+    print(
+        f"  mqtt     {mq.host}:{mq.port} ({tls}, {auth}), topics {mq.topic_prefix}/"
+        f"{cfg.device_id}/..."
+    )
     return EXIT_OK
 
 
@@ -110,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "inspect-model":
+        return _inspect(args.file, args.manifest)
     if args.command == "demo":
         from edge_agent.demo import run_demo
 

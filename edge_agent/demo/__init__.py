@@ -27,8 +27,13 @@ SPEED_PX = 9  # per frame
 LANES_Y = (80, 300)
 # (first frame, lane, BGR colour) of each item put on the belt
 ITEMS = [
-    (0, 0, (0, 0, 230)), (10, 1, (230, 0, 0)), (35, 0, (0, 210, 0)), (55, 1, (0, 0, 230)),
-    (70, 0, (230, 0, 0)), (95, 1, (0, 210, 0)), (105, 0, (0, 0, 230)),
+    (0, 0, (0, 0, 230)),
+    (10, 1, (230, 0, 0)),
+    (35, 0, (0, 210, 0)),
+    (55, 1, (0, 0, 230)),
+    (70, 0, (230, 0, 0)),
+    (95, 1, (0, 210, 0)),
+    (105, 0, (0, 0, 230)),
 ]
 TABLE_EVERY_FRAMES = CLIP_FPS  # one table row per second of video
 
@@ -87,8 +92,10 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int) -> int:
         sources=[SourceConfig(id="conveyor", uri=str(clip))],
         mqtt=MqttConfig(host=mqtt_host, port=mqtt_port, client_id="edgesight-demo"),
     )
-    print(f"edgesight demo: {clip} -> colour-blocks model -> mqtt://{mqtt_host}:{mqtt_port}",
-          flush=True)
+    print(
+        f"edgesight demo: {clip} -> colour-blocks model -> mqtt://{mqtt_host}:{mqtt_port}",
+        flush=True,
+    )
     table = _Table(["red", "green", "blue"])
     agent = Agent(cfg, on_result=table)
     try:
@@ -98,11 +105,16 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int) -> int:
         agent.close()
     publisher = agent.publisher
     sent = publisher.stats.published if publisher else 0
-    print(f"\nprocessed {table.frames} frames; most at once: "
-          + ", ".join(f"{k} {v}" for k, v in table.peak.items()))
+    print(
+        f"\nprocessed {table.frames} frames; most at once: "
+        + ", ".join(f"{k} {v}" for k, v in table.peak.items())
+    )
     if sent:
         print(f"published {sent} MQTT messages under edgesight/demo/ on {mqtt_host}:{mqtt_port}")
     else:
-        print(f"no broker answered at {mqtt_host}:{mqtt_port}: results were computed but not "
-              "delivered (start mosquitto, or pass --mqtt-host/--mqtt-port)", file=sys.stderr)
+        print(
+            f"no broker answered at {mqtt_host}:{mqtt_port}: results were computed but not "
+            "delivered (start mosquitto, or pass --mqtt-host/--mqtt-port)",
+            file=sys.stderr,
+        )
     return 0 if table.frames == CLIP_FRAMES else 1

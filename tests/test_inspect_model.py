@@ -1,0 +1,49 @@
+"""inspect-model prints what a model takes and gives and writes a manifest to complete."""
+
+import json
+import shutil
+from pathlib import Path
+
+from edge_agent.bundle import load_bundle
+from edge_agent.cli import main
+from tools.toy_models import colour_blocks_detector, mean_colour_classifier
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_onnx_detector_report_and_skeleton(tmp_path, capsys):
+    model = colour_blocks_detector(tmp_path / "det.onnx")
+    assert main(["inspect-model", str(model), "--manifest", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "images" in out and "[1, 3, 160, 160]" in out and "scores" in out
+    skeleton = json.loads((tmp_path / "m.json").read_text())
+    assert skeleton["input"]["layout"] == "NCHW" and skeleton["input"]["width"] == 160
+    assert skeleton["decoder"]["outputs"] == {"boxes": "boxes", "scores": "scores"}
+    assert len(skeleton["labels"]) == 3 and skeleton["task"] == "detect"
+
+
+def test_completed_skeleton_loads_as_a_bundle(tmp_path):
+    model = mean_colour_classifier(tmp_path / "cls.onnx")
+    assert main(["inspect-model", str(model), "--manifest", str(tmp_path / "manifest.json")]) == 0
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["labels"] = ["red", "green", "blue"]  # the only part a person must fill in here
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    bundle = load_bundle(tmp_path)
+    assert bundle.manifest.decoder.type == "softmax"
+
+
+def test_tflite_quantization_is_shown(tmp_path, capsys):
+    model = tmp_path / "q.tflite"
+    shutil.copy(DATA / "mean_colour.int8.tflite", model)
+    assert main(["inspect-model", str(model), "--manifest", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "zero_point=-128" in out
+    skeleton = json.loads((tmp_path / "m.json").read_text())
+    assert skeleton["model"]["precision"] == "int8" and skeleton["input"]["layout"] == "NHWC"
+
+
+def test_bad_files(tmp_path, capsys):
+    assert main(["inspect-model", str(tmp_path / "nope.onnx")]) == 2
+    (tmp_path / "x.pb").write_bytes(b"x")
+    assert main(["inspect-model", str(tmp_path / "x.pb")]) == 2
+    assert "expected a .onnx or .tflite file" in capsys.readouterr().err
