@@ -141,12 +141,47 @@ class TflitePostprocessDecoder(_Strict):
     class_offset: int = 0  # added to the op's class index to index `labels`
 
 
+class DetectionsOutputs(_Strict):
+    boxes: str
+    classes: str
+    scores: str
+    count: str | None = None
+
+
+class DetectionsDecoder(_Strict):
+    """Outputs already decoded and suppressed in the graph (Custom Vision S1 exports:
+    detected_boxes, detected_classes, detected_scores)."""
+
+    type: Literal["detections"]
+    outputs: DetectionsOutputs
+    box_format: Literal["xyxy", "yxyx", "xywh", "cxcywh"] = "xyxy"
+    normalized: bool = True
+    class_offset: int = 0
+
+
+#: Anchors (width, height in grid cells) of Azure Custom Vision's compact detector exports.
+CUSTOM_VISION_ANCHORS = [(0.573, 0.677), (1.87, 2.06), (3.34, 5.47), (7.88, 3.53), (9.77, 9.17)]
+
+
+class YoloRegionsDecoder(_Strict):
+    """A YOLOv2 region grid (1, A * (5 + C), H, W): Azure Custom Vision compact ONNX exports."""
+
+    type: Literal["yolo_regions"]
+    output: str | None = None
+    anchors: list[tuple[float, float]] = Field(default_factory=lambda: CUSTOM_VISION_ANCHORS)
+    # Custom Vision's graphs apply the sigmoid to x, y themselves (see Azure-Samples/
+    # customvision-export-samples, onnx/object_detection/predict.py); darknet exports do not.
+    xy_activation: Literal["none", "sigmoid"] = "none"
+
+
 Decoder = Annotated[
     SoftmaxDecoder
     | SigmoidDecoder
     | SsdBoxesDecoder
     | SsdAnchorsDecoder
-    | TflitePostprocessDecoder,
+    | TflitePostprocessDecoder
+    | DetectionsDecoder
+    | YoloRegionsDecoder,
     Field(discriminator="type"),
 ]
 

@@ -1,0 +1,140 @@
+"""Decoding primitives shared by every decoder: output lookup, activations, candidate
+selection and class-wise NMS (OpenCV's ``NMSBoxesBatched``), all vectorised numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import cv2
+import numpy as np
+
+from edge_agent.preprocess import Transform
+from edge_agent.types import Classifications, Detections, cxcywh_to_xyxy, xywh_to_xyxy
+
+#: Candidates kept (best first) before NMS; bounds NMS cost on noisy frames, as torchvision's
+#: SSD does with its per-class top-k.
+PRE_NMS_TOP_K = 1000
+
+Outputs = Mapping[str, np.ndarray]
+DecodeFn = Callable[[Outputs, Transform], Detections | Classifications]
+
+
+class DecodeError(ValueError):
+    """The model's outputs do not fit the manifest (shape, name or label count)."""
+
+
+def output(outputs: Outputs, name: str | None, what: str) -> np.ndarray:
+    if name is None:
+        distinct = {id(v): v for v in outputs.values()}  # a runtime may alias one tensor
+        if len(distinct) == 1:
+            return next(iter(distinct.values()))
+        if len(outputs) != 1:
+            raise DecodeError(
+                f"decoder needs '{what}' named: the model has outputs {sorted(outputs)}"
+            )
+        return next(iter(outputs.values()))
+    try:
+        return outputs[name]
+    except KeyError:
+        raise DecodeError(
+            f"decoder {what} output {name!r} not found; the model has {sorted(outputs)}"
+        ) from None
+
+
+def squeeze_batch(array: np.ndarray, ndim: int, what: str) -> np.ndarray:
+    if array.ndim == ndim + 1 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != ndim:
+        raise DecodeError(
+            f"{what} output must have {ndim} dimensions (+ batch of 1), but got shape {array.shape}"
+        )
+    return array
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def boxes_to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
+    """Any supported box layout -> xyxy."""
+    if box_format == "xyxy":
+        return boxes.astype(np.float32)
+    if box_format == "yxyx":
+        return boxes[:, [1, 0, 3, 2]].astype(np.float32)
+    if box_format == "xywh":
+        return xywh_to_xyxy(boxes)
+    if box_format == "cxcywh":
+        return cxcywh_to_xyxy(boxes)
+    raise ValueError(f"box_format must be xyxy, yxyx, xywh or cxcywh, got {box_format!r}")
+
+
+def candidates(
+    scores: np.ndarray, class_thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(anchor index, class index, score) of every score at or above its class threshold,
+    at most PRE_NMS_TOP_K of them, so only these boxes need decoding."""
+    anchor_idx, class_idx = np.nonzero(scores >= class_thresholds[np.newaxis, :])
+    conf = scores[anchor_idx, class_idx]
+    if len(conf) > PRE_NMS_TOP_K:
+        top = np.argpartition(-conf, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
+        anchor_idx, class_idx, conf = anchor_idx[top], class_idx[top], conf[top]
+    return anchor_idx, class_idx, conf
+
+
+def nms(
+    xyxy: np.ndarray, conf: np.ndarray, class_idx: np.ndarray, nms_iou: float, max_detections: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise NMS over candidates; kept boxes, scores and classes, best first."""
+    if len(conf) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    kept = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), conf.tolist(), class_idx.tolist(), 0.0, float(nms_iou)
+    )
+    keep = np.asarray(kept, dtype=np.int64).reshape(-1)
+    keep = keep[np.argsort(-conf[keep], kind="stable")][:max_detections]
+    return (
+        xyxy[keep].astype(np.float32),
+        conf[keep].astype(np.float32),
+        class_idx[keep].astype(np.int32),
+    )
+
+
+def select_and_nms(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_thresholds: np.ndarray,
+    nms_iou: float,
+    max_detections: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class threshold, then class-wise NMS on (N, 4) boxes and (N, C) scores.
+
+    An anchor may yield several classes (as torchvision's SSD does); NMS runs per class.
+    """
+    anchor_idx, class_idx, conf = candidates(scores, class_thresholds)
+    return nms(xyxy[anchor_idx], conf, class_idx, nms_iou, max_detections)
+
+
+def activate(scores: np.ndarray, activation: str, background: int | None) -> np.ndarray:
+    scores = scores.astype(np.float32)
+    if activation == "sigmoid":
+        scores = sigmoid(scores)
+    elif activation == "softmax":
+        scores = softmax(scores)
+    if background is not None:
+        scores = np.delete(scores, background, axis=1)
+    return scores
+
+
+def check_classes(scores: np.ndarray, n_labels: int) -> None:
+    if scores.shape[1] != n_labels:
+        raise DecodeError(
+            f"scores output has {scores.shape[1]} classes (after background) "
+            f"but the manifest has {n_labels} labels"
+        )
