@@ -47,6 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", type=Path, help="also write a manifest skeleton to complete to this file"
     )
 
+    bench = sub.add_parser("bench", help="measure runtimes and threads for bundles here")
+    bench.add_argument(
+        "--bundle",
+        type=Path,
+        action="append",
+        required=True,
+        help="bundle to measure (repeat for FP32/INT8/TFLite variants)",
+    )
+    bench.add_argument(
+        "--source", help="video file or stream for the agent path (default: a generated clip)"
+    )
+    bench.add_argument(
+        "--threads",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="thread counts, e.g. 1,2 (default: 1 and all cores)",
+    )
+    bench.add_argument("--frames", type=int, default=100, help="frames timed per row")
+    bench.add_argument("--mqtt-host", default="127.0.0.1", help="broker for the agent path")
+    bench.add_argument("--mqtt-port", type=int, default=1883, help="broker port")
+    bench.add_argument(
+        "--apply",
+        type=Path,
+        metavar="CONFIG",
+        help="write the fastest variant into this agent config",
+    )
+
     demo = sub.add_parser("demo", help="run the agent on a generated clip with a bundled model")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="work folder")
     demo.add_argument("--mqtt-host", default="localhost", help="broker to publish to")
@@ -71,6 +97,35 @@ def _inspect(file: Path, manifest: Path | None) -> int:
     except (ValueError, RuntimeError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge_agent.bench import apply_to_config, format_table, recommend, run_bench
+    from edge_agent.config import MqttConfig
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    mqtt = MqttConfig(host=args.mqtt_host, port=args.mqtt_port, client_id="edgesight-bench")
+    try:
+        rows = run_bench(args.bundle, args.source, mqtt, args.threads, args.frames)
+    except (BundleError, ModelRuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_table(rows))
+    best = recommend(rows)
+    if best is None:
+        return EXIT_FAILED
+    print(
+        f"\nfastest here: {best.variant} ({best.fps:.1f} fps through the whole agent), "
+        f"bundle {best.bundle}"
+    )
+    if args.apply:
+        try:
+            apply_to_config(args.apply, best)
+        except (OSError, ConfigError) as exc:
+            print(f"error: cannot update {args.apply}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"wrote runtime {best.runtime}, threads {best.threads} into {args.apply}")
     return EXIT_OK
 
 
@@ -134,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "inspect-model":
         return _inspect(args.file, args.manifest)
     if args.command == "demo":

@@ -1,0 +1,130 @@
+"""Agent speed and memory on this machine, against the targets, in one run.
+
+    python bench/bench_agent.py --bundle BUNDLE [--bundle OTHER ...] [--frames 200]
+
+Starts a mosquitto on a free loopback port, then prints:
+- edge-agent bench's rows (bare runtime loop, decode + NMS, whole agent, OpenCV DNN);
+- the targets: agent >= 0.95 x bare loop, decode+NMS <= 10 % of inference, agent >= 1.5 x
+  OpenCV DNN, RSS <= 128 MB, first result published <= 1.5 s after start.
+RSS and first-result time come from `edge-agent run` as a subprocess on a generated clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.bench import BENCH_FRAMES, WARMUP_FRAMES, run_bench, write_bench_clip
+from edge_agent.bench import format_table as bench_table
+from edge_agent.config import MqttConfig
+
+AGENT = str(Path(sys.executable).parent / "edge-agent")
+POLL_S = 0.005
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # peak resident set size
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_agent_once(bundle: Path, clip: Path, port: int, workdir: Path) -> tuple[float, float]:
+    """(seconds from spawn to the first result on the broker, peak RSS MB)."""
+    config = workdir / "agent.yaml"
+    config.write_text(json.dumps({
+        "device_id": "bench", "model": {"bundle": str(bundle.resolve())},
+        "sources": [{"id": "cam", "uri": str(clip)}],
+        "mqtt": {"host": "127.0.0.1", "port": port}, "log_level": "WARNING",
+    }))
+    first: list[float] = []
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: first or first.append(time.perf_counter())
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("edgesight/bench/cam/result", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    start = time.perf_counter()
+    proc = subprocess.Popen([AGENT, "run", "--config", str(config)])
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, rss_mb(proc.pid))
+        time.sleep(POLL_S)
+    sub.loop_stop()
+    sub.disconnect()
+    return (first[0] - start if first else float("nan")), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, action="append", required=True)
+    parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
+    parser.add_argument("--threads", default=None, help="e.g. 1,2")
+    args = parser.parse_args()
+    threads = [int(x) for x in args.threads.split(",")] if args.threads else None
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker, port = start_broker(work)
+        try:
+            clip = write_bench_clip(work / "clip.avi", args.frames + WARMUP_FRAMES)
+            rows = run_bench(args.bundle, str(clip), MqttConfig(host="127.0.0.1", port=port),
+                             threads, args.frames)
+            print(bench_table(rows))
+            print()
+            print(f"{'bundle / variant':<34} {'agent/loop':>10} {'decode/inf':>10} "
+                  f"{'agent/dnn':>9} {'RSS MB':>7} {'first s':>7}")
+            for bundle in args.bundle:
+                mine = [r for r in rows if r.bundle == str(bundle)]
+                dnn = next((r for r in mine if r.path == "opencv-dnn"), None)
+                first_s, peak = run_agent_once(bundle, clip, port, work)
+                for r in (r for r in mine if r.path == "runtime"):
+                    agent = next(a for a in mine if a.path == "agent" and a.variant == r.variant)
+                    dec = next(d for d in mine if d.path == "decode" and d.variant == r.variant)
+                    ratio_dnn = f"{agent.fps / dnn.fps:9.2f}" if dnn else f"{'n/a':>9}"
+                    print(f"{bundle.name + ' ' + r.variant:<34} {agent.fps / r.fps:10.2f} "
+                          f"{dec.ms_p50 / r.ms_p50:10.1%} {ratio_dnn} {peak:7.0f} "
+                          f"{first_s:7.2f}")
+            print("\ntargets: agent/loop >= 0.95, decode/inf <= 10 %, agent/dnn >= 1.5, "
+                  "RSS <= 128 MB, first result <= 1.5 s")
+        finally:
+            broker.terminate()
+            broker.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""``edge-agent bench``: how fast each runtime, precision and thread count runs a bundle here,
+measured in one run on this machine, and which variant to use.
+
+Rows: the bare runtime loop (inference only, one pre-made tensor), decode + NMS alone, the
+whole agent path (frames from a source through to results handed to MQTT), and a plain
+OpenCV-DNN loop on the same ONNX file (what a user might write instead).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig, parse_config
+from edge_agent.predictor import Predictor
+from edge_agent.runtimes import ModelRuntimeError
+
+#: Frames timed per row after the warm-up; enough for a stable median on a Pi.
+BENCH_FRAMES = 100
+WARMUP_FRAMES = 5
+BENCH_CLIP_SIZE = (640, 480)
+
+
+@dataclass
+class Row:
+    variant: str  # e.g. "onnx int8 2t"
+    path: str  # "runtime" | "decode" | "agent" | "opencv-dnn"
+    fps: float
+    ms_p50: float
+    ms_p95: float
+    runtime: str = ""
+    threads: int = 0
+    bundle: str = ""
+
+
+def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples_ms)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def _row(
+    variant: str,
+    path: str,
+    samples_ms: list[float],
+    runtime: str = "",
+    threads: int = 0,
+    bundle: str = "",
+) -> Row:
+    p50, p95 = _percentiles(samples_ms)
+    fps = 1000.0 / statistics.mean(samples_ms)
+    return Row(variant, path, fps, p50, p95, runtime, threads, bundle)
+
+
+def bench_image() -> np.ndarray:
+    """A deterministic busy frame so decoders see candidates, not an empty scene."""
+    rng = np.random.default_rng(0)
+    w, h = BENCH_CLIP_SIZE
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(img, (9, 9), 3)
+
+
+def runtime_rows(bundle: Bundle, runtime: str, threads: int, frames: int) -> list[Row]:
+    """Inference alone on a pre-made tensor, and decode + NMS alone on its outputs."""
+    predictor = Predictor(bundle, runtime, threads)
+    try:
+        tensor, transform = predictor.preprocess(bench_image())
+        for _ in range(WARMUP_FRAMES):
+            outputs = predictor.runtime.run(tensor)
+        infer_ms, decode_ms = [], []
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            outputs = predictor.runtime.run(tensor)
+            t1 = time.perf_counter()
+            predictor.decode(outputs, transform)
+            t2 = time.perf_counter()
+            infer_ms.append((t1 - t0) * 1000)
+            decode_ms.append((t2 - t1) * 1000)
+    finally:
+        predictor.close()
+    name = f"{runtime} {bundle.manifest.model.precision} {threads}t"
+    where = (runtime, threads, str(bundle.path))
+    return [_row(name, "runtime", infer_ms, *where), _row(name, "decode", decode_ms, *where)]
+
+
+def write_bench_clip(path: Path, frames: int) -> Path:
+    w, h = BENCH_CLIP_SIZE
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (w, h))
+    base = bench_image()
+    for i in range(frames):
+        writer.write(np.roll(base, i * 4, axis=1))
+    writer.release()
+    return path
+
+
+def agent_row(
+    bundle: Bundle, runtime: str, threads: int, source: str, mqtt: MqttConfig, frames: int
+) -> Row:
+    """The whole agent: source -> capture thread -> inference -> publish thread -> paho."""
+    from edge_agent.pipeline import Agent
+
+    cfg = AgentConfig(
+        device_id="bench",
+        model=ModelConfig(bundle=bundle.path, runtime=runtime, threads=threads),  # type: ignore[arg-type]
+        sources=[SourceConfig(id="bench", uri=source)],
+        mqtt=mqtt,
+    )
+    stamps: list[float] = []
+    agent = Agent(cfg, on_result=lambda r, f: stamps.append(time.perf_counter()))
+    try:
+        agent.start()
+        agent.wait()
+    finally:
+        agent.close()
+    usable = stamps[WARMUP_FRAMES:][:frames]
+    if len(usable) < 2:
+        raise RuntimeError(f"agent produced only {len(stamps)} results on {source}")
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(usable)]
+    name = f"{runtime} {bundle.manifest.model.precision} {threads}t"
+    return _row(name, "agent", gaps, runtime, threads, str(bundle.path))
+
+
+def opencv_dnn_row(bundle: Bundle, frames: int) -> Row | None:
+    """What a user might write: cv2.dnn on the same ONNX file, blobFromImage, forward."""
+    spec = bundle.manifest.input
+    if bundle.manifest.model.format != "onnx":
+        return None
+    try:
+        net = cv2.dnn.readNetFromONNX(str(bundle.model_path))
+    except cv2.error:
+        return None  # OpenCV refuses many QDQ INT8 graphs (see docs/bench.md)
+    image = bench_image()
+    scale = spec.scale / float(np.mean(spec.std))
+    samples = []
+    for i in range(frames + WARMUP_FRAMES):
+        t0 = time.perf_counter()
+        blob = cv2.dnn.blobFromImage(
+            image,
+            scale,
+            (spec.width, spec.height),
+            [m * 255 for m in spec.mean],
+            swapRB=spec.color == "RGB",
+        )
+        net.setInput(blob)
+        net.forward(net.getUnconnectedOutLayersNames())
+        if i >= WARMUP_FRAMES:
+            samples.append((time.perf_counter() - t0) * 1000)
+    return _row(
+        f"opencv-dnn {bundle.manifest.model.precision}",
+        "opencv-dnn",
+        samples,
+        bundle=str(bundle.path),
+    )
+
+
+def run_bench(
+    bundles: list[Path],
+    source: str | None,
+    mqtt: MqttConfig,
+    threads: list[int] | None = None,
+    frames: int = BENCH_FRAMES,
+) -> list[Row]:
+    threads = threads or sorted({1, os.cpu_count() or 1})
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="edgesight-bench-") as tmp:
+        clip = source or str(write_bench_clip(Path(tmp) / "bench.avi", frames + WARMUP_FRAMES))
+        for path in bundles:
+            bundle = load_bundle(path)
+            runtime = bundle.manifest.model.format
+            for n in threads:
+                try:
+                    rows += runtime_rows(bundle, runtime, n, frames)
+                    rows.append(agent_row(bundle, runtime, n, clip, mqtt, frames))
+                except ModelRuntimeError as exc:
+                    print(f"skipped {path} with {runtime}: {exc}")
+            dnn = opencv_dnn_row(bundle, frames)
+            if dnn is not None:
+                rows.append(dnn)
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'variant':<22} {'path':<11} {'fps':>8} {'p50 ms':>8} {'p95 ms':>8}"]
+    lines += [
+        f"{r.variant:<22} {r.path:<11} {r.fps:>8.1f} {r.ms_p50:>8.2f} {r.ms_p95:>8.2f}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def recommend(rows: list[Row]) -> Row | None:
+    """The fastest whole-agent variant."""
+    agents = [r for r in rows if r.path == "agent"]
+    return max(agents, key=lambda r: r.fps) if agents else None
+
+
+def apply_to_config(config: Path, best: Row) -> None:
+    """Write the recommended runtime, threads and bundle into a YAML config file.
+
+    PyYAML does not keep comments: the previous file is kept beside it as ``.bak``."""
+    original = config.read_text(encoding="utf-8")
+    data = yaml.safe_load(original) or {}
+    model = data.setdefault("model", {})
+    model.update(runtime=best.runtime, threads=best.threads, bundle=best.bundle)
+    text = yaml.safe_dump(data, sort_keys=False)
+    parse_config(text, config)  # never write a config the agent would refuse
+    config.with_suffix(config.suffix + ".bak").write_text(original, encoding="utf-8")
+    config.write_text(text, encoding="utf-8")
