@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
 from edge_agent.manifest import Manifest
+from edge_agent.signing import (
+    PublicKeySource,
+    SignatureError,
+    check_no_unlisted_files,
+    verify_bundle_signature,
+)
 
 MANIFEST = "manifest.json"
 HASH_CHUNK_BYTES = 1 << 20
@@ -29,6 +36,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     manifest_sha256: str  # identifies the whole bundle: the manifest pins every file's hash
+    signed_by: str | None = None  # fingerprint of the key whose signature verified, if checked
 
     @property
     def model_path(self) -> Path:
@@ -105,11 +113,11 @@ def verify_files(bundle: Path, manifest: Manifest) -> None:
         raise BundleError(f"bundle {bundle}: " + "; ".join(problems))
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(path: str | Path, public_keys: Sequence[PublicKeySource] = ()) -> Bundle:
     """Read, validate and verify the bundle directory at ``path``.
 
-    Signature checking (ed25519 over the manifest bytes) plugs in here, between reading the
-    manifest bytes and trusting them; see the export issue.
+    With ``public_keys``, the ed25519 signature over the exact manifest bytes is checked
+    before they are parsed, and the bundle may hold no file its manifest does not list.
     """
     bundle = Path(path)
     if not bundle.is_dir():
@@ -119,9 +127,17 @@ def load_bundle(path: str | Path) -> Bundle:
         raw = manifest_path.read_bytes()
     except FileNotFoundError as exc:
         raise BundleError(f"bundle {bundle}: {MANIFEST} is missing") from exc
-    manifest = parse_manifest(raw, bundle)
+    signer = None
+    try:
+        if public_keys:  # verify the very bytes that will be parsed, before trusting them
+            signer = verify_bundle_signature(bundle, raw, public_keys)
+        manifest = parse_manifest(raw, bundle)
+        if public_keys:
+            check_no_unlisted_files(bundle, manifest.files)
+    except SignatureError as exc:
+        raise BundleError(str(exc)) from exc
     verify_files(bundle, manifest)
-    return Bundle(bundle, manifest, hashlib.sha256(raw).hexdigest())
+    return Bundle(bundle, manifest, hashlib.sha256(raw).hexdigest(), signer)
 
 
 def write_manifest(bundle: Path, manifest: dict[str, object]) -> Path:

@@ -132,7 +132,7 @@ def _bench(args: argparse.Namespace) -> int:
 def check_config(file: Path) -> int:
     try:
         cfg = load_config(file)
-        bundle = load_bundle(cfg.model.bundle)
+        bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_BAD_INPUT
@@ -140,11 +140,12 @@ def check_config(file: Path) -> int:
         print(f"{file}: model.bundle: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     m = bundle.manifest
+    signed = f", signed by {bundle.signed_by}" if bundle.signed_by else ""
     print(f"{file}: OK")
     print(f"  device   {cfg.device_id}")
     print(
         f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
-        f"runtime {cfg.model.runtime}, {cfg.model.threads} threads)"
+        f"runtime {cfg.model.runtime}, {cfg.model.threads} threads{signed})"
     )
     for s in cfg.sources:
         limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edge_agent.signing import is_raw_public_key, load_public_key
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
 ENV_MQTT_USERNAME = "EDGESIGHT_MQTT_USERNAME"
@@ -83,6 +92,25 @@ class ModelConfig(_Model):
     score_threshold: float | None = Field(
         None, ge=0, le=1, description="Override the bundle's score threshold."
     )
+    public_keys: list[str] = Field(
+        default_factory=list,
+        description="ed25519 public keys allowed to sign bundles: PEM file paths or the one-line "
+        "base64 form that edge-trainer keygen prints. When set, a bundle must carry a "
+        "manifest.sig from one of them and hold no file its manifest does not list.",
+    )
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_load(cls, value: list[str]) -> list[str]:
+        problems = []
+        for i, key in enumerate(value):
+            try:
+                load_public_key(key)
+            except ValueError as exc:  # KeyFormatError names the file and what was expected
+                problems.append(f"[{i}] {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     def runtime_options(self) -> dict[str, object]:
         """Keyword arguments for the chosen runtime."""
@@ -228,6 +256,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
     model = data.get("model")
     fix(model, "bundle")
+    keys = model.get("public_keys") if isinstance(model, dict) else None
+    if isinstance(keys, list):  # file paths only: PEM text and the base64 form stay as they are
+        for i, key in enumerate(keys):
+            if isinstance(key, str) and "-----BEGIN" not in key and not is_raw_public_key(key):
+                path = Path(key).expanduser()
+                keys[i] = str(path if path.is_absolute() else base / path)
     for source in data.get("sources") or []:
         fix(source, "uri")
     mqtt = data.get("mqtt")

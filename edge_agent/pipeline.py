@@ -105,7 +105,9 @@ class Agent:
         an unreachable broker is not an error (the publisher keeps retrying).
         """
         cfg = self.cfg
-        self.bundle = load_bundle(cfg.model.bundle)
+        self.bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+        if self.bundle.signed_by:
+            log.info("bundle %s signed by key %s", self.bundle.path, self.bundle.signed_by)
         self._predictor = Predictor(
             self.bundle,
             cfg.model.runtime,

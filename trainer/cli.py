@@ -24,6 +24,7 @@ from trainer.datasets import (
     split,
 )
 from trainer.datasets.stats import size_range, summarize, warnings
+from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
 
 EXIT_OK = 0
@@ -48,7 +49,7 @@ def _fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edge-trainer", description="Datasets for edgesight models: convert, inspect, synth."
+        prog="edge-trainer", description="Datasets, training and bundles for edgesight models."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--workers", type=int, default=1, help="rendering processes (1)")
     syn.add_argument("output", metavar="OUT", type=Path, help="a new or empty folder")
     syn.set_defaults(func=_synth)
+
+    add_signing_commands(sub)  # keygen, sign, pack
     return parser
 
 
