@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", type=Path, help="also write a manifest skeleton to complete to this file"
     )
 
+    srv = sub.add_parser("serve", help="answer Custom Vision-style prediction requests over HTTP")
+    srv.add_argument("bundle", type=Path, help="model bundle folder")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8080, help="TCP port")
+    srv.add_argument("--runtime", default="onnx", choices=["onnx", "tflite"])
+    srv.add_argument("--threads", type=int, default=2, help="runtime threads")
+    srv.add_argument("--score-threshold", type=float, help="override the bundle's threshold")
+    srv.add_argument("--project", default="", help="project id echoed in answers")
+    srv.add_argument("--iteration", default="", help="iteration name echoed in answers")
+    srv.add_argument(
+        "--max-body-bytes", type=int, default=20 * 1024 * 1024, help="largest image accepted, bytes"
+    )
+    srv.add_argument("--no-url", action="store_true", help="refuse POST /url")
+
     bench = sub.add_parser("bench", help="measure runtimes and threads for bundles here")
     bench.add_argument(
         "--bundle",
@@ -190,6 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "serve":
+        from edge_agent.serve import serve
+
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        return serve(
+            args.bundle,
+            args.host,
+            args.port,
+            args.runtime,
+            args.threads,
+            args.score_threshold,
+            project=args.project,
+            iteration=args.iteration,
+            max_body_bytes=args.max_body_bytes,
+            allow_url=not args.no_url,
+        )
     if args.command == "bench":
         return _bench(args)
     if args.command == "inspect-model":

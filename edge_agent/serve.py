@@ -1,0 +1,398 @@
+"""``edge-agent serve``: a local HTTP prediction endpoint shaped like the Azure Custom Vision
+edge container, so clients written for an exported Custom Vision model keep working.
+
+The routes are those of the container's Flask app (``app.py`` in Custom Vision's "Dockerfile"
+export): ``POST /image`` (raw bytes, or multipart with the file in ``imageData``) and
+``POST /url`` (JSON ``{"url": ...}``), optionally under ``/<project>``, optionally as
+``/classify|detect/iterations/<name>/...``, optionally with a ``/nostore`` suffix; the cloud
+prediction API's ``/customvision/v3.0/Prediction/<project>/...`` prefix works too.
+``GET /`` and ``GET /health`` describe the model. docs/serve.md is the user-facing contract.
+
+Only the standard library's http.server: no web framework on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_agent import __version__
+from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.predictor import Predictor
+from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.serve_request import (
+    CLIENT_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_URL_FETCH_TIMEOUT_S,
+    DISCARD_MAX_BYTES,
+    GENERIC_CODES,
+    READ_CHUNK_BYTES,
+    RequestError,
+    created_now,
+    decode_image,
+    error_body,
+    fetch_image,
+    multipart_image,
+    predictions_json,
+    route,
+    url_from_json,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # as edge_agent.cli
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    project: str = ""
+    iteration: str = ""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S
+    allow_url: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be > 0, but got {self.max_body_bytes}")
+        if self.url_fetch_timeout_s <= 0:
+            raise ValueError(f"url_fetch_timeout_s must be > 0, but got {self.url_fetch_timeout_s}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PredictionServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a client posting frames reuses its connection
+    server_version = f"edgesight/{__version__}"
+    timeout = CLIENT_TIMEOUT_S
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client waits out its
+    # delayed ACK (40 ms on Linux) for every answer.
+    disable_nagle_algorithm = True
+    _t0: float | None = None
+    _unread: int | None = 0  # body bytes not read yet; None = unknown (must close)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the base class writes every request and error to stderr."""
+
+    def parse_request(self) -> bool:
+        self._t0 = time.perf_counter()
+        self._unread = 0
+        ok = super().parse_request()
+        if ok:
+            self._unread = self._declared_length()
+        return ok
+
+    def _declared_length(self) -> int | None:
+        raw = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or (raw is not None and not raw.isdigit()):
+            return None
+        return int(raw or 0)
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an oversize body before the client sends it (curl waits for the 100)."""
+        length = self._declared_length() or 0  # parse_request sets _unread after this call
+        if length > self.server.settings.max_body_bytes:
+            self._unread, self.close_connection = 0, True  # the client will not send it
+            self._send_error(self._too_big(length))
+            return False
+        return super().handle_expect_100()
+
+    def _too_big(self, length: int) -> RequestError:
+        cap = self.server.settings.max_body_bytes
+        return RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "BadRequestImageSizeBytes",
+            f"the request body is {length} bytes, more than the {cap} this server accepts",
+        )
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        kind = route(path)
+        try:
+            if kind is None:
+                raise RequestError(HTTPStatus.NOT_FOUND, "NotFound", f"no such path: {path}")
+            allow = "GET, HEAD" if kind == "health" else "POST"
+            if self.command not in allow.split(", "):
+                raise RequestError(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    f"{self.command} {path}: allowed methods are {allow}",
+                    allow=allow,
+                )
+            payload = self._health() if kind == "health" else self._predict(kind)
+        except RequestError as exc:
+            self._send_error(exc)
+        except Exception:
+            log.exception("%s %s failed", self.command, path)
+            self._send_error(
+                RequestError(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, "ErrorUnknown", "internal error; see the log"
+                )
+            )
+        else:
+            self._send_json(HTTPStatus.OK, payload)
+
+    def _health(self) -> dict[str, Any]:
+        bundle, settings = self.server.predictor.bundle, self.server.settings
+        return {
+            "status": "ok",
+            "model": bundle.describe(),
+            "task": bundle.manifest.task,
+            "labels": list(bundle.manifest.labels),
+            "project": settings.project,
+            "iteration": settings.iteration,
+            "agent_version": __version__,
+        }
+
+    def _read_body(self, expected: str) -> bytes:
+        length = self._unread
+        if length is None:
+            if self.headers.get("Transfer-Encoding"):
+                raise RequestError(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    "BadRequest",
+                    "send the body with a Content-Length (Transfer-Encoding is not supported)",
+                )
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                "BadRequest",
+                f"Content-Length must be a number, but got {self.headers['Content-Length']!r}",
+            )
+        if length > self.server.settings.max_body_bytes:
+            raise self._too_big(length)
+        if length == 0:
+            code = "BadRequestImageSizeBytes" if expected == "image" else "BadRequest"
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, code, f"the request body is empty; expected {expected}"
+            )
+        try:
+            body = self.rfile.read(length)
+        except OSError as exc:  # timeout or reset mid-upload
+            body = b""
+            log.debug("reading %d-byte body failed: %s", length, exc)
+        self._unread = 0
+        if len(body) < length:
+            self.close_connection = True
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                "BadRequest",
+                f"the request body ended after {len(body)} of {length} bytes",
+            )
+        return body
+
+    def _predict(self, kind: str) -> dict[str, Any]:
+        settings = self.server.settings
+        if kind == "url":
+            if not settings.allow_url:
+                raise RequestError(
+                    HTTPStatus.FORBIDDEN, "Forbidden", "predicting from a URL is turned off here"
+                )
+            url = url_from_json(self._read_body('JSON {"url": "https://..."}'))
+            data = fetch_image(url, settings.max_body_bytes, settings.url_fetch_timeout_s)
+        else:
+            body = self._read_body("image")
+            content_type = self.headers.get("Content-Type", "")
+            is_multipart = content_type.lower().startswith("multipart/")
+            data = multipart_image(content_type, body) if is_multipart else body
+        image = decode_image(data)
+        try:
+            result = self.server.predictor.predict(image)
+        except Exception as exc:
+            log.exception("prediction failed on a %dx%d image", image.shape[1], image.shape[0])
+            raise RequestError(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "ErrorPrediction",
+                f"the model failed on this image: {type(exc).__name__}: {exc}",
+            ) from exc
+        height, width = image.shape[:2]
+        return {
+            "id": str(uuid.uuid4()),
+            "project": settings.project,
+            "iteration": settings.iteration,
+            "created": created_now(),
+            "predictions": predictions_json(
+                result.predictions, self.server.predictor.labels, width, height
+            ),
+        }
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class answers malformed requests with HTML; answer JSON like the rest."""
+        status = HTTPStatus(code)
+        self.close_connection = True
+        generic = GENERIC_CODES.get(code, "BadRequest" if code < 500 else "ErrorUnknown")
+        self._send_error(RequestError(status, generic, message or status.phrase))
+
+    def _send_error(self, exc: RequestError) -> None:
+        headers = {"Allow": exc.allow} if exc.allow else {}
+        self._send_json(exc.status, error_body(exc.code, exc.message), headers)
+
+    def _send_json(
+        self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        if self._unread is None or (self._unread or 0) > DISCARD_MAX_BYTES:
+            self.close_connection = True
+        elif self._unread:
+            self._discard(self._unread)
+        body = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError as exc:  # the client went away
+            self.close_connection = True
+            log.debug("could not send the response: %s", exc)
+        ms = 0.0 if self._t0 is None else (time.perf_counter() - self._t0) * 1000
+        path = urlsplit(self.path).path if getattr(self, "path", "") else "-"
+        log.info("%s %s %d %.1f ms", self.command or "-", path, status, ms)
+        self._t0 = None
+
+    def _discard(self, length: int) -> None:
+        try:
+            while length > 0 and (chunk := self.rfile.read(min(length, READ_CHUNK_BYTES))):
+                length -= len(chunk)
+        except OSError:
+            pass
+        self._unread = 0
+        self.close_connection = self.close_connection or length > 0
+
+
+class PredictionServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that holds the predictor and settings its handlers use."""
+
+    daemon_threads = True  # an idle keep-alive connection must not block shutdown
+
+    def __init__(self, address: tuple[str, int], predictor: Predictor, settings: ServeSettings):
+        self.predictor = predictor
+        self.settings = settings
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """HTTPServer.server_bind resolves the host's FQDN, which hangs without DNS."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.server_name}]" if ":" in self.server_name else self.server_name
+        return f"http://{host}:{self.server_port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up is routine; anything else is logged with its traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection from %s dropped", client_address)
+        else:
+            log.exception("error serving %s", client_address)
+
+
+def make_server(
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    project: str = "",
+    iteration: str = "",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S,
+    allow_url: bool = True,
+) -> PredictionServer:
+    """A bound, not yet serving, server; run ``serve_forever()`` (in a thread) to serve."""
+    settings = ServeSettings(project, iteration, max_body_bytes, url_fetch_timeout_s, allow_url)
+    return PredictionServer((host, port), predictor, settings)
+
+
+def serve(
+    bundle_path: Path,
+    host: str,
+    port: int,
+    runtime: str = "onnx",
+    threads: int = 2,
+    score_threshold: float | None = None,
+    *,
+    project: str = "",
+    iteration: str = "",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S,
+    allow_url: bool = True,
+) -> int:
+    """Load the bundle and serve until SIGINT/SIGTERM; the keywords are make_server's.
+
+    Returns 0 after a signal, 2 if the bundle, runtime or address is wrong, 1 if the server
+    thread died. Call from the main thread (signal handlers).
+    """
+    try:
+        bundle = load_bundle(bundle_path)
+        predictor = Predictor(bundle, runtime, threads, score_threshold)
+    except (BundleError, ModelRuntimeError, ValueError) as exc:
+        print(f"edge-agent serve: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        server = make_server(
+            predictor,
+            host,
+            port,
+            project=project,
+            iteration=iteration,
+            max_body_bytes=max_body_bytes,
+            url_fetch_timeout_s=url_fetch_timeout_s,
+            allow_url=allow_url,
+        )
+    except (OSError, ValueError) as exc:
+        predictor.close()
+        print(f"edge-agent serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=server.serve_forever, name="serve-http", daemon=True)
+    thread.start()
+    m = bundle.manifest
+    log.info(
+        "serving %s (%s, %d labels) on %s: POST /image, POST /url, GET /health",
+        bundle.model_id,
+        m.task,
+        len(m.labels),
+        server.url,
+    )
+    try:
+        while not stop.wait(0.5):
+            if not thread.is_alive():
+                log.error("the HTTP server thread stopped unexpectedly")
+                return EXIT_FAILED
+    finally:
+        server.shutdown()
+        server.server_close()
+        predictor.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK
