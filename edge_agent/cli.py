@@ -87,10 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the fastest variant into this agent config",
     )
 
-    demo = sub.add_parser("demo", help="run the agent on a generated clip with a bundled model")
+    demo = sub.add_parser(
+        "demo", help="count products on a generated shelf clip (offline, no broker needed)"
+    )
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="work folder")
-    demo.add_argument("--mqtt-host", default="localhost", help="broker to publish to")
+    demo.add_argument(
+        "--mqtt-host",
+        default="localhost",
+        help="broker to publish to; when none answers, an embedded one starts on 127.0.0.1",
+    )
     demo.add_argument("--mqtt-port", type=int, default=1883, help="broker port")
+    demo.add_argument(
+        "--fast",
+        action="store_true",
+        help="play the clip as fast as the model goes, not at its frame rate",
+    )
     return parser
 
 
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge_agent.demo import run_demo
 
         logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
-        return run_demo(args.out, args.mqtt_host, args.mqtt_port)
+        return run_demo(args.out, args.mqtt_host, args.mqtt_port, realtime=not args.fast)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-mosquitto.sh
-scripts/setup.sh onnx,tflite,train,export-tflite,dev
+scripts/setup.sh onnx,tflite,train,export-tflite,demo,dev
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

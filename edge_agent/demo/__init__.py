@@ -1,120 +1,254 @@
-"""``edge-agent demo``: the whole agent path on a generated conveyor clip, offline.
+"""``edge-agent demo``: the whole agent path on a generated clip, offline, in seconds.
 
-The bundled model is ``colour_blocks`` (a hand-built sliding-window detector of red, green and
-blue blocks, rebuilt by ``python -m tools.toy_models``) so the demo needs no download and no
-training. It is a stand-in until a trained shelf detector is bundled.
+A hand takes three items off a shelf and later puts them back (clip.py composes the clip from
+committed assets on the first run). The bundled shelf detector counts the products frame by
+frame and the agent publishes every result over MQTT: to the broker at --mqtt-host/--mqtt-port,
+or, when none answers there, to an embedded amqtt broker it starts on 127.0.0.1. Meanwhile a
+table of counts per second of video prints live and annotated frames go to ``OUT/annotated/``.
+
+Until the trained shelf detector is committed at :data:`BUNDLE`, the demo runs the hand-built
+colour-blocks detector on a conveyor clip made for it (conveyor.py). Labels always come from the
+bundle's manifest.
 """
 
 from __future__ import annotations
 
+import shutil
+import statistics
 import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-import cv2
-import numpy as np
-
+from edge_agent.bundle import MANIFEST, BundleError, load_bundle
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
+from edge_agent.demo import clip, conveyor
+from edge_agent.demo.report import AnnotatedFrames, CountsTable, DemoObserver
+from edge_agent.embedded_broker import (
+    BrokerUnavailable,
+    EmbeddedBroker,
+    port_is_free,
+    probe_mqtt,
+)
 from edge_agent.pipeline import Agent
-from edge_agent.types import Frame, Result
+from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.sources import SourceError
 
-BUNDLE = Path(__file__).parent / "colour_blocks"
-CLIP_NAME = "conveyor.mp4"
-CLIP_SIZE = (640, 480)  # width, height; the model sees 160x160, so a block is 4x3 px per cell
-CLIP_FPS = 15
-CLIP_FRAMES = 150
-BLOCK = (128, 96)  # one 32 px model window after the stretch to 160x160
-SPEED_PX = 9  # per frame
-LANES_Y = (80, 300)
-# (first frame, lane, BGR colour) of each item put on the belt
-ITEMS = [
-    (0, 0, (0, 0, 230)),
-    (10, 1, (230, 0, 0)),
-    (35, 0, (0, 210, 0)),
-    (55, 1, (0, 0, 230)),
-    (70, 0, (230, 0, 0)),
-    (95, 1, (0, 210, 0)),
-    (105, 0, (0, 0, 230)),
-]
-TABLE_EVERY_FRAMES = CLIP_FPS  # one table row per second of video
+#: The trained shelf detector (labels can, bottle, box, bag); the demo uses it once committed.
+BUNDLE = Path(__file__).parent / "shelf_bundle"
+#: Stand-in while BUNDLE is absent: the hand-built colour-blocks detector, on a conveyor clip.
+FALLBACK_BUNDLE = Path(__file__).parent / "colour_blocks"
+#: Play the clip at its own frame rate, so the table fills in as the video plays; False runs
+#: as fast as the model goes (the tests do).
+REALTIME = True
+DEVICE_ID = "demo"
+CLIENT_ID = "edgesight-demo"
+#: Every topic the demo publishes is under this (the default prefix, then the device id).
+DEVICE_TOPIC_PREFIX = f"{MqttConfig().topic_prefix}/{DEVICE_ID}"
+#: Part of the clip's file name: bump it when a clip's drawing changes, so demo folders made
+#: by an older version make the clip again instead of reusing theirs.
+CLIP_VERSION = 1
+ANNOTATED_DIR = "annotated"
+EMBEDDED_HOST = "127.0.0.1"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def write_clip(path: Path) -> Path:
-    """Blocks ride a grey belt from left to right; deterministic, so results are too."""
-    w, h = CLIP_SIZE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video here")
-    rng = np.random.default_rng(7)
-    belt = np.full((h, w, 3), 70, np.uint8)
-    belt += rng.integers(0, 12, (h, w, 1), dtype=np.uint8)
-    try:
-        for i in range(CLIP_FRAMES):
-            frame = belt.copy()
-            for x in range(-(i * SPEED_PX) % 40, w, 40):  # belt slats move with the items
-                cv2.line(frame, (x, 0), (x, h), (55, 55, 55), 2)
-            for start, lane, colour in ITEMS:
-                x = -BLOCK[0] + (i - start) * SPEED_PX
-                if i >= start and x < w:
-                    y = LANES_Y[lane]
-                    cv2.rectangle(frame, (x, y), (x + BLOCK[0], y + BLOCK[1]), colour, -1)
-            writer.write(frame)
-    finally:
-        writer.release()
+@dataclass(frozen=True)
+class Scenario:
+    """A bundle and the clip made for it."""
+
+    source_id: str
+    bundle: Path
+    story: str
+    fps: int
+    frames: int
+    write_clip: Callable[[Path], int]
+
+    @property
+    def clip_name(self) -> str:
+        return f"{self.source_id}-v{CLIP_VERSION}.mp4"
+
+
+def scenario() -> Scenario:
+    """The shelf clip with the shelf detector if it is bundled, else the colour-blocks
+    fallback."""
+    if (BUNDLE / MANIFEST).is_file():
+        return Scenario(
+            "shelf",
+            BUNDLE,
+            "a hand takes three items off a shelf and puts them back",
+            clip.CLIP_FPS,
+            clip.CLIP_FRAMES,
+            clip.write_clip,
+        )
+    return Scenario(
+        "conveyor",
+        FALLBACK_BUNDLE,
+        "red, green and blue blocks ride a conveyor belt (stand-in: the shelf "
+        "detector is not bundled yet)",
+        conveyor.CLIP_FPS,
+        conveyor.CLIP_FRAMES,
+        conveyor.write_clip,
+    )
+
+
+def ensure_clip(sc: Scenario, out: Path) -> Path:
+    """The scenario's clip in ``out``, made on the first run (written aside, then renamed, so
+    an interrupted run leaves no half clip to reuse)."""
+    path = out / sc.clip_name
+    if path.is_file():
+        return path
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    started = time.monotonic()
+    sc.write_clip(partial)
+    partial.replace(path)
+    print(
+        f"made the clip {path} ({sc.frames} frames, {time.monotonic() - started:.1f} s)", flush=True
+    )
     return path
 
 
-class _Table:
-    """Prints a live row of counts as results arrive."""
+@dataclass(frozen=True)
+class Target:
+    """Where the agent publishes, and whose broker is there."""
 
-    def __init__(self, labels: list[str]) -> None:
-        self.labels = labels
-        self.peak = dict.fromkeys(labels, 0)
-        self.frames = 0
-        print("  time  " + "".join(f"{lbl:>8}" for lbl in labels), flush=True)
-
-    def __call__(self, result: Result, frame: Frame) -> None:
-        self.frames += 1
-        for label, n in result.counts.items():
-            self.peak[label] = max(self.peak[label], n)
-        if result.seq % TABLE_EVERY_FRAMES == 0:
-            row = "".join(f"{result.counts[lbl]:>8}" for lbl in self.labels)
-            print(f"{result.seq / CLIP_FPS:5.1f}s  {row}", flush=True)
+    host: str
+    port: int
+    broker: Literal["given", "embedded", "none"]
 
 
-def run_demo(out: Path, mqtt_host: str, mqtt_port: int) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    clip = out / CLIP_NAME
-    if not clip.exists():
-        write_clip(clip)
-    cfg = AgentConfig(
-        device_id="demo",
-        model=ModelConfig(bundle=BUNDLE),
-        sources=[SourceConfig(id="conveyor", uri=str(clip))],
-        mqtt=MqttConfig(host=mqtt_host, port=mqtt_port, client_id="edgesight-demo"),
-    )
+def choose_broker(host: str, port: int, stack: ExitStack) -> Target:
+    """The broker at host:port if it lets an anonymous client in; else an embedded one on
+    127.0.0.1 (the same port if free), closed by ``stack``; else host:port, undelivered."""
+    why_not = probe_mqtt(host, port)
+    if why_not is None:
+        print(f"publishing to the MQTT broker at {host}:{port}", flush=True)
+        return Target(host, port, "given")
+    try:
+        embedded = EmbeddedBroker(EMBEDDED_HOST, port if port_is_free(EMBEDDED_HOST, port) else 0)
+        embedded.start()
+    except BrokerUnavailable as exc:
+        print(
+            f"no MQTT broker at {host}:{port} ({why_not}), and {exc}; the model runs "
+            "anyway, but its results will not be delivered",
+            file=sys.stderr,
+            flush=True,
+        )
+        return Target(host, port, "none")
+    stack.callback(embedded.close)
     print(
-        f"edgesight demo: {clip} -> colour-blocks model -> mqtt://{mqtt_host}:{mqtt_port}",
+        f"no MQTT broker at {host}:{port} ({why_not}): started an embedded one (amqtt) on "
+        f"{embedded.host}:{embedded.port} for the demo",
         flush=True,
     )
-    table = _Table(["red", "green", "blue"])
-    agent = Agent(cfg, on_result=table)
+    return Target(embedded.host, embedded.port, "embedded")
+
+
+def watch_command(target: Target) -> str:
+    topics = f"'{DEVICE_TOPIC_PREFIX}/#'"
+    if shutil.which("mosquitto_sub") or not shutil.which("amqtt_sub"):
+        return f"mosquitto_sub -h {target.host} -p {target.port} -v -t {topics}"
+    return f"amqtt_sub --url mqtt://{target.host}:{target.port} -t {topics}"
+
+
+def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None = None) -> int:
+    """Run the demo; 0 when every frame of the clip was processed."""
+    sc = scenario()
     try:
-        agent.start()
-        agent.wait()
-    finally:
-        agent.close()
-    publisher = agent.publisher
-    sent = publisher.stats.published if publisher else 0
+        bundle = load_bundle(sc.bundle)
+    except BundleError as exc:
+        print(f"error: the demo's bundle is broken: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    labels = bundle.manifest.labels
+    out.mkdir(parents=True, exist_ok=True)
+    clip_path = ensure_clip(sc, out)
+    frames = AnnotatedFrames(out / ANNOTATED_DIR)
+    frames.clear()
+    table = CountsTable(labels, sc.fps)
+    observer = DemoObserver(table, frames)
+    realtime = REALTIME if realtime is None else realtime
+    with ExitStack() as stack:  # the broker, if embedded, closes after the agent
+        target = choose_broker(mqtt_host, mqtt_port, stack)
+        cfg = AgentConfig(
+            device_id=DEVICE_ID,
+            model=ModelConfig(bundle=sc.bundle),
+            sources=[
+                SourceConfig(
+                    id=sc.source_id, uri=str(clip_path), fps_limit=sc.fps if realtime else None
+                )
+            ],
+            mqtt=MqttConfig(host=target.host, port=target.port, client_id=CLIENT_ID),
+        )
+        if target.broker != "none":
+            print(
+                f"watch the messages from another terminal while the demo runs: "
+                f"{watch_command(target)}"
+            )
+        print(
+            f"\n{sc.story}\n{clip_path.name} -> {bundle.model_id} ({', '.join(labels)}) -> "
+            f"mqtt://{target.host}:{target.port}\n",
+            flush=True,
+        )
+        table.header()
+        agent = Agent(cfg, on_result=observer)
+        started = time.monotonic()
+        try:
+            agent.start()
+            agent.wait()
+        except (BundleError, ModelRuntimeError, SourceError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            agent.close()
+        elapsed = time.monotonic() - started
+        table.finish()
+    _summary(sc, observer, elapsed, frames, target, agent)
+    return EXIT_OK if observer.results == sc.frames and not observer.errors else EXIT_FAILED
+
+
+def _summary(
+    sc: Scenario,
+    observer: DemoObserver,
+    elapsed: float,
+    frames: AnnotatedFrames,
+    target: Target,
+    agent: Agent,
+) -> None:
+    model_ms = statistics.median(observer.infer_ms) if observer.infer_ms else 0.0
     print(
-        f"\nprocessed {table.frames} frames; most at once: "
-        + ", ".join(f"{k} {v}" for k, v in table.peak.items())
+        f"\nprocessed {observer.results} of {sc.frames} frames in {elapsed:.1f} s "
+        f"(model {model_ms:.1f} ms per frame)"
     )
-    if sent:
-        print(f"published {sent} MQTT messages under edgesight/demo/ on {mqtt_host}:{mqtt_port}")
+    rows = observer.table.rows
+    if rows:
+        totals = [sum(r.counts.values()) for r in rows]
+        print(
+            f"counted {totals[0]} at the start, {min(totals)} at the fewest, {totals[-1]} at "
+            f"the end; {rows[-1].gone} went out of view, {rows[-1].came} came into view"
+        )
+    print(
+        f"annotated frames: {frames.folder.resolve()} ({frames.written} JPEGs, one frame in "
+        f"{frames.every})"
+    )
+    stats = agent.publisher.stats if agent.publisher else None
+    if stats is not None and stats.connects:
+        where = "the broker"
+        if target.broker == "embedded":
+            where = "the embedded amqtt broker (stopped with the demo)"
+        print(
+            f"published {stats.published} MQTT messages under {DEVICE_TOPIC_PREFIX}/ to "
+            f"{where} at {target.host}:{target.port}"
+        )
     else:
         print(
-            f"no broker answered at {mqtt_host}:{mqtt_port}: results were computed but not "
-            "delivered (start mosquitto, or pass --mqtt-host/--mqtt-port)",
+            f"no MQTT broker answered at {target.host}:{target.port}: results were computed "
+            "but not delivered (install amqtt for the embedded broker: pip install "
+            "'edgesight[demo]', or pass --mqtt-host/--mqtt-port)",
             file=sys.stderr,
         )
-    return 0 if table.frames == CLIP_FRAMES else 1

@@ -1,0 +1,305 @@
+"""The demo's shelf clip: a hand takes three items off a shelf and later puts them back.
+
+Composed with OpenCV from small committed assets (``assets/``, written by
+``python -m tools.build_demo_assets`` from one ``trainer.synth`` shelf scene), so making the clip
+needs neither the trainer nor torch. The assets hold the scene, the same scene rendered with no
+products (same random draws, so walls, boards, price tags, warp and lighting match pixel for
+pixel), a mask of each item the hand takes, and every labelled box. An item taken off the shelf
+is replaced by the empty shelf under its mask; an item in the hand is the scene's pixels under
+its mask, moved. Everything is a function of the frame number, so the clip is the same on every
+machine and :func:`expected_counts` is the ground truth for each frame.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+ASSETS = Path(__file__).parent / "assets"
+#: The assets' index file; it names the images beside it.
+ASSETS_JSON = "shelf.json"
+ASSETS_SCHEMA = "edgesight.demo-shelf/1"
+
+#: The masks reach this far past each item (tools/build_demo_assets.py widens them), so the
+#: JPEG's ringing round it goes when it is taken; the hand carries the item without it.
+RING_PX = 2
+
+CLIP_FPS = 12
+CLIP_FRAMES = 120  # 10 s
+#: Frames the hand takes to reach an item from the frame edge; pulling back takes as many.
+REACH_FRAMES = 5
+#: (item, frame the hand starts reaching to take it, frame it starts reaching to put it back);
+#: ``item`` numbers the assets' ``taken`` list. No two moves overlap, and every gap between
+#: moves leaves at least 6 frames with no hand in view, where counts are exact.
+SCHEDULE: tuple[tuple[int, int, int], ...] = ((0, 12, 72), (1, 30, 88), (2, 48, 104))
+
+#: Hand and arm size as fractions of the scene height (a 512 px scene: a 46 px sleeve).
+SLEEVE_FRAC = 0.09
+PALM_RX_FRAC, PALM_RY_FRAC = 0.045, 0.055
+FINGER_RX_FRAC, FINGER_RY_FRAC = 0.03, 0.012
+#: Where the hand grips an item: this fraction of its size along the arm in from its near side.
+GRIP_INSET = 0.3
+#: Colours (BGR), in the range trainer.synth uses for its own hands.
+SKIN = (135, 165, 215)
+SKIN_EDGE = (100, 125, 170)
+SLEEVE = (90, 62, 40)
+
+Side = Literal["left", "right", "top", "bottom"]
+
+#: Unit vector along the arm, pointing into the frame, for each side the arm comes from.
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (1, 0),
+    "right": (-1, 0),
+    "top": (0, 1),
+    "bottom": (0, -1),
+}
+
+
+@dataclass(frozen=True)
+class TakenItem:
+    """One item the hand moves: its box and label, the arm's side, its mask's bounding region."""
+
+    box: int  # index into ShelfAssets.labels / boxes
+    side: Side
+    region: tuple[int, int, int, int]  # x1, y1, x2, y2 of the mask
+    mask: np.ndarray  # bool, the region's size: the item and a thin ring of shelf round it
+    core: np.ndarray  # the mask without that ring: what the hand carries
+
+
+@dataclass(frozen=True)
+class ShelfAssets:
+    scene: np.ndarray  # BGR uint8, H x W x 3
+    empty: np.ndarray  # the same shelf with no products
+    labels: list[str]  # one per labelled box in the scene
+    boxes: np.ndarray  # (N, 4) float32 xyxy pixels
+    taken: list[TakenItem]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.scene.shape[1]), int(self.scene.shape[0])
+
+
+def _read_image(path: Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise FileNotFoundError(
+            f"{path}: demo asset missing or unreadable (rebuild: python -m tools.build_demo_assets)"
+        )
+    return image
+
+
+def load_assets(folder: Path = ASSETS) -> ShelfAssets:
+    """Read the committed scene, empty shelf, masks and boxes."""
+    meta = json.loads((folder / ASSETS_JSON).read_text(encoding="utf-8"))
+    if meta.get("schema") != ASSETS_SCHEMA:
+        raise ValueError(
+            f"{folder / ASSETS_JSON}: schema must be {ASSETS_SCHEMA!r}, got {meta.get('schema')!r}"
+        )
+    scene = _read_image(folder / meta["scene"], cv2.IMREAD_COLOR)
+    empty = _read_image(folder / meta["empty"], cv2.IMREAD_COLOR)
+    masks = _read_image(folder / meta["masks"], cv2.IMREAD_GRAYSCALE)
+    if not scene.shape == empty.shape or scene.shape[:2] != masks.shape:
+        raise ValueError(
+            f"{folder}: scene, empty shelf and masks must have one size, but got "
+            f"{scene.shape}, {empty.shape}, {masks.shape}"
+        )
+    taken = []
+    for k, item in enumerate(meta["taken"]):
+        if item["side"] not in DIRECTIONS:
+            raise ValueError(
+                f"{folder / ASSETS_JSON}: taken[{k}].side must be one of {sorted(DIRECTIONS)}, "
+                f"but got {item['side']!r}"
+            )
+        ys, xs = np.nonzero(masks == k + 1)
+        if len(xs) == 0:
+            raise ValueError(f"{folder / meta['masks']}: no pixel has value {k + 1} (item {k})")
+        x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        mask = masks[y1:y2, x1:x2] == k + 1
+        core = cv2.erode(mask.astype(np.uint8), np.ones((2 * RING_PX + 1,) * 2, np.uint8)) > 0
+        taken.append(TakenItem(item["box"], item["side"], (x1, y1, x2, y2), mask, core))
+    return ShelfAssets(
+        scene=scene,
+        empty=empty,
+        labels=[b["label"] for b in meta["boxes"]],
+        boxes=np.array([b["xyxy"] for b in meta["boxes"]], np.float32).reshape(-1, 4),
+        taken=taken,
+    )
+
+
+# -- the schedule ---------------------------------------------------------------------------------
+
+
+def _moves(i: int) -> list[tuple[int, float, bool]]:
+    """(item, hand reach 0..1, carrying) for the hand in frame ``i``; empty when none is in view.
+
+    Reach 1 is the hand on the item; it rises frame by frame while reaching and falls while
+    pulling back. A taking hand carries the item out; a returning hand carries it in.
+    """
+    out = []
+    for item, take, back in SCHEDULE:
+        for start, carry_in in ((take, False), (back, True)):
+            j = i - start
+            if 0 <= j < REACH_FRAMES:
+                out.append((item, _ease((j + 1) / REACH_FRAMES), carry_in))
+            elif REACH_FRAMES <= j < 2 * REACH_FRAMES:
+                out.append((item, _ease(1 - (j - REACH_FRAMES + 1) / REACH_FRAMES), not carry_in))
+    return out
+
+
+def _ease(t: float) -> float:
+    return t * t * (3 - 2 * t)  # smoothstep: the hand slows down near the shelf and the edge
+
+
+def on_shelf(item: int, i: int) -> bool:
+    """Whether taken item ``item`` stands on the shelf in frame ``i``."""
+    for k, take, back in SCHEDULE:
+        if k == item:
+            return not take + REACH_FRAMES <= i < back + REACH_FRAMES
+    return True
+
+
+def hand_in_view(i: int) -> bool:
+    return bool(_moves(i))
+
+
+def expected_counts(assets: ShelfAssets, i: int) -> dict[str, int] | None:
+    """Labelled items on the shelf in frame ``i``, per label; None while a hand is in view."""
+    if hand_in_view(i):
+        return None
+    counts = Counter(assets.labels)
+    for k, item in enumerate(assets.taken):
+        if not on_shelf(k, i):
+            counts[assets.labels[item.box]] -= 1
+    return dict(counts)
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+
+def grip_point(item: TakenItem) -> tuple[int, int]:
+    """Where the hand holds the item: on its middle line, a little in from its side facing the
+    arm."""
+    x1, y1, x2, y2 = item.region
+    dx, dy = DIRECTIONS[item.side]
+    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+    if dx:
+        inset = round(GRIP_INSET * (x2 - x1))
+        return (x1 + inset if dx > 0 else x2 - inset), cy
+    inset = round(GRIP_INSET * (y2 - y1))
+    return cx, (y1 + inset if dy > 0 else y2 - inset)
+
+
+def _outside(assets: ShelfAssets, item: TakenItem) -> tuple[int, int]:
+    """Where the hand starts and ends: just outside the frame, in line with the grip."""
+    w, h = assets.size
+    gx, gy = grip_point(item)
+    dx, dy = DIRECTIONS[item.side]
+    off = round(2 * max(PALM_RX_FRAC, PALM_RY_FRAC) * h)
+    if dx:
+        return (-off if dx > 0 else w + off), gy
+    return gx, (-off if dy > 0 else h + off)
+
+
+def arm_band(assets: ShelfAssets, item: TakenItem) -> tuple[int, int, int, int]:
+    """The xyxy region the arm and hand cover at full reach (tools/build_demo_assets.py picks
+    items whose arm hides no other item)."""
+    w, h = assets.size
+    gx, gy = grip_point(item)
+    dx, dy = DIRECTIONS[item.side]
+    half = round(max(SLEEVE_FRAC * 0.6, PALM_RY_FRAC) * h) + 2
+    tip = round((PALM_RX_FRAC + 2 * FINGER_RX_FRAC) * h)
+    if dx > 0:
+        return 0, gy - half, gx + tip, gy + half
+    if dx < 0:
+        return gx - tip, gy - half, w, gy + half
+    if dy > 0:
+        return gx - half, 0, gx + half, gy + tip
+    return gx - half, gy - tip, gx + half, h
+
+
+def _hand_at(assets: ShelfAssets, item: TakenItem, reach: float) -> tuple[int, int]:
+    """The grip's position for a reach in [0, 1]: 0 is just outside the frame, 1 on the item."""
+    (gx, gy), (ox, oy) = grip_point(item), _outside(assets, item)
+    return round(ox + (gx - ox) * reach), round(oy + (gy - oy) * reach)
+
+
+def _draw_hand(image: np.ndarray, x: int, y: int, side: Side) -> None:
+    """A sleeve from the frame edge, a palm at (x, y) and four fingers pointing into the shelf."""
+    h, w = image.shape[:2]
+    d = np.array(DIRECTIONS[side], np.float64)
+    across = np.array([-d[1], d[0]])
+    here = np.array([x, y], np.float64)
+    angle = float(np.degrees(np.arctan2(d[1], d[0])))
+    palm = (round(PALM_RX_FRAC * h), round(PALM_RY_FRAC * h))
+    finger = (round(FINGER_RX_FRAC * h), round(FINGER_RY_FRAC * h))
+    sleeve = SLEEVE_FRAC * h
+    edge = here - d * (np.hypot(w, h))  # far outside the frame; fillPoly clips
+    wrist = here - d * palm[0]
+    corners = [
+        edge - 0.6 * sleeve * across,
+        wrist - 0.45 * sleeve * across,
+        wrist + 0.45 * sleeve * across,
+        edge + 0.6 * sleeve * across,
+    ]
+    cv2.fillPoly(image, [np.round(corners).astype(np.int32)], SLEEVE, cv2.LINE_AA)
+
+    def blob(centre: np.ndarray, axes: tuple[int, int], tilt: float, edge_colour: bool) -> None:
+        c = (round(centre[0]), round(centre[1]))
+        cv2.ellipse(image, c, axes, angle + tilt, 0, 360, SKIN, -1, cv2.LINE_AA)
+        if edge_colour:
+            cv2.ellipse(image, c, axes, angle + tilt, 0, 360, SKIN_EDGE, 1, cv2.LINE_AA)
+
+    for k in range(4):  # fingers first, so the palm's edge overlaps their roots
+        blob(here + d * 0.8 * palm[0] + across * (k - 1.5) * 2.1 * finger[1], finger, 0, True)
+    blob(here + d * 0.3 * palm[0] - across * 0.9 * palm[1], finger, -35, False)  # thumb
+    blob(here, palm, 0, True)
+
+
+def _paste(image: np.ndarray, source: np.ndarray, mask: np.ndarray, x: int, y: int) -> None:
+    """Copy ``source`` pixels under ``mask`` to (x, y) in ``image``, clipped to the frame."""
+    h, w = image.shape[:2]
+    x1, y1 = max(0, x), max(0, y)
+    x2, y2 = min(w, x + mask.shape[1]), min(h, y + mask.shape[0])
+    if x1 >= x2 or y1 >= y2:
+        return
+    m = mask[y1 - y : y2 - y, x1 - x : x2 - x]
+    image[y1:y2, x1:x2][m] = source[y1 - y : y2 - y, x1 - x : x2 - x][m]
+
+
+def compose_frame(assets: ShelfAssets, i: int) -> np.ndarray:
+    """Frame ``i`` of the clip (BGR uint8, the scene's size)."""
+    frame = assets.scene.copy()
+    for k, item in enumerate(assets.taken):
+        if not on_shelf(k, i):
+            x1, y1, x2, y2 = item.region
+            frame[y1:y2, x1:x2][item.mask] = assets.empty[y1:y2, x1:x2][item.mask]
+    for k, reach, carrying in _moves(i):
+        item = assets.taken[k]
+        gx, gy = grip_point(item)
+        x, y = _hand_at(assets, item, reach)
+        if carrying:
+            x1, y1, x2, y2 = item.region
+            _paste(frame, assets.scene[y1:y2, x1:x2], item.core, x1 + x - gx, y1 + y - gy)
+        _draw_hand(frame, x, y, item.side)
+    return frame
+
+
+def write_clip(path: Path, assets: ShelfAssets | None = None) -> int:
+    """Write the clip to ``path`` (mp4v) and return its frame count."""
+    assets = assets or load_assets()
+    w, h = assets.size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video here")
+    try:
+        for i in range(CLIP_FRAMES):
+            writer.write(compose_frame(assets, i))
+    finally:
+        writer.release()
+    return CLIP_FRAMES
