@@ -283,13 +283,15 @@ def test_nan_confidence_in_a_result_is_refused() -> None:
         encode(result_payload(make_result(det), "dev1"))
 
 
+# Subnormals are off: a library loaded earlier in the run (LiteRT/JAX, built with fast-math)
+# can flush them to zero process-wide, which hypothesis refuses to generate under.
 @given(
     st.lists(
         st.tuples(
-            st.floats(-100, 800, allow_nan=False, width=32),
-            st.floats(-100, 600, allow_nan=False, width=32),
-            st.floats(0, 900, allow_nan=False, width=32),
-            st.floats(0, 700, allow_nan=False, width=32),
+            st.floats(-100, 800, allow_nan=False, allow_subnormal=False, width=32),
+            st.floats(-100, 600, allow_nan=False, allow_subnormal=False, width=32),
+            st.floats(0, 900, allow_nan=False, allow_subnormal=False, width=32),
+            st.floats(0, 700, allow_nan=False, allow_subnormal=False, width=32),
         ),
         max_size=5,
     )
