@@ -58,7 +58,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """Logistic function via tanh: no overflow for large negative logits, unlike 1/(1+e^-x)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def boxes_to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:

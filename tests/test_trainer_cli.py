@@ -129,7 +129,17 @@ def test_missing_input_and_busy_output(shelf_yolo: Path, tmp_path: Path, capsys)
 def test_help_and_only_honest_subcommands(capsys) -> None:
     assert main(["--help"]) == 0
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"convert", "inspect", "synth", "keygen", "sign", "pack"}
+    assert set(commands) == {
+        "convert",
+        "inspect",
+        "synth",
+        "train",
+        "evaluate",
+        "export",
+        "keygen",
+        "sign",
+        "pack",
+    }
 
 
 def test_trainer_imports_without_torch() -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from trainer import __version__
+from trainer.commands import add_train_commands
 from trainer.datasets import (
     FORMATS,
     IMAGE_MODES,
@@ -24,6 +25,7 @@ from trainer.datasets import (
     split,
 )
 from trainer.datasets.stats import size_range, summarize, warnings
+from trainer.export_cli import add_export_commands
 from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
 
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("output", metavar="OUT", type=Path, help="a new or empty folder")
     syn.set_defaults(func=_synth)
 
+    add_train_commands(sub)  # train, evaluate
+    add_export_commands(sub)  # export
     add_signing_commands(sub)  # keygen, sign, pack
     return parser
 

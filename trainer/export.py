@@ -1,0 +1,344 @@
+"""``export_run``: a run folder -> a verified model bundle (ONNX or TFLite, FP32 or INT8).
+
+Steps: rebuild ``best.pt``; export the graph (trainer.export_onnx / export_tflite); quantize
+when asked (trainer.quantize, calibrated on training images preprocessed by edge_agent); run
+every produced file through edge_agent's Predictor on the run's validation split
+(trainer.parity); refuse an FP32 file that disagrees with PyTorch, or an INT8 file that loses
+more than the budget; write the bundle with thresholds and metrics of the shipped file.
+
+BatchNorm statistics are not recomputed here: train.py recomputes them before every validation,
+so ``best.pt`` never holds stale ones (TOOLCHAIN.md, the BN trap). The report compares the
+file's metric with the run's ``best_metric`` and warns on a gap, which is how a checkpoint with
+stale statistics from elsewhere would show.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer import bundle_writer as bw
+from trainer.datasets import Sample, load
+from trainer.export_tflite import MissingExtraError, require_litert
+from trainer.parity import (
+    HEADLINE,
+    HEADLINE_KEYS,
+    PARITY_TOLERANCE,
+    TORCH,
+    Evaluation,
+    evaluate_bundles,
+    int8_budget,
+    sanity_warnings,
+)
+from trainer.quantize import CALIB_IMAGES, calibration_samples, calibration_tensors
+
+log = logging.getLogger("trainer.export")
+
+FORMATS = ("onnx", "tflite")
+#: Default INT8 budget: the most of the headline metric INT8 may lose, in points (1 = 0.01).
+BUDGET_POINTS = 2.0
+RUNTIMES = {"onnx": "onnx", "tflite": "tflite"}
+
+
+class ExportError(ValueError):
+    """Bad input (no run, no dataset, a busy output folder, a missing extra): exit code 2."""
+
+
+class ParityError(RuntimeError):
+    """The FP32 file disagrees with PyTorch beyond tolerance: an exporter bug, exit code 1."""
+
+
+class BudgetExceeded(RuntimeError):
+    """INT8 lost more than the budget and ``allow_drop`` is off: exit code 3."""
+
+
+@dataclass
+class ExportOptions:
+    fmt: str = "onnx"
+    int8: bool = False
+    calib_images: int = CALIB_IMAGES
+    out: Path | None = None  # default: RUN/export-<fmt>[-int8]
+    allow_drop: bool = False
+    budget_points: float = BUDGET_POINTS
+    data: Path | None = None  # default: the run's config["data"]
+    name: str | None = None  # default: the run folder's name
+    version: int = 1
+    recipe: str | None = None  # default: "<model>-<preset>"
+    eval_images: int | None = None  # default: the whole val split
+    force: bool = False  # replace a previous export in ``out``
+    threads: int = 2
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    report: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_out(run: Path, fmt: str, int8: bool) -> Path:
+    return run / f"export-{fmt}{'-int8' if int8 else ''}"
+
+
+def read_run(run: Path) -> tuple[dict[str, Any], Path]:
+    """(config, best.pt path) of a run folder, or ExportError naming what is missing."""
+    if not run.is_dir():
+        raise ExportError(f"{run}: no such run folder (expected config.json and best.pt in it)")
+    config_path, ckpt = run / "config.json", run / "best.pt"
+    for path in (config_path, ckpt):
+        if not path.is_file():
+            raise ExportError(f"{path}: missing; is {run} a finished training run?")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8")), ckpt
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{config_path}: not valid JSON: {exc}") from exc
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force`` and it holds an earlier export."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    earlier = out.is_dir() and ((out / "manifest.json").exists() or (out / bw.REPORT_JSON).exists())
+    if not (force and earlier):
+        hint = " (use --force to replace it)" if earlier else ""
+        raise ExportError(f"{out}: exists and is not empty: choose a new --out folder{hint}")
+    shutil.rmtree(out)
+
+
+def eval_and_calib(config: dict[str, Any], data: Path | None) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) samples of the run's own split, so figures match its best_metric."""
+    from trainer.train import split_for_training
+
+    folder = Path(data or config["data"])
+    if not folder.exists():
+        raise ExportError(f"{folder}: dataset not found (the run's data; pass --data to move it)")
+    ds = load(folder)
+    if ds.classes != config["labels"]:
+        raise ExportError(
+            f"{folder}: classes {ds.classes} differ from the run's: {config['labels']}"
+        )
+    train, val, _ = split_for_training(ds, config["val_fraction"], config["seed"])
+    return train, val
+
+
+@dataclass
+class _Job:
+    """Everything known before torch is imported."""
+
+    run: Path
+    config: dict[str, Any]  # config.json: rewritten after the last epoch (best_metric)
+    ckpt: Path
+    opts: ExportOptions
+    out: Path
+    train: list[Sample]  # calibration images come from here
+    val: list[Sample]  # the evaluation images
+
+
+@dataclass
+class _Staged:
+    """What the export step made: one provisional bundle folder per artifact, and settings."""
+
+    dirs: dict[str, Path]
+    decoder: dict[str, Any]
+    nms: dict[str, Any]
+    extra: list[str]  # files beside the model (anchors.npy)
+    calib_images: int = 0
+
+
+def export_run(run: Path | str, opts: ExportOptions) -> ExportResult:
+    """Export ``run``'s best.pt into a bundle folder; see the module docstring for the steps."""
+    run = Path(run)
+    if opts.fmt not in FORMATS:
+        raise ExportError(f"unknown format {opts.fmt!r}: expected one of {list(FORMATS)}")
+    config, ckpt = read_run(run)
+    out = Path(opts.out or default_out(run, opts.fmt, opts.int8))
+    prepare_out(out, opts.force)
+    if opts.fmt == "tflite":
+        try:
+            require_litert()
+        except MissingExtraError as exc:
+            raise ExportError(str(exc)) from exc
+    train_s, val_s = eval_and_calib(config, opts.data)
+    val_s = val_s[: opts.eval_images] if opts.eval_images else val_s
+    job = _Job(run, config, ckpt, opts, out, train_s, val_s)
+    with tempfile.TemporaryDirectory(prefix="edgesight-export-") as tmp:
+        evaluation, staged = _export_and_evaluate(job, Path(tmp))
+        return _finish(job, evaluation, staged)
+
+
+def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
+    import torch
+
+    from trainer.export_onnx import (
+        ExportModule,
+        box_coder_weights,
+        export_onnx,
+        ssd_anchors,
+        torch_reference,
+    )
+    from trainer.export_tflite import export_tflite
+    from trainer.models import load_checkpoint
+    from trainer.quantize import quantize_onnx
+
+    torch.set_flush_denormal(True)  # denormal activations slow CPU convs ~10x (train.py)
+    opts = job.opts
+    model, config = load_checkpoint(job.ckpt)  # the architecture, as best.pt was saved
+    size, detect = int(config["size"]), config["task"] == "detect"
+    module = ExportModule(model, nhwc=opts.fmt == "tflite").eval()
+    staged = _Staged(
+        dirs={"fp32": work / "fp32", "int8": work / "int8"},
+        decoder=bw.decoder_spec(config, box_coder_weights(model) if detect else None),
+        nms={
+            "nms_iou": float(getattr(model, "nms_thresh", bw.DEFAULT_NMS_IOU)),
+            "max_detections": int(getattr(model, "detections_per_img", 100)),
+        },
+        extra=[bw.ANCHORS_FILE] if detect else [],
+    )
+    anchors = ssd_anchors(model, size) if detect else None
+    for folder in staged.dirs.values():
+        folder.mkdir()
+        if anchors is not None:
+            np.save(folder / bw.ANCHORS_FILE, anchors)
+    fp32_file = staged.dirs["fp32"] / bw.MODEL_FILES[(opts.fmt, False)]
+    log.info("exporting %s (%s, %d px) to %s FP32", job.run, config["model"], size, opts.fmt)
+    if opts.fmt == "onnx":
+        export_onnx(module, fp32_file, size)
+    else:
+        export_tflite(module, fp32_file, size)
+    stage = {
+        "config": config,
+        "fmt": opts.fmt,
+        "decoder": staged.decoder,
+        "nms": staged.nms,
+        "extra_files": staged.extra,
+    }
+    bundles = {"fp32": bw.stage_bundle(staged.dirs["fp32"], int8=False, **stage)}
+    pairs = [("fp32", TORCH)]
+    if opts.int8:
+        calib = calibration_samples(job.train, opts.calib_images, config.get("seed", 0))
+        tensors = calibration_tensors(calib, bundles["fp32"].manifest.input)
+        staged.calib_images = len(tensors)
+        int8_file = staged.dirs["int8"] / bw.MODEL_FILES[(opts.fmt, True)]
+        log.info("quantizing to INT8 with %d calibration images", len(tensors))
+        if opts.fmt == "onnx":
+            quantize_onnx(fp32_file, int8_file, tensors, "images", work)
+        else:
+            export_tflite(module, int8_file, size, calibration=tensors)
+        bundles["int8"] = bw.stage_bundle(staged.dirs["int8"], int8=True, **stage)
+        pairs.append(("int8", "fp32"))
+    log.info("evaluating %s on %d val images through edge_agent", list(bundles), len(job.val))
+    evaluation = evaluate_bundles(
+        bundles,
+        job.val,
+        runtime=RUNTIMES[opts.fmt],
+        pairs=pairs,
+        reference=torch_reference(module),
+        threads=opts.threads,
+    )
+    return evaluation, staged
+
+
+def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any]:
+    config, opts, run = job.config, job.opts, job.run
+    task, multilabel = config["task"], bool(config["multilabel"])
+    metric = HEADLINE[(task, multilabel)]
+    budget = int8_budget(evaluation, metric, opts.budget_points) if opts.int8 else None
+    artifacts = {}
+    for name, art in evaluation.artifacts.items():
+        file = bw.MODEL_FILES[(opts.fmt, name == "int8")]
+        artifacts[name] = {
+            "file": file,
+            "bytes": (staged.dirs[name] / file).stat().st_size,
+            "latency_ms_p50": art.latency_ms_p50,
+            "metrics": art.metrics,
+        }
+    return {
+        "schema": "edgesight.export/1",
+        "name": opts.name or run.name,
+        "run": str(run),
+        "model": config["model"],
+        "task": task,
+        "multilabel": multilabel,
+        "size": config["size"],
+        "labels": config["labels"],
+        "format": opts.fmt,
+        "precision": "int8" if opts.int8 else "fp32",
+        "runtime": RUNTIMES[opts.fmt],
+        "model_file": bw.MODEL_FILES[(opts.fmt, opts.int8)],
+        "eval": {"split": "val", "images": evaluation.images, "data": config["data"]},
+        "calibration": {"split": "train", "images": staged.calib_images} if opts.int8 else None,
+        "artifacts": artifacts,
+        "headline_keys": HEADLINE_KEYS[(task, multilabel)],
+        "parity": evaluation.parity,
+        "parity_tolerance": PARITY_TOLERANCE,
+        "int8_budget": budget,
+        "run_best_metric": {"metric": config.get("metric"), "value": config.get("best_metric")},
+        "batchnorm": "recomputed by train.py before best.pt was saved; not recomputed here",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
+
+
+def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
+    """Thresholds, checks, report; then the bundle, or the report alone and an exception."""
+    config, opts, out = job.config, job.opts, job.out
+    task, multilabel = config["task"], bool(config["multilabel"])
+    shipped = "int8" if opts.int8 else "fp32"
+    art = evaluation.artifacts[shipped]
+    thresholds, recommended = bw.recommend_thresholds(
+        task, multilabel, art.metrics, art.predictions, job.val, config["labels"], **staged.nms
+    )
+    warnings, parity_ok = sanity_warnings(
+        evaluation, HEADLINE[(task, multilabel)], config.get("best_metric"), opts.fmt
+    )
+    report = _report(job, evaluation, staged)
+    budget = report["int8_budget"]
+    over = budget is not None and not budget["within"]
+    refused = not parity_ok or (over and not opts.allow_drop)
+    report["status"] = (
+        "failed: FP32 parity" if not parity_ok
+        else "failed: INT8 over budget" if refused
+        else "ok (INT8 over budget, allowed)" if over
+        else "ok"
+    )  # fmt: skip
+    report.update(thresholds=thresholds, recommended=recommended, warnings=warnings)
+    if refused:
+        bw.write_report(out, report)  # figures to look at, but no manifest: nothing to deploy
+        if not parity_ok:
+            raise ParityError(f"{warnings[0]}; see {out / bw.REPORT_MD}")
+        raise BudgetExceeded(
+            f"INT8 lost {budget['drop_points']:.2f} {budget['metric']} points "
+            f"({budget['fp32']:.4f} -> {budget['int8']:.4f}), over the budget of "
+            f"{budget['budget_points']:g}; see {out / bw.REPORT_MD}, or pass --allow-drop"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = bw.MODEL_FILES[(opts.fmt, opts.int8)]
+    for name in [model_file, *staged.extra]:
+        shutil.copy2(staged.dirs[shipped] / name, out / name)
+    metrics = bw.manifest_metrics(
+        task, multilabel, art.metrics, evaluation.images, evaluation.parity, budget
+    )
+    report_files = bw.write_report(out, report)
+    manifest = bw.build_manifest(
+        config,
+        name=opts.name or job.run.name,
+        version=opts.version,
+        fmt=opts.fmt,
+        int8=opts.int8,
+        decoder=staged.decoder,
+        thresholds=thresholds,
+        metrics=metrics,
+        extra_files=[*staged.extra, *report_files],
+        recipe=opts.recipe or f"{config['model']}-{config.get('preset', 'default')}",
+    )
+    bw.write_bundle(out, manifest)  # reads the bundle back with load_bundle, as the device will
+    for warning in warnings:
+        log.warning("warning: %s", warning)
+    return ExportResult(out, report, warnings)

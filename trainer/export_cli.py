@@ -1,0 +1,216 @@
+"""``edge-trainer export RUN --format onnx|tflite [--int8] ...``: argparse wiring and handler.
+
+trainer/cli.py calls ``add_export_commands(sub)``. torch (and litert-torch) are imported in the
+handler only, so the dataset and signing commands keep working without the train extra. Exit
+codes: 0 done; 1 the FP32 file disagrees with PyTorch (an exporter bug: report written, no
+bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 lost more than
+``--budget-points`` (report written, no bundle) unless ``--allow-drop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_PARITY = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+#: Same values as trainer.export (that module imports torch-adjacent code; this one must not).
+FORMATS = ("onnx", "tflite")
+CALIB_IMAGES = 100
+BUDGET_POINTS = 2.0
+INSTALL_HINT = "export needs the train extra: pip install 'edgesight[train]'"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_export_commands(subparsers: Any) -> None:
+    """Register ``export`` on an ``add_subparsers()`` object."""
+    ex = subparsers.add_parser(
+        "export",
+        help="export a run's best.pt to a verified ONNX or TFLite bundle",
+        description="Export, quantize (--int8), evaluate the file through edge_agent on the "
+        "run's val split, and write a bundle with metrics, thresholds and report.md.",
+    )
+    ex.add_argument("run", type=Path, metavar="RUN", help="run folder (config.json, best.pt)")
+    ex.add_argument(
+        "--format",
+        dest="fmt",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (onnxruntime) or tflite (LiteRT); default onnx",
+    )
+    ex.add_argument("--int8", action="store_true", help="full INT8 (static, calibrated)")
+    ex.add_argument(
+        "--calib-images",
+        metavar="N",
+        type=_positive,
+        default=CALIB_IMAGES,
+        help=f"training images to calibrate INT8 with ({CALIB_IMAGES})",
+    )
+    ex.add_argument(
+        "--out",
+        type=Path,
+        metavar="BUNDLE_DIR",
+        help="bundle folder (default RUN/export-FORMAT[-int8])",
+    )
+    ex.add_argument(
+        "--allow-drop",
+        action="store_true",
+        help="write the INT8 bundle even when it loses more than the budget",
+    )
+    ex.add_argument(
+        "--budget-points",
+        metavar="P",
+        type=float,
+        default=BUDGET_POINTS,
+        help="INT8 may lose this many accuracy / mAP@.5 points (2)",
+    )
+    ex.add_argument(
+        "--data", type=Path, metavar="DIR", help="dataset folder, if it moved since training"
+    )
+    ex.add_argument("--name", help="bundle name (default: the run folder's name)")
+    ex.add_argument("--model-version", type=int, default=1, metavar="N", help="bundle version (1)")
+    ex.add_argument("--recipe", help="recipe name for the manifest (default MODEL-PRESET)")
+    ex.add_argument(
+        "--eval-images", type=_positive, metavar="N", help="score at most N val images (all)"
+    )
+    ex.add_argument("--force", action="store_true", help="replace an earlier export in --out")
+    ex.add_argument("--sign", type=Path, metavar="KEY", help="sign with this private key")
+    ex.add_argument("--pack", action="store_true", help="also write BUNDLE_DIR.tar.gz")
+    ex.add_argument("--threads", type=_positive, default=2, metavar="N", help="runtime threads (2)")
+    ex.set_defaults(func=run_export)
+
+
+def _error(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+@contextmanager
+def _console_log() -> Iterator[None]:
+    """Show the trainer's INFO messages on stderr while the command runs."""
+    logger = logging.getLogger("trainer")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    previous = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # libraries (onnxruntime's quantizer) add root handlers of their own
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+
+def _summary(result: Any) -> list[str]:
+    report = result.report
+    shipped = report["artifacts"]["int8" if report["precision"] == "int8" else "fp32"]
+    headline = ", ".join(
+        f"{k} {shipped['metrics'][k]:.4f}"
+        for k in report["headline_keys"]
+        if isinstance(shipped["metrics"].get(k), float)
+    )
+    lines = [
+        f"exported {report['model_file']} ({shipped['bytes']} bytes) -> {result.bundle}",
+        f"{headline} on {report['eval']['images']} val images (through edge_agent)",
+    ]
+    for pair, figures in report["parity"].items():
+        agree = {k: v for k, v in figures.items() if k.endswith("agreement") and v is not None}
+        extra = "".join(f", {k} {v:.4f}" for k, v in agree.items())
+        lines.append(f"parity {pair}: max relative diff {figures['max_relative_diff']:.2e}{extra}")
+    if report["int8_budget"]:
+        b = report["int8_budget"]
+        lines.append(
+            f"INT8 drop {b['drop_points']:.2f} {b['metric']} points (budget {b['budget_points']:g})"
+        )
+    lines.append(f"report: {result.bundle / 'report.md'}")
+    return lines
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if not args.run.is_dir():
+        return _error(f"{args.run}: no such run folder (expected config.json and best.pt in it)")
+    if args.sign is not None and not args.sign.is_file():
+        return _error(f"{args.sign}: no such private key file")
+    try:
+        from trainer.export import (
+            BudgetExceeded,
+            ExportError,
+            ExportOptions,
+            ParityError,
+            export_run,
+        )
+        from trainer.signing_cli import pack_bundle, sign_bundle
+    except ImportError as exc:
+        return _error(f"{INSTALL_HINT} ({exc})")
+    opts = ExportOptions(
+        fmt=args.fmt,
+        int8=args.int8,
+        calib_images=args.calib_images,
+        out=args.out,
+        allow_drop=args.allow_drop,
+        budget_points=args.budget_points,
+        data=args.data,
+        name=args.name,
+        version=args.model_version,
+        recipe=args.recipe,
+        eval_images=args.eval_images,
+        force=args.force,
+        threads=args.threads,
+    )
+    try:
+        with _console_log():
+            result = export_run(args.run, opts)
+        lines = _summary(result)
+        if args.sign is not None:
+            fingerprint = sign_bundle(result.bundle, args.sign)
+            lines.append(f"signed {result.bundle / 'manifest.sig'} with key {fingerprint}")
+        if args.pack:
+            archive = pack_bundle(
+                result.bundle, result.bundle.with_name(result.bundle.name + ".tar.gz")
+            )
+            lines.append(f"packed {archive}")
+    except BudgetExceeded as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUDGET
+    except ParityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PARITY
+    except (ExportError, ValueError, OSError) as exc:
+        return _error(exc)
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only ``export``: ``python -m trainer.export_cli export RUN ...``."""
+    parser = argparse.ArgumentParser(prog="edge-trainer", description="Export edgesight runs.")
+    add_export_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
