@@ -7,8 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh onnx,demo
-# The demo extra brings amqtt; a venv set up before pyproject.toml had that extra lacks it.
-if ! .venv/bin/python -c 'import amqtt' 2>/dev/null; then
-  .venv/bin/python -m pip install -q 'amqtt>=0.12,<0.13'
-fi
 exec .venv/bin/edge-agent demo "$@"
