@@ -1,0 +1,39 @@
+"""The committed demo bundles (INT8 ONNX and its INT8 TFLite twin, trained by our trainer) load,
+carry the figures of their own evaluation, and agree with each other on the demo scene."""
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge_agent.bundle import load_bundle
+from edge_agent.predictor import Predictor
+
+DEMO = Path(__file__).resolve().parents[1] / "edge_agent" / "demo"
+TWINS = [("shelf_bundle", "onnx"), ("shelf_bundle_tflite", "tflite")]
+
+
+@pytest.mark.parametrize(("folder", "runtime"), TWINS)
+def test_bundle_is_complete_and_measured(folder, runtime):
+    bundle = load_bundle(DEMO / folder)
+    m = bundle.manifest
+    assert m.model.format == runtime and m.model.precision == "int8"
+    assert m.labels == ["can", "bottle", "box", "bag"]
+    assert m.metrics["mAP50"] >= 0.9  # measured on 150 held-out scenes through edge_agent
+    assert set(m.thresholds.per_class) == set(m.labels)  # best-F1 per class
+    assert (DEMO / folder / "report.md").is_file()
+
+
+def test_twins_agree_on_the_demo_scene():
+    scene = cv2.imread(str(DEMO / "assets" / "shelf.jpg"))
+    counts = []
+    for folder, runtime in TWINS:
+        predictor = Predictor(load_bundle(DEMO / folder), runtime, threads=1)
+        det = predictor.predict(scene).predictions
+        counts.append(Counter(det.class_id.tolist()))
+    onnx, tflite = counts
+    total = sum(onnx.values())
+    assert total >= 15  # the scene holds 19 visible products
+    differing = sum(abs(onnx[c] - tflite[c]) for c in range(4))
+    assert differing <= 2, (onnx, tflite)
