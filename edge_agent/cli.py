@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge_agent.demo import run_demo
 
         logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
-        return run_demo(args.out, args.mqtt_host, args.mqtt_port, realtime=not args.fast)
+        realtime = False if args.fast else None  # None: the demo module default (real time)
+        return run_demo(args.out, args.mqtt_host, args.mqtt_port, realtime=realtime)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

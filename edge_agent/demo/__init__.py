@@ -6,9 +6,8 @@ frame and the agent publishes every result over MQTT: to the broker at --mqtt-ho
 or, when none answers there, to an embedded amqtt broker it starts on 127.0.0.1. Meanwhile a
 table of counts per second of video prints live and annotated frames go to ``OUT/annotated/``.
 
-Until the trained shelf detector is committed at :data:`BUNDLE`, the demo runs the hand-built
-colour-blocks detector on a conveyor clip made for it (conveyor.py). Labels always come from the
-bundle's manifest.
+The detector (:data:`BUNDLE`) is an SSDLite trained by our own trainer on synthetic shelves
+(tools/build_demo_bundle.sh rebuilds it). Labels always come from the bundle's manifest.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.bundle import MANIFEST, BundleError, load_bundle
+from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
-from edge_agent.demo import clip, conveyor
+from edge_agent.demo import clip
 from edge_agent.demo.report import AnnotatedFrames, CountsTable, DemoObserver
 from edge_agent.embedded_broker import (
     BrokerUnavailable,
@@ -37,10 +36,8 @@ from edge_agent.pipeline import Agent
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.sources import SourceError
 
-#: The trained shelf detector (labels can, bottle, box, bag); the demo uses it once committed.
+#: The trained shelf detector (labels can, bottle, box, bag), INT8 ONNX.
 BUNDLE = Path(__file__).parent / "shelf_bundle"
-#: Stand-in while BUNDLE is absent: the hand-built colour-blocks detector, on a conveyor clip.
-FALLBACK_BUNDLE = Path(__file__).parent / "colour_blocks"
 #: Play the clip at its own frame rate, so the table fills in as the video plays; False runs
 #: as fast as the model goes (the tests do).
 REALTIME = True
@@ -73,25 +70,14 @@ class Scenario:
 
 
 def scenario() -> Scenario:
-    """The shelf clip with the shelf detector if it is bundled, else the colour-blocks
-    fallback."""
-    if (BUNDLE / MANIFEST).is_file():
-        return Scenario(
-            "shelf",
-            BUNDLE,
-            "a hand takes three items off a shelf and puts them back",
-            clip.CLIP_FPS,
-            clip.CLIP_FRAMES,
-            clip.write_clip,
-        )
+    """The shelf clip with the bundled shelf detector."""
     return Scenario(
-        "conveyor",
-        FALLBACK_BUNDLE,
-        "red, green and blue blocks ride a conveyor belt (stand-in: the shelf "
-        "detector is not bundled yet)",
-        conveyor.CLIP_FPS,
-        conveyor.CLIP_FRAMES,
-        conveyor.write_clip,
+        "shelf",
+        BUNDLE,
+        "a hand takes three items off a shelf and puts them back",
+        clip.CLIP_FPS,
+        clip.CLIP_FRAMES,
+        clip.write_clip,
     )
 
 
