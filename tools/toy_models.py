@@ -1,9 +1,9 @@
 """Small ONNX models built op by op with ``onnx.helper``, whose outputs are known exactly.
 
-They are real models run by the real runtime, so tests can prove each decoder and the demo can
-run the whole agent before a trained detector exists. Needs the ``onnx`` package (dev extra).
+They are real models run by the real runtime, so tests can prove each decoder and the whole
+agent path exactly, in milliseconds. Needs the ``onnx`` package (dev extra).
 
-    python -m tools.toy_models OUT_DIR   # rebuilds the colour-blocks bundle used by the demo
+    python -m tools.toy_models OUT_DIR   # writes the colour-blocks bundle (tests, trying the agent)
 """
 
 from __future__ import annotations
