@@ -1,6 +1,6 @@
 """Agent speed and memory on this machine, against the targets, in one run.
 
-    python bench/bench_agent.py --bundle BUNDLE [--bundle OTHER ...] [--frames 200]
+    python bench/bench_agent.py --bundle BUNDLE [--bundle OTHER ...] [--frames 200] [--source V]
 
 Starts a mosquitto on a free loopback port, then prints:
 - edge-agent bench's rows (bare runtime loop, decode + NMS, whole agent, OpenCV DNN);
@@ -94,13 +94,15 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, action="append", required=True)
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
     parser.add_argument("--threads", default=None, help="e.g. 1,2")
+    parser.add_argument("--source", type=Path, help="video to run (default: a generated clip; "
+                        "the shelf bundles are best measured on the demo's shelf clip)")
     args = parser.parse_args()
     threads = [int(x) for x in args.threads.split(",")] if args.threads else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker, port = start_broker(work)
         try:
-            clip = write_bench_clip(work / "clip.avi", args.frames + WARMUP_FRAMES)
+            clip = args.source or write_bench_clip(work / "clip.avi", args.frames + WARMUP_FRAMES)
             rows = run_bench(args.bundle, str(clip), MqttConfig(host="127.0.0.1", port=port),
                              threads, args.frames)
             print(bench_table(rows))

@@ -69,11 +69,22 @@ def bench_image() -> np.ndarray:
     return cv2.GaussianBlur(img, (9, 9), 3)
 
 
-def runtime_rows(bundle: Bundle, runtime: str, threads: int, frames: int) -> list[Row]:
+def first_frame(source: str | None) -> np.ndarray:
+    """The source's first frame (what the model really sees), else a busy synthetic frame."""
+    if source is not None:
+        ok, frame = cv2.VideoCapture(source).read()
+        if ok and frame is not None:
+            return frame
+    return bench_image()
+
+
+def runtime_rows(
+    bundle: Bundle, runtime: str, threads: int, frames: int, image: np.ndarray
+) -> list[Row]:
     """Inference alone on a pre-made tensor, and decode + NMS alone on its outputs."""
     predictor = Predictor(bundle, runtime, threads)
     try:
-        tensor, transform = predictor.preprocess(bench_image())
+        tensor, transform = predictor.preprocess(image)
         for _ in range(WARMUP_FRAMES):
             outputs = predictor.runtime.run(tensor)
         infer_ms, decode_ms = [], []
@@ -129,7 +140,7 @@ def agent_row(
     return _row(name, "agent", gaps, runtime, threads, str(bundle.path))
 
 
-def opencv_dnn_row(bundle: Bundle, frames: int) -> Row | None:
+def opencv_dnn_row(bundle: Bundle, frames: int, image: np.ndarray) -> Row | None:
     """What a user might write: cv2.dnn on the same ONNX file, blobFromImage, forward."""
     spec = bundle.manifest.input
     if bundle.manifest.model.format != "onnx":
@@ -138,7 +149,6 @@ def opencv_dnn_row(bundle: Bundle, frames: int) -> Row | None:
         net = cv2.dnn.readNetFromONNX(str(bundle.model_path))
     except cv2.error:
         return None  # OpenCV refuses many QDQ INT8 graphs (see docs/bench.md)
-    image = bench_image()
     scale = spec.scale / float(np.mean(spec.std))
     samples = []
     for i in range(frames + WARMUP_FRAMES):
@@ -173,16 +183,17 @@ def run_bench(
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgesight-bench-") as tmp:
         clip = source or str(write_bench_clip(Path(tmp) / "bench.avi", frames + WARMUP_FRAMES))
+        image = first_frame(source)
         for path in bundles:
             bundle = load_bundle(path)
             runtime = bundle.manifest.model.format
             for n in threads:
                 try:
-                    rows += runtime_rows(bundle, runtime, n, frames)
+                    rows += runtime_rows(bundle, runtime, n, frames, image)
                     rows.append(agent_row(bundle, runtime, n, clip, mqtt, frames))
                 except ModelRuntimeError as exc:
                     print(f"skipped {path} with {runtime}: {exc}")
-            dnn = opencv_dnn_row(bundle, frames)
+            dnn = opencv_dnn_row(bundle, frames, image)
             if dnn is not None:
                 rows.append(dnn)
     return rows

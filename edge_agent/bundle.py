@@ -12,16 +12,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from edge_agent.manifest import Manifest
-from edge_agent.signing import (
-    PublicKeySource,
-    SignatureError,
-    check_no_unlisted_files,
-    verify_bundle_signature,
-)
+
+if TYPE_CHECKING:
+    from edge_agent.signing import PublicKeySource
 
 MANIFEST = "manifest.json"
 HASH_CHUNK_BYTES = 1 << 20
@@ -128,6 +126,9 @@ def load_bundle(path: str | Path, public_keys: Sequence[PublicKeySource] = ()) -
     except FileNotFoundError as exc:
         raise BundleError(f"bundle {bundle}: {MANIFEST} is missing") from exc
     signer = None
+    # cryptography costs ~5 MB of RSS: loaded only on devices that require signatures.
+    from edge_agent.signing import SignatureError, check_no_unlisted_files, verify_bundle_signature
+
     try:
         if public_keys:  # verify the very bytes that will be parsed, before trusting them
             signer = verify_bundle_signature(bundle, raw, public_keys)

@@ -170,7 +170,7 @@ def check_config(file: Path) -> int:
     print(f"  device   {cfg.device_id}")
     print(
         f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
-        f"runtime {cfg.model.runtime}, {cfg.model.threads} threads{signed})"
+        f"runtime {cfg.model.runtime_for(m.model.format)}, {cfg.model.threads} threads{signed})"
     )
     for s in cfg.sources:
         limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.signing import is_raw_public_key, load_public_key
+from edge_agent.rawkey import is_raw_public_key
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
 ENV_MQTT_USERNAME = "EDGESIGHT_MQTT_USERNAME"
@@ -76,8 +76,10 @@ class SourceConfig(_Model):
 
 class ModelConfig(_Model):
     bundle: Path = Field(description="Model bundle directory (holding manifest.json).")
-    runtime: Literal["onnx", "tflite"] = Field(
-        "onnx", description="Inference runtime: onnx (onnxruntime) or tflite (LiteRT)."
+    runtime: Literal["auto", "onnx", "tflite"] = Field(
+        "auto",
+        description="Inference runtime: onnx (onnxruntime), tflite (LiteRT), or auto: the one "
+        "that runs the bundle's model file format.",
     )
     threads: int = Field(2, ge=1, le=64, description="Intra-op threads for the runtime.")
     providers: list[str] | None = Field(
@@ -102,6 +104,8 @@ class ModelConfig(_Model):
     @field_validator("public_keys")
     @classmethod
     def _keys_load(cls, value: list[str]) -> list[str]:
+        from edge_agent.signing import load_public_key  # cryptography only when keys are set
+
         problems = []
         for i, key in enumerate(value):
             try:
@@ -112,9 +116,13 @@ class ModelConfig(_Model):
             raise ValueError("; ".join(problems))
         return value
 
-    def runtime_options(self) -> dict[str, object]:
-        """Keyword arguments for the chosen runtime."""
-        if self.runtime == "onnx":
+    def runtime_for(self, model_format: str) -> str:
+        """The runtime to use for a bundle whose model file has this format."""
+        return model_format if self.runtime == "auto" else self.runtime
+
+    def runtime_options(self, runtime: str) -> dict[str, object]:
+        """Keyword arguments for that runtime."""
+        if runtime == "onnx":
             return {"providers": self.providers, "graph_optimization": self.graph_optimization}
         return {"edgetpu": self.edgetpu}
 

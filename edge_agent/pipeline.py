@@ -108,12 +108,13 @@ class Agent:
         self.bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.path, self.bundle.signed_by)
+        runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
         self._predictor = Predictor(
             self.bundle,
-            cfg.model.runtime,
+            runtime,
             cfg.model.threads,
             cfg.model.score_threshold,
-            cfg.model.runtime_options(),
+            cfg.model.runtime_options(runtime),
         )
         self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
         self.publisher = MqttPublisher(
@@ -130,7 +131,7 @@ class Agent:
             "running %s (%s, %s) on %d source(s)",
             self.bundle.model_id,
             self.bundle.manifest.model.file,
-            cfg.model.runtime,
+            runtime,
             len(self._sources),
         )
         for source in self._sources:

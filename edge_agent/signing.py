@@ -25,11 +25,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.rawkey import PUBLIC_KEY_BYTES, RAW_KEY_BASE64_CHARS, decode_raw_key
+
 MANIFEST = "manifest.json"  # as bundle.MANIFEST; not imported because bundle.py imports us
 SIGNATURE = "manifest.sig"
 SIGNATURE_BYTES = 64  # an ed25519 signature (RFC 8032, 5.1.6)
-PUBLIC_KEY_BYTES = 32  # a raw ed25519 public key (RFC 8032, 5.1.5)
-RAW_KEY_BASE64_CHARS = 44  # base64 of 32 bytes, with one '=' of padding
 FINGERPRINT_HEX_CHARS = 16  # 64 bits of sha256: tells a fleet's few keys apart in messages
 MAX_SIGNATURE_FILE_BYTES = 1024  # the real file is 89 bytes; never read a large file whole
 MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM ed25519 key is ~120 bytes; refuse to slurp a wrong file
@@ -76,23 +76,6 @@ def public_key_base64(key: Ed25519PublicKey) -> str:
     return base64.b64encode(raw_public_bytes(key)).decode("ascii")
 
 
-def _decode_raw_key(text: str | bytes) -> bytes | None:
-    """The 32 key bytes if ``text`` is exactly the base64 raw form, else None."""
-    text = text.strip()
-    if len(text) != RAW_KEY_BASE64_CHARS:
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == PUBLIC_KEY_BYTES else None
-
-
-def is_raw_public_key(text: str) -> bool:
-    """True if ``text`` is a base64 raw key rather than a path (config uses this to resolve)."""
-    return _decode_raw_key(text) is not None
-
-
 def _read_key_file(path: Path, what: str) -> bytes:
     expected = f"expected an ed25519 {what} key in PEM"
     try:
@@ -109,7 +92,7 @@ def _read_key_file(path: Path, what: str) -> bytes:
 def _public_from_bytes(data: bytes, where: str) -> Ed25519PublicKey:
     data = data.strip()
     if not data.startswith(b"-----BEGIN"):
-        raw = _decode_raw_key(data)  # a .pub file may hold the one-line form too
+        raw = decode_raw_key(data)  # a .pub file may hold the one-line form too
         if raw is not None:
             return Ed25519PublicKey.from_public_bytes(raw)
         raise KeyFormatError(
@@ -151,7 +134,7 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
     if isinstance(source, str):
         if "-----BEGIN" in source:
             return _public_from_bytes(source.encode("ascii", "replace"), "inline public key")
-        raw = _decode_raw_key(source)
+        raw = decode_raw_key(source)
         if raw is not None:
             return Ed25519PublicKey.from_public_bytes(raw)
         if not _exists(source):

@@ -37,8 +37,9 @@ def test_int8_input_is_shifted_by_128():
 
 def test_letterbox_pads_and_maps_boxes_back():
     img = np.full((100, 400, 3), 255, np.uint8)  # 4:1 into 8x4 (2:1): scale 0.02, pad 1 px
-    p = Preprocessor(spec(width=8, height=4, resize="letterbox", dtype="uint8", color="BGR",
-                          layout="NHWC"))
+    p = Preprocessor(
+        spec(width=8, height=4, resize="letterbox", dtype="uint8", color="BGR", layout="NHWC")
+    )
     tensor, tr = p(img)
     assert (tr.pad_x, tr.pad_y) == (0.0, 1.0)
     assert tensor[0, 0, 0, 0] == 114 and tensor[0, 1, 0, 0] == 255  # grey border row, image
@@ -49,3 +50,29 @@ def test_letterbox_pads_and_maps_boxes_back():
 def test_std_zero_refused():
     with pytest.raises(ValueError, match="std must not contain 0"):
         spec(std=[1, 0, 1])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_float_tensor_matches_the_formula(layout, color, resize):
+    """tensor = (pixel * scale - mean) / std per channel in `color` order, any layout."""
+    img = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    s = spec(
+        width=32,
+        height=32,
+        layout=layout,
+        color=color,
+        resize=resize,
+        mean=[0.1, 0.2, 0.3],
+        std=[0.2, 0.5, 0.9],
+    )
+    p = Preprocessor(s)
+    tensor, _ = p(img)
+    pixels, _ = p.resize(img)  # the same geometry, then the formula in numpy
+    if color == "RGB":
+        pixels = pixels[..., ::-1]
+    expected = (pixels.astype(np.float32) / 255 - [0.1, 0.2, 0.3]) / [0.2, 0.5, 0.9]
+    if layout == "NCHW":
+        expected = expected.transpose(2, 0, 1)
+    np.testing.assert_allclose(tensor[0], expected, atol=1e-5)
