@@ -1,10 +1,13 @@
 """Wires sources -> predictor -> counts -> MQTT. Owns the threads; no domain logic.
 
-Per source, a capture thread reads and decodes the next frame while an inference thread runs
-the current one. Live sources hand over through a one-frame mailbox that keeps only the newest
-frame (a camera that outruns the model must not build a backlog of stale frames); files and
-folders hand over through a short blocking queue, so every frame is processed, in order.
-One publish thread encodes and hands results to paho, so the broker never slows inference.
+Three stages overlap. Per source, a capture thread reads, decodes and pre-processes the next
+frame while an inference thread runs the model on the current one; one post thread decodes the
+model's outputs, counts, and hands results to paho for every source. The inference thread does
+nothing but inference, so the agent runs near the speed of the bare model. Live sources hand
+over through a one-slot mailbox that keeps only the newest frame (a camera that outruns the model
+must not build a backlog of stale frames); files and folders through a short blocking queue, so
+every frame is processed, in order. paho sends from its own thread: the broker never slows
+inference.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig
-from edge_agent.predictor import Predictor
+from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
 from edge_agent.publish.mqtt import MqttPublisher
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.types import Frame, Result
@@ -29,8 +33,9 @@ log = logging.getLogger(__name__)
 THREAD_JOIN_TIMEOUT_S = 10.0
 #: Frames decoded ahead of inference for files and folders (capture/inference overlap).
 FILE_QUEUE_FRAMES = 2
-#: Results waiting for the publish thread; beyond this they are dropped and counted.
-PUBLISH_QUEUE_RESULTS = 1000
+#: Inferred frames waiting for the post thread (decode, count, publish); inference waits
+#: when it is full, so nothing is dropped.
+POST_QUEUE_FRAMES = 8
 #: Poll interval of blocking hand-overs, so stop() is noticed promptly.
 POLL_S = 0.2
 
@@ -44,6 +49,7 @@ class SourceStats:
 
 
 ResultHook = Callable[[Result, Frame], None]
+Staged = tuple[Frame, Prepared]  # a frame and its input tensor, ready for the model
 _END = None  # marks the end of a finite source in its hand-over
 
 
@@ -53,10 +59,10 @@ class LatestFrame:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._item: Frame | None = None
+        self._item: Any = None
         self._closed = False
 
-    def put(self, item: Frame) -> bool:
+    def put(self, item: Any) -> bool:
         with self._cond:
             replaced = self._item is not None
             self._item = item
@@ -68,7 +74,7 @@ class LatestFrame:
             self._closed = True
             self._cond.notify()
 
-    def get(self, timeout_s: float) -> tuple[bool, Frame | None]:
+    def get(self, timeout_s: float) -> tuple[bool, Any]:
         """(True, frame), (True, None) at the end, or (False, None) on timeout."""
         with self._cond:
             if self._item is None and not self._closed:
@@ -88,14 +94,15 @@ class Agent:
         self.on_result = on_result
         self.stop_event = threading.Event()
         self.stats: dict[str, SourceStats] = {s.id: SourceStats() for s in cfg.sources}
-        self.dropped_results = 0
         self.bundle: Bundle | None = None
         self.publisher: MqttPublisher | None = None
         self._predictor: Predictor | None = None
         self._sources: list[FrameSource] = []
         self._workers: list[threading.Thread] = []
-        self._publish_q: queue.Queue[Result | None] = queue.Queue(PUBLISH_QUEUE_RESULTS)
-        self._publish_thread: threading.Thread | None = None
+        self._post_q: queue.Queue[tuple[Frame, Inferred] | str | None] = queue.Queue(
+            POST_QUEUE_FRAMES
+        )
+        self._post_thread: threading.Thread | None = None
         self._degraded = False
 
     def start(self) -> None:
@@ -125,8 +132,8 @@ class Agent:
             [s.id for s in cfg.sources],
         )
         self.publisher.start()
-        self._publish_thread = threading.Thread(target=self._publish_loop, name="publish")
-        self._publish_thread.start()
+        self._post_thread = threading.Thread(target=self._post_loop, name="post")
+        self._post_thread.start()
         log.info(
             "running %s (%s, %s) on %d source(s)",
             self.bundle.model_id,
@@ -152,11 +159,17 @@ class Agent:
 
     def _capture_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
         stats = self.stats[source.source_id]
+        predictor = self._require_predictor()
         try:
             for frame in source.frames():
+                try:
+                    staged = (frame, predictor.prepare(frame.image))
+                except Exception:
+                    self._frame_failed(stats, frame, "pre-processing")
+                    continue
                 if isinstance(handover, LatestFrame):
-                    stats.dropped_frames += handover.put(frame)
-                elif not self._blocking_put(handover, frame):
+                    stats.dropped_frames += handover.put(staged)
+                elif not self._blocking_put(handover, staged):
                     return
         except Exception:
             log.exception("source %s stopped on an unexpected error", source.source_id)
@@ -167,7 +180,7 @@ class Agent:
             else:
                 self._blocking_put(handover, _END)
 
-    def _blocking_put(self, q: queue.Queue, item: Frame | None) -> bool:
+    def _blocking_put(self, q: queue.Queue, item: Any) -> bool:
         while not self.stop_event.is_set():
             try:
                 q.put(item, timeout=POLL_S)
@@ -176,7 +189,7 @@ class Agent:
                 continue
         return False
 
-    def _next(self, handover: LatestFrame | queue.Queue) -> tuple[bool, Frame | None]:
+    def _next(self, handover: LatestFrame | queue.Queue) -> tuple[bool, Staged | None]:
         if isinstance(handover, LatestFrame):
             return handover.get(POLL_S)
         try:
@@ -186,42 +199,72 @@ class Agent:
 
     def _infer_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
         stats = self.stats[source.source_id]
+        predictor = self._require_predictor()
         while not self.stop_event.is_set():
-            got, frame = self._next(handover)
+            got, staged = self._next(handover)
             if not got:
                 continue
-            if frame is None:
-                break
+            if staged is None:
+                self._blocking_put(self._post_q, source.source_id)  # the source has ended
+                return
+            frame, prepared = staged
             try:
-                result = self.process(frame)
+                inferred = predictor.infer(prepared)
             except Exception:  # one bad frame or a runtime hiccup must not stop the agent
-                stats.errors += 1
-                if stats.errors == 1:
-                    log.exception("source %s: frame %d failed", source.source_id, frame.seq)
-                self._set_degraded()
+                self._frame_failed(stats, frame, "inference")
+                continue
+            if not self._blocking_put(self._post_q, (frame, inferred)):
+                return
+
+    def _post_loop(self) -> None:
+        """Decode, count, publish and report, in frame order per source."""
+        predictor = self._require_predictor()
+        while True:
+            item = self._post_q.get()
+            if item is None:
+                return
+            if isinstance(item, str):
+                log.info("source %s finished after %d frame(s)", item, self.stats[item].frames)
+                continue
+            frame, inferred = item
+            stats = self.stats[frame.source_id]
+            try:
+                result = self._result(frame, predictor.finish(inferred))
+            except Exception:
+                self._frame_failed(stats, frame, "decoding")
                 continue
             stats.frames += 1
             stats.last_counts = result.counts
-            try:
-                self._publish_q.put_nowait(result)
-            except queue.Full:
-                self.dropped_results += 1
+            if self.publisher is not None:
+                try:
+                    self.publisher.publish_result(result)
+                    self.publisher.publish_counts(result.source_id, result.counts, result.ts)
+                except Exception:
+                    log.exception("publishing result %s/%d failed", result.source_id, result.seq)
             if self.on_result is not None:
                 self.on_result(result, frame)
-        log.info("source %s finished after %d frame(s)", source.source_id, stats.frames)
 
-    def process(self, frame: Frame) -> Result:
-        """Run one frame through the predictor and wrap it as a Result."""
+    def _frame_failed(self, stats: SourceStats, frame: Frame, stage: str) -> None:
+        stats.errors += 1
+        if stats.errors == 1:  # once per source: a broken model fails every frame
+            log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, stage)
+        self._set_degraded()
+
+    def _require_predictor(self) -> Predictor:
         if self._predictor is None or self.bundle is None:
-            raise RuntimeError("Agent.start() must run before process()")
-        out = self._predictor.predict(frame.image)
+            raise RuntimeError("Agent.start() must run before frames are processed")
+        return self._predictor
+
+    def _result(self, frame: Frame, out: Prediction) -> Result:
+        assert self.bundle is not None  # _require_predictor checked it
+        manifest = self.bundle.manifest
         return Result(
             source_id=frame.source_id,
             seq=frame.seq,
             ts=frame.ts,
             model=self.bundle.model_id,
-            task=self.bundle.manifest.task,
-            labels=self.bundle.manifest.labels,
+            task=manifest.task,
+            labels=manifest.labels,
             frame_size=(frame.width, frame.height),
             predictions=out.predictions,
             counts=out.counts,
@@ -229,16 +272,9 @@ class Agent:
             origin=frame.origin,
         )
 
-    def _publish_loop(self) -> None:
-        while True:
-            result = self._publish_q.get()
-            if result is None or self.publisher is None:
-                return
-            try:
-                self.publisher.publish_result(result)
-                self.publisher.publish_counts(result.source_id, result.counts, result.ts)
-            except Exception:
-                log.exception("publishing result %s/%d failed", result.source_id, result.seq)
+    def process(self, frame: Frame) -> Result:
+        """All stages for one frame in the calling thread (tools and tests)."""
+        return self._result(frame, self._require_predictor().predict(frame.image))
 
     def _set_degraded(self) -> None:
         if not self._degraded and self.publisher is not None:
@@ -261,10 +297,10 @@ class Agent:
             thread.join(THREAD_JOIN_TIMEOUT_S)
         for source in self._sources:
             source.close()
-        if self._publish_thread is not None:
-            self._publish_q.put(None)  # after every result already queued
-            self._publish_thread.join(THREAD_JOIN_TIMEOUT_S)
-            self._publish_thread = None
+        if self._post_thread is not None:
+            self._post_q.put(None)  # after every frame already inferred
+            self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
+            self._post_thread = None
         if self.publisher is not None:
             self.publisher.close()
         if self._predictor is not None:

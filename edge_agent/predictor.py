@@ -14,9 +14,27 @@ import numpy as np
 from edge_agent.bundle import Bundle
 from edge_agent.counting import frame_counts
 from edge_agent.decoders import build_decoder
-from edge_agent.preprocess import Preprocessor
+from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import Runtime, load_runtime
 from edge_agent.types import Classifications, Detections
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
+@dataclass
+class Prepared:
+    tensor: np.ndarray
+    transform: Transform
+    timing_ms: dict[str, float]
+
+
+@dataclass
+class Inferred:
+    outputs: dict[str, np.ndarray]
+    transform: Transform
+    timing_ms: dict[str, float]
 
 
 @dataclass
@@ -47,25 +65,29 @@ class Predictor:
         self.decode = build_decoder(manifest, score_threshold, bundle.path)
         self.thresholds = np.asarray(manifest.class_thresholds(score_threshold), np.float32)
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Run one BGR uint8 image through preprocess, model, decoder and counting."""
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Stage 1: frame -> input tensor (the pipeline runs it on the capture thread)."""
         t0 = time.perf_counter()
         tensor, transform = self.preprocess(image)
-        t1 = time.perf_counter()
-        outputs = self.runtime.run(tensor)
-        t2 = time.perf_counter()
-        predictions = self.decode(outputs, transform)
+        return Prepared(tensor, transform, {"preprocess": _ms_since(t0)})
+
+    def infer(self, prepared: Prepared) -> Inferred:
+        """Stage 2: the model alone (the only work on the inference thread)."""
+        t0 = time.perf_counter()
+        outputs = self.runtime.run(prepared.tensor)
+        timing = {**prepared.timing_ms, "inference": _ms_since(t0)}
+        return Inferred(outputs, prepared.transform, timing)
+
+    def finish(self, inferred: Inferred) -> Prediction:
+        """Stage 3: decode and count (the pipeline runs it on the publish thread)."""
+        t0 = time.perf_counter()
+        predictions = self.decode(inferred.outputs, inferred.transform)
         counts = frame_counts(predictions, self.labels, self.thresholds)
-        t3 = time.perf_counter()
-        return Prediction(
-            predictions,
-            counts,
-            {
-                "preprocess": round((t1 - t0) * 1000, 3),
-                "inference": round((t2 - t1) * 1000, 3),
-                "decode": round((t3 - t2) * 1000, 3),
-            },
-        )
+        return Prediction(predictions, counts, {**inferred.timing_ms, "decode": _ms_since(t0)})
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """All three stages for one BGR uint8 image, in this thread."""
+        return self.finish(self.infer(self.prepare(image)))
 
     def close(self) -> None:
         self.runtime.close()

@@ -21,9 +21,9 @@ CAMERA_FPS = 200
 class SlowPredictor(Predictor):
     """The real predictor with a model that takes INFER_S per frame."""
 
-    def predict(self, image):
+    def infer(self, prepared):
         time.sleep(INFER_S)
-        return super().predict(image)
+        return super().infer(prepared)
 
 
 class FakeCamera:

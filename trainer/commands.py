@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from trainer.cli_support import console_log, error, fraction, positive
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -23,20 +22,6 @@ TASKS = ("classify", "detect")
 #: Same names as trainer.presets.PRESETS (that module imports torch; this one must not).
 PRESET_NAMES = ("none", "light", "default", "strong")
 INSTALL_HINT = "training needs the train extra: pip install 'edgesight[train]'"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
-    return value
 
 
 def add_train_commands(subparsers: Any) -> None:
@@ -48,19 +33,19 @@ def add_train_commands(subparsers: Any) -> None:
     tr.add_argument("--task", choices=TASKS, help="classify or detect (not with --resume)")
     tr.add_argument("--model", help="model name, e.g. mobilenet_v3_small (not with --resume)")
     tr.add_argument("--data", type=Path, help="dataset folder or file (not with --resume)")
-    tr.add_argument("--epochs", type=_positive, required=True, help="total epochs")
+    tr.add_argument("--epochs", type=positive, required=True, help="total epochs")
     tr.add_argument("--out", type=Path, required=True, metavar="RUN", help="new run folder")
     tr.add_argument("--weights", type=Path, help="local .pt: checkpoint or (ImageNet) state dict")
-    tr.add_argument("--size", type=_positive, help="input side, px (224 / 320)")
-    tr.add_argument("--batch", type=_positive, help="batch size (32 classify, 8 detect)")
+    tr.add_argument("--size", type=positive, help="input side, px (224 / 320)")
+    tr.add_argument("--batch", type=positive, help="batch size (32 classify, 8 detect)")
     tr.add_argument("--lr", type=float, help="peak AdamW LR (2e-3 / 3e-3)")
     tr.add_argument("--preset", default="default", help=f"augmentation: {', '.join(PRESET_NAMES)}")
     tr.add_argument("--seed", type=int, default=0, help="seed for split, order, augmentation (0)")
     tr.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     tr.add_argument("--patience", type=int, default=0, help="stop after N flat epochs (0: off)")
     tr.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0)")
-    tr.add_argument("--val-fraction", type=_fraction, default=0.2, help="val share if no val split")
-    tr.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's own)")
+    tr.add_argument("--val-fraction", type=fraction, default=0.2, help="val share if no val split")
+    tr.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's own)")
     tr.add_argument("--freeze-epochs", type=int, default=0, help="with --weights: head-only epochs")
     tr.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     tr.set_defaults(func=run_train)
@@ -72,28 +57,9 @@ def add_train_commands(subparsers: Any) -> None:
     ev.add_argument("run", type=Path, metavar="RUN|CHECKPOINT", help="run folder or .pt file")
     ev.add_argument("--data", type=Path, required=True, help="dataset folder or file")
     ev.add_argument("--out", type=Path, help="report folder (default: RUN/eval)")
-    ev.add_argument("--threshold", type=_fraction, default=0.5, help="multilabel F1 at (0.5)")
+    ev.add_argument("--threshold", type=fraction, default=0.5, help="multilabel F1 at (0.5)")
     ev.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     ev.set_defaults(func=run_evaluate)
-
-
-def _error(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-@contextmanager
-def _console_log() -> Iterator[None]:
-    """Show the trainer's INFO messages on stderr while a command runs."""
-    logger = logging.getLogger("trainer")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def _check_train_args(args: argparse.Namespace) -> str | None:
@@ -115,26 +81,26 @@ def _check_train_args(args: argparse.Namespace) -> str | None:
 
 def run_train(args: argparse.Namespace) -> int:
     if problem := _check_train_args(args):
-        return _error(problem)
+        return error(problem)
     try:
         from trainer.datasets import DatasetError
         from trainer.models import model_info
         from trainer.train import train
     except ImportError as exc:
-        return _error(f"{INSTALL_HINT} ({exc})")
+        return error(f"{INSTALL_HINT} ({exc})")
     try:
         if not args.resume:
             model_info(args.model)  # lists the valid names before any data is read
-        with _console_log():
+        with console_log():
             run = train(
                 args.task, args.model, args.data, args.out, args.epochs, batch_size=args.batch,
                 lr=args.lr, size=args.size, preset=args.preset, seed=args.seed,
                 weights=args.weights, resume=args.resume, patience=args.patience,
-                device=args.device, val_fraction=args.val_fraction, workers=args.workers,
+                device=args.device, valfraction=args.valfraction, workers=args.workers,
                 threads=args.threads, freeze_epochs=args.freeze_epochs,
             )  # fmt: skip
     except (DatasetError, ValueError, OSError) as exc:
-        return _error(exc)
+        return error(exc)
     except FloatingPointError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -149,20 +115,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if not args.run.exists():
-        return _error(f"{args.run}: no such run folder or checkpoint")
+        return error(f"{args.run}: no such run folder or checkpoint")
     if not args.data.exists():
-        return _error(f"{args.data}: no such dataset file or folder")
+        return error(f"{args.data}: no such dataset file or folder")
     try:
         from trainer.datasets import DatasetError
         from trainer.evaluate import evaluate, headline
     except ImportError as exc:
-        return _error(f"{INSTALL_HINT} ({exc})")
+        return error(f"{INSTALL_HINT} ({exc})")
     try:
-        with _console_log():
+        with console_log():
             report = evaluate(args.run, args.data, args.out, device=args.device,
                               threshold=args.threshold)  # fmt: skip
     except (DatasetError, ValueError, OSError) as exc:
-        return _error(exc)
+        return error(exc)
     out = args.out or Path(report["checkpoint"]).parent / "eval"
     print(f"{headline(report)} on {report['metrics']['images']} images -> {out / 'report.json'}")
     return EXIT_OK

@@ -10,12 +10,11 @@ bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 lost more 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from trainer.cli_support import console_log, error, positive
 
 EXIT_OK = 0
 EXIT_PARITY = 1
@@ -26,13 +25,6 @@ FORMATS = ("onnx", "tflite")
 CALIB_IMAGES = 100
 BUDGET_POINTS = 2.0
 INSTALL_HINT = "export needs the train extra: pip install 'edgesight[train]'"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def add_export_commands(subparsers: Any) -> None:
@@ -55,7 +47,7 @@ def add_export_commands(subparsers: Any) -> None:
     ex.add_argument(
         "--calib-images",
         metavar="N",
-        type=_positive,
+        type=positive,
         default=CALIB_IMAGES,
         help=f"training images to calibrate INT8 with ({CALIB_IMAGES})",
     )
@@ -84,36 +76,13 @@ def add_export_commands(subparsers: Any) -> None:
     ex.add_argument("--model-version", type=int, default=1, metavar="N", help="bundle version (1)")
     ex.add_argument("--recipe", help="recipe name for the manifest (default MODEL-PRESET)")
     ex.add_argument(
-        "--eval-images", type=_positive, metavar="N", help="score at most N val images (all)"
+        "--eval-images", type=positive, metavar="N", help="score at most N val images (all)"
     )
     ex.add_argument("--force", action="store_true", help="replace an earlier export in --out")
     ex.add_argument("--sign", type=Path, metavar="KEY", help="sign with this private key")
     ex.add_argument("--pack", action="store_true", help="also write BUNDLE_DIR.tar.gz")
-    ex.add_argument("--threads", type=_positive, default=2, metavar="N", help="runtime threads (2)")
+    ex.add_argument("--threads", type=positive, default=2, metavar="N", help="runtime threads (2)")
     ex.set_defaults(func=run_export)
-
-
-def _error(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-@contextmanager
-def _console_log() -> Iterator[None]:
-    """Show the trainer's INFO messages on stderr while the command runs."""
-    logger = logging.getLogger("trainer")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    previous = logger.level, logger.propagate
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # libraries (onnxruntime's quantizer) add root handlers of their own
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous[0])
-        logger.propagate = previous[1]
 
 
 def _summary(result: Any) -> list[str]:
@@ -143,9 +112,9 @@ def _summary(result: Any) -> list[str]:
 
 def run_export(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
-        return _error(f"{args.run}: no such run folder (expected config.json and best.pt in it)")
+        return error(f"{args.run}: no such run folder (expected config.json and best.pt in it)")
     if args.sign is not None and not args.sign.is_file():
-        return _error(f"{args.sign}: no such private key file")
+        return error(f"{args.sign}: no such private key file")
     try:
         from trainer.export import (
             BudgetExceeded,
@@ -156,7 +125,7 @@ def run_export(args: argparse.Namespace) -> int:
         )
         from trainer.signing_cli import pack_bundle, sign_bundle
     except ImportError as exc:
-        return _error(f"{INSTALL_HINT} ({exc})")
+        return error(f"{INSTALL_HINT} ({exc})")
     opts = ExportOptions(
         fmt=args.fmt,
         int8=args.int8,
@@ -173,7 +142,7 @@ def run_export(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     try:
-        with _console_log():
+        with console_log():
             result = export_run(args.run, opts)
         lines = _summary(result)
         if args.sign is not None:
@@ -191,7 +160,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARITY
     except (ExportError, ValueError, OSError) as exc:
-        return _error(exc)
+        return error(exc)
     for line in lines:
         print(line)
     return EXIT_OK
