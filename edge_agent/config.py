@@ -92,7 +92,10 @@ class ModelConfig(_Model):
     )
     edgetpu: bool = Field(False, description="tflite: run on a Coral Edge TPU (libedgetpu).")
     score_threshold: float | None = Field(
-        None, ge=0, le=1, description="Override the bundle's score threshold."
+        None,
+        ge=0,
+        le=1,
+        description="Override the bundle's score threshold (its per-class thresholds still win).",
     )
     public_keys: list[str] = Field(
         default_factory=list,
