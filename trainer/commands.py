@@ -96,7 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
                 args.task, args.model, args.data, args.out, args.epochs, batch_size=args.batch,
                 lr=args.lr, size=args.size, preset=args.preset, seed=args.seed,
                 weights=args.weights, resume=args.resume, patience=args.patience,
-                device=args.device, valfraction=args.valfraction, workers=args.workers,
+                device=args.device, val_fraction=args.val_fraction, workers=args.workers,
                 threads=args.threads, freeze_epochs=args.freeze_epochs,
             )  # fmt: skip
     except (DatasetError, ValueError, OSError) as exc:
