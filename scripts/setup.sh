@@ -32,7 +32,12 @@ fi
 stamp=".venv/.edgesight-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "installing edgesight[$extras] into .venv (log: .venv/pip.log)" >&2
+  # Quiet unless it fails: the build backend's warnings are noise to a newcomer.
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[$extras]"; } > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
