@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("bundle", type=Path, help="model bundle folder")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     srv.add_argument("--port", type=int, default=8080, help="TCP port")
-    srv.add_argument("--runtime", default="onnx", choices=["onnx", "tflite"])
+    srv.add_argument(
+        "--runtime",
+        choices=["onnx", "tflite"],
+        help="inference runtime (default: the one for the bundle's model format)",
+    )
     srv.add_argument("--threads", type=int, default=2, help="runtime threads")
     srv.add_argument("--score-threshold", type=float, help="override the bundle's threshold")
     srv.add_argument("--project", default="", help="project id echoed in answers")

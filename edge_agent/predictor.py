@@ -50,7 +50,7 @@ class Predictor:
     def __init__(
         self,
         bundle: Bundle,
-        runtime: str = "onnx",
+        runtime: str | None = None,
         threads: int = 2,
         score_threshold: float | None = None,
         runtime_options: dict[str, object] | None = None,
@@ -58,8 +58,9 @@ class Predictor:
         self.bundle = bundle
         manifest = bundle.manifest
         self.labels = manifest.labels
+        # No runtime named: the one that runs the bundle's model file format.
         self.runtime: Runtime = load_runtime(
-            runtime, bundle, threads=threads, **(runtime_options or {})
+            runtime or manifest.model.format, bundle, threads=threads, **(runtime_options or {})
         )
         self.preprocess = Preprocessor(manifest.input)
         self.decode = build_decoder(manifest, score_threshold, bundle.path)

@@ -331,7 +331,7 @@ def serve(
     bundle_path: Path,
     host: str,
     port: int,
-    runtime: str = "onnx",
+    runtime: str | None = None,
     threads: int = 2,
     score_threshold: float | None = None,
     *,

@@ -153,3 +153,9 @@ def test_broken_tflite_file(tmp_path):
     write_manifest(path, json.loads((path / "manifest.json").read_text()))
     with pytest.raises(ModelRuntimeError, match="TFLite interpreter cannot load the model"):
         load_runtime("tflite", load_bundle(path))
+
+
+def test_runtime_defaults_to_the_bundles_format(tmp_path):
+    predictor = Predictor(blocks_tflite(tmp_path), threads=1)  # no runtime named
+    assert type(predictor.runtime).__name__ == "TfliteRuntime"
+    assert predictor.predict(scene()).counts["red"] == 1
