@@ -272,10 +272,6 @@ class Agent:
             origin=frame.origin,
         )
 
-    def process(self, frame: Frame) -> Result:
-        """All stages for one frame in the calling thread (tools and tests)."""
-        return self._result(frame, self._require_predictor().predict(frame.image))
-
     def _set_degraded(self) -> None:
         if not self._degraded and self.publisher is not None:
             self._degraded = True

@@ -48,12 +48,15 @@ class Preprocessor:
             datalayout=cv2.DNN_LAYOUT_NCHW if spec.layout == "NCHW" else cv2.DNN_LAYOUT_NHWC,
         )
 
+    def _stretch(self, w: int, h: int) -> Transform:
+        return Transform(self.spec.width / w, self.spec.height / h, 0.0, 0.0, w, h)
+
     def resize(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
         spec = self.spec
         h, w = image.shape[:2]
         if spec.resize == "stretch":
             resized = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
-            return resized, Transform(spec.width / w, spec.height / h, 0.0, 0.0, w, h)
+            return resized, self._stretch(w, h)
         scale = min(spec.width / w, spec.height / h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -74,8 +77,7 @@ class Preprocessor:
         spec = self.spec
         if spec.dtype == "float32" and spec.resize == "stretch":
             h, w = image.shape[:2]
-            transform = Transform(spec.width / w, spec.height / h, 0.0, 0.0, w, h)
-            return cv2.dnn.blobFromImageWithParams(image, self._blob), transform
+            return cv2.dnn.blobFromImageWithParams(image, self._blob), self._stretch(w, h)
         resized, transform = self.resize(image)
         if spec.dtype == "float32":  # letterboxed already: the blob call only normalises
             return cv2.dnn.blobFromImageWithParams(resized, self._blob), transform

@@ -31,3 +31,17 @@ def test_bench_table_recommendation_and_apply(tmp_path, broker, capsys):
 def test_bench_bad_bundle(tmp_path, capsys):
     assert main(["bench", "--bundle", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_recommend_picks_the_fastest_whole_agent_row():
+    from edge_agent.bench import Row, recommend
+
+    rows = [
+        Row("onnx fp32 1t", "runtime", 500.0, 2.0, 2.0, "onnx", 1, "a"),  # faster, but bare loop
+        Row("onnx fp32 1t", "agent", 90.0, 11.0, 12.0, "onnx", 1, "a"),
+        Row("tflite int8 2t", "agent", 120.0, 8.0, 9.0, "tflite", 2, "b"),
+        Row("opencv-dnn fp32", "opencv-dnn", 300.0, 3.0, 4.0),
+    ]
+    best = recommend(rows)
+    assert best is not None and (best.runtime, best.threads, best.bundle) == ("tflite", 2, "b")
+    assert recommend([r for r in rows if r.path != "agent"]) is None
