@@ -126,19 +126,29 @@ def load_bundle(path: str | Path, public_keys: Sequence[PublicKeySource] = ()) -
     except FileNotFoundError as exc:
         raise BundleError(f"bundle {bundle}: {MANIFEST} is missing") from exc
     signer = None
-    # cryptography costs ~5 MB of RSS: loaded only on devices that require signatures.
+    if public_keys:
+        signer, manifest = _verified_manifest(bundle, raw, public_keys)
+    else:
+        manifest = parse_manifest(raw, bundle)
+    verify_files(bundle, manifest)
+    return Bundle(bundle, manifest, hashlib.sha256(raw).hexdigest(), signer)
+
+
+def _verified_manifest(
+    bundle: Path, raw: bytes, public_keys: Sequence[PublicKeySource]
+) -> tuple[str, Manifest]:
+    """Check the signature over the very bytes that will be parsed, before trusting them."""
+    # Imported here: cryptography costs ~6 MB of RSS, paid only by devices that require
+    # signatures.
     from edge_agent.signing import SignatureError, check_no_unlisted_files, verify_bundle_signature
 
     try:
-        if public_keys:  # verify the very bytes that will be parsed, before trusting them
-            signer = verify_bundle_signature(bundle, raw, public_keys)
+        signer = verify_bundle_signature(bundle, raw, public_keys)
         manifest = parse_manifest(raw, bundle)
-        if public_keys:
-            check_no_unlisted_files(bundle, manifest.files)
+        check_no_unlisted_files(bundle, manifest.files)
     except SignatureError as exc:
         raise BundleError(str(exc)) from exc
-    verify_files(bundle, manifest)
-    return Bundle(bundle, manifest, hashlib.sha256(raw).hexdigest(), signer)
+    return signer, manifest
 
 
 def write_manifest(bundle: Path, manifest: dict[str, object]) -> Path:
