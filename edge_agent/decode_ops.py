@@ -54,11 +54,18 @@ def squeeze_batch(array: np.ndarray, ndim: int, what: str) -> np.ndarray:
 #: numpy reduces a short last axis slowly (36 us for the max of 840 x 5): up to this many
 #: classes, detector scores are reduced column by column instead (2x faster softmax).
 COLUMNWISE_MAX_CLASSES = 32
+#: ... and for more rows than this; fewer rows are faster in the plain form's fewer calls.
+COLUMNWISE_MIN_ROWS = 256
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax; this runs on every frame, so it avoids temporaries."""
-    if x.ndim == 2 and axis in (-1, 1) and 1 < x.shape[1] <= COLUMNWISE_MAX_CLASSES:
+    if (
+        x.ndim == 2
+        and axis in (-1, 1)
+        and 1 < x.shape[1] <= COLUMNWISE_MAX_CLASSES
+        and x.shape[0] > COLUMNWISE_MIN_ROWS
+    ):
         top = x[:, 0].copy()
         for j in range(1, x.shape[1]):
             np.maximum(top, x[:, j], out=top)
@@ -125,19 +132,13 @@ def nms(
     )
 
 
-def select_and_nms(
-    xyxy: np.ndarray,
-    scores: np.ndarray,
-    class_thresholds: np.ndarray,
-    nms_iou: float,
-    max_detections: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class threshold, then class-wise NMS on (N, 4) boxes and (N, C) scores.
-
-    An anchor may yield several classes (as torchvision's SSD does); NMS runs per class.
-    """
-    anchor_idx, class_idx, conf = candidates(scores, class_thresholds)
-    return nms(xyxy[anchor_idx], conf, class_idx, nms_iou, max_detections)
+def drop_background(scores: np.ndarray, background: int | None) -> np.ndarray:
+    """The score columns of real classes; a view when the background is first or last."""
+    if background is None:
+        return scores
+    if background in (0, -1, scores.shape[1] - 1):  # a view, not np.delete's copy
+        return scores[:, 1:] if background == 0 else scores[:, :-1]
+    return np.delete(scores, background, axis=1)
 
 
 def activate(scores: np.ndarray, activation: str, background: int | None) -> np.ndarray:
@@ -146,15 +147,59 @@ def activate(scores: np.ndarray, activation: str, background: int | None) -> np.
         scores = sigmoid(scores)
     elif activation == "softmax":
         scores = softmax(scores)
-    if background is None:
-        return scores
-    last = scores.shape[1] - 1
-    if background in (0, -1, last):  # a view, not np.delete's copy
-        return scores[:, 1:] if background == 0 else scores[:, :-1]
-    return np.delete(scores, background, axis=1)
+    return drop_background(scores, background)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Inverse of the sigmoid: -inf for 0, +inf for 1."""
+    p = np.asarray(p, np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+#: Slack on logit comparisons so float rounding can never drop a score that passes exactly.
+LOGIT_SLACK = 1e-4
+
+
+def logit_bar(class_thresholds: np.ndarray) -> np.ndarray:
+    """Per-class thresholds as logits, a column for comparing (C, N) class-major scores."""
+    return (logit(class_thresholds) - LOGIT_SLACK).astype(np.float32)[:, np.newaxis]
+
+
+def scored_candidates(
+    raw: np.ndarray,
+    activation: str,
+    background: int | None,
+    class_thresholds: np.ndarray,
+    bar: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``candidates`` of the activated scores, activating only anchors that can pass.
+
+    Most of an SSD's thousands of anchors are background, so thresholds are compared on the
+    logits first: exactly for sigmoid (sigmoid(x) >= t iff x >= logit(t)); for softmax with a
+    background column, p_c >= t needs x_c - x_background >= logit(t), so only rows meeting
+    that are put through the softmax and then checked exactly. ``bar`` is
+    ``logit_bar(class_thresholds)``, for callers that decode every frame.
+    """
+    raw = raw.astype(np.float32, copy=False)
+    check_classes(drop_background(raw[:0], background), len(class_thresholds))
+    if activation not in ("sigmoid", "softmax") or (activation == "softmax" and background is None):
+        return candidates(activate(raw, activation, background), class_thresholds)
+    if bar is None:
+        bar = logit_bar(class_thresholds)
+    by_class = np.ascontiguousarray(raw.T)  # contiguous rows: 6x faster than column views
+    fg = drop_background(by_class.T, background).T
+    if activation == "softmax":
+        fg = fg - by_class[background]
+    rows = np.flatnonzero((fg >= bar).any(axis=0))
+    anchor_idx, class_idx, conf = candidates(
+        activate(raw[rows], activation, background), class_thresholds
+    )
+    return rows[anchor_idx], class_idx, conf
 
 
 def check_classes(scores: np.ndarray, n_labels: int) -> None:
+    """Scores (after the background is dropped) must have one column per label."""
     if scores.shape[1] != n_labels:
         raise DecodeError(
             f"scores output has {scores.shape[1]} classes (after background) "

@@ -15,13 +15,11 @@ from edge_agent.decode_ops import (
     DecodeError,
     DecodeFn,
     Outputs,
-    activate,
     boxes_to_xyxy,
-    candidates,
-    check_classes,
+    logit_bar,
     nms,
     output,
-    select_and_nms,
+    scored_candidates,
     sigmoid,
     softmax,
     squeeze_batch,
@@ -61,8 +59,8 @@ def _classifier(cfg: SoftmaxDecoder | SigmoidDecoder, n_labels: int) -> DecodeFn
 
 
 def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray) -> DecodeFn:
-    n_labels = len(manifest.labels)
     size = np.array([manifest.input.width, manifest.input.height] * 2, np.float32)
+    bar = logit_bar(thresholds)
 
     def decode(outputs: Outputs, transform: Transform) -> Detections:
         boxes = squeeze_batch(output(outputs, cfg.outputs.boxes, "boxes"), 2, "boxes")
@@ -72,23 +70,14 @@ def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray)
                 f"boxes output must be (N, 4) matching scores (N, C), but got "
                 f"{boxes.shape} and {scores.shape}"
             )
-        scores = scores.astype(np.float32)
-        if cfg.score_activation == "sigmoid":
-            scores = sigmoid(scores)
-        elif cfg.score_activation == "softmax":
-            scores = softmax(scores)
-        if cfg.background_class is not None:
-            scores = np.delete(scores, cfg.background_class, axis=1)
-        if scores.shape[1] != n_labels:
-            raise DecodeError(
-                f"scores output has {scores.shape[1]} classes (after background) "
-                f"but the manifest has {n_labels} labels"
-            )
-        xyxy = boxes_to_xyxy(boxes, cfg.box_format)
+        anchor_idx, class_idx, conf = scored_candidates(
+            scores, cfg.score_activation, cfg.background_class, thresholds, bar
+        )
+        xyxy = boxes_to_xyxy(boxes[anchor_idx], cfg.box_format)
         if cfg.normalized:
             xyxy = xyxy * size
         th = manifest.thresholds
-        kept, conf, cls = select_and_nms(xyxy, scores, thresholds, th.nms_iou, th.max_detections)
+        kept, conf, cls = nms(xyxy, conf, class_idx, th.nms_iou, th.max_detections)
         return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
 
     return decode
@@ -117,6 +106,7 @@ def _ssd_anchors(
     anchors = load_anchors(cfg, bundle_dir, width, height)
     size = np.array([width, height] * 2, np.float32)
     th = manifest.thresholds
+    bar = logit_bar(thresholds)
 
     def decode(outputs: Outputs, transform: Transform) -> Detections:
         codes = squeeze_batch(output(outputs, cfg.outputs.boxes, "boxes"), 2, "boxes")
@@ -127,9 +117,9 @@ def _ssd_anchors(
                 f"and scores ({len(anchors)}, C), but got {codes.shape} and "
                 f"{scores.shape}"
             )
-        scores = activate(scores, cfg.score_activation, cfg.background_class)
-        check_classes(scores, len(manifest.labels))
-        anchor_idx, class_idx, conf = candidates(scores, thresholds)
+        anchor_idx, class_idx, conf = scored_candidates(
+            scores, cfg.score_activation, cfg.background_class, thresholds, bar
+        )
         boxes = decode_boxes(codes[anchor_idx], anchors[anchor_idx], cfg.box_coder)
         boxes = np.clip(boxes, 0.0, 1.0) * size  # torchvision clips to the image before NMS
         kept, conf, cls = nms(boxes, conf, class_idx, th.nms_iou, th.max_detections)

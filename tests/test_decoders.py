@@ -2,11 +2,15 @@
 
 import json
 
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from edge_agent.bundle import load_bundle, write_manifest
-from edge_agent.decoders import DecodeError, build_decoder, select_and_nms
+from edge_agent.decode_ops import activate, candidates, nms, scored_candidates
+from edge_agent.decoders import DecodeError, build_decoder
 from edge_agent.manifest import Manifest
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import load_runtime
@@ -96,6 +100,11 @@ def test_letterbox_boxes_map_back_to_the_frame(tmp_path):
     np.testing.assert_allclose(det.confidence[0], 0.75 - 0.25 * 60 / 255, atol=1e-5)
 
 
+def select_and_nms(xyxy, scores, thresholds, iou, max_det):
+    anchor, cls, conf = candidates(scores, thresholds)
+    return nms(xyxy[anchor], conf, cls, iou, max_det)
+
+
 def test_select_and_nms_is_class_wise_and_bounded():
     xyxy = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
     scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.6, 0.0]], np.float32)
@@ -129,3 +138,34 @@ def test_ssd_boxes_formats_background_and_per_class_thresholds():
     np.testing.assert_allclose(det.confidence, [0.7], atol=1e-5)
     with pytest.raises(DecodeError, match="output 'b' not found"):
         build_decoder(manifest)({"boxes": boxes, "s": logits}, IDENTITY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    logits=hnp.arrays(
+        np.float32, st.tuples(st.integers(1, 60), st.integers(2, 6)),
+        elements=st.floats(-12, 12, width=32, allow_subnormal=False),
+    ),
+    activation=st.sampled_from(["sigmoid", "softmax", "none"]),
+    background=st.sampled_from([None, 0, -1, 1]),
+    data=st.data(),
+)
+def test_logit_prefilter_finds_exactly_what_activating_everything_finds(
+    logits, activation, background, data
+):
+    n_labels = logits.shape[1] - (background is not None)
+    thresholds = np.asarray(data.draw(st.lists(
+        st.sampled_from([0.0, 0.05, 0.3, 0.5, 0.9, 1.0]), min_size=n_labels, max_size=n_labels,
+    )), np.float32)
+    full = candidates(activate(logits, activation, background), thresholds)
+    fast = scored_candidates(logits, activation, background, thresholds)
+    for want, got in zip(full, fast, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_prefilter_keeps_a_score_exactly_at_its_threshold():
+    logits = np.array([[0.0, -3.0], [0.0, 0.0]], np.float32)  # sigmoid(0) = 0.5; softmax 0.5
+    anchor, cls, conf = scored_candidates(logits, "sigmoid", None, np.array([0.5, 0.99]))
+    assert anchor.tolist() == [0, 1] and cls.tolist() == [0, 0]
+    anchor, cls, conf = scored_candidates(logits, "softmax", 1, np.array([0.5], np.float32))
+    assert anchor.tolist() == [0, 1] and conf[1] == 0.5
