@@ -36,17 +36,29 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        # Float inputs: one OpenCV call resizes, reorders colour and layout, and normalises,
-        # 3.5x faster than the numpy steps (0.13 vs 0.48 ms for 640x480 -> 160x160) and equal
-        # to 1e-6. (pixel * scale - mean) / std == (pixel - mean / scale) * (scale / std).
-        self._blob = cv2.dnn.Image2BlobParams(
-            scalefactor=(*(spec.scale / s for s in spec.std), 0.0),
-            size=(spec.width, spec.height),
-            mean=(*(m / spec.scale for m in spec.mean), 0.0),
-            swapRB=spec.color == "RGB",
-            ddepth=cv2.CV_32F,
-            datalayout=cv2.DNN_LAYOUT_NCHW if spec.layout == "NCHW" else cv2.DNN_LAYOUT_NHWC,
-        )
+        # Float inputs: (pixel * scale - mean) / std == (pixel - mean / scale) * (scale / std),
+        # one subtract and one multiply per channel plane, written straight into the tensor.
+        self._mul = np.array([spec.scale / s for s in spec.std], np.float32)
+        self._sub = np.array([m / spec.scale for m in spec.mean], np.float32)
+        self._planes = (2, 1, 0) if spec.color == "RGB" else (0, 1, 2)  # from BGR
+
+    def _normalise(self, image: np.ndarray) -> np.ndarray:
+        """Sized uint8 BGR (H, W, 3) -> float32 (1, ...) tensor in the model's layout.
+
+        Plain numpy into a fresh array, not cv2.dnn.blobFromImage: OpenCV maps and faults in
+        ~2 MB of scratch memory on every call, 4x slower at 320x320 (1.3 vs 0.3 ms).
+        """
+        if self.spec.layout == "NHWC":
+            out = np.subtract(image[:, :, self._planes], self._sub, dtype=np.float32)
+            out *= self._mul
+            return out[np.newaxis]
+        h, w = image.shape[:2]
+        out = np.empty((1, 3, h, w), np.float32)
+        planes = cv2.split(image)
+        for c, src in enumerate(self._planes):
+            np.subtract(planes[src], self._sub[c], out=out[0, c], dtype=np.float32)
+            out[0, c] *= self._mul[c]
+        return out
 
     def _stretch(self, w: int, h: int) -> Transform:
         return Transform(self.spec.width / w, self.spec.height / h, 0.0, 0.0, w, h)
@@ -75,12 +87,9 @@ class Preprocessor:
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
         """BGR uint8 (H, W, 3) -> batched tensor (1, ...) in the model's layout and dtype."""
         spec = self.spec
-        if spec.dtype == "float32" and spec.resize == "stretch":
-            h, w = image.shape[:2]
-            return cv2.dnn.blobFromImageWithParams(image, self._blob), self._stretch(w, h)
         resized, transform = self.resize(image)
-        if spec.dtype == "float32":  # letterboxed already: the blob call only normalises
-            return cv2.dnn.blobFromImageWithParams(resized, self._blob), transform
+        if spec.dtype == "float32":
+            return self._normalise(resized), transform
         if spec.color == "RGB":
             resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         if spec.dtype == "uint8":
