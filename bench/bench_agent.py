@@ -24,7 +24,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.bench import BENCH_FRAMES, WARMUP_FRAMES, run_bench, write_bench_clip
+from edge_agent.bench import (
+    BENCH_FRAMES,
+    BENCH_ROUNDS,
+    WARMUP_FRAMES,
+    run_bench,
+    write_bench_clip,
+)
 from edge_agent.bench import format_table as bench_table
 from edge_agent.config import MqttConfig
 
@@ -94,6 +100,8 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, action="append", required=True)
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
     parser.add_argument("--threads", default=None, help="e.g. 1,2")
+    parser.add_argument("--rounds", type=int, default=BENCH_ROUNDS,
+                        help="interleaved rounds pooled into each row")
     parser.add_argument("--source", type=Path, help="video to run (default: a generated clip; "
                         "the shelf bundles are best measured on the demo's shelf clip)")
     args = parser.parse_args()
@@ -104,7 +112,7 @@ def main() -> int:
         try:
             clip = args.source or write_bench_clip(work / "clip.avi", args.frames + WARMUP_FRAMES)
             rows = run_bench(args.bundle, str(clip), MqttConfig(host="127.0.0.1", port=port),
-                             threads, args.frames)
+                             threads, args.frames, args.rounds)
             print(bench_table(rows))
             print()
             print(f"{'bundle / variant':<34} {'agent/loop':>10} {'decode/inf':>10} "

@@ -28,6 +28,8 @@ from edge_agent.runtimes import ModelRuntimeError
 #: Frames timed per row after the warm-up; enough for a stable median on a Pi.
 BENCH_FRAMES = 100
 WARMUP_FRAMES = 5
+#: Each row pools this many interleaved rounds (runtime, agent, runtime, agent, ...).
+BENCH_ROUNDS = 3
 BENCH_CLIP_SIZE = (640, 480)
 
 
@@ -78,10 +80,11 @@ def first_frame(source: str | None) -> np.ndarray:
     return bench_image()
 
 
-def runtime_rows(
+def runtime_samples(
     bundle: Bundle, runtime: str, threads: int, frames: int, image: np.ndarray
-) -> list[Row]:
-    """Inference alone on a pre-made tensor, and decode + NMS alone on its outputs."""
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of inference alone on a pre-made tensor, and of decode + NMS alone on
+    its outputs (right after each inference, as the agent decodes)."""
     predictor = Predictor(bundle, runtime, threads)
     try:
         tensor, transform = predictor.preprocess(image)
@@ -98,9 +101,7 @@ def runtime_rows(
             decode_ms.append((t2 - t1) * 1000)
     finally:
         predictor.close()
-    name = f"{runtime} {bundle.manifest.model.precision} {threads}t"
-    where = (runtime, threads, str(bundle.path))
-    return [_row(name, "runtime", infer_ms, *where), _row(name, "decode", decode_ms, *where)]
+    return infer_ms, decode_ms
 
 
 def write_bench_clip(path: Path, frames: int) -> Path:
@@ -113,10 +114,11 @@ def write_bench_clip(path: Path, frames: int) -> Path:
     return path
 
 
-def agent_row(
+def agent_samples(
     bundle: Bundle, runtime: str, threads: int, source: str, mqtt: MqttConfig, frames: int
-) -> Row:
-    """The whole agent: source -> capture thread -> inference -> publish thread -> paho."""
+) -> list[float]:
+    """Milliseconds between results of the whole agent: source -> capture thread ->
+    inference -> publish thread -> paho."""
     from edge_agent.pipeline import Agent
 
     cfg = AgentConfig(
@@ -135,13 +137,12 @@ def agent_row(
     usable = stamps[WARMUP_FRAMES:][:frames]
     if len(usable) < 2:
         raise RuntimeError(f"agent produced only {len(stamps)} results on {source}")
-    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(usable)]
-    name = f"{runtime} {bundle.manifest.model.precision} {threads}t"
-    return _row(name, "agent", gaps, runtime, threads, str(bundle.path))
+    return [(b - a) * 1000 for a, b in itertools.pairwise(usable)]
 
 
-def opencv_dnn_row(bundle: Bundle, frames: int, image: np.ndarray) -> Row | None:
-    """What a user might write: cv2.dnn on the same ONNX file, blobFromImage, forward."""
+def opencv_dnn_samples(bundle: Bundle, frames: int, image: np.ndarray) -> list[float] | None:
+    """What a user might write: cv2.dnn on the same ONNX file, blobFromImage, forward
+    (milliseconds per frame; None when OpenCV cannot run the model)."""
     spec = bundle.manifest.input
     if bundle.manifest.model.format != "onnx":
         return None
@@ -164,12 +165,7 @@ def opencv_dnn_row(bundle: Bundle, frames: int, image: np.ndarray) -> Row | None
         net.forward(net.getUnconnectedOutLayersNames())
         if i >= WARMUP_FRAMES:
             samples.append((time.perf_counter() - t0) * 1000)
-    return _row(
-        f"opencv-dnn {bundle.manifest.model.precision}",
-        "opencv-dnn",
-        samples,
-        bundle=str(bundle.path),
-    )
+    return samples
 
 
 def run_bench(
@@ -178,7 +174,10 @@ def run_bench(
     mqtt: MqttConfig,
     threads: list[int] | None = None,
     frames: int = BENCH_FRAMES,
+    rounds: int = BENCH_ROUNDS,
 ) -> list[Row]:
+    """Every runtime row beside its agent row, each pooled over ``rounds`` interleaved
+    rounds, so a noisy neighbour slows both sides of a ratio alike."""
     threads = threads or sorted({1, os.cpu_count() or 1})
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgesight-bench-") as tmp:
@@ -187,15 +186,31 @@ def run_bench(
         for path in bundles:
             bundle = load_bundle(path)
             runtime = bundle.manifest.model.format
+            precision = bundle.manifest.model.precision
             for n in threads:
+                infer: list[float] = []
+                decode: list[float] = []
+                agent: list[float] = []
                 try:
-                    rows += runtime_rows(bundle, runtime, n, frames, image)
-                    rows.append(agent_row(bundle, runtime, n, clip, mqtt, frames))
+                    for _ in range(rounds):
+                        i, d = runtime_samples(bundle, runtime, n, frames, image)
+                        infer += i
+                        decode += d
+                        agent += agent_samples(bundle, runtime, n, clip, mqtt, frames)
                 except ModelRuntimeError as exc:
                     print(f"skipped {path} with {runtime}: {exc}")
-            dnn = opencv_dnn_row(bundle, frames, image)
-            if dnn is not None:
-                rows.append(dnn)
+                    continue
+                name, where = f"{runtime} {precision} {n}t", (runtime, n, str(path))
+                rows += [
+                    _row(name, "runtime", infer, *where),
+                    _row(name, "decode", decode, *where),
+                    _row(name, "agent", agent, *where),
+                ]
+            dnn: list[float] = []
+            for _ in range(rounds):
+                dnn += opencv_dnn_samples(bundle, frames, image) or []
+            if dnn:
+                rows.append(_row(f"opencv-dnn {precision}", "opencv-dnn", dnn, bundle=str(path)))
     return rows
 
 

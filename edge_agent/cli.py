@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda v: [int(x) for x in v.split(",")],
         help="thread counts, e.g. 1,2 (default: 1 and all cores)",
     )
-    bench.add_argument("--frames", type=int, default=100, help="frames timed per row")
+    bench.add_argument("--frames", type=int, default=100, help="frames timed per row and round")
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds pooled into each row"
+    )
     bench.add_argument("--mqtt-host", default="127.0.0.1", help="broker for the agent path")
     bench.add_argument("--mqtt-port", type=int, default=1883, help="broker port")
     bench.add_argument(
@@ -136,7 +139,7 @@ def _bench(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     mqtt = MqttConfig(host=args.mqtt_host, port=args.mqtt_port, client_id="edgesight-bench")
     try:
-        rows = run_bench(args.bundle, args.source, mqtt, args.threads, args.frames)
+        rows = run_bench(args.bundle, args.source, mqtt, args.threads, args.frames, args.rounds)
     except (BundleError, ModelRuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
