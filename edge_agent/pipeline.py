@@ -25,14 +25,14 @@ from edge_agent.config import AgentConfig
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
 from edge_agent.publish.mqtt import MqttPublisher
 from edge_agent.sources import FrameSource, open_source
-from edge_agent.types import Frame, Result
+from edge_agent.types import Frame, FrameInfo, Result
 
 log = logging.getLogger(__name__)
 
 #: How long close() waits for each thread to finish its current frame.
 THREAD_JOIN_TIMEOUT_S = 10.0
 #: Frames decoded ahead of inference for files and folders (capture/inference overlap).
-FILE_QUEUE_FRAMES = 2
+FILE_QUEUE_FRAMES = 1
 #: Inferred frames waiting for the post thread (decode, count, publish); inference waits
 #: when it is full, so nothing is dropped.
 POST_QUEUE_FRAMES = 8
@@ -49,7 +49,7 @@ class SourceStats:
 
 
 ResultHook = Callable[[Result, Frame], None]
-Staged = tuple[Frame, Prepared]  # a frame and its input tensor, ready for the model
+Staged = tuple[Frame | FrameInfo, Prepared]  # a frame and its tensor, ready for the model
 _END = None  # marks the end of a finite source in its hand-over
 
 
@@ -99,7 +99,7 @@ class Agent:
         self._predictor: Predictor | None = None
         self._sources: list[FrameSource] = []
         self._workers: list[threading.Thread] = []
-        self._post_q: queue.Queue[tuple[Frame, Inferred] | str | None] = queue.Queue(
+        self._post_q: queue.Queue[tuple[Frame | FrameInfo, Inferred] | str | None] = queue.Queue(
             POST_QUEUE_FRAMES
         )
         self._post_thread: threading.Thread | None = None
@@ -145,7 +145,7 @@ class Agent:
             self._start_source(source)
 
     def _start_source(self, source: FrameSource) -> None:
-        handover: LatestFrame | queue.Queue[Frame | None]
+        handover: LatestFrame | queue.Queue[Staged | None]
         handover = LatestFrame() if source.live else queue.Queue(FILE_QUEUE_FRAMES)
         capture = threading.Thread(
             target=self._capture_loop, args=(source, handover), name=f"capture-{source.source_id}"
@@ -163,14 +163,17 @@ class Agent:
         try:
             for frame in source.frames():
                 try:
-                    staged = (frame, predictor.prepare(frame.image))
+                    prepared = predictor.prepare(frame.image)
                 except Exception:
                     self._frame_failed(stats, frame, "pre-processing")
                     continue
+                # Only a hook needs the picture after this: drop it now, not after publishing.
+                staged: Staged = (frame if self.on_result else frame.info(), prepared)
                 if isinstance(handover, LatestFrame):
                     stats.dropped_frames += handover.put(staged)
                 elif not self._blocking_put(handover, staged):
                     return
+                del frame, prepared, staged  # not kept alive while the next frame is read
         except Exception:
             log.exception("source %s stopped on an unexpected error", source.source_id)
             self._set_degraded()
@@ -208,11 +211,14 @@ class Agent:
                 self._blocking_put(self._post_q, source.source_id)  # the source has ended
                 return
             frame, prepared = staged
+            del staged
             try:
                 inferred = predictor.infer(prepared)
             except Exception:  # one bad frame or a runtime hiccup must not stop the agent
                 self._frame_failed(stats, frame, "inference")
                 continue
+            finally:
+                del prepared  # the input tensor is done with: free it before waiting
             if not self._blocking_put(self._post_q, (frame, inferred)):
                 return
 
@@ -241,10 +247,10 @@ class Agent:
                     self.publisher.publish_counts(result.source_id, result.counts, result.ts)
                 except Exception:
                     log.exception("publishing result %s/%d failed", result.source_id, result.seq)
-            if self.on_result is not None:
+            if self.on_result is not None and isinstance(frame, Frame):
                 self.on_result(result, frame)
 
-    def _frame_failed(self, stats: SourceStats, frame: Frame, stage: str) -> None:
+    def _frame_failed(self, stats: SourceStats, frame: Frame | FrameInfo, stage: str) -> None:
         stats.errors += 1
         if stats.errors == 1:  # once per source: a broken model fails every frame
             log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, stage)
@@ -255,7 +261,7 @@ class Agent:
             raise RuntimeError("Agent.start() must run before frames are processed")
         return self._predictor
 
-    def _result(self, frame: Frame, out: Prediction) -> Result:
+    def _result(self, frame: Frame | FrameInfo, out: Prediction) -> Result:
         assert self.bundle is not None  # _require_predictor checked it
         manifest = self.bundle.manifest
         return Result(

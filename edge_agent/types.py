@@ -50,6 +50,25 @@ class Frame:
     def height(self) -> int:
         return int(self.image.shape[0])
 
+    def info(self) -> FrameInfo:
+        return FrameInfo(self.source_id, self.seq, self.ts, self.origin, self.width, self.height)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """A frame without its picture: all a result needs once the model has the tensor.
+
+    The agent passes this on instead of the Frame when no hook wants the picture, so each
+    frame's memory (6 MB at 1080p) is freed as soon as it is pre-processed.
+    """
+
+    source_id: str
+    seq: int
+    ts: float
+    origin: str
+    width: int
+    height: int
+
 
 @dataclass
 class Detections:
