@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: How long close() waits for each thread to finish its current frame.
 THREAD_JOIN_TIMEOUT_S = 10.0
-#: Frames decoded ahead of inference for files and folders (capture/inference overlap).
-FILE_QUEUE_FRAMES = 1
 #: Inferred frames waiting for the post thread (decode, count, publish); inference waits
 #: when it is full, so nothing is dropped.
 POST_QUEUE_FRAMES = 8
@@ -50,29 +48,46 @@ class SourceStats:
 
 ResultHook = Callable[[Result, Frame], None]
 Staged = tuple[Frame | FrameInfo, Prepared]  # a frame and its tensor, ready for the model
-_END = None  # marks the end of a finite source in its hand-over
 
 
-class LatestFrame:
-    """A one-slot mailbox: ``put`` replaces an untaken frame (and says so); after ``close``
-    the pending frame is still delivered, then the end (None)."""
+class Mailbox:
+    """The one-slot hand-over from capture to inference.
+
+    Live sources ``offer``: a frame not yet taken is replaced by the newer one (and the
+    caller counts a drop). Files and folders ``put``: it waits until inference has taken the
+    frame, so the next one is read and pre-processed while inference runs, and never more
+    than one ahead (each is a frame and a tensor: ~2 MB at 320x320, 10 MB at 1080p). After
+    ``close`` the pending frame is still delivered, then the end (None).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: Any = None
         self._closed = False
 
-    def put(self, item: Any) -> bool:
+    def offer(self, item: Any) -> bool:
+        """Leave ``item`` for inference; True if it replaced a frame that was not taken."""
         with self._cond:
             replaced = self._item is not None
             self._item = item
-            self._cond.notify()
+            self._cond.notify_all()
             return replaced
+
+    def put(self, item: Any, stop: threading.Event) -> bool:
+        """Leave ``item`` and wait until inference takes it; False if ``stop`` came first."""
+        with self._cond:
+            while self._item is not None and not stop.is_set():
+                self._cond.wait(POLL_S)
+            self._item = item
+            self._cond.notify_all()
+            while self._item is item and not stop.is_set():
+                self._cond.wait(POLL_S)
+            return not stop.is_set()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def get(self, timeout_s: float) -> tuple[bool, Any]:
         """(True, frame), (True, None) at the end, or (False, None) on timeout."""
@@ -80,6 +95,7 @@ class LatestFrame:
             if self._item is None and not self._closed:
                 self._cond.wait(timeout_s)
             item, self._item = self._item, None
+            self._cond.notify_all()  # a put() waits for its frame to be taken
             if item is not None or self._closed:
                 return True, item
             return False, None
@@ -145,8 +161,7 @@ class Agent:
             self._start_source(source)
 
     def _start_source(self, source: FrameSource) -> None:
-        handover: LatestFrame | queue.Queue[Staged | None]
-        handover = LatestFrame() if source.live else queue.Queue(FILE_QUEUE_FRAMES)
+        handover = Mailbox()
         capture = threading.Thread(
             target=self._capture_loop, args=(source, handover), name=f"capture-{source.source_id}"
         )
@@ -157,7 +172,7 @@ class Agent:
         infer.start()
         self._workers += [capture, infer]
 
-    def _capture_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
+    def _capture_loop(self, source: FrameSource, handover: Mailbox) -> None:
         stats = self.stats[source.source_id]
         predictor = self._require_predictor()
         try:
@@ -169,19 +184,16 @@ class Agent:
                     continue
                 # Only a hook needs the picture after this: drop it now, not after publishing.
                 staged: Staged = (frame if self.on_result else frame.info(), prepared)
-                if isinstance(handover, LatestFrame):
-                    stats.dropped_frames += handover.put(staged)
-                elif not self._blocking_put(handover, staged):
+                if source.live:
+                    stats.dropped_frames += handover.offer(staged)
+                elif not handover.put(staged, self.stop_event):
                     return
                 del frame, prepared, staged  # not kept alive while the next frame is read
         except Exception:
             log.exception("source %s stopped on an unexpected error", source.source_id)
             self._set_degraded()
         finally:
-            if isinstance(handover, LatestFrame):
-                handover.close()
-            else:
-                self._blocking_put(handover, _END)
+            handover.close()
 
     def _blocking_put(self, q: queue.Queue, item: Any) -> bool:
         while not self.stop_event.is_set():
@@ -192,19 +204,11 @@ class Agent:
                 continue
         return False
 
-    def _next(self, handover: LatestFrame | queue.Queue) -> tuple[bool, Staged | None]:
-        if isinstance(handover, LatestFrame):
-            return handover.get(POLL_S)
-        try:
-            return True, handover.get(timeout=POLL_S)
-        except queue.Empty:
-            return False, None
-
-    def _infer_loop(self, source: FrameSource, handover: LatestFrame | queue.Queue) -> None:
+    def _infer_loop(self, source: FrameSource, handover: Mailbox) -> None:
         stats = self.stats[source.source_id]
         predictor = self._require_predictor()
         while not self.stop_event.is_set():
-            got, staged = self._next(handover)
+            got, staged = handover.get(POLL_S)
             if not got:
                 continue
             if staged is None:

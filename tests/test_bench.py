@@ -15,8 +15,8 @@ def test_bench_table_recommendation_and_apply(tmp_path, broker, capsys):
         "model": {"bundle": str(bundle), "threads": 2},
         "sources": [{"id": "cam", "uri": "0"}],
     }))
-    code = main(["bench", "--bundle", str(bundle), "--threads", "1", "--frames", "10", "--rounds", "2",
-                 "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+    code = main(["bench", "--bundle", str(bundle), "--threads", "1", "--frames", "10",
+                 "--rounds", "2", "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
                  "--apply", str(config)])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -94,14 +94,40 @@ def test_file_source_processes_every_frame_in_order(tmp_path, monkeypatch):
     assert agent.stats["cam"].dropped_frames == 0
 
 
-def test_latest_frame_mailbox():
-    box = pipeline.LatestFrame()
+def test_mailbox_offer_keeps_only_the_newest_frame():
+    box = pipeline.Mailbox()
     assert box.get(0.01) == (False, None)
     frames = [Frame(np.zeros((2, 2, 3), np.uint8), "s", i, 0.0) for i in range(3)]
-    assert box.put(frames[0]) is False
-    assert box.put(frames[1]) is True  # replaced an untaken frame
+    assert box.offer(frames[0]) is False
+    assert box.offer(frames[1]) is True  # replaced an untaken frame
     assert box.get(0.01) == (True, frames[1])
-    box.put(frames[2])
+    box.offer(frames[2])
     box.close()  # the pending frame still comes out, then the end
     assert box.get(0.01) == (True, frames[2])
     assert box.get(0.01) == (True, None)
+
+
+def test_mailbox_put_returns_only_once_the_frame_is_taken():
+    box, stop = pipeline.Mailbox(), threading.Event()
+    done = threading.Event()
+
+    def capture():
+        box.put("frame 1", stop)
+        done.set()
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    assert not done.wait(0.3)  # nobody took it: capture may not read the next frame yet
+    assert box.get(1.0) == (True, "frame 1")
+    assert done.wait(1.0)
+    thread.join()
+
+
+def test_mailbox_put_gives_up_on_stop():
+    box, stop = pipeline.Mailbox(), threading.Event()
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(box.put("frame", stop)))
+    thread.start()
+    stop.set()
+    thread.join(2.0)
+    assert result == [False]
