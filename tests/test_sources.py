@@ -200,6 +200,15 @@ def test_file_yields_every_frame_in_order(tmp_path: Path) -> None:
     source.close()
 
 
+def test_image_sequence_pattern_is_a_file_source(tmp_path: Path) -> None:
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"img_{i:04d}.png"), np.full((H, W, 3), level_of(i), np.uint8))
+    source = open_source(make_cfg(tmp_path / "img_%04d.png", kind="file"))
+    frames = list(source.frames())
+    source.close()
+    assert levels(frames) == [level_of(i) for i in range(5)]
+
+
 def test_file_loop_keeps_counting(tmp_path: Path) -> None:
     source = open_source(make_cfg(make_clip(tmp_path / "clip.mp4"), on_eof="loop"))
     frames = take(source, 2 * CLIP_FRAMES + 5)
