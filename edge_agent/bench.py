@@ -43,6 +43,7 @@ class Row:
     runtime: str = ""
     threads: int = 0
     bundle: str = ""
+    round_fps: tuple[float, ...] = ()  # each round's own figure, to show the spread
 
 
 def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
@@ -53,14 +54,17 @@ def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
 def _row(
     variant: str,
     path: str,
-    samples_ms: list[float],
+    rounds_ms: list[list[float]],
     runtime: str = "",
     threads: int = 0,
     bundle: str = "",
 ) -> Row:
+    """One row from each round's milliseconds per frame, pooled."""
+    samples_ms = [ms for one in rounds_ms for ms in one]
     p50, p95 = _percentiles(samples_ms)
     fps = 1000.0 / statistics.mean(samples_ms)
-    return Row(variant, path, fps, p50, p95, runtime, threads, bundle)
+    per_round = tuple(1000.0 / statistics.mean(one) for one in rounds_ms if one)
+    return Row(variant, path, fps, p50, p95, runtime, threads, bundle, per_round)
 
 
 def bench_image() -> np.ndarray:
@@ -188,15 +192,15 @@ def run_bench(
             runtime = bundle.manifest.model.format
             precision = bundle.manifest.model.precision
             for n in threads:
-                infer: list[float] = []
-                decode: list[float] = []
-                agent: list[float] = []
+                infer: list[list[float]] = []
+                decode: list[list[float]] = []
+                agent: list[list[float]] = []
                 try:
                     for _ in range(rounds):
                         i, d = runtime_samples(bundle, runtime, n, frames, image)
-                        infer += i
-                        decode += d
-                        agent += agent_samples(bundle, runtime, n, clip, mqtt, frames)
+                        infer.append(i)
+                        decode.append(d)
+                        agent.append(agent_samples(bundle, runtime, n, clip, mqtt, frames))
                 except ModelRuntimeError as exc:
                     print(f"skipped {path} with {runtime}: {exc}")
                     continue
@@ -206,10 +210,8 @@ def run_bench(
                     _row(name, "decode", decode, *where),
                     _row(name, "agent", agent, *where),
                 ]
-            dnn: list[float] = []
-            for _ in range(rounds):
-                dnn += opencv_dnn_samples(bundle, frames, image) or []
-            if dnn:
+            dnn = [opencv_dnn_samples(bundle, frames, image) or [] for _ in range(rounds)]
+            if any(dnn):
                 rows.append(_row(f"opencv-dnn {precision}", "opencv-dnn", dnn, bundle=str(path)))
     return rows
 
