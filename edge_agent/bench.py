@@ -91,7 +91,8 @@ def runtime_samples(
     its outputs (right after each inference, as the agent decodes)."""
     predictor = Predictor(bundle, runtime, threads)
     try:
-        tensor, transform = predictor.preprocess(image)
+        prepared = predictor.prepare(image)  # in the model's own dtype, as the agent hands it
+        tensor, transform = prepared.tensor, prepared.transform
         for _ in range(WARMUP_FRAMES):
             outputs = predictor.runtime.run(tensor)
         infer_ms, decode_ms = [], []

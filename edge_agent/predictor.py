@@ -70,6 +70,7 @@ class Predictor:
         """Stage 1: frame -> input tensor (the pipeline runs it on the capture thread)."""
         t0 = time.perf_counter()
         tensor, transform = self.preprocess(image)
+        tensor = self.runtime.to_input(tensor)
         return Prepared(tensor, transform, {"preprocess": _ms_since(t0)})
 
     def infer(self, prepared: Prepared) -> Inferred:

@@ -105,6 +105,8 @@ def test_int8_model_quantizes_input_and_dequantizes_output(tmp_path):
     rt = load_runtime("tflite", int8_bundle, threads=1)
     assert rt._input["dtype"] == np.int8  # the file really has an int8 input
     int8 = Predictor(int8_bundle, "tflite", threads=1)
+    # quantized on the capture thread (prepare), so inference gets the file's own dtype
+    assert int8.prepare(np.zeros((40, 40, 3), np.uint8)).tensor.dtype == np.int8
     rng = np.random.default_rng(3)
     for _ in range(5):
         img = np.empty((40, 40, 3), np.uint8)

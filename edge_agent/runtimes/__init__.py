@@ -22,6 +22,12 @@ class Runtime(Protocol):
     input_name: str
     output_names: list[str]
 
+    def to_input(self, tensor: np.ndarray) -> np.ndarray:
+        """The pre-processed tensor as the model takes it (quantized inputs: with the input
+        tensor's own scale and zero point). Runs on the capture thread, not the inference
+        thread."""
+        ...
+
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...

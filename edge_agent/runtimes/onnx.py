@@ -108,6 +108,9 @@ class OnnxRuntime:
                 f"warm-up inference failed with input shape {shape}: {exc}"
             ) from exc
 
+    def to_input(self, tensor: np.ndarray) -> np.ndarray:
+        return tensor  # QDQ models take float inputs and quantize inside the graph
+
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         values = self._session.run(self.output_names, {self.input_name: tensor})
         return dict(zip(self.output_names, values, strict=True))

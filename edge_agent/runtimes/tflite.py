@@ -111,11 +111,16 @@ class TfliteRuntime:
             pass
         return named
 
+    def to_input(self, tensor: np.ndarray) -> np.ndarray:
+        detail = self._input
+        if tensor.dtype == np.float32 and np.dtype(detail["dtype"]) != np.float32:
+            scale, zero_point = detail["quantization"]
+            return _quantize(tensor, np.dtype(detail["dtype"]), scale, zero_point)
+        return tensor
+
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         detail = self._input
-        scale, zero_point = detail["quantization"]
-        if tensor.dtype == np.float32 and np.dtype(detail["dtype"]) != np.float32:
-            tensor = _quantize(tensor, np.dtype(detail["dtype"]), scale, zero_point)
+        tensor = self.to_input(tensor)  # a no-op for tensors from to_input
         with self._lock:
             self._interp.set_tensor(detail["index"], tensor)
             self._interp.invoke()
