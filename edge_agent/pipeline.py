@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
+
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig
@@ -150,6 +152,9 @@ class Agent:
             cfg.model.runtime_options(runtime),
         )
         return_free_heap()  # what loading and optimising the model freed
+        # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would
+        # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
+        cv2.setNumThreads(1)
         self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
         self.publisher = MqttPublisher(
             cfg.mqtt,
