@@ -45,3 +45,18 @@ def test_recommend_picks_the_fastest_whole_agent_row():
     best = recommend(rows)
     assert best is not None and (best.runtime, best.threads, best.bundle) == ("tflite", 2, "b")
     assert recommend([r for r in rows if r.path != "agent"]) is None
+
+
+def test_rows_pool_interleaved_rounds_and_keep_each_rounds_figure(tmp_path, broker):
+    from edge_agent.bench import run_bench
+    from edge_agent.config import MqttConfig
+
+    bundle = colour_blocks_bundle(tmp_path / "b")
+    rows = run_bench([bundle], None, MqttConfig(host=broker.host, port=broker.port), [1],
+                     frames=8, rounds=2)
+    paths = {r.path: r for r in rows}
+    assert set(paths) == {"runtime", "decode", "agent", "opencv-dnn"}
+    for row in rows:
+        assert len(row.round_fps) == 2
+        # the pooled figure lies between the rounds' own figures
+        assert min(row.round_fps) - 1e-9 <= row.fps <= max(row.round_fps) + 1e-9
