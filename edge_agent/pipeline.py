@@ -68,7 +68,7 @@ class Mailbox:
     Live sources ``offer``: a frame not yet taken is replaced by the newer one (and the
     caller counts a drop). Files and folders ``put``: it waits until inference has taken the
     frame, so the next one is read and pre-processed while inference runs, and never more
-    than one ahead (each is a frame and a tensor: ~2 MB at 320x320, 10 MB at 1080p). After
+    than one ahead (a frame and its tensor: 2 MB for 512x512 into 320x320, 7 MB from 1080p). After
     ``close`` the pending frame is still delivered, then the end (None).
     """
 
