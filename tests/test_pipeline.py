@@ -8,6 +8,7 @@ import numpy as np
 
 from edge_agent import pipeline
 from edge_agent.config import AgentConfig
+from edge_agent.handover import Mailbox
 from edge_agent.predictor import Predictor
 from edge_agent.sources import SourceStats
 from edge_agent.types import Frame
@@ -95,7 +96,7 @@ def test_file_source_processes_every_frame_in_order(tmp_path, monkeypatch):
 
 
 def test_mailbox_offer_keeps_only_the_newest_frame():
-    box = pipeline.Mailbox()
+    box = Mailbox()
     assert box.get(0.01) == (False, None)
     frames = [Frame(np.zeros((2, 2, 3), np.uint8), "s", i, 0.0) for i in range(3)]
     assert box.offer(frames[0]) is False
@@ -108,7 +109,7 @@ def test_mailbox_offer_keeps_only_the_newest_frame():
 
 
 def test_mailbox_put_returns_only_once_the_frame_is_taken():
-    box, stop = pipeline.Mailbox(), threading.Event()
+    box, stop = Mailbox(), threading.Event()
     done = threading.Event()
 
     def capture():
@@ -124,7 +125,7 @@ def test_mailbox_put_returns_only_once_the_frame_is_taken():
 
 
 def test_mailbox_put_gives_up_on_stop():
-    box, stop = pipeline.Mailbox(), threading.Event()
+    box, stop = Mailbox(), threading.Event()
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(box.put("frame", stop)))
     thread.start()
