@@ -3,11 +3,11 @@
 Three stages overlap. Per source, a capture thread reads, decodes and pre-processes the next
 frame while an inference thread runs the model on the current one; one post thread decodes the
 model's outputs, counts, and hands results to paho for every source. The inference thread does
-nothing but inference, so the agent runs near the speed of the bare model. Live sources hand
-over through a one-slot mailbox that keeps only the newest frame (a camera that outruns the model
-must not build a backlog of stale frames); files and folders through a short blocking queue, so
-every frame is processed, in order. paho sends from its own thread: the broker never slows
-inference.
+nothing but inference, so the agent runs near the speed of the bare model. Capture hands over
+through a one-slot mailbox: live sources keep only the newest frame (a camera that outruns the
+model must not build a backlog of stale frames); files and folders wait until inference takes
+each frame, so every frame is processed, in order, one decoded ahead. paho sends from its own
+thread: the broker never slows inference.
 """
 
 from __future__ import annotations
