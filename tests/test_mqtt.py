@@ -118,11 +118,24 @@ def started(make_publisher: Callable[..., MqttPublisher], broker: Broker) -> Mqt
 # -- status ------------------------------------------------------------------------------------
 
 
+def broker_has(
+    mqtt_recorder: RecorderFactory, broker: Broker, topic: str, key: str, value: Any
+) -> bool:
+    """Wait until the broker has passed on a message with ``value`` at ``key`` on ``topic``.
+    Publishing is asynchronous: a subscriber that connects right after a publish call may
+    otherwise still get the old retained message, or the new one live (retain flag off)."""
+    watcher = mqtt_recorder(broker, topic)
+    return watcher.wait_for(
+        lambda: any(json.loads(m.payload)[key] == value for m in watcher.on(topic))
+    )
+
+
 def test_status_online_is_retained_for_later_subscribers(
     broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
 ) -> None:
     publisher = started(make_publisher, broker)
     topic = f"edgesight/{device_id}/status"
+    assert broker_has(mqtt_recorder, broker, topic, "state", "online")
     late = mqtt_recorder(broker, "edgesight/#")  # connects after the status went out
     assert late.wait_for(lambda: late.on(topic))
     (msg,) = late.on(topic)
@@ -144,6 +157,7 @@ def test_set_status_degraded_is_retained_and_bad_state_refused(
     with pytest.raises(ValueError, match="one of"):
         publisher.set_status("sleepy")
     topic = f"edgesight/{device_id}/status"
+    assert broker_has(mqtt_recorder, broker, topic, "state", "degraded")
     late = mqtt_recorder(broker, topic)
     assert late.wait_for(lambda: late.on(topic))
     (msg,) = late.on(topic)
@@ -319,6 +333,7 @@ def test_broker_restart_reconnects_with_one_warning_per_outage(
     assert sum(m.startswith("reconnected to broker") for m in infos) == 2
     # The restarted broker kept nothing; the status was announced again on reconnect.
     status = f"edgesight/{device_id}/status"
+    assert broker_has(mqtt_recorder, broker, status, "state", "online")
     late = mqtt_recorder(broker, status)
     assert late.wait_for(lambda: late.json(status))
     assert late.json(status)[0]["state"] == "online" and late.on(status)[0].retain
@@ -326,6 +341,7 @@ def test_broker_restart_reconnects_with_one_warning_per_outage(
     # may be gone.
     publisher.publish_counts("cam1", {"cola": 1}, ts=2.0)
     count = f"edgesight/{device_id}/cam1/count/cola"
+    assert broker_has(mqtt_recorder, broker, count, "ts", 2.0)
     late = mqtt_recorder(broker, count)
     assert late.wait_for(lambda: late.json(count))
     assert late.json(count) == [{"count": 1, "ts": 2.0}] and late.on(count)[0].retain
