@@ -158,12 +158,16 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 #: Slack on logit comparisons so float rounding can never drop a score that passes exactly.
-LOGIT_SLACK = 1e-4
+PROBABILITY_SLACK = 1e-6
 
 
 def logit_bar(class_thresholds: np.ndarray) -> np.ndarray:
-    """Per-class thresholds as logits, a column for comparing (C, N) class-major scores."""
-    return (logit(class_thresholds) - LOGIT_SLACK).astype(np.float32)[:, np.newaxis]
+    """Per-class thresholds as logits, a column for comparing (C, N) class-major scores.
+
+    Lowered by PROBABILITY_SLACK first: float32 scores round by up to a few 1e-7, which near 1
+    is a large step in logit space (a threshold of 1.0 is passed by saturated scores)."""
+    lowered = np.clip(np.asarray(class_thresholds, np.float64) - PROBABILITY_SLACK, 0.0, 1.0)
+    return logit(lowered).astype(np.float32)[:, np.newaxis]
 
 
 def scored_candidates(

@@ -140,11 +140,17 @@ def test_ssd_boxes_formats_background_and_per_class_thresholds():
         build_decoder(manifest)({"boxes": boxes, "s": logits}, IDENTITY)
 
 
-@settings(max_examples=200, deadline=None)
+THRESHOLDS = st.one_of(
+    st.sampled_from([0.0, 1e-9, 0.05, 0.3, 0.5, 0.9, 0.9999, 0.999999, 1.0]),
+    st.floats(0.0, 1.0, allow_subnormal=False),
+)
+
+
+@settings(max_examples=500, deadline=None)
 @given(
     logits=hnp.arrays(
         np.float32, st.tuples(st.integers(1, 60), st.integers(2, 6)),
-        elements=st.floats(-12, 12, width=32, allow_subnormal=False),
+        elements=st.floats(-40, 40, width=32, allow_subnormal=False),
     ),
     activation=st.sampled_from(["sigmoid", "softmax", "none"]),
     background=st.sampled_from([None, 0, -1, 1]),
@@ -154,13 +160,26 @@ def test_logit_prefilter_finds_exactly_what_activating_everything_finds(
     logits, activation, background, data
 ):
     n_labels = logits.shape[1] - (background is not None)
-    thresholds = np.asarray(data.draw(st.lists(
-        st.sampled_from([0.0, 0.05, 0.3, 0.5, 0.9, 1.0]), min_size=n_labels, max_size=n_labels,
-    )), np.float32)
+    thresholds = np.asarray(
+        data.draw(st.lists(THRESHOLDS, min_size=n_labels, max_size=n_labels)), np.float32
+    )
     full = candidates(activate(logits, activation, background), thresholds)
     fast = scored_candidates(logits, activation, background, thresholds)
     for want, got in zip(full, fast, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_prefilter_keeps_saturated_scores_at_a_threshold_of_one(activation):
+    # found by CI: softmax([7, -10]) is exactly 1.0 in float32, so it passes a threshold of 1.0
+    logits = np.array([[7.0, -10.0], [30.0, -10.0]], np.float32)
+    thresholds = np.array([1.0], np.float32)
+    background = -1 if activation == "softmax" else None
+    if background is None:
+        logits = logits[:, :1]
+    full = candidates(activate(logits, activation, background), thresholds)
+    fast = scored_candidates(logits, activation, background, thresholds)
+    assert full[0].tolist() == fast[0].tolist() and len(full[0]) >= 1
 
 
 def test_prefilter_keeps_a_score_exactly_at_its_threshold():
