@@ -18,6 +18,8 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, Self, cast
@@ -250,32 +252,37 @@ def _header_error(checker: _Checker, exc: _HeaderProblem) -> ArchiveError:
     )
 
 
-def _scan(archive: Path, scratch: Path, caps: _Caps) -> _Checker:
-    """Pass 1: check every header and the declared sizes; write nothing."""
+@contextmanager
+def _checked_tar(
+    archive: Path, caps: _Caps
+) -> Iterator[tuple[_Checker, tarfile.TarFile, _LimitedReader]]:
+    """The open archive with a fresh checker; a bad header met anywhere inside the block,
+    opening included, becomes an ArchiveError saying after which member."""
     checker = _Checker(archive, caps)
     raw, stream = _open_stream(archive, caps)
     try:
         with raw, _open_tar(stream) as tar:
-            for member in tar:
-                checker.check(member, scratch)
-            while stream.read(COPY_CHUNK_BYTES):  # reach the gzip trailer: its CRC is checked
-                pass
+            yield checker, tar, stream
     except _HeaderProblem as exc:
         raise _header_error(checker, exc) from exc
+
+
+def _scan(archive: Path, scratch: Path, caps: _Caps) -> _Checker:
+    """Pass 1: check every header and the declared sizes; write nothing."""
+    with _checked_tar(archive, caps) as (checker, tar, stream):
+        for member in tar:
+            checker.check(member, scratch)
+        while stream.read(COPY_CHUNK_BYTES):  # reach the gzip trailer: its CRC is checked
+            pass
     return checker
 
 
 def _extract(archive: Path, tmp: Path, prefix: tuple[str, ...], caps: _Caps) -> None:
     """Pass 2: check each member again (the file may have changed) and write it into ``tmp``."""
-    checker = _Checker(archive, caps)
     written = 0
-    raw, stream = _open_stream(archive, caps)
-    with raw, _open_tar(stream) as tar:
+    with _checked_tar(archive, caps) as (checker, tar, _):
         for member in tar:
-            try:
-                parts = checker.check(member, tmp)
-            except _HeaderProblem as exc:
-                raise _header_error(checker, exc) from exc
+            parts = checker.check(member, tmp)
             if parts[: len(prefix)] != prefix:
                 raise checker.fail(member.name, "changed since the first pass")
             rel = parts[len(prefix) :]
