@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import sha256_file
+from edge_agent.manifest import SCHEMA, Thresholds
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
@@ -36,7 +37,8 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def info(t: Any) -> TensorInfo:
-        dtype = t.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32")
+        dtype = t.type.removeprefix("tensor(").removesuffix(")")
+        dtype = "float32" if dtype == "float" else dtype  # ONNX says float for float32 only
         return TensorInfo(t.name, list(t.shape), dtype)
 
     return [info(t) for t in session.get_inputs()], [info(t) for t in session.get_outputs()]
@@ -123,13 +125,14 @@ def _guess_decoder(outputs: list[TensorInfo]) -> tuple[str, dict[str, Any], int]
     return "detect", {"type": "TODO", "outputs": {o.name: "TODO" for o in outputs}}, -1
 
 
-def manifest_skeleton(path: Path) -> dict[str, Any]:
+def manifest_skeleton(
+    path: Path, fmt: str, inputs: list[TensorInfo], outputs: list[TensorInfo]
+) -> dict[str, Any]:
     """A manifest with everything the file says filled in and TODO where a person decides."""
-    fmt, inputs, outputs = read_tensors(path)
     task, decoder, n_classes = _guess_decoder(outputs)
     labels = [f"TODO_class_{i}" for i in range(max(n_classes, 1))]
     return {
-        "schema": "edgesight.bundle/1",
+        "schema": SCHEMA,
         "name": path.stem,
         "version": 1,
         "task": task,
@@ -141,7 +144,7 @@ def manifest_skeleton(path: Path) -> dict[str, Any]:
         },
         "input": _input_spec(inputs[0]),
         "decoder": decoder,
-        "thresholds": {"score": 0.5, "nms_iou": 0.45, "max_detections": 100},
+        "thresholds": Thresholds().model_dump(exclude={"per_class"}),
         "files": {path.name: sha256_file(path)},
     }
 
@@ -152,7 +155,8 @@ def inspect_model(path: Path, manifest_out: Path | None = None) -> str:
     lines = [f"{path} ({fmt})", "inputs:"] + [f"  {t.describe()}" for t in inputs]
     lines += ["outputs:"] + [f"  {t.describe()}" for t in outputs]
     if manifest_out is not None:
-        manifest_out.write_text(json.dumps(manifest_skeleton(path), indent=2) + "\n")
+        skeleton = manifest_skeleton(path, fmt, inputs, outputs)
+        manifest_out.write_text(json.dumps(skeleton, indent=2) + "\n")
         lines.append(
             f"manifest skeleton written to {manifest_out}: replace every TODO "
             "(labels, decoder type, colour order, mean/std) before use"

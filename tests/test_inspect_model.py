@@ -47,3 +47,21 @@ def test_bad_files(tmp_path, capsys):
     (tmp_path / "x.pb").write_bytes(b"x")
     assert main(["inspect-model", str(tmp_path / "x.pb")]) == 2
     assert "expected a .onnx or .tflite file" in capsys.readouterr().err
+
+
+def test_onnx_dtype_names(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_agent.inspect_model import read_tensors
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "half.onnx")
+    _, inputs, outputs = read_tensors(tmp_path / "half.onnx")
+    assert (inputs[0].dtype, outputs[0].dtype) == ("float32", "float16")  # not "float3216"
