@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, Self, cast
 
+from edge_agent.bundle import MANIFEST
+
 MIB = 1 << 20
 DEFAULT_MAX_TOTAL_BYTES = 512 * MIB  # all files together; our bundles are tens of MB
 DEFAULT_MAX_FILES = 1000  # members of any kind; a bundle holds a handful
@@ -33,7 +35,6 @@ STREAM_SLACK_BYTES = 1 * MIB  # end-of-archive blocks and record padding
 COPY_CHUNK_BYTES = 1 * MIB
 FILE_MODE = 0o644  # archive modes are ignored: no setuid bits, nothing world-writable
 DIR_MODE = 0o755
-MANIFEST = "manifest.json"
 #: Archive name endings and the compression each one means.
 SUFFIXES = {".tar.gz": "gz", ".tgz": "gz", ".tar": "none"}
 ONLY_FILES_AND_DIRS = "expected regular files and directories only"

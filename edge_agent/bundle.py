@@ -40,9 +40,6 @@ class Bundle:
     def model_path(self) -> Path:
         return self.path / self.manifest.model.file
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def model_id(self) -> str:
         return f"{self.manifest.name}@{self.manifest.version}"

@@ -222,9 +222,8 @@ def _to_python(node: yaml.Node, lines: dict[tuple[Any, ...], int], path: tuple[A
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node))
-            lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = _to_python(value_node, lines, (*path, key))
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            lines[(*path, key)] = key_node.start_mark.line + 1  # the key's line, not the value's
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, lines, (*path, i)) for i, item in enumerate(node.value)]

@@ -220,8 +220,9 @@ class Manifest(BaseModel):
             raise ValueError(f"decoder {self.decoder.type!r} does not fit task {self.task!r}")
         if self.decoder.type == "sigmoid" and not self.multilabel:
             raise ValueError("decoder 'sigmoid' needs multilabel: true")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be unique")
+        dupes = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        if dupes:
+            raise ValueError(f"labels must be unique, but {dupes} appear more than once")
         unknown = sorted(set(self.thresholds.per_class) - set(self.labels))
         if unknown:
             raise ValueError(f"thresholds.per_class names labels not in labels: {unknown}")

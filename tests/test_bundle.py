@@ -52,6 +52,12 @@ def test_manifest_without_labels(bundle):
         load_bundle(bundle)
 
 
+def test_repeated_labels_are_named(bundle):
+    edit_manifest(bundle, labels=["red", "green", "red"])
+    with pytest.raises(BundleError, match=r"labels must be unique, but \['red'\] appear"):
+        load_bundle(bundle)
+
+
 def test_model_file_not_listed(bundle):
     edit_manifest(bundle, files={})
     with pytest.raises(BundleError, match=r"files must list 'model\.onnx' with its sha256"):
