@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -45,7 +45,6 @@ class SourceStats:
     frames: int = 0
     errors: int = 0
     dropped_frames: int = 0  # live frames replaced by a newer one before inference took them
-    last_counts: dict[str, int] = field(default_factory=dict)
 
 
 ResultHook = Callable[[Result, Frame], None]
@@ -80,6 +79,7 @@ class Agent:
         )
         self._post_thread: threading.Thread | None = None
         self._degraded = False
+        self._lock = threading.Lock()  # stats.errors and _degraded, set from three threads
 
     def start(self) -> None:
         """Load the bundle and model, open the sources, connect, start the threads.
@@ -103,7 +103,8 @@ class Agent:
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
-        self._sources = [open_source(s, self.stop_event) for s in cfg.sources]
+        for source_cfg in cfg.sources:  # one by one, so close() closes those already open
+            self._sources.append(open_source(source_cfg, self.stop_event))
         self.publisher = MqttPublisher(
             cfg.mqtt,
             cfg.device_id,
@@ -208,7 +209,6 @@ class Agent:
                 self._frame_failed(stats, frame, "decoding")
                 continue
             stats.frames += 1
-            stats.last_counts = result.counts
             if self.publisher is not None:
                 try:
                     self.publisher.publish_result(result)
@@ -216,11 +216,17 @@ class Agent:
                 except Exception:
                     log.exception("publishing result %s/%d failed", result.source_id, result.seq)
             if self.on_result is not None and isinstance(frame, Frame):
-                self.on_result(result, frame)
+                try:
+                    self.on_result(result, frame)
+                except Exception:  # a failing hook must not end the post thread
+                    self._frame_failed(stats, frame, "the on_result hook")
 
     def _frame_failed(self, stats: SourceStats, frame: Frame | FrameInfo, stage: str) -> None:
-        stats.errors += 1
-        if stats.errors == 1:  # once per source: a broken model fails every frame
+        """Count a failed frame (from any of the three threads) and log the first per source."""
+        with self._lock:
+            stats.errors += 1
+            first = stats.errors == 1
+        if first:  # once per source: a broken model fails every frame
             log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, stage)
         self._set_degraded()
 
@@ -247,9 +253,11 @@ class Agent:
         )
 
     def _set_degraded(self) -> None:
-        if not self._degraded and self.publisher is not None:
+        with self._lock:
+            if self._degraded or self.publisher is None:
+                return
             self._degraded = True
-            self.publisher.set_status("degraded")
+        self.publisher.set_status("degraded")
 
     def wait(self, poll_s: float = POLL_S) -> None:
         """Block until every source has ended or stop() was called."""
@@ -268,7 +276,10 @@ class Agent:
         for source in self._sources:
             source.close()
         if self._post_thread is not None:
-            self._post_q.put(None)  # after every frame already inferred
+            try:  # after every frame already inferred
+                self._post_q.put(None, timeout=THREAD_JOIN_TIMEOUT_S)
+            except queue.Full:
+                log.error("the post thread is stuck; %d result(s) not published", POST_QUEUE_FRAMES)
             self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
             self._post_thread = None
         if self.publisher is not None:

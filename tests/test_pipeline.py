@@ -132,3 +132,25 @@ def test_mailbox_put_gives_up_on_stop():
     stop.set()
     thread.join(2.0)
     assert result == [False]
+
+
+def test_a_failing_hook_is_counted_and_the_agent_still_finishes(tmp_path, monkeypatch):
+    clip = write_clip(tmp_path / "clip.mp4")
+    agent, _ = make_agent(tmp_path, str(clip), monkeypatch)
+
+    def broken_hook(result, frame):
+        raise RuntimeError("the frame writer's disk is full")
+
+    agent.on_result = broken_hook
+    done = threading.Event()
+
+    def run():
+        agent.start()
+        agent.wait()
+        agent.close()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(60), "the agent hung after its hook raised"
+    stats = agent.stats["cam"]
+    assert stats.frames == FRAMES and stats.errors == FRAMES
