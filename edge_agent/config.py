@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.publish.topics import RESERVED_DEVICE_IDS, RESERVED_SOURCE_IDS, topic_level
 from edge_agent.rawkey import is_raw_public_key
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
@@ -65,6 +66,8 @@ class SourceConfig(_Model):
     def _id_is_topic_safe(cls, value: str) -> str:
         if not value or any(ch not in SOURCE_ID_CHARS for ch in value):
             raise ValueError(f"must be non-empty letters, digits, '_' or '-', but got {value!r}")
+        if value in RESERVED_SOURCE_IDS:
+            raise ValueError(f"{value!r} is reserved in MQTT topics; choose another name")
         return value
 
     @model_validator(mode="after")
@@ -183,6 +186,13 @@ class AgentConfig(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_not_reserved(cls, value: str) -> str:
+        if topic_level(value) in RESERVED_DEVICE_IDS:
+            raise ValueError(f"{value!r} is reserved in MQTT topics; choose another name")
+        return value
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> AgentConfig:

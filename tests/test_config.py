@@ -74,6 +74,14 @@ def test_duplicate_source_ids_refused():
     assert any("aisle3" in i and "unique" in i for i in issues_of(text))
 
 
+def test_ids_reserved_in_topics_refused_with_their_line():
+    text = GOOD.replace("device_id: shelf-cam-1", "device_id: fleet")
+    text = text.replace("id: aisle3", "id: cmd")
+    found = issues_of(text)
+    assert any("line 1" in i and "device_id" in i and "'fleet' is reserved" in i for i in found)
+    assert any("line 6" in i and "sources[0].id" in i and "'cmd' is reserved" in i for i in found)
+
+
 def test_password_from_environment(monkeypatch):
     monkeypatch.setenv(ENV_MQTT_PASSWORD, "s3cret")
     cfg = parse_config(GOOD, Path("agent.yaml"))
