@@ -38,7 +38,9 @@ class _Model(BaseModel):
 
 
 class SourceConfig(_Model):
-    id: str = Field(description="Name of the source; used in MQTT topics (letters, digits, _ -).")
+    id: str = Field(
+        description="Name of the source; used in MQTT topics (letters, digits, _ -; not cmd)."
+    )
     uri: str | int = Field(
         description="Camera index (0) or /dev/videoN, rtsp:// or http(s):// URL, video file path, "
         "or a folder of images."
@@ -178,7 +180,7 @@ class MqttConfig(_Model):
 class AgentConfig(_Model):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname(),
-        description="Device name used in topics; default the host name.",
+        description="Device name used in topics (not fleet); default the host name.",
     )
     model: ModelConfig = Field(description="The model bundle and how to run it.")
     sources: list[SourceConfig] = Field(min_length=1, description="Frame sources to process.")
