@@ -9,6 +9,7 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -25,6 +26,26 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 log = logging.getLogger("edge_agent")
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; argparse names the flag in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            within = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {within}, got {value}")
+        return value
+
+    return parse
+
+
+def _thread_counts(text: str) -> list[int]:
+    return [_int_in(1, 64)(part) for part in text.split(",")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,18 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="answer Custom Vision-style prediction requests over HTTP")
     srv.add_argument("bundle", type=Path, help="model bundle folder")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    srv.add_argument("--port", type=int, default=8080, help="TCP port")
+    srv.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port")
     srv.add_argument(
         "--runtime",
         choices=["onnx", "tflite"],
         help="inference runtime (default: the one for the bundle's model format)",
     )
-    srv.add_argument("--threads", type=int, default=2, help="runtime threads")
+    srv.add_argument("--threads", type=_int_in(1, 64), default=2, help="runtime threads")
     srv.add_argument("--score-threshold", type=float, help="override the bundle's threshold")
     srv.add_argument("--project", default="", help="project id echoed in answers")
     srv.add_argument("--iteration", default="", help="iteration name echoed in answers")
     srv.add_argument(
-        "--max-body-bytes", type=int, default=20 * 1024 * 1024, help="largest image accepted, bytes"
+        "--max-body-bytes",
+        type=_int_in(1),
+        default=20 * 1024 * 1024,
+        help="largest image accepted, bytes",
     )
     srv.add_argument("--no-url", action="store_true", help="refuse POST /url")
 
@@ -78,15 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--threads",
-        type=lambda v: [int(x) for x in v.split(",")],
+        type=_thread_counts,
         help="thread counts, e.g. 1,2 (default: 1 and all cores)",
     )
-    bench.add_argument("--frames", type=int, default=100, help="frames timed per row and round")
     bench.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds pooled into each row"
+        "--frames", type=_int_in(2), default=100, help="frames timed per row and round"
+    )
+    bench.add_argument(
+        "--rounds", type=_int_in(1), default=3, help="interleaved rounds pooled into each row"
     )
     bench.add_argument("--mqtt-host", default="127.0.0.1", help="broker for the agent path")
-    bench.add_argument("--mqtt-port", type=int, default=1883, help="broker port")
+    bench.add_argument("--mqtt-port", type=_int_in(1, 65535), default=1883, help="broker port")
     bench.add_argument(
         "--apply",
         type=Path,
@@ -135,12 +161,13 @@ def _inspect(file: Path, manifest: Path | None) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from edge_agent.bench import apply_to_config, format_table, recommend, run_bench
     from edge_agent.config import MqttConfig
+    from edge_agent.sources import SourceError
 
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     mqtt = MqttConfig(host=args.mqtt_host, port=args.mqtt_port, client_id="edgesight-bench")
     try:
         rows = run_bench(args.bundle, args.source, mqtt, args.threads, args.frames, args.rounds)
-    except (BundleError, ModelRuntimeError) as exc:
+    except (BundleError, ModelRuntimeError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(rows))

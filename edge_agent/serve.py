@@ -363,7 +363,7 @@ def serve(
             url_fetch_timeout_s=url_fetch_timeout_s,
             allow_url=allow_url,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, OverflowError) as exc:  # OverflowError: port beyond 65535
         predictor.close()
         print(f"edge-agent serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,6 +1,7 @@
 """edge-agent bench measures every variant, recommends one, and writes it into a config.
 (Behaviour only; the speed figures themselves are printed by bench/, never asserted.)"""
 
+import pytest
 import yaml
 
 from edge_agent.cli import main
@@ -60,3 +61,19 @@ def test_rows_pool_interleaved_rounds_and_keep_each_rounds_figure(tmp_path, brok
         assert len(row.round_fps) == 2
         # the pooled figure lies between the rounds' own figures
         assert min(row.round_fps) - 1e-9 <= row.fps <= max(row.round_fps) + 1e-9
+
+
+def test_bench_arguments_out_of_range_name_the_flag(tmp_path, capsys):
+    for flag, value in (("--rounds", "0"), ("--frames", "1"), ("--threads", "1,0")):
+        with pytest.raises(SystemExit) as info:
+            main(["bench", "--bundle", str(tmp_path), flag, value])
+        assert info.value.code == 2
+        assert f"argument {flag}: expected an integer" in capsys.readouterr().err
+
+
+def test_bench_missing_source_is_a_clear_error(tmp_path, capsys):
+    bundle = colour_blocks_bundle(tmp_path / "b")
+    code = main(["bench", "--bundle", str(bundle), "--source", str(tmp_path / "nope.mp4"),
+                 "--threads", "1", "--frames", "3", "--rounds", "1", "--mqtt-port", "9"])
+    assert code == 2
+    assert "video file not found" in capsys.readouterr().err
