@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 import cv2
 import numpy as np
 
+from edge_agent.manifest import InputSpec, Thresholds
 from edge_agent.preprocess import Transform
 from edge_agent.types import Classifications, Detections, cxcywh_to_xyxy, xywh_to_xyxy
 
@@ -26,13 +27,11 @@ class DecodeError(ValueError):
 def output(outputs: Outputs, name: str | None, what: str) -> np.ndarray:
     if name is None:
         distinct = {id(v): v for v in outputs.values()}  # a runtime may alias one tensor
-        if len(distinct) == 1:
-            return next(iter(distinct.values()))
-        if len(outputs) != 1:
+        if len(distinct) != 1:
             raise DecodeError(
                 f"decoder needs '{what}' named: the model has outputs {sorted(outputs)}"
             )
-        return next(iter(outputs.values()))
+        return next(iter(distinct.values()))
     try:
         return outputs[name]
     except KeyError:
@@ -130,6 +129,23 @@ def nms(
         conf[keep].astype(np.float32),
         class_idx[keep].astype(np.int32),
     )
+
+
+def input_size(spec: InputSpec) -> np.ndarray:
+    """(w, h, w, h) of the model input: scales normalised xyxy boxes to input pixels."""
+    return np.array([spec.width, spec.height] * 2, np.float32)
+
+
+def nms_detections(
+    xyxy: np.ndarray,
+    conf: np.ndarray,
+    class_idx: np.ndarray,
+    thresholds: Thresholds,
+    transform: Transform,
+) -> Detections:
+    """Class-wise NMS on candidates in input pixels, then the kept boxes in frame pixels."""
+    kept, conf, cls = nms(xyxy, conf, class_idx, thresholds.nms_iou, thresholds.max_detections)
+    return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
 
 
 def drop_background(scores: np.ndarray, background: int | None) -> np.ndarray:

@@ -16,8 +16,9 @@ from edge_agent.decode_ops import (
     DecodeFn,
     Outputs,
     boxes_to_xyxy,
+    input_size,
     logit_bar,
-    nms,
+    nms_detections,
     output,
     scored_candidates,
     sigmoid,
@@ -59,7 +60,8 @@ def _classifier(cfg: SoftmaxDecoder | SigmoidDecoder, n_labels: int) -> DecodeFn
 
 
 def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray) -> DecodeFn:
-    size = np.array([manifest.input.width, manifest.input.height] * 2, np.float32)
+    size = input_size(manifest.input)
+    th = manifest.thresholds
     bar = logit_bar(thresholds)
 
     def decode(outputs: Outputs, transform: Transform) -> Detections:
@@ -76,9 +78,7 @@ def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray)
         xyxy = boxes_to_xyxy(boxes[anchor_idx], cfg.box_format)
         if cfg.normalized:
             xyxy = xyxy * size
-        th = manifest.thresholds
-        kept, conf, cls = nms(xyxy, conf, class_idx, th.nms_iou, th.max_detections)
-        return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
+        return nms_detections(xyxy, conf, class_idx, th, transform)
 
     return decode
 
@@ -104,7 +104,7 @@ def _ssd_anchors(
 ) -> DecodeFn:
     width, height = manifest.input.width, manifest.input.height
     anchors = load_anchors(cfg, bundle_dir, width, height)
-    size = np.array([width, height] * 2, np.float32)
+    size = input_size(manifest.input)
     th = manifest.thresholds
     bar = logit_bar(thresholds)
 
@@ -122,8 +122,7 @@ def _ssd_anchors(
         )
         boxes = decode_boxes(codes[anchor_idx], anchors[anchor_idx], cfg.box_coder)
         boxes = np.clip(boxes, 0.0, 1.0) * size  # torchvision clips to the image before NMS
-        kept, conf, cls = nms(boxes, conf, class_idx, th.nms_iou, th.max_detections)
-        return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
+        return nms_detections(boxes, conf, class_idx, th, transform)
 
     return decode
 
@@ -142,9 +141,7 @@ def build_decoder(
         return _ssd_boxes(cfg, manifest, thresholds)
     if isinstance(cfg, SsdAnchorsDecoder):
         return _ssd_anchors(cfg, manifest, thresholds, bundle_dir)
-    if isinstance(cfg, TflitePostprocessDecoder):
-        return detections_decoder(cfg, manifest, thresholds)
-    if isinstance(cfg, DetectionsDecoder):
+    if isinstance(cfg, TflitePostprocessDecoder | DetectionsDecoder):
         return detections_decoder(cfg, manifest, thresholds)
     if isinstance(cfg, YoloRegionsDecoder):
         return yolo_regions_decoder(cfg, manifest, thresholds)

@@ -12,7 +12,8 @@ from edge_agent.decode_ops import (
     Outputs,
     boxes_to_xyxy,
     candidates,
-    nms,
+    input_size,
+    nms_detections,
     output,
     sigmoid,
     softmax,
@@ -33,7 +34,7 @@ def detections_decoder(
 ) -> DecodeFn:
     """Boxes, classes, scores (and a count) already suppressed in the graph: threshold per
     class, keep the best ``max_detections``, map boxes back to the frame."""
-    size = np.array([manifest.input.width, manifest.input.height] * 2, np.float32)
+    size = input_size(manifest.input)
     n_labels = len(manifest.labels)
     if isinstance(cfg, TflitePostprocessDecoder):  # the op's fixed convention
         box_format, normalized = "yxyx", True
@@ -56,16 +57,13 @@ def detections_decoder(
         cls = classes[:count].astype(np.int64) + cfg.class_offset
         conf = scores[:count].astype(np.float32)
         valid = (cls >= 0) & (cls < n_labels)
-        keep = valid & (conf >= thresholds[np.clip(cls, 0, n_labels - 1)])
-        order = np.argsort(-conf[keep], kind="stable")[: manifest.thresholds.max_detections]
-        xyxy = boxes_to_xyxy(boxes[:count][keep][order], box_format)
+        keep = np.flatnonzero(valid & (conf >= thresholds[np.clip(cls, 0, n_labels - 1)]))
+        keep = keep[np.argsort(-conf[keep], kind="stable")[: manifest.thresholds.max_detections]]
+        xyxy = boxes_to_xyxy(boxes[keep], box_format)
         if normalized:
             xyxy = xyxy * size
-        return Detections(
-            xyxy=transform.to_frame(xyxy),
-            confidence=conf[keep][order],
-            class_id=cls[keep][order].astype(np.int32),
-        )
+        class_id = cls[keep].astype(np.int32)
+        return Detections(xyxy=transform.to_frame(xyxy), confidence=conf[keep], class_id=class_id)
 
     return decode
 
@@ -77,7 +75,7 @@ def yolo_regions_decoder(
     score = sigmoid(objectness) x softmax(classes), then class-wise NMS."""
     anchors = np.asarray(cfg.anchors, np.float32)  # (A, 2) width, height in cells
     n_labels = len(manifest.labels)
-    size = np.array([manifest.input.width, manifest.input.height] * 2, np.float32)
+    size = input_size(manifest.input)
     th = manifest.thresholds
 
     def decode(outputs: Outputs, transform: Transform) -> Detections:
@@ -102,7 +100,6 @@ def yolo_regions_decoder(
         h = np.exp(box[:, 3]) * anchors[a, 1] / rows
         xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         xyxy = np.clip(xyxy, 0.0, 1.0) * size
-        kept, conf, cls = nms(xyxy, conf, cls, th.nms_iou, th.max_detections)
-        return Detections(xyxy=transform.to_frame(kept), confidence=conf, class_id=cls)
+        return nms_detections(xyxy, conf, cls, th, transform)
 
     return decode

@@ -33,10 +33,9 @@ class Mailbox:
             return replaced
 
     def put(self, item: Any, stop: threading.Event) -> bool:
-        """Leave ``item`` and wait until inference takes it; False if ``stop`` came first."""
+        """Leave ``item`` and wait until inference takes it; False if ``stop`` came first.
+        One producer per mailbox: the slot is always empty when ``put`` starts."""
         with self._cond:
-            while self._item is not None and not stop.is_set():
-                self._cond.wait(POLL_S)
             self._item = item
             self._cond.notify_all()
             while self._item is item and not stop.is_set():
@@ -54,7 +53,8 @@ class Mailbox:
             if self._item is None and not self._closed:
                 self._cond.wait(timeout_s)
             item, self._item = self._item, None
-            self._cond.notify_all()  # a put() waits for its frame to be taken
+            if item is not None:
+                self._cond.notify_all()  # a put() waits for its frame to be taken
             if item is not None or self._closed:
                 return True, item
             return False, None
