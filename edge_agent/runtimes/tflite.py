@@ -85,6 +85,7 @@ class TfliteRuntime:
                 f"bundle {bundle.path}: manifest input.dtype {spec.dtype!r} "
                 f"but the model expects {have.name}"
             )
+        self._input_dtype = have
         self._outputs = outputs
         self._by_index = {d["index"]: d for d in outputs.values()}
         self._output_indices = sorted(self._by_index)
@@ -112,10 +113,9 @@ class TfliteRuntime:
         return named
 
     def to_input(self, tensor: np.ndarray) -> np.ndarray:
-        detail = self._input
-        if tensor.dtype == np.float32 and np.dtype(detail["dtype"]) != np.float32:
-            scale, zero_point = detail["quantization"]
-            return _quantize(tensor, np.dtype(detail["dtype"]), scale, zero_point)
+        if tensor.dtype == np.float32 and self._input_dtype != np.float32:
+            scale, zero_point = self._input["quantization"]
+            return _quantize(tensor, self._input_dtype, scale, zero_point)
         return tensor
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
