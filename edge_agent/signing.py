@@ -175,15 +175,16 @@ def encode_signature(signature: bytes) -> bytes:
     return base64.b64encode(signature) + b"\n"
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file, fsync, rename: a reader sees the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Temp file with ``mode`` from the start (mkstemp makes it 0600, never wider), fsync,
+    rename: a reader sees the old file or the new one, never half, and a key is never exposed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -203,7 +204,7 @@ def sign_manifest(
     except FileNotFoundError as exc:
         raise ValueError(f"bundle {bundle}: {MANIFEST} is missing; nothing to sign") from exc
     out = bundle / SIGNATURE
-    _write_atomic(out, encode_signature(key.sign(manifest)), SIGNATURE_FILE_MODE)
+    write_atomic(out, encode_signature(key.sign(manifest)), SIGNATURE_FILE_MODE)
     return out
 
 

@@ -151,9 +151,10 @@ def evaluate(
             k: v["recommended"]["threshold"] for k, v in metrics["per_class"].items()
         }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    report = json_safe(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("evaluated %s on %d images (%s): %s", ckpt, len(samples), which, headline(report))
-    return json_safe(report)
+    return report
 
 
 def headline(report: dict[str, Any]) -> str:

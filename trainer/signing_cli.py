@@ -28,6 +28,7 @@ from edge_agent.signing import (
     public_key_base64,
     sign_manifest,
     verify_bundle_signature,
+    write_atomic,
 )
 
 PRIVATE_KEY_FILE = "edgesight.key"
@@ -78,21 +79,6 @@ def _fail(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Temp file with ``mode`` from the start, then rename: never a moment of wider access."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def keygen(out: Path, force: bool = False) -> tuple[Path, Path]:
     """Write a new key pair into ``out``; refuse to replace one unless ``force``."""
     out.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
@@ -104,8 +90,8 @@ def keygen(out: Path, force: bool = False) -> tuple[Path, Path]:
             "verify on devices that trust only the new one. Use --force to replace it"
         )
     private_pem, public_pem = generate_keypair()
-    _write_file(private, private_pem, PRIVATE_KEY_MODE)
-    _write_file(public, public_pem, PUBLIC_KEY_MODE)
+    write_atomic(private, private_pem, PRIVATE_KEY_MODE)
+    write_atomic(public, public_pem, PUBLIC_KEY_MODE)
     return private, public
 
 

@@ -7,7 +7,6 @@ byte for byte and rendering can be spread over processes.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -148,7 +147,3 @@ def generate(
         save(Dataset("classify", list(classes), crops, splits=splits), out, fmt, images="hardlink")
         return SynthResult(n, Counter(s.labels[0] for s in crops), out)
 
-
-def default_workers() -> int:
-    """Two processes at most by default: the target machines and CI have two cores."""
-    return max(1, min(2, os.cpu_count() or 1))
