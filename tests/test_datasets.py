@@ -255,12 +255,17 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     assert "unreadable image" in msg and "broken.jpg" in msg
 
 
+def yolo_problems(root: Path, labels: str) -> str:
+    """The problems of a one-image, one-class YOLO dataset whose a.txt holds ``labels``."""
+    write_image(root / "images" / "train" / "a.jpg")
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text(labels)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cat]\n")
+    return problems_of(root)
+
+
 def test_box_outside_image_names_label_file_and_line(tmp_path: Path) -> None:
-    write_image(tmp_path / "images" / "train" / "a.jpg")
-    (tmp_path / "labels" / "train").mkdir(parents=True)
-    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 1.2 0.5 0.4 0.2\n")
-    (tmp_path / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cat]\n")
-    msg = problems_of(tmp_path)
+    msg = yolo_problems(tmp_path, "0 0.5 0.5 0.2 0.2\n0 1.2 0.5 0.4 0.2\n")
     assert "labels/train/a.txt line 2" in msg and "outside the image" in msg
 
 
@@ -284,11 +289,7 @@ def test_unknown_class_coco(tmp_path: Path) -> None:
 
 
 def test_unknown_class_yolo(tmp_path: Path) -> None:
-    write_image(tmp_path / "images" / "train" / "a.jpg")
-    (tmp_path / "labels" / "train").mkdir(parents=True)
-    (tmp_path / "labels" / "train" / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
-    (tmp_path / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cat]\n")
-    msg = problems_of(tmp_path)
+    msg = yolo_problems(tmp_path, "3 0.5 0.5 0.2 0.2\n")
     assert "labels/train/a.txt line 1" in msg and "unknown class id 3" in msg
 
 

@@ -20,7 +20,9 @@ def test_bundle_is_complete_and_measured(folder, runtime):
     m = bundle.manifest
     assert m.model.format == runtime and m.model.precision == "int8"
     assert m.labels == ["can", "bottle", "box", "bag"]
-    assert m.metrics["mAP50"] >= 0.9  # measured on 150 held-out scenes through edge_agent
+    # a data check: the committed bundle carries the mAP its export measured on 150 held-out
+    # scenes through edge_agent (tools/build_demo_bundle.sh), and it is a good one
+    assert m.metrics["mAP50"] >= 0.9
     assert set(m.thresholds.per_class) == set(m.labels)  # best-F1 per class
     assert (DEMO / folder / "report.md").is_file()
 

@@ -165,7 +165,7 @@ def test_tflite_classifier_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
 def test_tflite_detector_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
     report = _tflite_int8(runs, "det")
     box = report["parity"]["int8_vs_fp32"]["box_agreement"]  # measured 0.36: flat scores
-    assert box is None or 0.0 <= box <= 1.0
+    assert box is not None and box > 0.1  # INT8 boxes still match FP32's, if loosely
     assert load_bundle(runs["root"] / "det-tflite-int8").manifest.decoder.outputs.boxes == "loc"
 
 

@@ -82,7 +82,7 @@ def running(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
         thread.join(TIMEOUT_S)
 
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def call(
@@ -92,7 +92,7 @@ def call(
     """(status, decoded JSON body or None, headers), for success and error answers alike."""
     req = urllib.request.Request(server.url + path, body, headers or {}, method=method)
     try:
-        with _NO_PROXY.open(req, timeout=TIMEOUT_S) as resp:
+        with NO_PROXY.open(req, timeout=TIMEOUT_S) as resp:
             raw, status, hdrs = resp.read(), resp.status, resp.headers
     except urllib.error.HTTPError as exc:
         raw, status, hdrs = exc.read(), exc.code, exc.headers
