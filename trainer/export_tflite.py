@@ -15,10 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.export_onnx import INPUT_NAME, ExportModule, sample_input
+if TYPE_CHECKING:
+    from trainer.export_onnx import ExportModule
 
 INSTALL_HINT = "TFLite export needs the export-tflite extra: pip install 'edgesight[export-tflite]'"
 
@@ -49,6 +51,8 @@ def export_tflite(
     """
     if not module.nhwc:
         raise ValueError("TFLite bundles take NHWC input: build the ExportModule with nhwc=True")
+    from trainer.export_onnx import INPUT_NAME, sample_input  # torch: only once converting
+
     litert_torch = require_litert()
     module.eval()
     sample = sample_input(size, nhwc=True)
