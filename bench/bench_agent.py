@@ -34,15 +34,10 @@ from edge_agent.bench import (
 )
 from edge_agent.bench import format_table as bench_table
 from edge_agent.config import MqttConfig
+from edge_agent.embedded_broker import free_port
 
 AGENT = str(Path(sys.executable).parent / "edge-agent")
 POLL_S = 0.005
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:

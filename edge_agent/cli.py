@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from edge_agent import __version__
 from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.runtimes import ModelRuntimeError
 
 if TYPE_CHECKING:
     from edge_agent.pipeline import ResultHook
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 log = logging.getLogger("edge_agent")
@@ -225,22 +223,15 @@ def run_agent(cfg: AgentConfig, on_result: ResultHook | None = None) -> int:
     from edge_agent.sources import SourceError
 
     agent = Agent(cfg, on_result=on_result)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        agent.stop()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        agent.start()
-        agent.wait()
-    except (BundleError, ModelRuntimeError, SourceError) as exc:
-        log.error("%s", exc)
-        return EXIT_BAD_INPUT
-    finally:
-        agent.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(agent.stop):
+        try:
+            agent.start()
+            agent.wait()
+        except (BundleError, ModelRuntimeError, SourceError) as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        finally:
+            agent.close()
     failed = sum(s.errors for s in agent.stats.values())
     return EXIT_FAILED if failed and not sum(s.frames for s in agent.stats.values()) else EXIT_OK
 

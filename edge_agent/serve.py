@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import socket
 import socketserver
 import sys
@@ -26,13 +25,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.predictor import Predictor
+from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.serve_request import (
     CLIENT_TIMEOUT_S,
@@ -54,7 +53,6 @@ from edge_agent.serve_request import (
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2  # as edge_agent.cli
 
 
 @dataclass(frozen=True)
@@ -368,31 +366,24 @@ def serve(
         print(f"edge-agent serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     thread = threading.Thread(target=server.serve_forever, name="serve-http", daemon=True)
-    thread.start()
     m = bundle.manifest
-    log.info(
-        "serving %s (%s, %d labels) on %s: POST /image, POST /url, GET /health",
-        bundle.model_id,
-        m.task,
-        len(m.labels),
-        server.url,
-    )
-    try:
-        while not stop.wait(0.5):
-            if not thread.is_alive():
-                log.error("the HTTP server thread stopped unexpectedly")
-                return EXIT_FAILED
-    finally:
-        server.shutdown()
-        server.server_close()
-        predictor.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop.set):
+        thread.start()
+        log.info(
+            "serving %s (%s, %d labels) on %s: POST /image, POST /url, GET /health",
+            bundle.model_id,
+            m.task,
+            len(m.labels),
+            server.url,
+        )
+        try:
+            while not stop.wait(0.5):
+                if not thread.is_alive():
+                    log.error("the HTTP server thread stopped unexpectedly")
+                    return EXIT_FAILED
+        finally:
+            server.shutdown()
+            server.server_close()
+            predictor.close()
     return EXIT_OK

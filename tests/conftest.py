@@ -25,6 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.embedded_broker import free_port
+
 #: Where Debian/Ubuntu's mosquitto package puts the broker (not on a non-root PATH).
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto",)
 #: Longest wait for the broker to open or release its port, s.
@@ -34,13 +36,6 @@ BROKER_STOP_TIMEOUT_S = 10.0
 RECORDER_READY_TIMEOUT_S = 10.0
 #: Poll interval while waiting, s.
 POLL_S = 0.02
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mosquitto_binary() -> str:

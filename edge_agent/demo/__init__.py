@@ -33,6 +33,7 @@ from edge_agent.embedded_broker import (
     probe_mqtt,
 )
 from edge_agent.pipeline import Agent
+from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.sources import SourceError
 
@@ -50,7 +51,6 @@ DEVICE_TOPIC_PREFIX = f"{MqttConfig().topic_prefix}/{DEVICE_ID}"
 CLIP_VERSION = 1
 ANNOTATED_DIR = "annotated"
 EMBEDDED_HOST = "127.0.0.1"
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 @dataclass(frozen=True)
