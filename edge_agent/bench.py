@@ -78,7 +78,9 @@ def bench_image() -> np.ndarray:
 def first_frame(source: str | None) -> np.ndarray:
     """The source's first frame (what the model really sees), else a busy synthetic frame."""
     if source is not None:
-        ok, frame = cv2.VideoCapture(source).read()
+        cap = cv2.VideoCapture(source)
+        ok, frame = cap.read()
+        cap.release()
         if ok and frame is not None:
             return frame
     return bench_image()
@@ -145,9 +147,11 @@ def agent_samples(
     return [(b - a) * 1000 for a, b in itertools.pairwise(usable)]
 
 
-def opencv_dnn_samples(bundle: Bundle, frames: int, image: np.ndarray) -> list[float] | None:
+def opencv_dnn_samples(
+    bundle: Bundle, frames: int, image: np.ndarray, rounds: int = 1
+) -> list[list[float]] | None:
     """What a user might write: cv2.dnn on the same ONNX file, blobFromImage, forward
-    (milliseconds per frame; None when OpenCV cannot run the model)."""
+    (milliseconds per frame, each round; None when OpenCV cannot run the model)."""
     spec = bundle.manifest.input
     if bundle.manifest.model.format != "onnx":
         return None
@@ -156,21 +160,21 @@ def opencv_dnn_samples(bundle: Bundle, frames: int, image: np.ndarray) -> list[f
     except cv2.error:
         return None  # OpenCV refuses many QDQ INT8 graphs (see docs/bench.md)
     scale = spec.scale / float(np.mean(spec.std))
-    samples = []
-    for i in range(frames + WARMUP_FRAMES):
-        t0 = time.perf_counter()
-        blob = cv2.dnn.blobFromImage(
-            image,
-            scale,
-            (spec.width, spec.height),
-            [m * 255 for m in spec.mean],
-            swapRB=spec.color == "RGB",
-        )
-        net.setInput(blob)
-        net.forward(net.getUnconnectedOutLayersNames())
-        if i >= WARMUP_FRAMES:
-            samples.append((time.perf_counter() - t0) * 1000)
-    return samples
+    mean = [m * 255 for m in spec.mean]
+    out = []
+    for _ in range(rounds):
+        samples = []
+        for i in range(frames + WARMUP_FRAMES):
+            t0 = time.perf_counter()
+            blob = cv2.dnn.blobFromImage(
+                image, scale, (spec.width, spec.height), mean, swapRB=spec.color == "RGB"
+            )
+            net.setInput(blob)
+            net.forward(net.getUnconnectedOutLayersNames())
+            if i >= WARMUP_FRAMES:
+                samples.append((time.perf_counter() - t0) * 1000)
+        out.append(samples)
+    return out
 
 
 def run_bench(
@@ -211,8 +215,8 @@ def run_bench(
                     _row(name, "decode", decode, *where),
                     _row(name, "agent", agent, *where),
                 ]
-            dnn = [opencv_dnn_samples(bundle, frames, image) or [] for _ in range(rounds)]
-            if any(dnn):
+            dnn = opencv_dnn_samples(bundle, frames, image, rounds)  # one model load
+            if dnn:
                 rows.append(_row(f"opencv-dnn {precision}", "opencv-dnn", dnn, bundle=str(path)))
     return rows
 

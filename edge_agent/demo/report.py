@@ -1,7 +1,7 @@
 """What the demo shows while it runs: a live table of counts and annotated frames on disk.
 
-Both are fed from the agent's ``on_result`` hook, which runs in the inference thread: nothing
-here may raise into it (:class:`DemoObserver` logs the first failure and carries on).
+Both are fed from the agent's ``on_result`` hook, which runs in the post thread: nothing here
+should raise into it (:class:`DemoObserver` logs the first failure and carries on).
 """
 
 from __future__ import annotations
