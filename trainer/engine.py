@@ -40,10 +40,43 @@ def batch_loss(model: nn.Module, images: Any, targets: Any, task: str, multilabe
     """The scalar loss of one batch (detectors compute their own; they must be in train mode)."""
     if task == "detect":
         return sum(model(images, targets).values())
-    logits = model(images)
+    return _classifier_loss(model(images), targets, multilabel)
+
+
+def _classifier_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> Any:
     if multilabel:
         return nn.functional.binary_cross_entropy_with_logits(logits, targets.float())
     return nn.functional.cross_entropy(logits, targets)
+
+
+def _probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+    return probs.cpu().numpy()
+
+
+def _detections(images: Any, targets: Any, outputs: Any) -> list[dict[str, np.ndarray]]:
+    """Eval-mode detector outputs as numpy, boxes scaled back to each file's pixels."""
+    found = []
+    for image, target, out in zip(images, targets, outputs, strict=True):
+        height, width = target["orig_size"].tolist()
+        scale = torch.tensor([width / image.shape[-1], height / image.shape[-2]] * 2)
+        found.append({
+            "boxes": (out["boxes"].cpu() * scale).numpy(),
+            "scores": out["scores"].cpu().numpy(),
+            "labels": out["labels"].cpu().numpy().astype(np.int64) - 1,  # drop background
+        })  # fmt: skip
+    return found
+
+
+def _loss_mode(model: nn.Module, task: str) -> None:
+    """Detectors return losses only in train mode, so they run in train mode with every
+    BatchNorm switched to eval: running statistics are used, not updated."""
+    model.eval()
+    if task == "detect":
+        model.train()
+        for module in model.modules():
+            if isinstance(module, BN_TYPES):
+                module.eval()
 
 
 def train_one_epoch(
@@ -82,29 +115,34 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate_loss(
+def validate(
     model: nn.Module, loader: DataLoader, device: torch.device | str, *, task: str,
     multilabel: bool = False,
-) -> float:  # fmt: skip
-    """Mean loss on ``loader`` without touching the model's weights or BN statistics.
-
-    Detectors return losses only in train mode, so they run in train mode with every
-    BatchNorm switched to eval: running statistics are used, not updated.
-    """
+) -> tuple[float, np.ndarray | list[dict[str, np.ndarray]]]:  # fmt: skip
+    """Mean loss and ``predict``'s predictions in one pass, each image loaded once, without
+    touching the model's weights or BN statistics. A classifier's eval logits give both; a
+    detector runs its loss forward (see ``_loss_mode``) and its eval forward per batch."""
     was_training = model.training
-    model.eval()
-    if task == "detect":
-        model.train()
-        for module in model.modules():
-            if isinstance(module, BN_TYPES):
-                module.eval()
     total, count = 0.0, 0
-    for images, targets in loader:
-        images, targets = _to(device, images, targets, task)
-        total += float(batch_loss(model, images, targets, task, multilabel))
+    scores: list[np.ndarray] = []
+    found: list[dict[str, np.ndarray]] = []
+    for images, targets in tqdm(loader, desc="validate", leave=False, disable=None):
+        on_device, targets_on_device = _to(device, images, targets, task)
+        _loss_mode(model, task)
+        if task == "detect":
+            total += float(batch_loss(model, on_device, targets_on_device, task, multilabel))
+            model.eval()
+            found += _detections(images, targets, model(on_device))
+        else:
+            logits = model(on_device)
+            total += float(_classifier_loss(logits, targets_on_device, multilabel))
+            scores.append(_probabilities(logits, multilabel))
         count += 1
     model.train(was_training)
-    return total / max(count, 1)
+    loss = total / max(count, 1)
+    if task == "detect":
+        return loss, found
+    return loss, np.concatenate(scores) if scores else np.zeros((0, 0), np.float32)
 
 
 @torch.no_grad()
@@ -122,19 +160,9 @@ def predict(
     found: list[dict[str, np.ndarray]] = []
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=None):
         if task != "detect":
-            logits = model(images.to(device))
-            probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
-            scores.append(probs.cpu().numpy())
+            scores.append(_probabilities(model(images.to(device)), multilabel))
             continue
-        outputs = model([im.to(device) for im in images])
-        for image, target, out in zip(images, targets, outputs, strict=True):
-            height, width = target["orig_size"].tolist()
-            scale = torch.tensor([width / image.shape[-1], height / image.shape[-2]] * 2)
-            found.append({
-                "boxes": (out["boxes"].cpu() * scale).numpy(),
-                "scores": out["scores"].cpu().numpy(),
-                "labels": out["labels"].cpu().numpy().astype(np.int64) - 1,  # drop background
-            })  # fmt: skip
+        found += _detections(images, targets, model([im.to(device) for im in images]))
     if task == "detect":
         return found
     return np.concatenate(scores) if scores else np.zeros((0, 0), np.float32)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from trainer import __version__
 from trainer.datasets import Dataset, DatasetError, Sample, load, split
-from trainer.engine import BN_BATCHES, evaluate_loss, predict, recompute_bn_stats, train_one_epoch
+from trainer.engine import BN_BATCHES, recompute_bn_stats, train_one_epoch, validate
 from trainer.evaluate import SELECTION_METRIC, score
 from trainer.models import (
     IMAGENET_MEAN_STD,
@@ -238,9 +238,8 @@ def _run(run: Path, cfg: dict, ds: Dataset, epochs: int, resume: bool, patience:
                                      multilabel=cfg["multilabel"], desc=f"epoch {epoch}/{epochs}",
                                      max_steps=steps)  # fmt: skip
         recompute_bn_stats(model, bn_loader, bn_batches, device)
-        val_loss = evaluate_loss(model, val_loader, device, task=cfg["task"],
-                                 multilabel=cfg["multilabel"])  # fmt: skip
-        preds = predict(model, val_loader, device, task=cfg["task"], multilabel=cfg["multilabel"])
+        val_loss, preds = validate(model, val_loader, device, task=cfg["task"],
+                                   multilabel=cfg["multilabel"])  # fmt: skip
         metrics, _ = score(cfg["task"], cfg["multilabel"], preds, val_s, cfg["labels"])
         value = metrics[cfg["metric"]]
         value = 0.0 if value != value else float(value)  # NaN: no val ground truth
