@@ -84,13 +84,10 @@ def run_train(args: argparse.Namespace) -> int:
         return error(problem)
     try:
         from trainer.datasets import DatasetError
-        from trainer.models import model_info
         from trainer.train import train
     except ImportError as exc:
         return error(f"{INSTALL_HINT} ({exc})")
     try:
-        if not args.resume:
-            model_info(args.model)  # lists the valid names before any data is read
         with console_log():
             run = train(
                 args.task, args.model, args.data, args.out, args.epochs, batch_size=args.batch,

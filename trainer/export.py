@@ -45,7 +45,6 @@ log = logging.getLogger("trainer.export")
 FORMATS = ("onnx", "tflite")
 #: Default INT8 budget: the most of the headline metric INT8 may lose, in points (1 = 0.01).
 BUDGET_POINTS = 2.0
-RUNTIMES = {"onnx": "onnx", "tflite": "tflite"}
 
 
 class ExportError(ValueError):
@@ -178,6 +177,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
     import torch
 
     from trainer.export_onnx import (
+        INPUT_NAME,
         ExportModule,
         box_coder_weights,
         export_onnx,
@@ -198,7 +198,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
         decoder=bw.decoder_spec(config, box_coder_weights(model) if detect else None),
         nms={
             "nms_iou": float(getattr(model, "nms_thresh", bw.DEFAULT_NMS_IOU)),
-            "max_detections": int(getattr(model, "detections_per_img", 100)),
+            "max_detections": int(getattr(model, "detections_per_img", bw.DEFAULT_MAX_DETECTIONS)),
         },
         extra=[bw.ANCHORS_FILE] if detect else [],
     )
@@ -229,7 +229,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
         int8_file = staged.dirs["int8"] / bw.MODEL_FILES[(opts.fmt, True)]
         log.info("quantizing to INT8 with %d calibration images", len(tensors))
         if opts.fmt == "onnx":
-            quantize_onnx(fp32_file, int8_file, tensors, "images", work)
+            quantize_onnx(fp32_file, int8_file, tensors, INPUT_NAME, work)
         else:
             export_tflite(module, int8_file, size, calibration=tensors)
         bundles["int8"] = bw.stage_bundle(staged.dirs["int8"], int8=True, **stage)
@@ -238,7 +238,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
     evaluation = evaluate_bundles(
         bundles,
         job.val,
-        runtime=RUNTIMES[opts.fmt],
+        runtime=opts.fmt,  # each format runs in its own runtime
         pairs=pairs,
         reference=torch_reference(module),
         threads=opts.threads,
@@ -271,7 +271,7 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
         "labels": config["labels"],
         "format": opts.fmt,
         "precision": "int8" if opts.int8 else "fp32",
-        "runtime": RUNTIMES[opts.fmt],
+        "runtime": opts.fmt,
         "model_file": bw.MODEL_FILES[(opts.fmt, opts.int8)],
         "eval": {"split": "val", "images": evaluation.images, "data": config["data"]},
         "calibration": {"split": "train", "images": staged.calib_images} if opts.int8 else None,

@@ -21,7 +21,7 @@ from edge_agent.bundle import Bundle
 from edge_agent.predictor import Predictor
 from edge_agent.types import Classifications, Detections
 from trainer.datasets import Sample
-from trainer.evaluate import score
+from trainer.evaluate import SELECTION_METRIC, score
 from trainer.quantize import read_bgr
 
 #: FP32 export vs PyTorch: max |difference| of a raw output over that output's value range.
@@ -33,8 +33,9 @@ DETECT_EVAL_SCORE = 0.001
 AGREEMENT_SCORE = 0.3
 AGREEMENT_IOU = 0.5
 TORCH = "torch"  # name of the PyTorch reference in pairs
-#: Headline metric per (task, multilabel): it decides the INT8 budget and the stale-BN warning.
-HEADLINE = {("classify", False): "accuracy", ("classify", True): "mAP", ("detect", False): "mAP50"}
+#: Headline metric per (task, multilabel), the one that picks best.pt: it also decides the INT8
+#: budget and the stale-BN warning.
+HEADLINE = SELECTION_METRIC
 HEADLINE_KEYS = {
     ("classify", False): ["accuracy", "macro_f1"],
     ("classify", True): ["mAP", "macro_f1"],
