@@ -68,11 +68,17 @@ def rss_mb(pid: int) -> float:
 def run_agent_once(bundle: Path, clip: Path, port: int, workdir: Path) -> tuple[float, float]:
     """(seconds from spawn to the first result on the broker, peak RSS MB)."""
     config = workdir / "agent.yaml"
-    config.write_text(json.dumps({
-        "device_id": "bench", "model": {"bundle": str(bundle.resolve())},
-        "sources": [{"id": "cam", "uri": str(clip)}],
-        "mqtt": {"host": "127.0.0.1", "port": port}, "log_level": "WARNING",
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "device_id": "bench",
+                "model": {"bundle": str(bundle.resolve())},
+                "sources": [{"id": "cam", "uri": str(clip)}],
+                "mqtt": {"host": "127.0.0.1", "port": port},
+                "log_level": "WARNING",
+            }
+        )
+    )
     first: list[float] = []
     sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     sub.on_message = lambda c, u, m: first or first.append(time.perf_counter())
@@ -119,8 +125,13 @@ print(next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM
 def bare_rss_mb(bundle: Path) -> float:
     """Peak RSS of importing OpenCV, the runtime and paho and running the model alone: the
     floor the agent's own memory is added to."""
-    out = subprocess.run([sys.executable, "-c", BARE_PROBE, str(bundle)], capture_output=True,
-                         text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_PROBE, str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -129,10 +140,15 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, action="append", required=True)
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
     parser.add_argument("--threads", default=None, help="e.g. 1,2")
-    parser.add_argument("--rounds", type=int, default=BENCH_ROUNDS,
-                        help="interleaved rounds pooled into each row")
-    parser.add_argument("--source", type=Path, help="video to run (default: a generated clip; "
-                        "the shelf bundles are best measured on the demo's shelf clip)")
+    parser.add_argument(
+        "--rounds", type=int, default=BENCH_ROUNDS, help="interleaved rounds pooled into each row"
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="video to run (default: a generated clip; "
+        "the shelf bundles are best measured on the demo's shelf clip)",
+    )
     args = parser.parse_args()
     threads = [int(x) for x in args.threads.split(",")] if args.threads else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,12 +156,20 @@ def main() -> int:
         broker, port = start_broker(work)
         try:
             clip = args.source or write_bench_clip(work / "clip.avi", args.frames + WARMUP_FRAMES)
-            rows = run_bench(args.bundle, str(clip), MqttConfig(host="127.0.0.1", port=port),
-                             threads, args.frames, args.rounds)
+            rows = run_bench(
+                args.bundle,
+                str(clip),
+                MqttConfig(host="127.0.0.1", port=port),
+                threads,
+                args.frames,
+                args.rounds,
+            )
             print(bench_table(rows))
             print()
-            print(f"{'bundle / variant':<34} {'agent/loop':>17} {'decode/inf':>10} "
-                  f"{'agent/dnn':>9} {'RSS MB':>7} {'bare MB':>7} {'first s':>7}")
+            print(
+                f"{'bundle / variant':<34} {'agent/loop':>17} {'decode/inf':>10} "
+                f"{'agent/dnn':>9} {'RSS MB':>7} {'bare MB':>7} {'first s':>7}"
+            )
             for bundle in args.bundle:
                 mine = [r for r in rows if r.bundle == str(bundle)]
                 dnn = next((r for r in mine if r.path == "opencv-dnn"), None)
@@ -159,14 +183,20 @@ def main() -> int:
                     ratio_dnn = f"{agent.fps / dnn.fps:9.2f}" if dnn else f"{'n/a':>9}"
                     spread = [a / b for a, b in zip(agent.round_fps, r.round_fps, strict=True)]
                     ratio = f"{agent.fps / r.fps:.2f} ({min(spread):.2f}-{max(spread):.2f})"
-                    print(f"{bundle.name + ' ' + r.variant:<34} {ratio:>17} "
-                          f"{dec.ms_p50 / r.ms_p50:10.1%} {ratio_dnn} {peak:7.0f} {bare:7.0f} "
-                          f"{first_s:7.2f}")
-            print("\nagent/loop: pooled over the rounds (lowest-highest single round); RSS: "
-                  "highest peak of `edge-agent run` over the rounds; bare: the same imports "
-                  "(OpenCV, the runtime, paho) and the model run alone")
-            print("targets: agent/loop >= 0.95, decode/inf <= 10 %, agent/dnn >= 1.5, "
-                  "RSS <= 128 MB, first result <= 1.5 s")
+                    print(
+                        f"{bundle.name + ' ' + r.variant:<34} {ratio:>17} "
+                        f"{dec.ms_p50 / r.ms_p50:10.1%} {ratio_dnn} {peak:7.0f} {bare:7.0f} "
+                        f"{first_s:7.2f}"
+                    )
+            print(
+                "\nagent/loop: pooled over the rounds (lowest-highest single round); RSS: "
+                "highest peak of `edge-agent run` over the rounds; bare: the same imports "
+                "(OpenCV, the runtime, paho) and the model run alone"
+            )
+            print(
+                "targets: agent/loop >= 0.95, decode/inf <= 10 %, agent/dnn >= 1.5, "
+                "RSS <= 128 MB, first result <= 1.5 s"
+            )
         finally:
             broker.terminate()
             broker.wait()

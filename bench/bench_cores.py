@@ -67,8 +67,10 @@ def main() -> int:
     print(f"{bundle.path.name}, {runtime}, 1 thread on CPU {cpus[0]}; load on CPU {cpus[1]}")
     print(f"{'second CPU':<20} {'p50 ms':>8} {'mean ms':>8} {'fps vs alone':>13}")
     for name, ms in samples.items():
-        print(f"{name:<20} {statistics.median(ms):8.2f} {statistics.mean(ms):8.2f} "
-              f"{alone / statistics.mean(ms):13.2f}")
+        print(
+            f"{name:<20} {statistics.median(ms):8.2f} {statistics.mean(ms):8.2f} "
+            f"{alone / statistics.mean(ms):13.2f}"
+        )
     return 0
 
 

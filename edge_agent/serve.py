@@ -54,7 +54,6 @@ from edge_agent.serve_request import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ServeSettings:
     project: str = ""

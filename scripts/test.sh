@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/ensure-mosquitto.sh
 scripts/setup.sh onnx,tflite,train,export-tflite,demo,dev
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 # The full suite, the one-minute SSD-to-INT8-TFLite export included (set 0 to skip it).
 export EDGESIGHT_SLOW_TESTS="${EDGESIGHT_SLOW_TESTS:-1}"
 exec .venv/bin/python -m pytest "$@"

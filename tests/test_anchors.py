@@ -10,9 +10,13 @@ from edge_agent.manifest import AnchorGenerator, BoxCoder, Manifest
 from edge_agent.preprocess import Transform
 
 # ssd_mobilenet_v1_coco (TF model zoo): 300x300, six layers of 19, 10, 5, 3, 2, 1 cells.
-TF_SSD_V1 = {"num_layers": 6, "min_scale": 0.2, "max_scale": 0.95,
-             "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333], "feature_map_sizes":
-             [[19, 19], [10, 10], [5, 5], [3, 3], [2, 2], [1, 1]]}
+TF_SSD_V1 = {
+    "num_layers": 6,
+    "min_scale": 0.2,
+    "max_scale": 0.95,
+    "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333],
+    "feature_map_sizes": [[19, 19], [10, 10], [5, 5], [3, 3], [2, 2], [1, 1]],
+}
 
 
 def test_tf_ssd_mobilenet_v1_anchors():
@@ -31,8 +35,9 @@ def test_tf_ssd_mobilenet_v1_anchors():
 
 
 def test_strides_give_map_sizes_like_mediapipe():
-    gen = AnchorGenerator.model_validate({**TF_SSD_V1, "feature_map_sizes": None,
-                                          "feature_map_strides": [16, 32, 64, 128, 256, 512]})
+    gen = AnchorGenerator.model_validate(
+        {**TF_SSD_V1, "feature_map_sizes": None, "feature_map_strides": [16, 32, 64, 128, 256, 512]}
+    )
     anchors = generate_ssd_anchors(gen, 300, 300)  # ceil(300 / 16) = 19, ... as above
     assert anchors.shape == (1917, 4)
 
@@ -53,46 +58,72 @@ def test_tf_box_coder_order():
 
 
 def manifest_for(decoder: dict, labels=("person", "dog", "cat"), **thresholds) -> Manifest:
-    return Manifest.model_validate({
-        "schema": "edgesight.bundle/1", "name": "t", "version": 1, "task": "detect",
-        "labels": list(labels), "model": {"file": "m.tflite", "format": "tflite"},
-        "input": {"width": 300, "height": 300, "layout": "NHWC", "dtype": "uint8"},
-        "decoder": decoder, "thresholds": {"score": 0.5, **thresholds},
-        "files": {"m.tflite": "0" * 64},
-    })
+    return Manifest.model_validate(
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "t",
+            "version": 1,
+            "task": "detect",
+            "labels": list(labels),
+            "model": {"file": "m.tflite", "format": "tflite"},
+            "input": {"width": 300, "height": 300, "layout": "NHWC", "dtype": "uint8"},
+            "decoder": decoder,
+            "thresholds": {"score": 0.5, **thresholds},
+            "files": {"m.tflite": "0" * 64},
+        }
+    )
 
 
 def test_ssd_anchors_with_generator_and_sigmoid_scores():
-    manifest = manifest_for({
-        "type": "ssd_anchors", "outputs": {"boxes": "raw_boxes", "scores": "raw_scores"},
-        "anchor_generator": TF_SSD_V1, "box_coder": {"order": "yxhw"},
-        "score_activation": "sigmoid", "background_class": 0,
-    })
+    manifest = manifest_for(
+        {
+            "type": "ssd_anchors",
+            "outputs": {"boxes": "raw_boxes", "scores": "raw_scores"},
+            "anchor_generator": TF_SSD_V1,
+            "box_coder": {"order": "yxhw"},
+            "score_activation": "sigmoid",
+            "background_class": 0,
+        }
+    )
     codes = np.zeros((1, 1917, 4), np.float32)
     logits = np.full((1, 1917, 4), -10.0, np.float32)
     logits[0, 1916, 2] = 3.0  # "dog" on the last (centre, 0.975-wide) anchor
-    det = build_decoder(manifest)({"raw_boxes": codes, "raw_scores": logits},
-                                  Transform(0.5, 0.5, 0.0, 0.0, 600, 600))
+    det = build_decoder(manifest)(
+        {"raw_boxes": codes, "raw_scores": logits}, Transform(0.5, 0.5, 0.0, 0.0, 600, 600)
+    )
     assert det.class_id.tolist() == [1]
     half = np.sqrt(0.95) / 2
-    np.testing.assert_allclose(det.xyxy[0], np.array([0.5 - half, 0.5 - half, 0.5 + half,
-                                                       0.5 + half]) * 600, rtol=1e-5)
+    np.testing.assert_allclose(
+        det.xyxy[0], np.array([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half]) * 600, rtol=1e-5
+    )
     np.testing.assert_allclose(det.confidence, [1 / (1 + np.exp(-3.0))], rtol=1e-6)
 
 
 def test_tflite_detection_postprocess_outputs():
     manifest = manifest_for(
-        {"type": "tflite_detection_postprocess",
-         "outputs": {"boxes": "TFLite_Detection_PostProcess",
-                     "classes": "TFLite_Detection_PostProcess:1",
-                     "scores": "TFLite_Detection_PostProcess:2",
-                     "count": "TFLite_Detection_PostProcess:3"}},
+        {
+            "type": "tflite_detection_postprocess",
+            "outputs": {
+                "boxes": "TFLite_Detection_PostProcess",
+                "classes": "TFLite_Detection_PostProcess:1",
+                "scores": "TFLite_Detection_PostProcess:2",
+                "count": "TFLite_Detection_PostProcess:3",
+            },
+        },
         per_class={"cat": 0.8},
     )
     outputs = {
         "TFLite_Detection_PostProcess": np.array(
-            [[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.2, 0.2, 0.4, 0.4],
-              [0.0, 0.0, 0.0, 0.0]]], np.float32),
+            [
+                [
+                    [0.1, 0.2, 0.5, 0.6],
+                    [0.0, 0.0, 1.0, 1.0],
+                    [0.2, 0.2, 0.4, 0.4],
+                    [0.0, 0.0, 0.0, 0.0],
+                ]
+            ],
+            np.float32,
+        ),
         "TFLite_Detection_PostProcess:1": np.array([[2.0, 0.0, 2.0, 1.0]], np.float32),
         "TFLite_Detection_PostProcess:2": np.array([[0.9, 0.6, 0.7, 0.95]], np.float32),
         "TFLite_Detection_PostProcess:3": np.array([3.0], np.float32),  # the 4th is padding

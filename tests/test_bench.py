@@ -12,13 +12,33 @@ from tools.toy_models import colour_blocks_bundle
 def test_bench_table_recommendation_and_apply(tmp_path, broker, capsys):
     bundle = colour_blocks_bundle(tmp_path / "b")
     config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"bundle": str(bundle), "threads": 2},
-        "sources": [{"id": "cam", "uri": "0"}],
-    }))
-    code = main(["bench", "--bundle", str(bundle), "--threads", "1", "--frames", "10",
-                 "--rounds", "2", "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
-                 "--apply", str(config)])
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"bundle": str(bundle), "threads": 2},
+                "sources": [{"id": "cam", "uri": "0"}],
+            }
+        )
+    )
+    code = main(
+        [
+            "bench",
+            "--bundle",
+            str(bundle),
+            "--threads",
+            "1",
+            "--frames",
+            "10",
+            "--rounds",
+            "2",
+            "--mqtt-host",
+            broker.host,
+            "--mqtt-port",
+            str(broker.port),
+            "--apply",
+            str(config),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     for path in ("runtime", "decode", "agent", "opencv-dnn"):
@@ -53,8 +73,9 @@ def test_rows_pool_interleaved_rounds_and_keep_each_rounds_figure(tmp_path, brok
     from edge_agent.config import MqttConfig
 
     bundle = colour_blocks_bundle(tmp_path / "b")
-    rows = run_bench([bundle], None, MqttConfig(host=broker.host, port=broker.port), [1],
-                     frames=8, rounds=2)
+    rows = run_bench(
+        [bundle], None, MqttConfig(host=broker.host, port=broker.port), [1], frames=8, rounds=2
+    )
     paths = {r.path: r for r in rows}
     assert set(paths) == {"runtime", "decode", "agent", "opencv-dnn"}
     for row in rows:
@@ -73,7 +94,22 @@ def test_bench_arguments_out_of_range_name_the_flag(tmp_path, capsys):
 
 def test_bench_missing_source_is_a_clear_error(tmp_path, capsys):
     bundle = colour_blocks_bundle(tmp_path / "b")
-    code = main(["bench", "--bundle", str(bundle), "--source", str(tmp_path / "nope.mp4"),
-                 "--threads", "1", "--frames", "3", "--rounds", "1", "--mqtt-port", "9"])
+    code = main(
+        [
+            "bench",
+            "--bundle",
+            str(bundle),
+            "--source",
+            str(tmp_path / "nope.mp4"),
+            "--threads",
+            "1",
+            "--frames",
+            "3",
+            "--rounds",
+            "1",
+            "--mqtt-port",
+            "9",
+        ]
+    )
     assert code == 2
     assert "video file not found" in capsys.readouterr().err

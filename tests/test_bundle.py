@@ -34,8 +34,11 @@ def test_good_bundle_loads(bundle):
 def test_wrong_sha256_names_file_and_both_hashes(bundle):
     with (bundle / "model.onnx").open("ab") as fh:
         fh.write(b"tampered")
-    with pytest.raises(BundleError, match=r"model.onnx: sha256 mismatch \(expected [0-9a-f]{64}, "
-                                          r"got [0-9a-f]{64}\)") as info:
+    with pytest.raises(
+        BundleError,
+        match=r"model.onnx: sha256 mismatch \(expected [0-9a-f]{64}, "
+        r"got [0-9a-f]{64}\)",
+    ) as info:
         load_bundle(bundle)
     assert str(bundle) in str(info.value)
 

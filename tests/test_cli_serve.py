@@ -21,8 +21,11 @@ AGENT = str(Path(sys.executable).parent / "edge-agent")
 def test_serve_command(tmp_path):
     bundle = colour_blocks_bundle(tmp_path / "b")
     port = free_port()
-    proc = subprocess.Popen([AGENT, "serve", str(bundle), "--port", str(port), "--threads", "1"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [AGENT, "serve", str(bundle), "--port", str(port), "--threads", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         img = np.full((480, 640, 3), 60, np.uint8)
         img[96:192, 128:256] = (0, 0, 255)
@@ -30,8 +33,11 @@ def test_serve_command(tmp_path):
         answer = None
         for _ in range(100):  # until the server listens
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/image", data=body,
-                                             headers={"Content-Type": "application/octet-stream"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/image",
+                    data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
                 with NO_PROXY.open(req, timeout=5) as resp:  # CI may set http_proxy
                     answer = json.loads(resp.read())
                 break

@@ -23,13 +23,22 @@ IDENTITY = Transform(1.0, 1.0, 0.0, 0.0, 10_000, 10_000)
 def classifier_bundle(path, decoder: dict, multilabel: bool = False, labels=None):
     path.mkdir()
     mean_colour_classifier(path / "m.onnx", size=32)
-    write_manifest(path, {
-        "schema": "edgesight.bundle/1", "name": "colour", "version": 1, "task": "classify",
-        "multilabel": multilabel, "labels": labels or ["red", "green", "blue"],
-        "model": {"file": "m.onnx", "format": "onnx"},
-        "input": {"width": 32, "height": 32, "color": "RGB"},
-        "decoder": decoder, "thresholds": {"score": 0.5}, "files": {"m.onnx": ""},
-    })
+    write_manifest(
+        path,
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "colour",
+            "version": 1,
+            "task": "classify",
+            "multilabel": multilabel,
+            "labels": labels or ["red", "green", "blue"],
+            "model": {"file": "m.onnx", "format": "onnx"},
+            "input": {"width": 32, "height": 32, "color": "RGB"},
+            "decoder": decoder,
+            "thresholds": {"score": 0.5},
+            "files": {"m.onnx": ""},
+        },
+    )
     return load_bundle(path)
 
 
@@ -119,16 +128,27 @@ def test_select_and_nms_is_class_wise_and_bounded():
 
 
 def test_ssd_boxes_formats_background_and_per_class_thresholds():
-    manifest = Manifest.model_validate({
-        "schema": "edgesight.bundle/1", "name": "t", "version": 1, "task": "detect",
-        "labels": ["cat", "dog"], "model": {"file": "m.onnx", "format": "onnx"},
-        "input": {"width": 100, "height": 50},
-        "decoder": {"type": "ssd_boxes", "outputs": {"boxes": "b", "scores": "s"},
-                    "box_format": "yxyx", "normalized": True, "score_activation": "softmax",
-                    "background_class": 0},
-        "thresholds": {"score": 0.5, "per_class": {"dog": 0.9}},
-        "files": {"m.onnx": "0" * 64},
-    })
+    manifest = Manifest.model_validate(
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "t",
+            "version": 1,
+            "task": "detect",
+            "labels": ["cat", "dog"],
+            "model": {"file": "m.onnx", "format": "onnx"},
+            "input": {"width": 100, "height": 50},
+            "decoder": {
+                "type": "ssd_boxes",
+                "outputs": {"boxes": "b", "scores": "s"},
+                "box_format": "yxyx",
+                "normalized": True,
+                "score_activation": "softmax",
+                "background_class": 0,
+            },
+            "thresholds": {"score": 0.5, "per_class": {"dog": 0.9}},
+            "files": {"m.onnx": "0" * 64},
+        }
+    )
     boxes = np.array([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]]], np.float32)
     logits = np.log(np.array([[[0.2, 0.7, 0.1], [0.15, 0.05, 0.8]]], np.float32))
     det = build_decoder(manifest)({"b": boxes, "s": logits}, IDENTITY)
@@ -149,7 +169,8 @@ THRESHOLDS = st.one_of(
 @settings(max_examples=500, deadline=None)
 @given(
     logits=hnp.arrays(
-        np.float32, st.tuples(st.integers(1, 60), st.integers(2, 6)),
+        np.float32,
+        st.tuples(st.integers(1, 60), st.integers(2, 6)),
         elements=st.floats(-40, 40, width=32, allow_subnormal=False),
     ),
     activation=st.sampled_from(["sigmoid", "softmax", "none"]),

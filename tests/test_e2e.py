@@ -42,8 +42,13 @@ def write_config(tmp_path: Path, port: int, **source: object) -> Path:
         "device_id": "e2e",
         "model": {"bundle": "bundle", "threads": 1},
         "sources": [src],
-        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5,
-                 "reconnect_min_delay_s": 0.2, "reconnect_max_delay_s": 1},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": port,
+            "keepalive_s": 5,
+            "reconnect_min_delay_s": 0.2,
+            "reconnect_max_delay_s": 1,
+        },
     }
     path = tmp_path / "agent.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
@@ -51,8 +56,12 @@ def write_config(tmp_path: Path, port: int, **source: object) -> Path:
 
 
 def start_agent(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([AGENT, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [AGENT, "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def status_states(rec) -> list[str]:
@@ -77,10 +86,12 @@ def test_clip_results_counts_and_status(tmp_path, broker, mqtt_recorder):
     assert first["counts"] == {"red": 1, "green": 0, "blue": 0}
     assert last["counts"] == {"red": 1, "green": 0, "blue": 1}
     boxes = {p["tagName"]: p["boundingBox"] for p in last["predictions"]}
-    assert boxes["red"] == pytest.approx({"left": 0.2, "top": 0.2, "width": 0.2, "height": 0.2},
-                                         abs=1e-3)
-    assert boxes["blue"] == pytest.approx({"left": 0.6, "top": 0.6, "width": 0.2, "height": 0.2},
-                                          abs=1e-3)
+    assert boxes["red"] == pytest.approx(
+        {"left": 0.2, "top": 0.2, "width": 0.2, "height": 0.2}, abs=1e-3
+    )
+    assert boxes["blue"] == pytest.approx(
+        {"left": 0.6, "top": 0.6, "width": 0.2, "height": 0.2}, abs=1e-3
+    )
     assert all(0.9 < p["probability"] <= 1.0 for p in last["predictions"])
 
     # Retained counts: published when they change, so blue went 0 then 1, green once.
@@ -130,7 +141,8 @@ def test_sigkill_fires_the_last_will(tmp_path, broker, mqtt_recorder):
     finally:
         agent.kill()
     assert rec.wait_for(lambda: status_states(rec)[-1:] == ["offline"], 15), (
-        status_states(rec), broker.log()[-4000:]
+        status_states(rec),
+        broker.log()[-4000:],
     )
     offline = rec.on(f"{PREFIX}/status")[-1]
     assert offline.qos == 1

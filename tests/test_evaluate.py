@@ -41,8 +41,11 @@ def make_gt(boxes, labels, ignore=None) -> dict:
 
 
 def make_pred(boxes, labels, scores) -> dict:
-    return {"boxes": np.asarray(boxes, np.float64).reshape(-1, 4),
-            "labels": np.asarray(labels, np.int64), "scores": np.asarray(scores, np.float64)}
+    return {
+        "boxes": np.asarray(boxes, np.float64).reshape(-1, 4),
+        "labels": np.asarray(labels, np.int64),
+        "scores": np.asarray(scores, np.float64),
+    }
 
 
 def scene_gts(seed: int = 0, images: int = 6) -> list[dict]:
@@ -72,8 +75,11 @@ def pycocotools_direct(gts: list[dict], preds: list[dict]) -> np.ndarray:
                                                     strict=True)]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}
+        gt.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)],
+        }
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
         ev.evaluate()

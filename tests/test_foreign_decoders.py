@@ -11,13 +11,20 @@ LABELS = ["apple", "pear"]
 
 
 def manifest_for(decoder: dict, size=(416, 416), **thresholds) -> Manifest:
-    return Manifest.model_validate({
-        "schema": "edgesight.bundle/1", "name": "cv", "version": 1, "task": "detect",
-        "labels": LABELS, "model": {"file": "model.onnx", "format": "onnx"},
-        "input": {"width": size[0], "height": size[1], "color": "BGR", "scale": 1.0},
-        "decoder": decoder, "thresholds": {"score": 0.3, "nms_iou": 0.45, **thresholds},
-        "files": {"model.onnx": "0" * 64},
-    })
+    return Manifest.model_validate(
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "cv",
+            "version": 1,
+            "task": "detect",
+            "labels": LABELS,
+            "model": {"file": "model.onnx", "format": "onnx"},
+            "input": {"width": size[0], "height": size[1], "color": "BGR", "scale": 1.0},
+            "decoder": decoder,
+            "thresholds": {"score": 0.3, "nms_iou": 0.45, **thresholds},
+            "files": {"model.onnx": "0" * 64},
+        }
+    )
 
 
 def region_grid(rows=13, cols=13, hits=()):
@@ -54,12 +61,21 @@ def test_regions_channel_count_is_checked():
 
 
 def test_pre_decoded_custom_vision_s1_outputs():
-    manifest = manifest_for({"type": "detections", "outputs": {
-        "boxes": "detected_boxes", "classes": "detected_classes", "scores": "detected_scores"}},
-        size=(320, 320))
+    manifest = manifest_for(
+        {
+            "type": "detections",
+            "outputs": {
+                "boxes": "detected_boxes",
+                "classes": "detected_classes",
+                "scores": "detected_scores",
+            },
+        },
+        size=(320, 320),
+    )
     outputs = {
-        "detected_boxes": np.array([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.9],
-                                     [0.0, 0.0, 1.0, 1.0]]], np.float32),
+        "detected_boxes": np.array(
+            [[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 1.0, 1.0]]], np.float32
+        ),
         "detected_classes": np.array([[0, 1, 5]], np.int64),  # 5 is not a label: dropped
         "detected_scores": np.array([[0.2, 0.8, 0.9]], np.float32),
     }

@@ -30,7 +30,11 @@ print(",".join(bad))
 def test_agent_run_never_imports_torch_trainer_or_unneeded_crypto(tmp_path):
     bundle = colour_blocks_bundle(tmp_path / "b")
     clip = write_clip(tmp_path / "clip.mp4")
-    out = subprocess.run([sys.executable, "-c", PROBE, str(bundle), str(clip)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(bundle), str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported: {out.stdout}"

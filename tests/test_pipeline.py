@@ -53,11 +53,14 @@ class FakeCamera:
 
 def make_agent(tmp_path: Path, uri: str, monkeypatch) -> tuple[pipeline.Agent, list]:
     monkeypatch.setattr(pipeline, "Predictor", SlowPredictor)
-    cfg = AgentConfig.model_validate({
-        "device_id": "t", "model": {"bundle": str(colour_blocks_bundle(tmp_path / "b"))},
-        "sources": [{"id": "cam", "uri": uri}],
-        "mqtt": {"host": "127.0.0.1", "port": 9, "reconnect_max_delay_s": 1},  # nobody there
-    })
+    cfg = AgentConfig.model_validate(
+        {
+            "device_id": "t",
+            "model": {"bundle": str(colour_blocks_bundle(tmp_path / "b"))},
+            "sources": [{"id": "cam", "uri": uri}],
+            "mqtt": {"host": "127.0.0.1", "port": 9, "reconnect_max_delay_s": 1},  # nobody there
+        }
+    )
     seen: list[tuple[Frame, float]] = []
     lock = threading.Lock()
 

@@ -73,8 +73,13 @@ def test_provider_choice_on_this_machine(caplog):
 def test_requested_provider_missing_is_logged_once(tmp_path, caplog):
     bundle = load_bundle(colour_blocks_bundle(tmp_path / "b"))
     with caplog.at_level(logging.INFO, logger="edge_agent.runtimes.onnx"):
-        rt = load_runtime("onnx", bundle, threads=1, providers=["TensorrtExecutionProvider"],
-                          graph_optimization="basic")
+        rt = load_runtime(
+            "onnx",
+            bundle,
+            threads=1,
+            providers=["TensorrtExecutionProvider"],
+            graph_optimization="basic",
+        )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and f"on {rt.provider}" in lines[0]
     if "TensorrtExecutionProvider" not in ort.get_available_providers():

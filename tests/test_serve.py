@@ -71,8 +71,9 @@ def multipart(fields: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
 
 @contextmanager
 def running(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
-    thread = threading.Thread(target=server.serve_forever, args=(POLL_S,), name="test-http",
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(POLL_S,), name="test-http", daemon=True
+    )
     thread.start()
     try:
         yield server
@@ -86,8 +87,11 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def call(
-    server: PredictionServer, path: str, body: bytes | None = None,
-    headers: dict[str, str] | None = None, method: str | None = None,
+    server: PredictionServer,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
 ) -> tuple[int, Any, Any]:
     """(status, decoded JSON body or None, headers), for success and error answers alike."""
     req = urllib.request.Request(server.url + path, body, headers or {}, method=method)
@@ -99,8 +103,12 @@ def call(
     return status, json.loads(raw) if raw else None, hdrs
 
 
-def post_image(server: PredictionServer, data: bytes, path: str = "/image",
-               content_type: str = "application/octet-stream") -> tuple[int, Any, Any]:
+def post_image(
+    server: PredictionServer,
+    data: bytes,
+    path: str = "/image",
+    content_type: str = "application/octet-stream",
+) -> tuple[int, Any, Any]:
     return call(server, path, data, {"Content-Type": content_type})
 
 
@@ -128,8 +136,15 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
 
 @pytest.fixture(scope="module")
 def server(detector: Predictor) -> Iterator[PredictionServer]:
-    made = make_server(detector, "127.0.0.1", 0, project="shelf", iteration="Iteration3",
-                       max_body_bytes=MAX_BODY_BYTES, url_fetch_timeout_s=2.0)
+    made = make_server(
+        detector,
+        "127.0.0.1",
+        0,
+        project="shelf",
+        iteration="Iteration3",
+        max_body_bytes=MAX_BODY_BYTES,
+        url_fetch_timeout_s=2.0,
+    )
     with running(made):
         yield made
 
@@ -138,19 +153,31 @@ def server(detector: Predictor) -> Iterator[PredictionServer]:
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
     path = tmp_path_factory.mktemp("cls")
     mean_colour_classifier(path / "m.onnx", size=32)
-    write_manifest(path, {
-        "schema": "edgesight.bundle/1", "name": "colour", "version": 2, "task": "classify",
-        "labels": ["red", "green", "blue"], "model": {"file": "m.onnx", "format": "onnx"},
-        "input": {"width": 32, "height": 32, "color": "RGB"}, "decoder": {"type": "softmax"},
-        "thresholds": {"score": 0.5}, "files": {"m.onnx": ""},
-    })
+    write_manifest(
+        path,
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "colour",
+            "version": 2,
+            "task": "classify",
+            "labels": ["red", "green", "blue"],
+            "model": {"file": "m.onnx", "format": "onnx"},
+            "input": {"width": 32, "height": 32, "color": "RGB"},
+            "decoder": {"type": "softmax"},
+            "thresholds": {"score": 0.5},
+            "files": {"m.onnx": ""},
+        },
+    )
     predictor = Predictor(load_bundle(path))
     yield predictor
     predictor.close()
 
 
-REDIRECTS = {"/to-red": "/red.png", "/to-file": "file:///etc/passwd",
-             "/to-ftp": "ftp://127.0.0.1/red.png"}
+REDIRECTS = {
+    "/to-red": "/red.png",
+    "/to-file": "file:///etc/passwd",
+    "/to-ftp": "ftp://127.0.0.1/red.png",
+}
 
 
 class ImageHost(BaseHTTPRequestHandler):
@@ -190,15 +217,19 @@ def image_host() -> Iterator[str]:
 # --- POST /image --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("ext", "content_type"), [
-    (".png", "application/octet-stream"),
-    (".png", "image/png"),
-    (".jpg", "image/jpeg"),
-    (".jpg", "application/x-www-form-urlencoded"),  # what curl --data-binary sends by default
-])
+@pytest.mark.parametrize(
+    ("ext", "content_type"),
+    [
+        (".png", "application/octet-stream"),
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".jpg", "application/x-www-form-urlencoded"),  # what curl --data-binary sends by default
+    ],
+)
 def test_raw_image_gives_the_custom_vision_answer(server, ext, content_type):
-    status, body, headers = post_image(server, encode(red_block_frame(), ext),
-                                       content_type=content_type)
+    status, body, headers = post_image(
+        server, encode(red_block_frame(), ext), content_type=content_type
+    )
     assert status == 200, body
     assert headers["Content-Type"].startswith("application/json")
     assert set(body) == {"id", "project", "iteration", "created", "predictions"}
@@ -209,11 +240,14 @@ def test_raw_image_gives_the_custom_vision_answer(server, ext, content_type):
     assert_red_block(body)
 
 
-@pytest.mark.parametrize("fields", [
-    [("imageData", "frame.png", RED_PNG)],  # the container's samples: curl -F imageData=@f
-    [("note", None, b"hello"), ("imageData", None, RED_PNG)],  # a plain field, not a file
-    [("note", None, b"hello"), ("file", "frame.png", RED_PNG)],  # any file part
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("imageData", "frame.png", RED_PNG)],  # the container's samples: curl -F imageData=@f
+        [("note", None, b"hello"), ("imageData", None, RED_PNG)],  # a plain field, not a file
+        [("note", None, b"hello"), ("file", "frame.png", RED_PNG)],  # any file part
+    ],
+)
 def test_multipart_upload(server, fields):
     data, content_type = multipart(fields)
     status, body, _ = post_image(server, data, content_type=content_type)
@@ -223,18 +257,26 @@ def test_multipart_upload(server, fields):
 
 def test_multipart_without_an_image_part_is_400(server):
     data, content_type = multipart([("note", None, b"hello")])
-    message = assert_error(*post_image(server, data, content_type=content_type)[:2], 400,
-                           "BadRequest")
+    message = assert_error(
+        *post_image(server, data, content_type=content_type)[:2], 400, "BadRequest"
+    )
     assert "imageData" in message and "note" in message
 
 
-@pytest.mark.parametrize("path", [
-    "/image", "/image/nostore", "/shelf/image", "/shelf/image/nostore",
-    "/detect/iterations/Iteration3/image", "/classify/iterations/Iteration3/image",
-    "/2b1d5e7a-0000-4000-8000-000000000000/detect/iterations/Iteration3/image/nostore",
-    "/customvision/v3.0/Prediction/2b1d5e7a/detect/iterations/Iteration3/image",  # cloud shape
-    "/customvision/v3.0/Prediction/2b1d5e7a/classify/iterations/Iteration3/image/nostore",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/image",
+        "/image/nostore",
+        "/shelf/image",
+        "/shelf/image/nostore",
+        "/detect/iterations/Iteration3/image",
+        "/classify/iterations/Iteration3/image",
+        "/2b1d5e7a-0000-4000-8000-000000000000/detect/iterations/Iteration3/image/nostore",
+        "/customvision/v3.0/Prediction/2b1d5e7a/detect/iterations/Iteration3/image",  # cloud shape
+        "/customvision/v3.0/Prediction/2b1d5e7a/classify/iterations/Iteration3/image/nostore",
+    ],
+)
 def test_container_and_sdk_paths(server, path):
     status, body, _ = post_image(server, RED_PNG, path=path + "?application=x")
     assert status == 200, body
@@ -264,36 +306,49 @@ def test_classifier_lists_every_class_best_first(classifier):
 
 
 def test_detections_come_back_best_first():
-    det = Detections(xyxy=np.array([[0, 0, 10, 10], [10, 10, 20, 30]], np.float32),
-                     confidence=np.array([0.6, 0.9], np.float32),
-                     class_id=np.array([1, 0], np.int32))
+    det = Detections(
+        xyxy=np.array([[0, 0, 10, 10], [10, 10, 20, 30]], np.float32),
+        confidence=np.array([0.6, 0.9], np.float32),
+        class_id=np.array([1, 0], np.int32),
+    )
     preds = predictions_json(det, ["a", "b"], 100, 50)
     assert [p["tagName"] for p in preds] == ["a", "b"]
     assert preds[0]["boundingBox"] == pytest.approx(
-        {"left": 0.1, "top": 0.2, "width": 0.1, "height": 0.4})
+        {"left": 0.1, "top": 0.2, "width": 0.1, "height": 0.4}
+    )
 
 
 # --- POST /url ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "key", "image"), [
-    ("/url", "url", "/red.png"),
-    ("/detect/iterations/Iteration3/url", "Url", "/red.png"),  # the cloud API's spelling
-    ("/shelf/url/nostore", "url", "/to-red"),  # a redirect to another http URL is followed
-])
+@pytest.mark.parametrize(
+    ("path", "key", "image"),
+    [
+        ("/url", "url", "/red.png"),
+        ("/detect/iterations/Iteration3/url", "Url", "/red.png"),  # the cloud API's spelling
+        ("/shelf/url/nostore", "url", "/to-red"),  # a redirect to another http URL is followed
+    ],
+)
 def test_url_fetches_and_predicts(server, image_host, path, key, image):
-    status, body, _ = call(server, path, json.dumps({key: image_host + image}).encode(),
-                           {"Content-Type": "application/json"})
+    status, body, _ = call(
+        server,
+        path,
+        json.dumps({key: image_host + image}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 200, body
     assert_red_block(body)
 
 
-@pytest.mark.parametrize(("image", "code", "text"), [
-    ("/missing.png", "BadRequestImageUrl", "HTTP 404"),
-    ("/to-file", "BadRequestImageUrl", "file:///etc/passwd"),
-    ("/to-ftp", "BadRequestImageUrl", "ftp://127.0.0.1/red.png"),
-    ("/big", "BadRequestImageSizeBytes", "larger than"),
-])
+@pytest.mark.parametrize(
+    ("image", "code", "text"),
+    [
+        ("/missing.png", "BadRequestImageUrl", "HTTP 404"),
+        ("/to-file", "BadRequestImageUrl", "file:///etc/passwd"),
+        ("/to-ftp", "BadRequestImageUrl", "ftp://127.0.0.1/red.png"),
+        ("/big", "BadRequestImageSizeBytes", "larger than"),
+    ],
+)
 def test_url_fetch_failures_are_400_with_the_reason(server, image_host, image, code, text):
     status, body, _ = call(server, "/url", json.dumps({"url": image_host + image}).encode())
     assert text in assert_error(status, body, 400, code)
@@ -303,14 +358,21 @@ def test_url_to_a_closed_port_is_400(server):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        status, body, _ = call(server, "/url", json.dumps({"url": f"http://127.0.0.1:{port}/x"})
-                               .encode())
+        status, body, _ = call(
+            server, "/url", json.dumps({"url": f"http://127.0.0.1:{port}/x"}).encode()
+        )
     assert "refused" in assert_error(status, body, 400, "BadRequestImageUrl").lower()
 
 
-@pytest.mark.parametrize("url", [
-    "file:///etc/passwd", "ftp://example.com/a.png", "data:image/png;base64,AAAA", "red.png",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/a.png",
+        "data:image/png;base64,AAAA",
+        "red.png",
+    ],
+)
 def test_url_must_be_http(server, url):
     status, body, _ = call(server, "/url", json.dumps({"url": url}).encode())
     assert "http" in assert_error(status, body, 400, "BadRequestInvalidUri")
@@ -335,8 +397,9 @@ def test_url_can_be_turned_off(detector, image_host):
 def test_undecodable_image_is_400(server):
     status, body, _ = post_image(server, b'{"url": "http://x"}')
     assert "starts with" in assert_error(status, body, 400, "BadRequestImageFormat")
-    assert_error(*post_image(server, RED_PNG[: len(RED_PNG) // 8])[:2], 400,
-                 "BadRequestImageFormat")
+    assert_error(
+        *post_image(server, RED_PNG[: len(RED_PNG) // 8])[:2], 400, "BadRequestImageFormat"
+    )
 
 
 def test_empty_body_is_400(server):
@@ -353,8 +416,10 @@ def test_oversize_body_is_413_and_the_server_keeps_serving(server):
 def test_oversize_body_is_refused_before_upload_with_expect_100(server):
     """A client that sends ``Expect: 100-continue`` gets the 413 without sending the body."""
     with socket.create_connection((server.server_name, server.server_port), TIMEOUT_S) as sock:
-        sock.sendall(f"POST /image HTTP/1.1\r\nHost: x\r\nContent-Length: {10 * MAX_BODY_BYTES}"
-                     "\r\nExpect: 100-continue\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /image HTTP/1.1\r\nHost: x\r\nContent-Length: {10 * MAX_BODY_BYTES}"
+            "\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
         reply = b""
         while chunk := sock.recv(4096):
             reply += chunk
@@ -369,19 +434,25 @@ def test_unknown_path_is_404(server, path):
     assert_error(*call(server, path)[:2], 404, "NotFound")
 
 
-@pytest.mark.parametrize(("method", "path", "allow"), [
-    ("GET", "/image", "POST"), ("PUT", "/url", "POST"), ("DELETE", "/image", "POST"),
-    ("POST", "/health", "GET, HEAD"), ("POST", "/", "GET, HEAD"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/image", "POST"),
+        ("PUT", "/url", "POST"),
+        ("DELETE", "/image", "POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("POST", "/", "GET, HEAD"),
+    ],
+)
 def test_wrong_method_is_405_with_allow(server, method, path, allow):
-    status, body, headers = call(server, path, b"{}" if method != "GET" else None,
-                                 method=method)
+    status, body, headers = call(server, path, b"{}" if method != "GET" else None, method=method)
     assert_error(status, body, 405, "MethodNotAllowed")
     assert headers["Allow"] == allow
 
 
-def test_internal_error_is_500_json_and_the_server_keeps_serving(server, detector, monkeypatch,
-                                                                caplog):
+def test_internal_error_is_500_json_and_the_server_keeps_serving(
+    server, detector, monkeypatch, caplog
+):
     def broken(image):
         raise RuntimeError("model exploded")
 
@@ -397,8 +468,12 @@ def test_internal_error_is_500_json_and_the_server_keeps_serving(server, detecto
 def test_keep_alive_connection_survives_errors(server):
     conn = http.client.HTTPConnection(server.server_name, server.server_port, timeout=TIMEOUT_S)
     try:
-        for path, body, want in [("/nope", b"x" * 1000, 404), ("/image", b"junk", 400),
-                                 ("/image", RED_PNG, 200), ("/health", None, 200)]:
+        for path, body, want in [
+            ("/nope", b"x" * 1000, 404),
+            ("/image", b"junk", 400),
+            ("/image", RED_PNG, 200),
+            ("/health", None, 200),
+        ]:
             conn.request("POST" if body else "GET", path, body)
             resp = conn.getresponse()
             assert resp.status == want and json.loads(resp.read())
@@ -444,8 +519,11 @@ def test_one_info_line_per_request_and_nothing_on_stderr(server, caplog, capsys)
     paths = ("/logged/image", "/logged/nope")  # unique, so late lines of other tests don't count
 
     def logged() -> list[str]:
-        return [r.getMessage() for r in caplog.records
-                if r.name == "edge_agent.serve" and r.getMessage().split()[1] in paths]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "edge_agent.serve" and r.getMessage().split()[1] in paths
+        ]
 
     with caplog.at_level(logging.INFO, logger="edge_agent.serve"):
         post_image(server, RED_PNG, path=paths[0] + "?x=1")
@@ -476,17 +554,25 @@ def test_serve_refuses_a_port_in_use(tmp_path, capsys):
 
 def test_serve_runs_until_sigterm(tmp_path):
     bundle = colour_blocks_bundle(tmp_path / "b")
-    script = ("import logging, sys; from pathlib import Path; from edge_agent.serve import serve;"
-              "logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-              "sys.exit(serve(Path(sys.argv[1]), '127.0.0.1', 0))")
+    script = (
+        "import logging, sys; from pathlib import Path; from edge_agent.serve import serve;"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+        "sys.exit(serve(Path(sys.argv[1]), '127.0.0.1', 0))"
+    )
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", script, str(bundle)], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(bundle)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         seen = ""
-        while not (found := re.search(r"serving colour-blocks@1 .* on http://127\.0\.0\.1:(\d+)",
-                                      seen)) and (line := proc.stdout.readline()):
+        while not (
+            found := re.search(r"serving colour-blocks@1 .* on http://127\.0\.0\.1:(\d+)", seen)
+        ) and (line := proc.stdout.readline()):
             seen += line  # the runtime logs its provider choice first
         assert found, seen
         conn = http.client.HTTPConnection("127.0.0.1", int(found[1]), timeout=TIMEOUT_S)

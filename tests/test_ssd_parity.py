@@ -50,20 +50,31 @@ def test_decoder_matches_torchvision(ssd, tmp_path):
         )
     loc, logits, anchors = loc[0].numpy(), logits[0].numpy(), anchor_t.numpy()
     np.save(tmp_path / "anchors.npy", anchors / SIZE)  # normalised xyxy, as export writes them
-    manifest = Manifest.model_validate({
-        "schema": "edgesight.bundle/1", "name": "ssd", "version": 1, "task": "detect",
-        "labels": LABELS, "model": {"file": "m.onnx", "format": "onnx"},
-        "input": {"width": SIZE, "height": SIZE},
-        "decoder": {"type": "ssd_anchors", "outputs": {"boxes": "loc", "scores": "logits"},
-                    "anchors_file": "anchors.npy", "box_coder": {"order": "xywh",
-                    "weights": [10, 10, 5, 5]}, "score_activation": "softmax",
-                    "background_class": 0},
-        "thresholds": {"score": 0.3, "nms_iou": 0.45, "max_detections": 50},
-        "files": {"m.onnx": "0" * 64, "anchors.npy": "0" * 64},
-    })
+    manifest = Manifest.model_validate(
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "ssd",
+            "version": 1,
+            "task": "detect",
+            "labels": LABELS,
+            "model": {"file": "m.onnx", "format": "onnx"},
+            "input": {"width": SIZE, "height": SIZE},
+            "decoder": {
+                "type": "ssd_anchors",
+                "outputs": {"boxes": "loc", "scores": "logits"},
+                "anchors_file": "anchors.npy",
+                "box_coder": {"order": "xywh", "weights": [10, 10, 5, 5]},
+                "score_activation": "softmax",
+                "background_class": 0,
+            },
+            "thresholds": {"score": 0.3, "nms_iou": 0.45, "max_detections": 50},
+            "files": {"m.onnx": "0" * 64, "anchors.npy": "0" * 64},
+        }
+    )
     decode = build_decoder(manifest, bundle_dir=tmp_path)
-    det = decode({"loc": loc[None], "logits": logits[None]},
-                 Transform(1.0, 1.0, 0.0, 0.0, SIZE, SIZE))
+    det = decode(
+        {"loc": loc[None], "logits": logits[None]}, Transform(1.0, 1.0, 0.0, 0.0, SIZE, SIZE)
+    )
     assert len(reference["boxes"]) > 3, "the fixture should give several detections"
     assert len(det) == len(reference["boxes"])
     np.testing.assert_allclose(det.confidence, reference["scores"].numpy(), rtol=1e-5)

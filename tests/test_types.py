@@ -35,7 +35,9 @@ def test_detections_shape_error_names_expected_and_got():
 def test_detections_dtypes_are_normalised():
     d = Detections(np.zeros((2, 4), np.float64), np.ones(2), np.array([1, 2]), np.array([5, 6]))
     assert (d.xyxy.dtype, d.confidence.dtype, d.class_id.dtype) == (
-        np.float32, np.float32, np.int32
+        np.float32,
+        np.float32,
+        np.int32,
     )
     assert d.tracker_id is not None and d.tracker_id.dtype == np.int64
 

@@ -1,6 +1,6 @@
 """Writes docs/config.md from the pydantic models, so the reference cannot drift from the code.
 
-    python -m tools.config_docs > docs/config.md     (a test checks the file is current)
+python -m tools.config_docs > docs/config.md     (a test checks the file is current)
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def _section(title: str, model: type[BaseModel], nested: list[tuple[str, type[Ba
         for cand in candidates:
             if isinstance(cand, type) and issubclass(cand, BaseModel):
                 nested.append((f"{title}.{name}" if title else name, cand))
-        rows.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | "
-                    f"{field.description or ''} |")
+        rows.append(
+            f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | "
+            f"{field.description or ''} |"
+        )
     return f"## `{title or 'top level'}`\n\n" + "\n".join(rows) + "\n"
 
 

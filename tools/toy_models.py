@@ -71,7 +71,10 @@ def colour_blocks_detector(path: Path, size: int = 160, cell: int = 32, stride: 
     graph = helper.make_graph(
         [
             helper.make_node(
-                "AveragePool", ["images"], ["pooled"], kernel_shape=[cell, cell],
+                "AveragePool",
+                ["images"],
+                ["pooled"],
+                kernel_shape=[cell, cell],
                 strides=[stride, stride],
             ),
             helper.make_node("Reshape", ["pooled", "shape"], ["flat"]),  # (1, 3, N)
@@ -98,24 +101,41 @@ def colour_blocks_bundle(out: Path, size: int = 160, cell: int = 32, stride: int
     """A complete bundle around ``colour_blocks_detector``."""
     out.mkdir(parents=True, exist_ok=True)
     colour_blocks_detector(out / "model.onnx", size, cell, stride)
-    write_manifest(out, {
-        "schema": "edgesight.bundle/1",
-        "name": "colour-blocks",
-        "version": 1,
-        "task": "detect",
-        "labels": COLOUR_LABELS,
-        "model": {"file": "model.onnx", "format": "onnx", "precision": "fp32"},
-        "input": {"name": "images", "width": size, "height": size, "layout": "NCHW",
-                  "dtype": "float32", "color": "RGB", "resize": "stretch"},
-        "decoder": {"type": "ssd_boxes", "outputs": {"boxes": "boxes", "scores": "scores"},
-                    "box_format": "xyxy", "normalized": True},
-        # Overlapping windows are 1/3 IoU apart: 0.3 keeps one box per block.
-        "thresholds": {"score": 0.5, "nms_iou": 0.3, "max_detections": 50},
-        "metrics": {},
-        "files": {"model.onnx": ""},
-        "created": "2026-11-21T00:00:00Z",
-        "trainer": {"version": "hand-built", "recipe": "tools/toy_models.py colour_blocks_bundle"},
-    })
+    write_manifest(
+        out,
+        {
+            "schema": "edgesight.bundle/1",
+            "name": "colour-blocks",
+            "version": 1,
+            "task": "detect",
+            "labels": COLOUR_LABELS,
+            "model": {"file": "model.onnx", "format": "onnx", "precision": "fp32"},
+            "input": {
+                "name": "images",
+                "width": size,
+                "height": size,
+                "layout": "NCHW",
+                "dtype": "float32",
+                "color": "RGB",
+                "resize": "stretch",
+            },
+            "decoder": {
+                "type": "ssd_boxes",
+                "outputs": {"boxes": "boxes", "scores": "scores"},
+                "box_format": "xyxy",
+                "normalized": True,
+            },
+            # Overlapping windows are 1/3 IoU apart: 0.3 keeps one box per block.
+            "thresholds": {"score": 0.5, "nms_iou": 0.3, "max_detections": 50},
+            "metrics": {},
+            "files": {"model.onnx": ""},
+            "created": "2026-11-21T00:00:00Z",
+            "trainer": {
+                "version": "hand-built",
+                "recipe": "tools/toy_models.py colour_blocks_bundle",
+            },
+        },
+    )
     return out
 
 

@@ -135,8 +135,11 @@ def _coco(images: list[dict], anns: list[dict], classes: list[str]) -> Any:
     from pycocotools.coco import COCO
 
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns,
-                    "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco

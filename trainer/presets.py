@@ -75,8 +75,9 @@ def _detection(policy: str) -> list[Any]:
     strong = policy == "strong"
     steps: list[Any] = [
         v2.RandomPhotometricDistort(p=0.5),
-        v2.RandomZoomOut(fill=ZOOM_OUT_FILL, side_range=(1.0, 2.0 if strong else 1.5),
-                         p=0.5 if strong else 0.3),
+        v2.RandomZoomOut(
+            fill=ZOOM_OUT_FILL, side_range=(1.0, 2.0 if strong else 1.5), p=0.5 if strong else 0.3
+        ),
         v2.RandomApply([v2.RandomIoUCrop()], p=0.6 if strong else 0.4),
         v2.RandomHorizontalFlip(),
         # Rotating a box returns its enclosing box, a little loose: keep the angles small.

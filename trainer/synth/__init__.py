@@ -146,4 +146,3 @@ def generate(
         splits = {s.split: "" for s in crops}
         save(Dataset("classify", list(classes), crops, splits=splits), out, fmt, images="hardlink")
         return SynthResult(n, Counter(s.labels[0] for s in crops), out)
-
