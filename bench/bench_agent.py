@@ -34,7 +34,7 @@ from edge_agent.bench import (
 )
 from edge_agent.bench import format_table as bench_table
 from edge_agent.config import MqttConfig
-from edge_agent.embedded_broker import free_port
+from edge_agent.demo.broker import free_port
 
 AGENT = str(Path(sys.executable).parent / "edge-agent")
 POLL_S = 0.005

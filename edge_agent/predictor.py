@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel
 
+from edge_agent.analytics.counting import frame_counts
 from edge_agent.bundle import Bundle
-from edge_agent.counting import frame_counts
 from edge_agent.decoders import build_decoder
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import Runtime, load_runtime
@@ -53,14 +54,14 @@ class Predictor:
         runtime: str | None = None,
         threads: int = 2,
         score_threshold: float | None = None,
-        runtime_options: dict[str, object] | None = None,
+        runtime_options: BaseModel | None = None,
     ) -> None:
         self.bundle = bundle
         manifest = bundle.manifest
         self.labels = manifest.labels
         # No runtime named: the one that runs the bundle's model file format.
         self.runtime: Runtime = load_runtime(
-            runtime or manifest.model.format, bundle, threads=threads, **(runtime_options or {})
+            runtime or manifest.model.format, bundle, threads=threads, options=runtime_options
         )
         self.preprocess = Preprocessor(manifest.input)
         self.decode = build_decoder(manifest, score_threshold, bundle.path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_agent.manifest import InputSpec
+from edge_agent.bundle.manifest import InputSpec
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.embedded_broker import free_port
+from edge_agent.demo.broker import free_port
 
 #: Where Debian/Ubuntu's mosquitto package puts the broker (not on a non-root PATH).
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto",)

@@ -4,9 +4,10 @@ foreign-model decoder (tflite_detection_postprocess), on golden values."""
 import numpy as np
 import pytest
 
-from edge_agent.anchors import generate_ssd_anchors
-from edge_agent.decoders import build_decoder, decode_boxes
-from edge_agent.manifest import AnchorGenerator, BoxCoder, Manifest
+from edge_agent.bundle.manifest import AnchorGenerator, BoxCoder, Manifest
+from edge_agent.decoders import build_decoder
+from edge_agent.decoders.anchors import generate_ssd_anchors
+from edge_agent.decoders.ssd import decode_boxes
 from edge_agent.preprocess import Transform
 
 # ssd_mobilenet_v1_coco (TF model zoo): 300x300, six layers of 19, 10, 5, 3, 2, 1 cells.

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import archive as archive_mod
-from edge_agent.archive import ArchiveError, extract_bundle_archive
+from edge_agent.bundle import archive as archive_mod
 from edge_agent.bundle import load_bundle, write_manifest
-from edge_agent.signing import (
+from edge_agent.bundle.archive import ArchiveError, extract_bundle_archive
+from edge_agent.bundle.signing import (
     check_no_unlisted_files,
     fingerprint,
     sign_manifest,

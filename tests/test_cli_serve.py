@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_agent.embedded_broker import free_port
+from edge_agent.demo.broker import free_port
 from tests.test_serve import NO_PROXY
 from tools.toy_models import colour_blocks_bundle
 

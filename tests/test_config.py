@@ -62,8 +62,8 @@ def test_every_problem_is_reported():
 
 def test_missing_sections_and_empty_file():
     assert issues_of("device_id: x\n") == [
-        "line 1: model: Field required",
-        "line 1: sources: Field required",
+        "line 1: model: required field is missing",
+        "line 1: sources: required field is missing",
     ]
     assert "empty file" in issues_of("")[0]
     assert "expected a mapping" in issues_of("- a\n- b\n")[0]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edge_agent.counting import frame_counts
+from edge_agent.analytics.counting import frame_counts
 from edge_agent.types import Classifications, Detections
 
 LABELS = ["cola", "water", "chips"]

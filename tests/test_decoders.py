@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 
 from edge_agent.bundle import load_bundle, write_manifest
-from edge_agent.decode_ops import activate, candidates, nms, scored_candidates
+from edge_agent.bundle.manifest import Manifest
 from edge_agent.decoders import DecodeError, build_decoder
-from edge_agent.manifest import Manifest
+from edge_agent.decoders.ops import activate, candidates, nms, scored_candidates
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import load_runtime
 from edge_agent.types import Classifications, Detections

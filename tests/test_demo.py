@@ -19,8 +19,8 @@ import pytest
 import edge_agent.demo as demo
 from edge_agent.cli import main
 from edge_agent.demo import clip
+from edge_agent.demo.broker import EmbeddedBroker, free_port, port_is_free
 from edge_agent.demo.report import CountsTable
-from edge_agent.embedded_broker import EmbeddedBroker, free_port, port_is_free
 from edge_agent.publish.topics import Topics
 from tests.test_embedded_broker import listeners, require_amqtt
 from tools.toy_models import colour_blocks_bundle

@@ -29,7 +29,7 @@ def _json_blocks(text: str) -> list[str]:
 def test_readme_manifests_are_valid():
     import json
 
-    from edge_agent.manifest import Manifest
+    from edge_agent.bundle.manifest import Manifest
 
     blocks = _json_blocks((ROOT / "README.md").read_text())
     full = [b for b in blocks if b.lstrip().startswith('{"schema"')]

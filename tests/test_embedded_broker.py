@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.embedded_broker import (
+from edge_agent.demo.broker import (
     INSTALL_HINT,
     BrokerUnavailable,
     EmbeddedBroker,

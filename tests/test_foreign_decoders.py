@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from edge_agent.bundle.manifest import CUSTOM_VISION_ANCHORS, Manifest
 from edge_agent.decoders import DecodeError, build_decoder
-from edge_agent.manifest import CUSTOM_VISION_ANCHORS, Manifest
 from edge_agent.preprocess import Transform
 
 LABELS = ["apple", "pear"]

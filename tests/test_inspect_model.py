@@ -53,7 +53,7 @@ def test_onnx_dtype_names(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edge_agent.inspect_model import read_tensors
+    from edge_agent.runtimes.inspect import read_tensors
 
     graph = helper.make_graph(
         [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)],

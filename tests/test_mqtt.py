@@ -21,13 +21,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
-from edge_agent.publish.mqtt import MqttPublisher, describe_code, guarded
+from edge_agent.publish.publisher import MqttPublisher, describe_code, guarded
 from edge_agent.publish.topics import result_payload
 from edge_agent.types import Detections, Result
 from tests.conftest import Broker, Recorder, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-LOGGER = "edge_agent.publish.mqtt"
+LOGGER = "edge_agent.publish.publisher"
 MODEL = {"name": "shelf-items", "version": 7, "sha256": "ab" * 32}
 #: Test timings: a short keep-alive and fast reconnects keep the whole file quick.
 KEEPALIVE_S = 5
@@ -183,7 +183,7 @@ def test_close_leaves_offline_retained_and_is_idempotent(
 WILL_SCRIPT = """
 import sys, time
 from edge_agent.config import MqttConfig
-from edge_agent.publish.mqtt import MqttPublisher
+from edge_agent.publish.publisher import MqttPublisher
 cfg = MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), keepalive_s=5)
 publisher = MqttPublisher(cfg, sys.argv[2], "0.1.0", None, ["cam1"])
 publisher.start()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent import pipeline
+from edge_agent.pipeline import agent as pipeline
 from edge_agent.config import AgentConfig
-from edge_agent.handover import Mailbox
+from edge_agent.pipeline.handover import Mailbox
 from edge_agent.predictor import Predictor
 from edge_agent.sources import SourceStats
 from edge_agent.types import Frame

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.manifest import InputSpec
+from edge_agent.bundle.manifest import InputSpec
 from edge_agent.preprocess import Preprocessor
 
 

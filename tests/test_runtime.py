@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.bundle import load_bundle, write_manifest
 from edge_agent.runtimes import ModelRuntimeError, list_runtimes, load_runtime
-from edge_agent.runtimes.onnx import choose_providers
+from edge_agent.runtimes.onnx import OnnxOptions, choose_providers
 from tools.toy_models import colour_blocks_bundle
 
 
@@ -77,8 +77,9 @@ def test_requested_provider_missing_is_logged_once(tmp_path, caplog):
             "onnx",
             bundle,
             threads=1,
-            providers=["TensorrtExecutionProvider"],
-            graph_optimization="basic",
+            options=OnnxOptions(
+                providers=["TensorrtExecutionProvider"], graph_optimization="basic"
+            ),
         )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and f"on {rt.provider}" in lines[0]

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.bundle import BundleError, parse_manifest, verify_files, write_manifest
-from edge_agent.signing import (
+from edge_agent.bundle.signing import (
     SIGNATURE,
     KeyFormatError,
     SignatureError,

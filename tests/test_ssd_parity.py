@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
+from edge_agent.bundle.manifest import Manifest
 from edge_agent.decoders import build_decoder
-from edge_agent.manifest import Manifest
 from edge_agent.preprocess import Transform
 
 SIZE = 320

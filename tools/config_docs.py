@@ -5,6 +5,7 @@ python -m tools.config_docs > docs/config.md     (a test checks the file is curr
 
 from __future__ import annotations
 
+import re
 import typing
 
 from pydantic import BaseModel
@@ -20,7 +21,7 @@ or prints a summary (exit 0). Relative paths (bundle, video files, image folders
 relative to the config file. `${ENV_MQTT_USERNAME}` and `${ENV_MQTT_PASSWORD}` override the
 broker login so secrets can stay out of the file.
 
-This page is generated from `edge_agent/config.py` by `python -m tools.config_docs`.
+This page is generated from the `edge_agent/config/` models by `python -m tools.config_docs`.
 
 ```yaml
 device_id: shelf-cam-1          # default: the host name
@@ -49,13 +50,14 @@ def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
     if isinstance(annotation, type):
         text = annotation.__name__
-    text = text.replace("edge_agent.config.", "").replace("NoneType", "null")
+    text = re.sub(r"edge_agent\.[a-z_.]*\.", "", text).replace("NoneType", "null")
     return text.replace("Literal", "one of ").replace(" | ", " or ")
 
 
 def _default(field: typing.Any) -> str:
     if field.default_factory is not None:
-        return "see below" if field.annotation and "Config" in str(field.annotation) else "computed"
+        is_section = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        return "see below" if is_section else "computed"
     if field.default is PydanticUndefined:
         return "**required**"
     return f"`{field.default!r}`" if field.default is not None else "`null`"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, load_bundle, write_manifest
-from edge_agent.manifest import SCHEMA
+from edge_agent.bundle.manifest import SCHEMA
 from trainer import __version__
 from trainer.evaluate import truths
 from trainer.metrics import best_f1_threshold, json_safe, pr_curve

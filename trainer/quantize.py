@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.manifest import InputSpec
+from edge_agent.bundle.manifest import InputSpec
 from edge_agent.preprocess import Preprocessor
 from trainer.datasets import Sample
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import load_bundle
-from edge_agent.signing import (
+from edge_agent.bundle.signing import (
     MANIFEST,
     SIGNATURE,
     check_no_unlisted_files,

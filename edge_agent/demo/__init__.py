@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Literal
 
 from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
 from edge_agent.demo import clip
-from edge_agent.demo.report import AnnotatedFrames, CountsTable, DemoObserver
-from edge_agent.embedded_broker import (
+from edge_agent.demo.broker import (
     BrokerUnavailable,
     EmbeddedBroker,
     port_is_free,
     probe_mqtt,
 )
+from edge_agent.demo.report import AnnotatedFrames, CountsTable, DemoObserver
 from edge_agent.pipeline import Agent
-from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.sources import SourceError
 

@@ -1,14 +1,21 @@
-"""ONNX Runtime on the CPU, inputs and outputs addressed by the manifest's names."""
+"""ONNX Runtime (CPU; CUDA/TensorRT where installed), inputs and outputs addressed by the
+manifest's names. Its options model sits beside the class (STYLE 4); onnxruntime itself is
+imported only when a session is made, so the config can be validated without it."""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.bundle import Bundle
-from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.runtimes.errors import ModelRuntimeError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from edge_agent.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -16,16 +23,34 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(i
 
 #: Fastest first; the first one onnxruntime reports is used unless the config names others.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: Config names of onnxruntime's GraphOptimizationLevel members.
 OPTIMIZATION_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
 }
+
+
+class OnnxOptions(BaseModel):
+    """``model.onnx`` in the agent config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: list[str] | None = Field(
+        None,
+        description="Execution providers in order (e.g. [CUDAExecutionProvider]); default: "
+        "TensorRT, then CUDA, then CPU, whichever onnxruntime offers.",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="Graph optimization level."
+    )
 
 
 def choose_providers(requested: list[str] | None) -> tuple[list[str], str]:
     """The providers to use and a sentence saying why, from what this onnxruntime offers."""
+    import onnxruntime as ort
+
     available = ort.get_available_providers()
     if not requested:
         chosen = [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"]
@@ -47,23 +72,22 @@ class OnnxRuntime:
     """One InferenceSession; ``run`` is safe to call from several threads (ORT guarantees it)."""
 
     def __init__(
-        self,
-        bundle: Bundle,
-        threads: int = 2,
-        providers: list[str] | None = None,
-        graph_optimization: str = "all",
-        **_: object,
+        self, bundle: Bundle, threads: int = 2, options: OnnxOptions | None = None
     ) -> None:
+        import onnxruntime as ort  # ModuleNotFoundError here names the extra (load_runtime)
+
+        options = options or OnnxOptions()
         spec = bundle.manifest.input
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = OPTIMIZATION_LEVELS[graph_optimization]
+        level = OPTIMIZATION_LEVELS[options.graph_optimization]
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         opts.log_severity_level = 3  # warnings from ORT about unused initialisers are noise
         # Idle worker threads spin-wait by default, burning ~0.6 of a core between frames of a
         # camera paced at 15 fps (measured 2.37 s vs 0.20 s of CPU over 5 s): bad on a device.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        chosen, why = choose_providers(providers)
+        chosen, why = choose_providers(options.providers)
         try:
             self._session = ort.InferenceSession(
                 str(bundle.model_path), sess_options=opts, providers=chosen
@@ -116,4 +140,4 @@ class OnnxRuntime:
         return dict(zip(self.output_names, values, strict=True))
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session: ort.InferenceSession | None = None

@@ -11,21 +11,40 @@ from __future__ import annotations
 import ctypes.util
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.bundle import Bundle
-from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.runtimes.errors import ModelRuntimeError
 
-try:  # the maintained package first; Raspberry Pi images often ship tflite_runtime instead
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
-except ModuleNotFoundError:
-    from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
+if TYPE_CHECKING:
+    from edge_agent.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+class TfliteOptions(BaseModel):
+    """``model.tflite`` in the agent config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edgetpu: bool = Field(False, description="Run on a Coral Edge TPU (libedgetpu).")
+
+
+def interpreter_module() -> Any:
+    """LiteRT's interpreter module, or tflite_runtime's where that is what is installed (Raspberry
+    Pi images often ship it); ModuleNotFoundError names ai_edge_litert when neither is."""
+    try:
+        from ai_edge_litert import interpreter
+    except ModuleNotFoundError as exc:
+        try:
+            from tflite_runtime import interpreter  # type: ignore[import-not-found,no-redef]
+        except ModuleNotFoundError:
+            raise exc from None
+    return interpreter
 
 
 def edgetpu_available() -> bool:
@@ -41,19 +60,23 @@ def _quantize(values: np.ndarray, dtype: np.dtype, scale: float, zero_point: int
 class TfliteRuntime:
     """One interpreter; ``run`` holds a lock because an interpreter is not thread-safe."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2, edgetpu: bool = False, **_: Any) -> None:
+    def __init__(
+        self, bundle: Bundle, threads: int = 2, options: TfliteOptions | None = None
+    ) -> None:
+        lite = interpreter_module()
+        edgetpu = (options or TfliteOptions()).edgetpu
         spec = bundle.manifest.input
         path = str(bundle.model_path)
         delegates = []
         if edgetpu:
             try:
-                delegates.append(load_delegate(EDGETPU_LIBRARY))
+                delegates.append(lite.load_delegate(EDGETPU_LIBRARY))
             except (OSError, ValueError) as exc:
                 raise ModelRuntimeError(
                     f"Edge TPU requested but {EDGETPU_LIBRARY} cannot be loaded: {exc}"
                 ) from exc
         try:
-            self._interp = Interpreter(
+            self._interp = lite.Interpreter(
                 model_path=path, num_threads=threads, experimental_delegates=delegates or None
             )
             self._interp.allocate_tensors()

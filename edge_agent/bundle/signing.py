@@ -25,8 +25,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge_agent.bundle import MANIFEST
-from edge_agent.rawkey import PUBLIC_KEY_BYTES, RAW_KEY_BASE64_CHARS, decode_raw_key
+from edge_agent.bundle.manifest import MANIFEST
+from edge_agent.bundle.rawkey import PUBLIC_KEY_BYTES, RAW_KEY_BASE64_CHARS, decode_raw_key
 
 SIGNATURE = "manifest.sig"
 SIGNATURE_BYTES = 64  # an ed25519 signature (RFC 8032, 5.1.6)

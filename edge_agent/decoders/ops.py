@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import cv2
 import numpy as np
 
-from edge_agent.manifest import InputSpec, Thresholds
+from edge_agent.bundle.manifest import InputSpec, Thresholds
 from edge_agent.preprocess import Transform
 from edge_agent.types import Classifications, Detections, cxcywh_to_xyxy, xywh_to_xyxy
 

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.predictor import Predictor
-from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.runtimes import ModelRuntimeError
-from edge_agent.serve_request import (
+from edge_agent.serve.request import (
     CLIENT_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_URL_FETCH_TIMEOUT_S,
@@ -51,7 +51,7 @@ from edge_agent.serve_request import (
     url_from_json,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge_agent.serve")  # the name docs/serve.md shows
 
 
 @dataclass(frozen=True)

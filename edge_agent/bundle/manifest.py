@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA = "edgesight.bundle/1"
+#: The manifest's file name inside a bundle.
+MANIFEST = "manifest.json"
 
 
 class _Strict(BaseModel):

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.decode_ops import (
+from edge_agent.bundle.manifest import (
+    DetectionsDecoder,
+    Manifest,
+    TflitePostprocessDecoder,
+    YoloRegionsDecoder,
+)
+from edge_agent.decoders.ops import (
     DecodeError,
     DecodeFn,
     Outputs,
@@ -18,12 +24,6 @@ from edge_agent.decode_ops import (
     sigmoid,
     softmax,
     squeeze_batch,
-)
-from edge_agent.manifest import (
-    DetectionsDecoder,
-    Manifest,
-    TflitePostprocessDecoder,
-    YoloRegionsDecoder,
 )
 from edge_agent.preprocess import Transform
 from edge_agent.types import Detections

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from edge_agent import __version__
 from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.config import AgentConfig, ConfigError, load_config
-from edge_agent.process import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.runtimes import ModelRuntimeError
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def _inspect(file: Path, manifest: Path | None) -> int:
-    from edge_agent.inspect_model import inspect_model
+    from edge_agent.runtimes.inspect import inspect_model
 
     if not file.is_file():
         print(f"error: {file}: no such model file", file=sys.stderr)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from edge_agent.manifest import Manifest
+from edge_agent.bundle.manifest import MANIFEST, Manifest
+from edge_agent.config.errors import validation_issues
 
 if TYPE_CHECKING:
-    from edge_agent.signing import PublicKeySource
+    from edge_agent.bundle.signing import PublicKeySource
 
-MANIFEST = "manifest.json"
 HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -83,13 +83,7 @@ def parse_manifest(raw: bytes, bundle: Path) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "<root>"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "missing":
-                msg = "required field is missing"
-            problems.append(f"{field}: {msg}")
+        problems = [f"{i.path or '<root>'}: {i.message}" for i in validation_issues(exc)]
         raise BundleError(f"{where}: " + "; ".join(problems)) from exc
 
 
@@ -137,7 +131,11 @@ def _verified_manifest(
     """Check the signature over the very bytes that will be parsed, before trusting them."""
     # Imported here: cryptography costs ~6 MB of RSS, paid only by devices that require
     # signatures.
-    from edge_agent.signing import SignatureError, check_no_unlisted_files, verify_bundle_signature
+    from edge_agent.bundle.signing import (
+        SignatureError,
+        check_no_unlisted_files,
+        verify_bundle_signature,
+    )
 
     try:
         signer = verify_bundle_signature(bundle, raw, public_keys)

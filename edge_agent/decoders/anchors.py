@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.manifest import AnchorGenerator, SsdAnchorsDecoder
+from edge_agent.bundle.manifest import AnchorGenerator, SsdAnchorsDecoder
 
 
 class AnchorError(ValueError):

@@ -25,9 +25,9 @@ import cv2
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig
-from edge_agent.handover import POLL_S, Mailbox
+from edge_agent.pipeline.handover import POLL_S, Mailbox
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
-from edge_agent.publish.mqtt import MqttPublisher
+from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.types import Frame, FrameInfo, Result
 
@@ -97,7 +97,7 @@ class Agent:
             runtime,
             cfg.model.threads,
             cfg.model.score_threshold,
-            cfg.model.runtime_options(runtime),
+            cfg.model.options_for(runtime),
         )
         return_free_heap()  # what loading and optimising the model freed
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would

@@ -1,4 +1,5 @@
-"""Raw model outputs -> Detections or Classifications, as the manifest's decoder says.
+"""SSD decoders: boxes the graph already decoded (``ssd_boxes``) and raw box encodings against
+anchors (``ssd_anchors``, our own SSDLite exports and TF Object Detection API models).
 
 Decoding is vectorised numpy; NMS is OpenCV's class-wise ``NMSBoxesBatched`` so nothing here
 loops over boxes in Python.
@@ -10,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.anchors import load_anchors
-from edge_agent.decode_ops import (
+from edge_agent.bundle.manifest import (
+    BoxCoder,
+    Manifest,
+    SsdAnchorsDecoder,
+    SsdBoxesDecoder,
+)
+from edge_agent.decoders.anchors import load_anchors
+from edge_agent.decoders.ops import (
     DecodeError,
     DecodeFn,
     Outputs,
@@ -21,45 +28,13 @@ from edge_agent.decode_ops import (
     nms_detections,
     output,
     scored_candidates,
-    sigmoid,
-    softmax,
     squeeze_batch,
 )
-from edge_agent.foreign_decoders import detections_decoder, yolo_regions_decoder
-from edge_agent.manifest import (
-    BoxCoder,
-    DetectionsDecoder,
-    Manifest,
-    SigmoidDecoder,
-    SoftmaxDecoder,
-    SsdAnchorsDecoder,
-    SsdBoxesDecoder,
-    TflitePostprocessDecoder,
-    YoloRegionsDecoder,
-)
 from edge_agent.preprocess import Transform
-from edge_agent.types import Classifications, Detections
+from edge_agent.types import Detections
 
 
-def _classifier(cfg: SoftmaxDecoder | SigmoidDecoder, n_labels: int) -> DecodeFn:
-    multilabel = cfg.type == "sigmoid"
-
-    def decode(outputs: Outputs, transform: Transform) -> Classifications:
-        raw = squeeze_batch(output(outputs, cfg.output, "scores"), 1, "classifier")
-        if raw.shape[0] != n_labels:
-            raise DecodeError(
-                f"classifier output has {raw.shape[0]} scores but the manifest "
-                f"has {n_labels} labels"
-            )
-        scores = raw.astype(np.float32)
-        if cfg.from_logits:
-            scores = sigmoid(scores) if multilabel else softmax(scores)
-        return Classifications(scores=scores.astype(np.float32), multilabel=multilabel)
-
-    return decode
-
-
-def _ssd_boxes(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray) -> DecodeFn:
+def ssd_boxes_decoder(cfg: SsdBoxesDecoder, manifest: Manifest, thresholds: np.ndarray) -> DecodeFn:
     size = input_size(manifest.input)
     th = manifest.thresholds
     bar = logit_bar(thresholds)
@@ -99,7 +74,7 @@ def decode_boxes(codes: np.ndarray, anchors: np.ndarray, cfg: BoxCoder) -> np.nd
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def _ssd_anchors(
+def ssd_anchors_decoder(
     cfg: SsdAnchorsDecoder, manifest: Manifest, thresholds: np.ndarray, bundle_dir: Path | None
 ) -> DecodeFn:
     width, height = manifest.input.width, manifest.input.height
@@ -125,24 +100,3 @@ def _ssd_anchors(
         return nms_detections(boxes, conf, class_idx, th, transform)
 
     return decode
-
-
-def build_decoder(
-    manifest: Manifest, score_override: float | None = None, bundle_dir: Path | None = None
-) -> DecodeFn:
-    """The decode function for this manifest, with thresholds resolved once.
-
-    ``bundle_dir`` is where decoder files (anchors) are read from."""
-    cfg = manifest.decoder
-    thresholds = np.asarray(manifest.class_thresholds(score_override), np.float32)
-    if isinstance(cfg, SoftmaxDecoder | SigmoidDecoder):
-        return _classifier(cfg, len(manifest.labels))
-    if isinstance(cfg, SsdBoxesDecoder):
-        return _ssd_boxes(cfg, manifest, thresholds)
-    if isinstance(cfg, SsdAnchorsDecoder):
-        return _ssd_anchors(cfg, manifest, thresholds, bundle_dir)
-    if isinstance(cfg, TflitePostprocessDecoder | DetectionsDecoder):
-        return detections_decoder(cfg, manifest, thresholds)
-    if isinstance(cfg, YoloRegionsDecoder):
-        return yolo_regions_decoder(cfg, manifest, thresholds)
-    raise DecodeError(f"decoder type {cfg.type!r} is not supported by this agent")

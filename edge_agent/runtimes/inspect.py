@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import sha256_file
-from edge_agent.manifest import SCHEMA, Thresholds
+from edge_agent.bundle.manifest import SCHEMA, Thresholds
+from edge_agent.runtimes import needs_runtime_package
+from edge_agent.runtimes.tflite import interpreter_module
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
@@ -32,7 +34,8 @@ class TensorInfo:
 
 
 def _onnx_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    import onnxruntime as ort
+    with needs_runtime_package("onnx"):
+        import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -45,11 +48,9 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
 
 def _tflite_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ModuleNotFoundError:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
-    interp = Interpreter(model_path=str(path))
+    with needs_runtime_package("tflite"):
+        lite = interpreter_module()
+    interp = lite.Interpreter(model_path=str(path))
 
     def info(d: dict[str, Any]) -> TensorInfo:
         scale, zero = d["quantization"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, Self, cast
 
-from edge_agent.bundle import MANIFEST
+from edge_agent.bundle.manifest import MANIFEST
 
 MIB = 1 << 20
 DEFAULT_MAX_TOTAL_BYTES = 512 * MIB  # all files together; our bundles are tens of MB

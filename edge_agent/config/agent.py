@@ -1,0 +1,42 @@
+"""The whole agent config: one device, one model, its sources and the broker."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_agent.config.base import Section
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.mqtt import MqttConfig
+from edge_agent.config.sources import SourceConfig
+from edge_agent.publish.topics import RESERVED_DEVICE_IDS, topic_level
+
+
+class AgentConfig(Section):
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname(),
+        description="Device name used in topics (not fleet); default the host name.",
+    )
+    model: ModelConfig = Field(description="The model bundle and how to run it.")
+    sources: list[SourceConfig] = Field(min_length=1, description="Frame sources to process.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_not_reserved(cls, value: str) -> str:
+        if topic_level(value) in RESERVED_DEVICE_IDS:
+            raise ValueError(f"{value!r} is reserved in MQTT topics; choose another name")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_source_ids(self) -> AgentConfig:
+        ids = [s.id for s in self.sources]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"source ids must be unique, but {dupes} appear more than once")
+        return self

@@ -1,0 +1,6 @@
+"""The Custom Vision compatible HTTP endpoint (``edge-agent serve``)."""
+
+from edge_agent.serve.request import predictions_json, route
+from edge_agent.serve.server import PredictionServer, make_server, serve
+
+__all__ = ["PredictionServer", "make_server", "predictions_json", "route", "serve"]
