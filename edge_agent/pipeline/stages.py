@@ -1,0 +1,215 @@
+"""Each source's chain of stages, the sinks every result goes to, and the registry that builds
+stages from config.
+
+After the model's outputs are decoded, a source's result passes through that source's own
+stages (``process(result, frame_or_None) -> result``: counting, then tracking, zones, lines,
+events as they come), then to every sink (``emit(result, frame_or_None)``: the MQTT publisher,
+the demo's table, hooks). A stage or sink declares whether it needs the picture; the capture
+thread keeps a frame's picture only when one does. One that raises is counted in the stats
+registry and logged once; the chain goes on with the result as it was, and no thread ends.
+
+A stage type is registered with its options model (``register_stage``) in its own module under
+``edge_agent/analytics``; ``analytics/__init__.py`` imports the built-in ones, so a new stage is
+added without touching ``pipeline/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from edge_agent.health.stats import StageMetrics, StatsRegistry
+from edge_agent.types import Frame, Result
+
+log = logging.getLogger(__name__)
+
+#: The package whose import registers the built-in stage types.
+BUILTIN_STAGES = "edge_agent.analytics"
+
+
+class Stage(Protocol):
+    """One step of one source's chain; keeps that source's state (a tracker, zones)."""
+
+    name: str
+    needs_frame: bool
+
+    def process(self, result: Result, frame: Frame | None) -> Result: ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Takes every result of every source (the publisher, the demo table, hooks)."""
+
+    name: str
+    needs_frame: bool
+
+    def emit(self, result: Result, frame: Frame | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage is built for: its source and the registry to count into."""
+
+    source_id: str
+    stats: StatsRegistry
+
+
+Options = TypeVar("Options", bound=BaseModel)
+Builder = Callable[[Any, StageContext], Stage]
+
+
+@dataclass(frozen=True)
+class StageType:
+    name: str
+    options: type[BaseModel]
+    build: Builder
+
+
+_STAGE_TYPES: dict[str, StageType] = {}
+
+
+def register_stage(
+    name: str, options: type[Options]
+) -> Callable[[Callable[[Options, StageContext], Stage]], Callable[[Options, StageContext], Stage]]:
+    """Decorator for a builder ``(options, context) -> Stage``: config ``type: name`` builds it,
+    and the stage's config keys are ``options``' fields (unknown keys are an error)."""
+
+    def register(
+        build: Callable[[Options, StageContext], Stage],
+    ) -> Callable[[Options, StageContext], Stage]:
+        if name in _STAGE_TYPES:
+            raise ValueError(f"stage type {name!r} is registered twice")
+        _STAGE_TYPES[name] = StageType(name, options, build)
+        return build
+
+    return register
+
+
+def stage_types() -> dict[str, StageType]:
+    """Every registered stage type (the built-in ones are imported on first use)."""
+    importlib.import_module(BUILTIN_STAGES)
+    return dict(_STAGE_TYPES)
+
+
+def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
+    """Validate one stage's config; ValueError names an unknown type or key."""
+    known = stage_types()
+    if type_name not in known:
+        raise ValueError(f"unknown stage type {type_name!r}; choose one of {sorted(known)}")
+    try:
+        return known[type_name].options.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or type_name}: "
+            f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+            for e in exc.errors()
+        )
+        raise ValueError(f"stage {type_name!r}: {problems}") from None
+
+
+class _Guard:
+    """Counts and times one stage or sink; logs its first failure, then only counts."""
+
+    def __init__(self, what: str, metrics: StageMetrics) -> None:
+        self.what = what
+        self.metrics = metrics
+
+    def failed(self, result: Result) -> None:
+        self.metrics.errors.inc()
+        if self.metrics.errors.value == 1:
+            log.exception(
+                "%s failed on %s frame %d (counted; later failures are not logged)",
+                self.what,
+                result.source_id,
+                result.seq,
+            )
+
+
+class StageChain:
+    """One source's stages in order."""
+
+    def __init__(self, source_id: str, stages: Sequence[Stage], stats: StatsRegistry) -> None:
+        self.source_id = source_id
+        self.stages = list(stages)
+        self._guards = [
+            _Guard(f"stage {s.name!r} of source {source_id!r}", stats.stage(source_id, s.name))
+            for s in self.stages
+        ]
+        self.needs_frame = any(s.needs_frame for s in self.stages)
+
+    def process(self, result: Result, frame: Frame | None) -> Result:
+        for stage, guard in zip(self.stages, self._guards, strict=True):
+            t0 = time.perf_counter()
+            try:
+                result = stage.process(result, frame)
+            except Exception:
+                guard.failed(result)
+            guard.metrics.ms.observe((time.perf_counter() - t0) * 1000)
+        return result
+
+    def close(self) -> None:
+        _close_all(self.stages)
+
+
+class Sinks:
+    """Every sink, each guarded like a stage."""
+
+    def __init__(self, sinks: Sequence[Sink], stats: StatsRegistry) -> None:
+        self.sinks = list(sinks)
+        self._guards = [_Guard(f"sink {s.name!r}", stats.sink(s.name)) for s in self.sinks]
+        self.needs_frame = any(s.needs_frame for s in self.sinks)
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        for sink, guard in zip(self.sinks, self._guards, strict=True):
+            t0 = time.perf_counter()
+            try:
+                sink.emit(result, frame)
+            except Exception:
+                guard.failed(result)
+            guard.metrics.ms.observe((time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        _close_all(self.sinks)
+
+
+def _close_all(parts: Sequence[Stage | Sink]) -> None:
+    for part in parts:
+        try:
+            part.close()
+        except Exception:
+            log.exception("closing %s failed", part.name)
+
+
+def build_chain(
+    source_id: str, specs: Sequence[tuple[str, BaseModel]], stats: StatsRegistry
+) -> StageChain:
+    """The chain for one source from its validated ``(type, options)`` specs."""
+    known = stage_types()
+    context = StageContext(source_id, stats)
+    return StageChain(source_id, [known[t].build(o, context) for t, o in specs], stats)
+
+
+class HookSink:
+    """A plain function as a sink: ``hook(result, frame)``; it gets the picture."""
+
+    needs_frame = True
+
+    def __init__(self, hook: Callable[[Result, Frame], None], name: str = "on_result") -> None:
+        self.hook = hook
+        self.name = name
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        if frame is not None:
+            self.hook(result, frame)
+
+    def close(self) -> None:
+        pass
