@@ -19,7 +19,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.runtimes import ModelRuntimeError
 
 if TYPE_CHECKING:
-    from edge_agent.pipeline import ResultHook
+    from edge_agent.pipeline.agent import ResultHook
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

@@ -140,4 +140,4 @@ class OnnxRuntime:
         return dict(zip(self.output_names, values, strict=True))
 
     def close(self) -> None:
-        self._session: ort.InferenceSession | None = None
+        self._session = None  # type: ignore[assignment]
