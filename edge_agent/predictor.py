@@ -1,4 +1,5 @@
-"""One image in, predictions and counts out: bundle + runtime + preprocess + decoder.
+"""One image in, predictions out: bundle + runtime + preprocess + decoder (no counting: that is
+a stage of each source's chain).
 
 The pipeline, ``serve`` and the trainer's artifact evaluation all go through this, so an
 exported model is measured by exactly the code that runs it on the device.
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from edge_agent.analytics.counting import frame_counts
 from edge_agent.bundle import Bundle
 from edge_agent.decoders import build_decoder
 from edge_agent.preprocess import Preprocessor, Transform
@@ -41,7 +41,6 @@ class Inferred:
 @dataclass
 class Prediction:
     predictions: Detections | Classifications
-    counts: dict[str, int]
     timing_ms: dict[str, float]
 
 
@@ -66,6 +65,8 @@ class Predictor:
         self.preprocess = Preprocessor(manifest.input)
         self.decode = build_decoder(manifest, score_threshold, bundle.path)
         self.thresholds = np.asarray(manifest.class_thresholds(score_threshold), np.float32)
+        self.class_thresholds = tuple(float(t) for t in self.thresholds)
+        self.model_id = bundle.model_id
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Stage 1: frame -> input tensor (the pipeline runs it on the capture thread)."""
@@ -82,11 +83,10 @@ class Predictor:
         return Inferred(outputs, prepared.transform, timing)
 
     def finish(self, inferred: Inferred) -> Prediction:
-        """Stage 3: decode and count (the pipeline runs it on the publish thread)."""
+        """Stage 3: decode (the pipeline runs it on the post thread)."""
         t0 = time.perf_counter()
         predictions = self.decode(inferred.outputs, inferred.transform)
-        counts = frame_counts(predictions, self.labels, self.thresholds)
-        return Prediction(predictions, counts, {**inferred.timing_ms, "decode": _ms_since(t0)})
+        return Prediction(predictions, {**inferred.timing_ms, "decode": _ms_since(t0)})
 
     def predict(self, image: np.ndarray) -> Prediction:
         """All three stages for one BGR uint8 image, in this thread."""

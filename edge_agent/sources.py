@@ -2,8 +2,8 @@
 
 Two error channels (STYLE 6): what an operator can fix before start (a missing file, an empty
 folder) raises SourceError from open_source; what the environment does at run time (a camera
-unplugged, an RTSP server restarting, a corrupt JPEG) is logged once, counted in SourceStats and
-retried or skipped, and never ends the pipeline.
+unplugged, an RTSP server restarting, a corrupt JPEG) is logged once, counted in the stats
+registry's SourceMetrics and retried or skipped, and never ends the pipeline.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import re
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge_agent.config import SourceConfig
+from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,6 @@ class SourceError(RuntimeError):
     """A source that cannot be used as configured (path missing, nothing OpenCV can read)."""
 
 
-@dataclass
-class SourceStats:
-    """Counters for metrics; frames_read counts frames delivered, not ones dropped or skipped."""
-
-    frames_read: int = 0
-    frames_skipped_corrupt: int = 0
-    reopen_count: int = 0
-    dropped_fps_limit: int = 0
-
-
 def resolve_kind(cfg: SourceConfig) -> str:
     """The kind `auto` stands for, decided from the form of the uri (explicit kinds win)."""
     if cfg.kind != "auto":
@@ -73,14 +63,17 @@ def resolve_kind(cfg: SourceConfig) -> str:
     return "folder" if Path(uri).expanduser().is_dir() else "file"
 
 
-def open_source(cfg: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
+def open_source(
+    cfg: SourceConfig, stop: threading.Event | None = None, metrics: SourceMetrics | None = None
+) -> FrameSource:
     """Build the source for cfg and check what can be checked before start (else SourceError).
 
-    `stop` may be shared by all sources: setting it ends every iterator promptly.
+    `stop` may be shared by all sources: setting it ends every iterator promptly. `metrics`
+    is where it counts (the agent's stats registry); a private one when not given.
     """
     kind = resolve_kind(cfg)
     cls = {"file": VideoFileSource, "folder": ImageFolderSource}.get(kind, LiveSource)
-    source = cls(cfg, kind, stop)
+    source = cls(cfg, kind, stop, metrics)
     source.open()
     return source
 
@@ -142,11 +135,17 @@ def _read_image(path: Path) -> np.ndarray | None:
 class FrameSource:
     """One configured source; frames() yields Frames until the end, `stop`, or close()."""
 
-    def __init__(self, cfg: SourceConfig, kind: str, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        kind: str,
+        stop: threading.Event | None = None,
+        metrics: SourceMetrics | None = None,
+    ) -> None:
         self.source_id = cfg.id
         self.kind = kind
         self.live = kind in LIVE_KINDS
-        self.stats = SourceStats()
+        self.metrics = metrics or StatsRegistry().source(cfg.id)
         self._cfg = cfg
         self._stop = stop if stop is not None else threading.Event()
         self._closed = False
@@ -195,14 +194,14 @@ class FrameSource:
                 if self.live:
                     # Read and discard rather than sleep, so the stream buffer never goes stale.
                     if not self._take_slot(time.monotonic()):
-                        self.stats.dropped_fps_limit += 1
+                        self.metrics.dropped_fps_limit.inc()
                         continue
                 elif not self._wait_for_slot():
                     return
                 ts = time.time() if ts is None else ts
                 frame = Frame(image, self.source_id, self._seq, ts, origin)
                 self._seq += 1
-                self.stats.frames_read += 1
+                self.metrics.frames_read.inc()
                 yield frame
         finally:
             self._release()
@@ -241,7 +240,7 @@ class FrameSource:
         return not self._stopped()
 
     def _skip_corrupt(self, origin: str) -> None:
-        self.stats.frames_skipped_corrupt += 1
+        self.metrics.frames_corrupt.inc()
         key = origin if self.kind == "folder" else ""  # once per image file, once per stream
         level = logging.DEBUG if key in self._warned else logging.WARNING
         self._warned.add(key)
@@ -355,7 +354,7 @@ class LiveSource(FrameSource):
             problem = "cannot open"
             if self._cap is None:
                 if attempts:
-                    self.stats.reopen_count += 1
+                    self.metrics.reopens.inc()
                 attempts += 1
                 self._cap = self._open_capture()
             if self._cap is not None:

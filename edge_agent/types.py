@@ -180,6 +180,8 @@ class Result:
     labels: list[str]
     frame_size: tuple[int, int]  # (width, height) of the source frame
     predictions: Detections | Classifications
-    counts: dict[str, int]
+    counts: dict[str, int] = field(default_factory=dict)  # filled by the "counts" stage
     timing_ms: dict[str, float] = field(default_factory=dict)
     origin: str = ""
+    #: Score threshold per label of the model that made this result (classifier counts use it).
+    class_thresholds: tuple[float, ...] = ()

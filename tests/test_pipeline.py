@@ -1,18 +1,24 @@
-"""Pipeline hand-over: live sources keep only the newest frame, files lose none."""
+"""The agent's threads: live sources keep only the newest frame, files lose none, several
+sources share one model fairly, stages and sinks that fail are counted, models swap between
+two frames, and degraded clears again."""
 
+from __future__ import annotations
+
+import itertools
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from edge_agent.pipeline import agent as pipeline
 from edge_agent.config import AgentConfig
-from edge_agent.pipeline.handover import Mailbox
+from edge_agent.health.stats import SourceMetrics
+from edge_agent.pipeline import Agent
+from edge_agent.pipeline import agent as agent_module
 from edge_agent.predictor import Predictor
-from edge_agent.sources import SourceStats
-from edge_agent.types import Frame
-from tests.test_e2e import FRAMES, write_clip
+from edge_agent.types import Frame, Result
+from tests.helpers.clips import FRAMES, write_clip
 from tools.toy_models import colour_blocks_bundle
 
 INFER_S = 0.04  # the slow model: 25 fps
@@ -28,132 +34,232 @@ class SlowPredictor(Predictor):
 
 
 class FakeCamera:
-    """Mimics a live FrameSource: frames at CAMERA_FPS whatever the consumer does."""
+    """Mimics a live FrameSource (no camera exists here): frames at CAMERA_FPS whatever the
+    consumer does, counted in the metrics the agent hands it, as a real source does."""
 
     live = True
     kind = "camera"
 
-    def __init__(self, source_id: str, n: int) -> None:
-        # mimics sources.FrameSource's public attributes
-        self.source_id, self.n = source_id, n
-        self.stats = SourceStats(0, 0, 0, 0)
+    def __init__(self, source_id: str, n: int, metrics: SourceMetrics, fps: float = CAMERA_FPS):
+        self.source_id, self.n, self.metrics, self.fps = source_id, n, metrics, fps
         self.produced: list[Frame] = []
+        self._stop = threading.Event()
 
     def frames(self):
         image = np.full((120, 160, 3), 60, np.uint8)
         for seq in range(self.n):
+            if self._stop.is_set():
+                return
             frame = Frame(image, self.source_id, seq, time.time())
             self.produced.append(frame)
+            self.metrics.frames_read.inc()
             yield frame
-            time.sleep(1 / CAMERA_FPS)
+            time.sleep(1 / self.fps)
 
     def close(self) -> None:
-        pass
+        self._stop.set()
 
 
-def make_agent(tmp_path: Path, uri: str, monkeypatch) -> tuple[pipeline.Agent, list]:
-    monkeypatch.setattr(pipeline, "Predictor", SlowPredictor)
-    cfg = AgentConfig.model_validate(
+def config(tmp_path: Path, *uris: str, **extra: object) -> AgentConfig:
+    return AgentConfig.model_validate(
         {
             "device_id": "t",
             "model": {"bundle": str(colour_blocks_bundle(tmp_path / "b"))},
-            "sources": [{"id": "cam", "uri": uri}],
-            "mqtt": {"host": "127.0.0.1", "port": 9, "reconnect_max_delay_s": 1},  # nobody there
+            "sources": [{"id": f"cam{i}", "uri": uri} for i, uri in enumerate(uris)],
+            **extra,
         }
     )
-    seen: list[tuple[Frame, float]] = []
-    lock = threading.Lock()
-
-    def on_result(result, frame):
-        with lock:
-            seen.append((frame, time.time()))
-
-    return pipeline.Agent(cfg, on_result=on_result), seen
 
 
-def test_live_source_keeps_only_the_newest_frame(tmp_path, monkeypatch):
-    camera = FakeCamera("cam", n=200)  # 1 s of camera
-    monkeypatch.setattr(pipeline, "open_source", lambda cfg, stop: camera)
-    agent, seen = make_agent(tmp_path, "0", monkeypatch)
-    agent.start()
-    agent.wait()
-    agent.close()
-    processed = [f.seq for f, _ in seen]
-    stats = agent.stats["cam"]
+class Recorder:
+    """A sink that keeps what it saw; ``picture`` says whether it asks for frames."""
+
+    def __init__(self, picture: bool = True, name: str = "recorder") -> None:
+        self.needs_frame, self.name = picture, name
+        self.seen: list[tuple[Result, Frame | None]] = []
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        with self.lock:
+            self.seen.append((result, frame))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run(agent: Agent, timeout_s: float = 60) -> None:
+    done = threading.Event()
+
+    def go() -> None:
+        with agent:
+            agent.wait()
+        done.set()
+
+    threading.Thread(target=go, daemon=True).start()
+    assert done.wait(timeout_s), "the agent did not finish"
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    monkeypatch.setattr(agent_module, "Predictor", SlowPredictor)
+
+
+def cameras(n_frames: int, fps: float = CAMERA_FPS):
+    made: dict[str, FakeCamera] = {}
+
+    def factory(cfg, stop, metrics):
+        made[cfg.id] = FakeCamera(cfg.id, n_frames, metrics, fps)
+        return made[cfg.id]
+
+    return made, factory
+
+
+def test_live_source_keeps_only_the_newest_frame(tmp_path, slow_model):
+    made, factory = cameras(200)  # 1 s of camera
+    sink = Recorder()
+    agent = Agent(config(tmp_path, "0"), sinks=[sink], publish=False, source_factory=factory)
+    run(agent)
+    camera, metrics = made["cam0"], agent.stats.source("cam0")
+    processed = [r.seq for r, _ in sink.seen]
     assert 5 < len(processed) < len(camera.produced) / 2  # the model could not keep up
     assert processed == sorted(processed)
     # every frame was either processed or counted as dropped: none is waiting or lost
-    assert stats.dropped_frames + len(processed) == len(camera.produced)
+    assert metrics.dropped_stale.value + len(processed) == len(camera.produced)
+    assert metrics.results.value == len(processed)
     # the newest frame is never dropped: the camera's last frame is the last one processed
     assert processed[-1] == camera.produced[-1].seq
 
 
-def test_file_source_processes_every_frame_in_order(tmp_path, monkeypatch):
+def test_file_source_processes_every_frame_in_order(tmp_path, slow_model):
     clip = write_clip(tmp_path / "clip.mp4")
-    agent, seen = make_agent(tmp_path, str(clip), monkeypatch)
-    agent.start()
-    agent.wait()
-    agent.close()
-    assert [f.seq for f, _ in seen] == list(range(FRAMES))
-    assert agent.stats["cam"].dropped_frames == 0
+    sink = Recorder(picture=False)
+    agent = Agent(config(tmp_path, str(clip)), sinks=[sink], publish=False)
+    run(agent)
+    assert [r.seq for r, _ in sink.seen] == list(range(FRAMES))
+    assert all(frame is None for _, frame in sink.seen)  # nobody asked for the picture
+    # the default chain counts: red from the first frame, blue from frame 10 (the clip)
+    assert sink.seen[0][0].counts == {"red": 1, "green": 0, "blue": 0}
+    assert sink.seen[-1][0].counts == {"red": 1, "green": 0, "blue": 1}
+    assert agent.stats.source("cam0").dropped_stale.value == 0
+    assert agent.stats.model().inference_ms.count == FRAMES
+    assert sink.closed
 
 
-def test_mailbox_offer_keeps_only_the_newest_frame():
-    box = Mailbox()
-    assert box.get(0.01) == (False, None)
-    frames = [Frame(np.zeros((2, 2, 3), np.uint8), "s", i, 0.0) for i in range(3)]
-    assert box.offer(frames[0]) is False
-    assert box.offer(frames[1]) is True  # replaced an untaken frame
-    assert box.get(0.01) == (True, frames[1])
-    box.offer(frames[2])
-    box.close()  # the pending frame still comes out, then the end
-    assert box.get(0.01) == (True, frames[2])
-    assert box.get(0.01) == (True, None)
-
-
-def test_mailbox_put_returns_only_once_the_frame_is_taken():
-    box, stop = Mailbox(), threading.Event()
-    done = threading.Event()
-
-    def capture():
-        box.put("frame 1", stop)
-        done.set()
-
-    thread = threading.Thread(target=capture)
-    thread.start()
-    assert not done.wait(0.3)  # nobody took it: capture may not read the next frame yet
-    assert box.get(1.0) == (True, "frame 1")
-    assert done.wait(1.0)
-    thread.join()
-
-
-def test_mailbox_put_gives_up_on_stop():
-    box, stop = Mailbox(), threading.Event()
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(box.put("frame", stop)))
-    thread.start()
-    stop.set()
-    thread.join(2.0)
-    assert result == [False]
-
-
-def test_a_failing_hook_is_counted_and_the_agent_still_finishes(tmp_path, monkeypatch):
+def test_without_stages_nothing_is_counted(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4")
-    agent, _ = make_agent(tmp_path, str(clip), monkeypatch)
+    cfg = config(tmp_path, str(clip))
+    cfg = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(update={"stages": []})]})
+    sink = Recorder(picture=False)
+    run(Agent(cfg, sinks=[sink], publish=False))
+    assert len(sink.seen) == FRAMES and all(r.counts == {} for r, _ in sink.seen)
 
-    def broken_hook(result, frame):
-        raise RuntimeError("the frame writer's disk is full")
 
-    agent.on_result = broken_hook
-    done = threading.Event()
+@pytest.mark.parametrize("n_sources", [2, 3])
+def test_live_sources_share_the_model_round_robin(tmp_path, slow_model, n_sources):
+    _made, factory = cameras(150)  # each camera offers 200 fps; the model takes 25
+    sink = Recorder(picture=False)
+    cfg = config(tmp_path, *["0"] * n_sources)
+    agent = Agent(cfg, sinks=[sink], publish=False, source_factory=factory)
+    run(agent)
+    per_source = [agent.stats.source(f"cam{i}").results.value for i in range(n_sources)]
+    order = [r.source_id for r, _ in sink.seen]
+    # while every camera is live the model alternates: no source is served twice in a row
+    while_all_live = order[: min(per_source) * n_sources - n_sources]
+    repeats = sum(a == b for a, b in itertools.pairwise(while_all_live))
+    assert repeats == 0, order
+    assert min(per_source) >= 0.8 * (sum(per_source) / n_sources)
 
-    def run():
-        agent.start()
-        agent.wait()
-        agent.close()
-        done.set()
 
-    threading.Thread(target=run, daemon=True).start()
-    assert done.wait(60), "the agent hung after its hook raised"
-    stats = agent.stats["cam"]
-    assert stats.frames == FRAMES and stats.errors == FRAMES
+def test_a_failing_stage_and_sink_are_counted_and_the_agent_finishes(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4")
+
+    class Broken:
+        name, needs_frame = "broken", False
+
+        def emit(self, result, frame):
+            raise RuntimeError("the frame writer's disk is full")
+
+        def close(self):
+            pass
+
+    good = Recorder(picture=False, name="good")
+    agent = Agent(config(tmp_path, str(clip)), sinks=[Broken(), good], publish=False)
+    # a stage that raises on every frame, in the chain before counting
+    from edge_agent.pipeline.stages import StageChain
+
+    class Exploding:
+        name, needs_frame = "exploding", False
+
+        def process(self, result, frame):
+            raise ValueError("tracker bug")
+
+        def close(self):
+            pass
+
+    original = agent_module.build_chain
+
+    def with_exploding(source_id, specs, stats):
+        chain = original(source_id, specs, stats)
+        return StageChain(source_id, [Exploding(), *chain.stages], stats)
+
+    agent_module.build_chain = with_exploding
+    try:
+        run(agent)
+    finally:
+        agent_module.build_chain = original
+    assert agent.stats.sink("broken").errors.value == FRAMES
+    assert agent.stats.stage("cam0", "exploding").errors.value == FRAMES
+    # the other sink and the counting stage after the broken one still ran on every frame
+    assert len(good.seen) == FRAMES and good.seen[-1][0].counts["blue"] == 1
+    assert agent.frames_done() == FRAMES and agent.frames_failed() == 0
+
+
+def test_model_swaps_between_two_frames_without_losing_one(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=60)
+    sink = Recorder(picture=False)
+    cfg = config(tmp_path, str(clip))
+    second = colour_blocks_bundle(tmp_path / "b2", name="blocks-v2", version=2)
+    agent = Agent(cfg, sinks=[sink], publish=False)
+    swapped: list[str] = []
+
+    def swap_after_some(result: Result, frame: object) -> None:
+        if result.seq == 20 and agent.slot is not None:
+            from edge_agent.bundle import load_bundle
+
+            new = Predictor(load_bundle(second), threads=1)
+            agent.slot.subscribe(lambda p: swapped.append(p.model_id))
+            agent.slot.swap(new)
+
+    hook = Recorder(picture=False, name="swapper")
+    hook.emit = swap_after_some  # type: ignore[method-assign]
+    agent._extra_sinks.append(hook)
+    run(agent)
+    seqs = [r.seq for r, _ in sink.seen]
+    models = [r.model for r, _ in sink.seen]
+    assert seqs == list(range(60))  # no frame lost or repeated across the swap
+    assert swapped == ["blocks-v2@2"]
+    first_new = models.index("blocks-v2@2")
+    assert set(models[:first_new]) == {models[0]} and set(models[first_new:]) == {"blocks-v2@2"}
+    assert 20 < first_new <= 23  # frames already prepared finish on the model that prepared them
+
+
+def test_degraded_clears_after_frames_succeed_again(tmp_path, monkeypatch):
+    clip = write_clip(tmp_path / "clip.mp4", frames=40)
+    cfg = config(tmp_path, str(clip), health={"degraded_clear_s": 0.3})
+    cfg = cfg.model_copy(update={"sources": [cfg.sources[0].model_copy(update={"fps_limit": 40})]})
+    states: list[str] = []
+
+    class FlakyPredictor(Predictor):
+        def infer(self, prepared):
+            if getattr(self, "failed", 0) < 3:  # the first three frames fail
+                self.failed = getattr(self, "failed", 0) + 1
+                raise RuntimeError("runtime hiccup")
+            return super().infer(prepared)
+
+    monkeypatch.setattr(agent_module, "Predictor", FlakyPredictor)
+    agent = Agent(cfg, publish=False)
+    agent.health._on_change = states.append  # what the publisher would be told
+    run(agent)
+    assert agent.frames_failed() == 3 and agent.frames_done() == 37
+    assert states == ["degraded", "online"]

@@ -196,7 +196,7 @@ def test_file_yields_every_frame_in_order(tmp_path: Path) -> None:
     assert all(f.image.shape == (H, W, 3) and f.source_id == "src1" for f in frames)
     assert np.all(np.abs(np.array(levels(frames)) - [level_of(i) for i in range(12)]) <= 6)
     assert all(a.ts <= b.ts for a, b in pairwise(frames))
-    assert source.stats.frames_read == CLIP_FRAMES
+    assert source.metrics.frames_read.value == CLIP_FRAMES
     source.close()
 
 
@@ -223,7 +223,7 @@ def test_fps_limit_paces_a_file_without_dropping(tmp_path: Path) -> None:
     start = time.monotonic()
     frames = list(source.frames())
     elapsed = time.monotonic() - start
-    assert len(frames) == 10 and source.stats.dropped_fps_limit == 0
+    assert len(frames) == 10 and source.metrics.dropped_fps_limit.value == 0
     assert elapsed >= 0.15  # 9 gaps of 20 ms
     assert frames[-1].ts - frames[0].ts >= 0.15
 
@@ -268,8 +268,8 @@ def test_folder_natural_order_conversion_and_corrupt_skip(
     assert all(f.image.shape == (H, W, 3) and f.image.dtype == np.uint8 for f in frames)
     expected = [level_of(i) for i in (1, 2, 3, 5, 6, 10)]
     assert np.all(np.abs(np.array(levels(frames)) - expected) <= 3)
-    assert source.stats.frames_skipped_corrupt == 1
-    assert source.stats.frames_read == len(names)
+    assert source.metrics.frames_corrupt.value == 1
+    assert source.metrics.frames_read.value == len(names)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "img4.jpg" in warnings[0]
 
@@ -285,7 +285,7 @@ def test_folder_loop_relists_and_warns_once_per_file(
     frames = first + take(source, 7)
     assert [f.origin for f in frames][6:] == [f.origin for f in first] + ["img11.png"]
     assert [f.seq for f in frames] == list(range(13))
-    assert source.stats.frames_skipped_corrupt == 2
+    assert source.metrics.frames_corrupt.value == 2
     assert len([r for r in caplog.records if "img4.jpg" in r.getMessage()]) == 1
 
 
@@ -327,7 +327,7 @@ def test_stream_reads_frames_and_stop_ends_it(mjpeg: MjpegServer) -> None:
     assert [f.seq for f in frames] == list(range(len(frames)))
     assert frames[0].origin == mjpeg.url and frames[0].image.shape == (H, W, 3)
     assert all(a.ts <= b.ts for a, b in pairwise(frames))
-    assert source.stats.reopen_count == 0
+    assert source.metrics.reopens.value == 0
 
 
 def test_stream_reconnects_after_server_restart(
@@ -347,7 +347,7 @@ def test_stream_reconnects_after_server_restart(
     finally:
         stop.set()
         runner.thread.join(timeout=2.0)
-    assert source.stats.reopen_count >= 1
+    assert source.metrics.reopens.value >= 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("reconnected" in m for m in messages)
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1  # logged once
@@ -361,7 +361,7 @@ def test_stream_fps_limit_drops_instead_of_queueing(mjpeg: MjpegServer) -> None:
     stop.set()
     runner.thread.join(timeout=2.0)
     assert 1 <= len(runner.frames) <= 6  # 5 fps for 0.8 s, plus slack
-    assert source.stats.dropped_fps_limit >= 10  # the server sends about 50 fps
+    assert source.metrics.dropped_fps_limit.value >= 10  # the server sends about 50 fps
 
 
 def test_dead_stream_retries_until_stopped() -> None:
@@ -377,4 +377,4 @@ def test_dead_stream_retries_until_stopped() -> None:
     runner.thread.join(timeout=2.0)
     assert time.monotonic() - start < 0.5
     assert runner.frames == []
-    assert source.stats.reopen_count >= 2  # 0.05, 0.1, 0.2 s backoff within 0.6 s
+    assert source.metrics.reopens.value >= 2  # 0.05, 0.1, 0.2 s backoff within 0.6 s

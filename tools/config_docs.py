@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from edge_agent.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, AgentConfig
+from edge_agent.pipeline.stages import stage_types
 
 INTRO = f"""# Agent configuration reference
 
@@ -43,6 +44,13 @@ mqtt:
   tls:
     ca_file: ca.crt
 ```
+"""
+
+
+STAGES_INTRO = """# Stage types
+
+Each source's `stages` list runs in order on every result after the model, before it is
+published. An entry is `type:` plus that stage's own options below (unknown keys are errors).
 """
 
 
@@ -86,6 +94,13 @@ def render() -> str:
         found: list[tuple[str, type[BaseModel]]] = []
         parts.append(_section(title, model, found))
         queue.extend(found)
+    parts.append(STAGES_INTRO)
+    for name, stage in sorted(stage_types().items()):
+        doc = (stage.options.__doc__ or "").strip()
+        if stage.options.model_fields:
+            parts.append(_section(f"stages: type {name}", stage.options, []))
+        else:
+            parts.append(f"## `stages: type {name}`\n\n{doc} No options.\n")
     return "\n".join(parts)
 
 

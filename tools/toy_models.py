@@ -97,7 +97,14 @@ def colour_blocks_detector(path: Path, size: int = 160, cell: int = 32, stride: 
     return _save(graph, path)
 
 
-def colour_blocks_bundle(out: Path, size: int = 160, cell: int = 32, stride: int = 16) -> Path:
+def colour_blocks_bundle(
+    out: Path,
+    size: int = 160,
+    cell: int = 32,
+    stride: int = 16,
+    name: str = "colour-blocks",
+    version: int = 1,
+) -> Path:
     """A complete bundle around ``colour_blocks_detector``."""
     out.mkdir(parents=True, exist_ok=True)
     colour_blocks_detector(out / "model.onnx", size, cell, stride)
@@ -105,8 +112,8 @@ def colour_blocks_bundle(out: Path, size: int = 160, cell: int = 32, stride: int
         out,
         {
             "schema": "edgesight.bundle/1",
-            "name": "colour-blocks",
-            "version": 1,
+            "name": name,
+            "version": version,
             "task": "detect",
             "labels": COLOUR_LABELS,
             "model": {"file": "model.onnx", "format": "onnx", "precision": "fp32"},

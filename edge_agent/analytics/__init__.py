@@ -1,2 +1,6 @@
-"""What the agent concludes over frames: counts per frame now; tracking, zones, lines, events and
-shelf slots join as stages of a source's chain."""
+"""What the agent concludes over frames, as stages of a source's chain. Importing this package
+registers the built-in stage types; tracking, zones, lines, events and shelf slots join here."""
+
+from edge_agent.analytics import counting
+
+__all__ = ["counting"]

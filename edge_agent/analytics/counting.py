@@ -1,10 +1,13 @@
-"""Counts per label for one frame (zones, lines and events build on this later)."""
+"""Counts per label for one frame, as the ``counts`` stage (zones, lines and events build on
+this later)."""
 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from edge_agent.types import Classifications, Detections
+from edge_agent.pipeline.stages import StageContext, register_stage
+from edge_agent.types import Classifications, Detections, Frame, Result
 
 
 def frame_counts(
@@ -28,3 +31,32 @@ def frame_counts(
         if predictions.scores[best] >= class_thresholds[best]:
             per_class[best] = 1
     return {label: int(n) for label, n in zip(labels, per_class, strict=True)}
+
+
+class CountsOptions(BaseModel):
+    """How many of each label every frame holds (every label, zeros included): the result's
+    ``counts`` and the retained count topics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameCounts:
+    """The first stage of every default chain: how many of each label this frame holds."""
+
+    name = "counts"
+    needs_frame = False
+
+    def process(self, result: Result, frame: Frame | None) -> Result:
+        thresholds = np.asarray(result.class_thresholds, np.float32)
+        if len(thresholds) != len(result.labels):  # a result made without a model's thresholds
+            thresholds = np.zeros(len(result.labels), np.float32)
+        result.counts = frame_counts(result.predictions, result.labels, thresholds)
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+@register_stage("counts", CountsOptions)
+def build_counts(options: CountsOptions, context: StageContext) -> FrameCounts:
+    return FrameCounts()

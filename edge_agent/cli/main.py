@@ -232,8 +232,7 @@ def run_agent(cfg: AgentConfig, on_result: ResultHook | None = None) -> int:
             return EXIT_BAD_INPUT
         finally:
             agent.close()
-    failed = sum(s.errors for s in agent.stats.values())
-    return EXIT_FAILED if failed and not sum(s.frames for s in agent.stats.values()) else EXIT_OK
+    return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
+from edge_agent.config.health import HealthConfig
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sources import SourceConfig
@@ -22,6 +23,9 @@ class AgentConfig(Section):
     model: ModelConfig = Field(description="The model bundle and how to run it.")
     sources: list[SourceConfig] = Field(min_length=1, description="Frame sources to process.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="When status says degraded."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

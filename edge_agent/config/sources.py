@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
 from edge_agent.publish.topics import RESERVED_SOURCE_IDS
 
 SOURCE_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+
+
+class StageConfig(Section):
+    """One stage of a source's chain: ``type`` names a registered stage, the other keys are that
+    stage's own options (checked against its options model)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(description="Stage type, e.g. counts.")
+
+    @model_validator(mode="after")
+    def _known_stage(self) -> StageConfig:
+        self.options()
+        return self
+
+    def options(self) -> BaseModel:
+        # Imported here: the stage registry imports the analytics stages, which need the config.
+        from edge_agent.pipeline.stages import stage_options
+
+        return stage_options(self.type, dict(self.model_extra or {}))
 
 
 class SourceConfig(Section):
@@ -36,6 +56,12 @@ class SourceConfig(Section):
     )
     reconnect_max_delay_s: float = Field(
         60.0, gt=0, description="Longest wait between reopen attempts (the delay doubles up to it)."
+    )
+
+    stages: list[StageConfig] = Field(
+        default_factory=lambda: [StageConfig(type="counts")],
+        description="This source's stages, in order, after the model: each result passes "
+        "through them before it is published. Default: [{type: counts}].",
     )
 
     @field_validator("id")

@@ -13,7 +13,6 @@ The detector (:data:`BUNDLE`) is an SSDLite trained by our own trainer on synthe
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from edge_agent.demo.broker import (
     port_is_free,
     probe_mqtt,
 )
-from edge_agent.demo.report import AnnotatedFrames, CountsTable, DemoObserver
+from edge_agent.demo.report import AnnotatedFrames, CountsTable
 from edge_agent.pipeline import Agent
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.sources import SourceError
@@ -154,7 +153,6 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
     frames = AnnotatedFrames(out / ANNOTATED_DIR)
     frames.clear()
     table = CountsTable(labels, sc.fps)
-    observer = DemoObserver(table, frames)
     realtime = REALTIME if realtime is None else realtime
     with ExitStack() as stack:  # the broker, if embedded, closes after the agent
         target = choose_broker(mqtt_host, mqtt_port, stack)
@@ -179,7 +177,7 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
             flush=True,
         )
         table.header()
-        agent = Agent(cfg, on_result=observer)
+        agent = Agent(cfg, sinks=[table, frames])
         started = time.monotonic()
         try:
             agent.start()
@@ -194,24 +192,26 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
             agent.close()
         elapsed = time.monotonic() - started
         table.finish()
-    _summary(sc, observer, elapsed, frames, target, agent)
-    return EXIT_OK if observer.results == sc.frames and not observer.errors else EXIT_FAILED
+    _summary(sc, table, elapsed, frames, target, agent)
+    failed = agent.frames_failed() + agent.stats.total("sink", "errors")
+    return EXIT_OK if agent.frames_done() == sc.frames and not failed else EXIT_FAILED
 
 
 def _summary(
     sc: Scenario,
-    observer: DemoObserver,
+    table: CountsTable,
     elapsed: float,
     frames: AnnotatedFrames,
     target: Target,
     agent: Agent,
 ) -> None:
-    model_ms = statistics.median(observer.infer_ms) if observer.infer_ms else 0.0
+    model = agent.stats.model()
+    model_ms = sum(h.percentile(50) or 0.0 for h in (model.preprocess_ms, model.inference_ms))
     print(
-        f"\nprocessed {observer.results} of {sc.frames} frames in {elapsed:.1f} s "
+        f"\nprocessed {agent.frames_done()} of {sc.frames} frames in {elapsed:.1f} s "
         f"(model {model_ms:.1f} ms per frame)"
     )
-    rows = observer.table.rows
+    rows = table.rows
     if rows:
         totals = [sum(r.counts.values()) for r in rows]
         print(
@@ -222,13 +222,13 @@ def _summary(
         f"annotated frames: {frames.folder.resolve()} ({frames.written} JPEGs, one frame in "
         f"{frames.every})"
     )
-    stats = agent.publisher.stats if agent.publisher else None
-    if stats is not None and stats.connects:
+    published = agent.stats.publisher()
+    if published.connects.value:
         where = "the broker"
         if target.broker == "embedded":
             where = "the embedded amqtt broker (stopped with the demo)"
         print(
-            f"published {stats.published} MQTT messages under {DEVICE_TOPIC_PREFIX}/ to "
+            f"published {published.published.value} MQTT messages under {DEVICE_TOPIC_PREFIX}/ to "
             f"{where} at {target.host}:{target.port}"
         )
     else:

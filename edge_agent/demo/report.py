@@ -1,7 +1,7 @@
 """What the demo shows while it runs: a live table of counts and annotated frames on disk.
 
-Both are fed from the agent's ``on_result`` hook, which runs in the post thread: nothing here
-should raise into it (:class:`DemoObserver` logs the first failure and carries on).
+Both are sinks of the agent, fed on its post thread; one that raises is counted in the agent's
+stats and logged once, and the agent carries on.
 """
 
 from __future__ import annotations
@@ -69,6 +69,16 @@ class CountsTable:
         for label in self.labels:
             self._seen.setdefault(label, Counter())[int(counts.get(label, 0))] += 1
 
+    # A sink of the agent (the picture is not needed).
+    name = "demo-table"
+    needs_frame = False
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        self.add(result.seq, result.counts)
+
+    def close(self) -> None:
+        pass
+
     def finish(self) -> None:
         """Print the row of the last (possibly partial) second."""
         if self._seen:
@@ -115,8 +125,12 @@ class AnnotatedFrames:
         for old in self.folder.glob("frame_*.jpg"):
             old.unlink()
 
-    def __call__(self, result: Result, frame: Frame) -> None:
-        if result.seq % self.every:
+    # A sink of the agent: it needs the picture. Failures are counted by the agent's stats.
+    name = "demo-frames"
+    needs_frame = True
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        if result.seq % self.every or frame is None:
             return
         if isinstance(result.predictions, Detections):
             image = draw_detections(frame.image, result.predictions, result.labels, result.counts)
@@ -129,26 +143,5 @@ class AnnotatedFrames:
         path.write_bytes(data.tobytes())
         self.written += 1
 
-
-class DemoObserver:
-    """The agent's on_result hook: feeds the table and the frame writer, never raises."""
-
-    def __init__(self, table: CountsTable, frames: AnnotatedFrames) -> None:
-        self.table = table
-        self.frames = frames
-        self.results = 0
-        self.infer_ms: list[float] = []
-        self.errors = 0
-
-    def __call__(self, result: Result, frame: Frame) -> None:
-        try:
-            self.results += 1
-            self.infer_ms.append(sum(result.timing_ms.values()))
-            self.table.add(result.seq, result.counts)
-            self.frames(result, frame)
-        except Exception:  # an exception here would end the agent's inference thread
-            self.errors += 1
-            if self.errors == 1:
-                log.exception(
-                    "demo: showing frame %d failed (further failures are counted)", result.seq
-                )
+    def close(self) -> None:
+        pass

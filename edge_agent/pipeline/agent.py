@@ -1,13 +1,12 @@
-"""Wires sources -> predictor -> counts -> MQTT. Owns the threads; no domain logic.
+"""Wires sources -> model -> each source's stage chain -> sinks. Owns the threads; no domain logic.
 
-Three stages overlap. Per source, a capture thread reads, decodes and pre-processes the next
-frame while an inference thread runs the model on the current one; one post thread decodes the
-model's outputs, counts, and hands results to paho for every source. The inference thread does
-nothing but inference, so the agent runs near the speed of the bare model. Capture hands over
-through a one-slot mailbox: live sources keep only the newest frame (a camera that outruns the
-model must not build a backlog of stale frames); files and folders wait until inference takes
-each frame, so every frame is processed, in order, one decoded ahead. paho sends from its own
-thread: the broker never slows inference.
+Three kinds of thread overlap. Per source, a capture thread reads, decodes and pre-processes the
+next frame; one inference thread runs the model on the frames of every source, taken
+round-robin from the hand-over (pipeline/handover.py), and does nothing else, so the agent runs
+near the speed of the bare model; one post thread decodes the outputs, runs the source's stage
+chain (counting first) and hands the result to every sink (the MQTT publisher sends from paho's
+own thread, so the broker never slows inference). The model sits in a ``ModelSlot`` read at each
+frame, so it can be swapped between two frames without restarting a thread.
 """
 
 from __future__ import annotations
@@ -16,39 +15,56 @@ import ctypes
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, load_bundle
-from edge_agent.config import AgentConfig
-from edge_agent.pipeline.handover import POLL_S, Mailbox
+from edge_agent.health.state import HealthState
+from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.handover import END, POLL_S, Handover
+from edge_agent.pipeline.model_slot import ModelSlot
+from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
-from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.types import Frame, FrameInfo, Result
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig, SourceConfig
+    from edge_agent.health.stats import SourceMetrics
+    from edge_agent.publish.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
 
 #: How long close() waits for each thread to finish its current frame.
 THREAD_JOIN_TIMEOUT_S = 10.0
-#: Inferred frames waiting for the post thread (decode, count, publish); inference waits
-#: when it is full, so nothing is dropped.
+#: Inferred frames waiting for the post thread (decode, stages, sinks); inference waits when it
+#: is full, so nothing is dropped.
 POST_QUEUE_FRAMES = 8
+
+ResultHook = Callable[[Result, Frame], None]
+SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics"], FrameSource]
 
 
 @dataclass
-class SourceStats:
-    frames: int = 0
-    errors: int = 0
-    dropped_frames: int = 0  # live frames replaced by a newer one before inference took them
+class Staged:
+    """A frame ready for the model: what is kept of the frame, its tensor, the model for it."""
+
+    frame: Frame | FrameInfo
+    prepared: Prepared
+    predictor: Predictor
 
 
-ResultHook = Callable[[Result, Frame], None]
-Staged = tuple[Frame | FrameInfo, Prepared]  # a frame and its tensor, ready for the model
+@dataclass
+class _Done:
+    """A frame through the model, on its way to the post thread."""
+
+    frame: Frame | FrameInfo
+    inferred: Inferred
+    predictor: Predictor
 
 
 def return_free_heap() -> None:
@@ -60,26 +76,56 @@ def return_free_heap() -> None:
         pass  # not glibc: nothing to do
 
 
-class Agent:
-    """The running agent. ``start()`` loads and connects; ``wait()`` blocks until every
-    finite source is done or ``stop()`` is called; ``close()`` releases everything."""
+def _open(cfg: SourceConfig, stop: threading.Event, metrics: SourceMetrics) -> FrameSource:
+    return open_source(cfg, stop, metrics)
 
-    def __init__(self, cfg: AgentConfig, on_result: ResultHook | None = None) -> None:
+
+class Agent:
+    """The running agent; a context manager. ``start()`` loads and connects; ``wait()`` blocks
+    until every finite source is done or ``stop()`` is called; ``close()`` releases everything.
+
+    ``sinks`` take every result besides the MQTT publisher (``on_result`` is a shorthand for a
+    hook that gets the picture); ``publish=False`` runs without a broker; ``source_factory``
+    opens the sources (tests and ``bench`` pass cameras that cannot exist here).
+    """
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        on_result: ResultHook | None = None,
+        *,
+        sinks: Sequence[Sink] = (),
+        publish: bool = True,
+        source_factory: SourceFactory = _open,
+        stats: StatsRegistry | None = None,
+    ) -> None:
         self.cfg = cfg
-        self.on_result = on_result
+        self.stats = stats or StatsRegistry()
         self.stop_event = threading.Event()
-        self.stats: dict[str, SourceStats] = {s.id: SourceStats() for s in cfg.sources}
         self.bundle: Bundle | None = None
         self.publisher: MqttPublisher | None = None
-        self._predictor: Predictor | None = None
+        self.slot: ModelSlot | None = None
+        self._extra_sinks = [*sinks, *([HookSink(on_result)] if on_result else [])]
+        self._publish = publish
+        self._source_factory = source_factory
         self._sources: list[FrameSource] = []
-        self._workers: list[threading.Thread] = []
-        self._post_q: queue.Queue[tuple[Frame | FrameInfo, Inferred] | str | None] = queue.Queue(
-            POST_QUEUE_FRAMES
-        )
+        self._chains: dict[str, StageChain] = {}
+        self._sinks = Sinks([], self.stats)
+        self._handover = Handover([s.id for s in cfg.sources])
+        self._threads: list[threading.Thread] = []
+        self._post_q: queue.Queue[_Done | str | None] = queue.Queue(POST_QUEUE_FRAMES)
         self._post_thread: threading.Thread | None = None
-        self._degraded = False
-        self._lock = threading.Lock()  # stats.errors and _degraded, set from three threads
+        self._model = self.stats.model()
+        self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the bundle and model, open the sources, connect, start the threads.
@@ -92,29 +138,41 @@ class Agent:
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.path, self.bundle.signed_by)
         runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
-        self._predictor = Predictor(
-            self.bundle,
-            runtime,
-            cfg.model.threads,
-            cfg.model.score_threshold,
-            cfg.model.options_for(runtime),
+        self.slot = ModelSlot(
+            Predictor(
+                self.bundle,
+                runtime,
+                cfg.model.threads,
+                cfg.model.score_threshold,
+                cfg.model.options_for(runtime),
+            )
         )
         return_free_heap()  # what loading and optimising the model freed
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
-            self._sources.append(open_source(source_cfg, self.stop_event))
-        self.publisher = MqttPublisher(
-            cfg.mqtt,
-            cfg.device_id,
-            __version__,
-            self.bundle.describe(),
-            [s.id for s in cfg.sources],
-        )
-        self.publisher.start()
-        self._post_thread = threading.Thread(target=self._post_loop, name="post")
-        self._post_thread.start()
+            self._chains[source_cfg.id] = build_chain(
+                source_cfg.id, [(s.type, s.options()) for s in source_cfg.stages], self.stats
+            )
+            metrics = self.stats.source(source_cfg.id)
+            self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))
+        sinks: list[Sink] = []
+        if self._publish:
+            from edge_agent.publish.publisher import MqttPublisher  # paho only when publishing
+
+            self.publisher = MqttPublisher(
+                cfg.mqtt,
+                cfg.device_id,
+                __version__,
+                self.bundle.describe(),
+                [s.id for s in cfg.sources],
+            )
+            self.publisher.start()
+            sinks.append(self.publisher)
+        self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats)
+        self._post_thread = self._thread(self._post_loop, "post")
+        self._thread(self._infer_loop, "infer")
         log.info(
             "running %s (%s, %s) on %d source(s)",
             self.bundle.model_id,
@@ -123,156 +181,30 @@ class Agent:
             len(self._sources),
         )
         for source in self._sources:
-            self._start_source(source)
+            self._thread(self._capture_loop, f"capture-{source.source_id}", source)
 
-    def _start_source(self, source: FrameSource) -> None:
-        handover = Mailbox()
-        capture = threading.Thread(
-            target=self._capture_loop, args=(source, handover), name=f"capture-{source.source_id}"
-        )
-        infer = threading.Thread(
-            target=self._infer_loop, args=(source, handover), name=f"infer-{source.source_id}"
-        )
-        capture.start()
-        infer.start()
-        self._workers += [capture, infer]
-
-    def _capture_loop(self, source: FrameSource, handover: Mailbox) -> None:
-        stats = self.stats[source.source_id]
-        predictor = self._require_predictor()
-        try:
-            for frame in source.frames():
-                try:
-                    prepared = predictor.prepare(frame.image)
-                except Exception:
-                    self._frame_failed(stats, frame, "pre-processing")
-                    continue
-                # Only a hook needs the picture after this: drop it now, not after publishing.
-                staged: Staged = (frame if self.on_result else frame.info(), prepared)
-                if source.live:
-                    stats.dropped_frames += handover.offer(staged)
-                elif not handover.put(staged, self.stop_event):
-                    return
-                del frame, prepared, staged  # not kept alive while the next frame is read
-        except Exception:
-            log.exception("source %s stopped on an unexpected error", source.source_id)
-            self._set_degraded()
-        finally:
-            handover.close()
-
-    def _blocking_put(self, q: queue.Queue, item: Any) -> bool:
-        while not self.stop_event.is_set():
-            try:
-                q.put(item, timeout=POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _infer_loop(self, source: FrameSource, handover: Mailbox) -> None:
-        stats = self.stats[source.source_id]
-        predictor = self._require_predictor()
-        while not self.stop_event.is_set():
-            got, staged = handover.get(POLL_S)
-            if not got:
-                continue
-            if staged is None:
-                self._blocking_put(self._post_q, source.source_id)  # the source has ended
-                return
-            frame, prepared = staged
-            del staged
-            try:
-                inferred = predictor.infer(prepared)
-            except Exception:  # one bad frame or a runtime hiccup must not stop the agent
-                self._frame_failed(stats, frame, "inference")
-                continue
-            finally:
-                del prepared  # the input tensor is done with: free it before waiting
-            if not self._blocking_put(self._post_q, (frame, inferred)):
-                return
-
-    def _post_loop(self) -> None:
-        """Decode, count, publish and report, in frame order per source."""
-        predictor = self._require_predictor()
-        while True:
-            item = self._post_q.get()
-            if item is None:
-                return
-            if isinstance(item, str):
-                log.info("source %s finished after %d frame(s)", item, self.stats[item].frames)
-                continue
-            frame, inferred = item
-            stats = self.stats[frame.source_id]
-            try:
-                result = self._result(frame, predictor.finish(inferred))
-            except Exception:
-                self._frame_failed(stats, frame, "decoding")
-                continue
-            stats.frames += 1
-            if self.publisher is not None:
-                try:
-                    self.publisher.publish_result(result)
-                    self.publisher.publish_counts(result.source_id, result.counts, result.ts)
-                except Exception:
-                    log.exception("publishing result %s/%d failed", result.source_id, result.seq)
-            if self.on_result is not None and isinstance(frame, Frame):
-                try:
-                    self.on_result(result, frame)
-                except Exception:  # a failing hook must not end the post thread
-                    self._frame_failed(stats, frame, "the on_result hook")
-
-    def _frame_failed(self, stats: SourceStats, frame: Frame | FrameInfo, stage: str) -> None:
-        """Count a failed frame (from any of the three threads) and log the first per source."""
-        with self._lock:
-            stats.errors += 1
-            first = stats.errors == 1
-        if first:  # once per source: a broken model fails every frame
-            log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, stage)
-        self._set_degraded()
-
-    def _require_predictor(self) -> Predictor:
-        if self._predictor is None or self.bundle is None:
-            raise RuntimeError("Agent.start() must run before frames are processed")
-        return self._predictor
-
-    def _result(self, frame: Frame | FrameInfo, out: Prediction) -> Result:
-        assert self.bundle is not None  # _require_predictor checked it
-        manifest = self.bundle.manifest
-        return Result(
-            source_id=frame.source_id,
-            seq=frame.seq,
-            ts=frame.ts,
-            model=self.bundle.model_id,
-            task=manifest.task,
-            labels=manifest.labels,
-            frame_size=(frame.width, frame.height),
-            predictions=out.predictions,
-            counts=out.counts,
-            timing_ms=out.timing_ms,
-            origin=frame.origin,
-        )
-
-    def _set_degraded(self) -> None:
-        with self._lock:
-            if self._degraded or self.publisher is None:
-                return
-            self._degraded = True
-        self.publisher.set_status("degraded")
+    def _thread(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name)
+        thread.start()
+        if name != "post":  # the post thread ends last, after close() drains the queue
+            self._threads.append(thread)
+        return thread
 
     def wait(self, poll_s: float = POLL_S) -> None:
         """Block until every source has ended or stop() was called."""
-        while any(t.is_alive() for t in self._workers) and not self.stop_event.is_set():
+        while any(t.is_alive() for t in self._threads) and not self.stop_event.is_set():
             self.stop_event.wait(poll_s)
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def close(self) -> None:
-        """Stop sources, flush results to paho, publish offline status, release the model.
-        Safe to call twice."""
+        """Stop sources, let the post thread finish what was inferred, close stages and sinks
+        (the publisher sends its offline status), release the model. Safe to call twice."""
         self.stop_event.set()
-        for thread in self._workers:
+        for thread in self._threads:
             thread.join(THREAD_JOIN_TIMEOUT_S)
+        self._threads = []
         for source in self._sources:
             source.close()
         if self._post_thread is not None:
@@ -282,8 +214,143 @@ class Agent:
                 log.error("the post thread is stuck; %d result(s) not published", POST_QUEUE_FRAMES)
             self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
             self._post_thread = None
+            for chain in self._chains.values():
+                chain.close()
+            self._sinks.close()
+        if self.slot is not None:
+            self.slot.close()
+            self.slot = None
+
+    # -- the threads ---------------------------------------------------------------------------
+
+    def _needs_frame(self, source_id: str) -> bool:
+        return self._chains[source_id].needs_frame or self._sinks.needs_frame
+
+    def _capture_loop(self, source: FrameSource) -> None:
+        sid = source.source_id
+        metrics = self.stats.source(sid)
+        slot = self._require_slot()
+        keep_picture = self._needs_frame(sid)
+        try:
+            for frame in source.frames():
+                predictor = slot.current  # the model this frame is prepared for and run on
+                try:
+                    prepared = predictor.prepare(frame.image)
+                except Exception:
+                    self._frame_failed(metrics, frame, "pre-processing")
+                    continue
+                # Only a stage or sink needs the picture after this: drop it now otherwise.
+                staged = Staged(frame if keep_picture else frame.info(), prepared, predictor)
+                if source.live:
+                    if self._handover.offer(sid, staged) is not None:
+                        metrics.dropped_stale.inc()
+                elif not self._handover.put(sid, staged, self.stop_event):
+                    return
+                del frame, prepared, staged  # not kept alive while the next frame is read
+        except Exception:
+            log.exception("source %s stopped on an unexpected error", sid)
+            self.health.failed()
+        finally:
+            self._handover.close(sid)
+
+    def _infer_loop(self) -> None:
+        """The only thread that runs the model: every source's frames, round-robin."""
+        while not self.stop_event.is_set() and self._handover.open_sources:
+            got = self._handover.take(POLL_S)
+            if got is None:
+                continue
+            sid, staged = got
+            if staged is END:
+                if not self._blocking_put(sid):
+                    return
+                continue
+            try:
+                inferred = staged.predictor.infer(staged.prepared)
+            except Exception:  # one bad frame or a runtime hiccup must not stop the agent
+                self._frame_failed(self.stats.source(sid), staged.frame, "inference")
+                continue
+            done = _Done(staged.frame, inferred, staged.predictor)
+            del staged  # the input tensor is done with: free it before waiting
+            if not self._blocking_put(done):
+                return
+
+    def _blocking_put(self, item: _Done | str) -> bool:
+        while not self.stop_event.is_set():
+            try:
+                self._post_q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _post_loop(self) -> None:
+        """Decode, run the source's stages, hand to every sink: in frame order per source."""
+        while True:
+            item = self._post_q.get()
+            if item is None:
+                return
+            if isinstance(item, str):
+                n = self.stats.source(item).results.value
+                log.info("source %s finished after %d frame(s)", item, n)
+                continue
+            frame = item.frame
+            metrics = self.stats.source(frame.source_id)
+            try:
+                prediction = item.predictor.finish(item.inferred)
+            except Exception:
+                self._frame_failed(metrics, frame, "decoding")
+                continue
+            self._observe(prediction.timing_ms)
+            result = self._result(frame, prediction, item.predictor)
+            picture = frame if isinstance(frame, Frame) else None
+            result = self._chains[frame.source_id].process(result, picture)
+            self._sinks.emit(result, picture)
+            metrics.results.inc()
+            self.health.succeeded()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _observe(self, timing_ms: dict[str, float]) -> None:
+        self._model.preprocess_ms.observe(timing_ms.get("preprocess", 0.0))
+        self._model.inference_ms.observe(timing_ms.get("inference", 0.0))
+        self._model.decode_ms.observe(timing_ms.get("decode", 0.0))
+
+    def _frame_failed(self, metrics: SourceMetrics, frame: Frame | FrameInfo, where: str) -> None:
+        """Count a failed frame (from any thread) and log the first per source."""
+        metrics.errors.inc()
+        if metrics.errors.value == 1:  # once per source: a broken model fails every frame
+            log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, where)
+        self.health.failed()
+
+    def _on_health(self, state: str) -> None:
         if self.publisher is not None:
-            self.publisher.close()
-        if self._predictor is not None:
-            self._predictor.close()
-            self._predictor = None
+            self.publisher.set_status(state)
+        log.log(logging.WARNING if state != "online" else logging.INFO, "agent status: %s", state)
+
+    def _require_slot(self) -> ModelSlot:
+        if self.slot is None:
+            raise RuntimeError("Agent.start() must run before frames are processed")
+        return self.slot
+
+    def _result(self, frame: Frame | FrameInfo, out: Prediction, predictor: Predictor) -> Result:
+        manifest = predictor.bundle.manifest
+        return Result(
+            source_id=frame.source_id,
+            seq=frame.seq,
+            ts=frame.ts,
+            model=predictor.model_id,
+            task=manifest.task,
+            labels=manifest.labels,
+            frame_size=(frame.width, frame.height),
+            predictions=out.predictions,
+            timing_ms=out.timing_ms,
+            origin=frame.origin,
+            class_thresholds=predictor.class_thresholds,
+        )
+
+    def frames_done(self) -> int:
+        """Results produced over every source (what run's exit code looks at)."""
+        return self.stats.total("source", "results")
+
+    def frames_failed(self) -> int:
+        return self.stats.total("source", "errors")

@@ -241,6 +241,16 @@ class MqttPublisher:
                 with self._lock:
                     self._last_counts.setdefault(source_id, {})[label] = n
 
+    # -- as a sink of the pipeline --------------------------------------------------------------
+
+    name = "mqtt"
+    needs_frame = False
+
+    def emit(self, result: Result, frame: object) -> None:
+        """One result, then its counts."""
+        self.publish_result(result)
+        self.publish_counts(result.source_id, result.counts, result.ts)
+
     def set_status(self, state: str) -> None:
         """Publish the retained status (online, offline or degraded); reconnects repeat it."""
         payload = self._status_dict(state)  # raises ValueError for an unknown state

@@ -13,8 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_agent.runtimes.errors import ModelRuntimeError
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
-
     from edge_agent.bundle import Bundle
 
 log = logging.getLogger(__name__)
