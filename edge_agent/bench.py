@@ -130,7 +130,7 @@ def agent_samples(
 
     cfg = AgentConfig(
         device_id="bench",
-        model=ModelConfig(bundle=bundle.path, runtime=runtime, threads=threads),  # type: ignore[arg-type]
+        model=ModelConfig(bundle=bundle.path, runtime=runtime, threads=threads),
         sources=[SourceConfig(id="bench", uri=source)],
         mqtt=mqtt,
     )

@@ -106,7 +106,7 @@ def sources_row(
     ids = [f"cam{i}" for i in range(n_sources)]
     cfg = AgentConfig(
         device_id="bench",
-        model=ModelConfig(bundle=bundle.path, runtime=runtime, threads=threads),  # type: ignore[arg-type]
+        model=ModelConfig(bundle=bundle.path, runtime=runtime, threads=threads),
         sources=[SourceConfig(id=i, uri=0, kind="camera") for i in ids],
     )
     per_camera_fps = OVERSUPPLY * loop_fps / n_sources

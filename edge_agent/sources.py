@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -45,6 +46,18 @@ _STREAM_PARAMS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
 _FILE_PARAMS = [cv2.CAP_PROP_N_THREADS, 1]
 _Capture = cv2.VideoCapture | None
 _Item = tuple[np.ndarray | None, str, float | None]  # (raw image, origin, capture time or None)
+
+
+class Source(Protocol):
+    """What the agent needs of a source (FrameSource below; bench and tests pass cameras that
+    cannot exist here)."""
+
+    source_id: str
+    live: bool  # keep only the newest frame (cameras, streams) rather than every frame
+
+    def frames(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
 
 
 class SourceError(RuntimeError):

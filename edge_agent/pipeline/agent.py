@@ -29,7 +29,7 @@ from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.model_slot import ModelSlot
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
-from edge_agent.sources import FrameSource, open_source
+from edge_agent.sources import Source, open_source
 from edge_agent.types import Frame, FrameInfo, Result
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ THREAD_JOIN_TIMEOUT_S = 10.0
 POST_QUEUE_FRAMES = 8
 
 ResultHook = Callable[[Result, Frame], None]
-SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics"], FrameSource]
+SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics"], Source]
 
 
 @dataclass
@@ -76,7 +76,7 @@ def return_free_heap() -> None:
         pass  # not glibc: nothing to do
 
 
-def _open(cfg: SourceConfig, stop: threading.Event, metrics: SourceMetrics) -> FrameSource:
+def _open(cfg: SourceConfig, stop: threading.Event, metrics: SourceMetrics) -> Source:
     return open_source(cfg, stop, metrics)
 
 
@@ -108,7 +108,7 @@ class Agent:
         self._extra_sinks = [*sinks, *([HookSink(on_result)] if on_result else [])]
         self._publish = publish
         self._source_factory = source_factory
-        self._sources: list[FrameSource] = []
+        self._sources: list[Source] = []
         self._chains: dict[str, StageChain] = {}
         self._sinks = Sinks([], self.stats)
         self._handover = Handover([s.id for s in cfg.sources])
@@ -226,7 +226,7 @@ class Agent:
     def _needs_frame(self, source_id: str) -> bool:
         return self._chains[source_id].needs_frame or self._sinks.needs_frame
 
-    def _capture_loop(self, source: FrameSource) -> None:
+    def _capture_loop(self, source: Source) -> None:
         sid = source.source_id
         metrics = self.stats.source(sid)
         slot = self._require_slot()

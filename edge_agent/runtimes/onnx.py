@@ -138,4 +138,4 @@ class OnnxRuntime:
         return dict(zip(self.output_names, values, strict=True))
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None

@@ -41,7 +41,7 @@ def interpreter_module() -> Any:
         from ai_edge_litert import interpreter
     except ModuleNotFoundError as exc:
         try:
-            from tflite_runtime import interpreter  # type: ignore[import-not-found,no-redef]
+            from tflite_runtime import interpreter
         except ModuleNotFoundError:
             raise exc from None
     return interpreter
@@ -158,4 +158,4 @@ class TfliteRuntime:
         return {name: values[d["index"]] for name, d in self._outputs.items()}
 
     def close(self) -> None:
-        self._interp = None  # type: ignore[assignment]
+        self._interp = None
