@@ -1,6 +1,8 @@
 """edge-agent bench measures every variant, recommends one, and writes it into a config.
 (Behaviour only; the speed figures themselves are printed by bench/, never asserted.)"""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -113,3 +115,47 @@ def test_bench_missing_source_is_a_clear_error(tmp_path, capsys):
     )
     assert code == 2
     assert "video file not found" in capsys.readouterr().err
+
+
+SOURCES = [{"id": "cam", "uri": "0"}]
+
+
+@pytest.mark.parametrize(
+    ("config_in", "bundle_in", "written"),
+    [
+        ("site", "site/b", "b"),  # the bundle in the config's folder
+        ("site/configs", "site/bundles/b", "../bundles/b"),  # beside it
+        ("site/configs/agent", "bundles/b", None),  # far away: absolute
+    ],
+)
+def test_apply_writes_the_bundle_relative_to_the_config_not_the_cwd(
+    tmp_path, monkeypatch, config_in, bundle_in, written
+):
+    import os
+
+    from edge_agent.bench import Row, apply_to_config
+
+    bundle = colour_blocks_bundle(tmp_path / bundle_in)
+    config = tmp_path / config_in / "agent.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump({"model": {"bundle": "old"}, "sources": SOURCES}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # bench ran here, and names the bundle from here
+    best = Row("onnx fp32 1t", "agent", 90.0, 11.0, 12.0, "onnx", 1, os.path.relpath(bundle))
+    apply_to_config(Path(os.path.relpath(config)), best)
+    entry = yaml.safe_load(config.read_text())["model"]["bundle"]
+    assert entry == (written or str(bundle))
+    monkeypatch.chdir(tmp_path)  # the agent starts somewhere else again
+    assert load_config(config).model.bundle.resolve() == bundle.resolve()
+
+
+def test_apply_keeps_an_absolute_bundle_path_absolute(tmp_path):
+    from edge_agent.bench import Row, apply_to_config
+
+    bundle = colour_blocks_bundle(tmp_path / "b")
+    config = tmp_path / "agent.yaml"
+    old = {"model": {"bundle": str(tmp_path / "old")}, "sources": SOURCES}
+    config.write_text(yaml.safe_dump(old))
+    apply_to_config(config, Row("onnx fp32 1t", "agent", 90.0, 11.0, 12.0, "onnx", 1, str(bundle)))
+    assert yaml.safe_load(config.read_text())["model"]["bundle"] == str(bundle)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from edge_agent.bundle import load_bundle
@@ -66,3 +67,26 @@ def test_onnx_dtype_names(tmp_path):
     onnx.save(model, tmp_path / "half.onnx")
     _, inputs, outputs = read_tensors(tmp_path / "half.onnx")
     assert (inputs[0].dtype, outputs[0].dtype) == ("float32", "float16")  # not "float3216"
+
+
+def test_missing_tflite_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    model = tmp_path / "q.tflite"
+    shutil.copy(DATA / "mean_colour.int8.tflite", model)
+    for name in (
+        "ai_edge_litert",
+        "ai_edge_litert.interpreter",
+        "tflite_runtime",
+        "tflite_runtime.interpreter",
+    ):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError
+    assert main(["inspect-model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'edgesight[tflite]'" in err
+    assert "No module named" not in err and "Traceback" not in err
+
+
+def test_unreadable_model_is_a_clean_error(tmp_path, capsys):
+    for name in ("bad.onnx", "bad.tflite"):
+        (tmp_path / name).write_bytes(b"not a model")
+        assert main(["inspect-model", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.startswith("error: ")

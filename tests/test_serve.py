@@ -32,8 +32,9 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import load_bundle, write_manifest
+from edge_agent.cli.serve import serve
 from edge_agent.predictor import Predictor
-from edge_agent.serve import PredictionServer, make_server, predictions_json, route, serve
+from edge_agent.serve import PredictionServer, make_server, predictions_json, route
 from edge_agent.types import Detections
 from tools.toy_models import colour_blocks_bundle, mean_colour_classifier
 
@@ -555,7 +556,7 @@ def test_serve_refuses_a_port_in_use(tmp_path, capsys):
 def test_serve_runs_until_sigterm(tmp_path):
     bundle = colour_blocks_bundle(tmp_path / "b")
     script = (
-        "import logging, sys; from pathlib import Path; from edge_agent.serve import serve;"
+        "import logging, sys; from pathlib import Path; from edge_agent.cli.serve import serve;"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
         "sys.exit(serve(Path(sys.argv[1]), '127.0.0.1', 0))"
     )

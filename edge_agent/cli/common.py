@@ -1,16 +1,54 @@
-"""Exit codes and signal handling shared by the long-running commands (run, serve)."""
+"""What the command modules share: exit codes, the log format, argparse types, error printing
+and signal handling for the long-running commands (run, serve).
+
+Kept light (no config, runtime or pipeline imports): ``edge-agent --version`` and the demo
+import it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_agent.config import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: 0 done, 1 failed while running, 2 the input (arguments, config, bundle, source) is wrong;
+#: 2 is also what argparse exits with on a bad argument.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; argparse names the flag in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            within = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {within}, got {value}")
+        return value
+
+    return parse
+
+
+def print_config_error(exc: ConfigError) -> None:
+    """Every problem of a config file, one a line, on stderr."""
+    print(f"{exc.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_agent.bundle import sha256_file
 from edge_agent.bundle.manifest import SCHEMA, Thresholds
-from edge_agent.runtimes import needs_runtime_package
+from edge_agent.runtimes import ModelRuntimeError, needs_runtime_package
 from edge_agent.runtimes.tflite import interpreter_module
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -37,7 +37,10 @@ def _onnx_tensors(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     with needs_runtime_package("onnx"):
         import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own types (not RuntimeError) for bad files
+        raise ModelRuntimeError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
 
     def info(t: Any) -> TensorInfo:
         dtype = t.type.removeprefix("tensor(").removesuffix(")")

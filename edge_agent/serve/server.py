@@ -1,12 +1,13 @@
-"""``edge-agent serve``: a local HTTP prediction endpoint shaped like the Azure Custom Vision
-edge container, so clients written for an exported Custom Vision model keep working.
+"""A local HTTP prediction endpoint shaped like the Azure Custom Vision edge container, so
+clients written for an exported Custom Vision model keep working.
 
 The routes are those of the container's Flask app (``app.py`` in Custom Vision's "Dockerfile"
 export): ``POST /image`` (raw bytes, or multipart with the file in ``imageData``) and
 ``POST /url`` (JSON ``{"url": ...}``), optionally under ``/<project>``, optionally as
 ``/classify|detect/iterations/<name>/...``, optionally with a ``/nostore`` suffix; the cloud
 prediction API's ``/customvision/v3.0/Prediction/<project>/...`` prefix works too.
-``GET /`` and ``GET /health`` describe the model. docs/serve.md is the user-facing contract.
+``GET /`` and ``GET /health`` describe the model. docs/serve.md is the user-facing contract;
+``edge-agent serve`` (edge_agent/cli/serve.py) loads a bundle and runs this server.
 
 Only the standard library's http.server: no web framework on the device.
 """
@@ -18,21 +19,16 @@ import logging
 import socket
 import socketserver
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge_agent import __version__
-from edge_agent.bundle import BundleError, load_bundle
-from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, stop_on_signals
 from edge_agent.predictor import Predictor
-from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.serve.request import (
     CLIENT_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -322,67 +318,3 @@ def make_server(
     """A bound, not yet serving, server; run ``serve_forever()`` (in a thread) to serve."""
     settings = ServeSettings(project, iteration, max_body_bytes, url_fetch_timeout_s, allow_url)
     return PredictionServer((host, port), predictor, settings)
-
-
-def serve(
-    bundle_path: Path,
-    host: str,
-    port: int,
-    runtime: str | None = None,
-    threads: int = 2,
-    score_threshold: float | None = None,
-    *,
-    project: str = "",
-    iteration: str = "",
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S,
-    allow_url: bool = True,
-) -> int:
-    """Load the bundle and serve until SIGINT/SIGTERM; the keywords are make_server's.
-
-    Returns 0 after a signal, 2 if the bundle, runtime or address is wrong, 1 if the server
-    thread died. Call from the main thread (signal handlers).
-    """
-    try:
-        bundle = load_bundle(bundle_path)
-        predictor = Predictor(bundle, runtime, threads, score_threshold)
-    except (BundleError, ModelRuntimeError, ValueError) as exc:
-        print(f"edge-agent serve: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        server = make_server(
-            predictor,
-            host,
-            port,
-            project=project,
-            iteration=iteration,
-            max_body_bytes=max_body_bytes,
-            url_fetch_timeout_s=url_fetch_timeout_s,
-            allow_url=allow_url,
-        )
-    except (OSError, ValueError, OverflowError) as exc:  # OverflowError: port beyond 65535
-        predictor.close()
-        print(f"edge-agent serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, name="serve-http", daemon=True)
-    m = bundle.manifest
-    with stop_on_signals(stop.set):
-        thread.start()
-        log.info(
-            "serving %s (%s, %d labels) on %s: POST /image, POST /url, GET /health",
-            bundle.model_id,
-            m.task,
-            len(m.labels),
-            server.url,
-        )
-        try:
-            while not stop.wait(0.5):
-                if not thread.is_alive():
-                    log.error("the HTTP server thread stopped unexpectedly")
-                    return EXIT_FAILED
-        finally:
-            server.shutdown()
-            server.server_close()
-            predictor.close()
-    return EXIT_OK

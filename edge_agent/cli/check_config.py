@@ -1,0 +1,57 @@
+"""``edge-agent check-config``: validate a config file and its bundle, and say what would run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK, print_config_error
+from edge_agent.config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent check-config",
+        description="Validate a config file and load its bundle (and signature) without "
+        "running anything; print the device, model, sources and broker it names.",
+    )
+    parser.add_argument("file", type=Path, help="YAML config file")
+    return parser
+
+
+def check_config(file: Path) -> int:
+    try:
+        cfg = load_config(file)
+        bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return EXIT_BAD_INPUT
+    except BundleError as exc:
+        print(f"{file}: model.bundle: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    m = bundle.manifest
+    signed = f", signed by {bundle.signed_by}" if bundle.signed_by else ""
+    print(f"{file}: OK")
+    print(f"  device   {cfg.device_id}")
+    print(
+        f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
+        f"runtime {cfg.model.runtime_for(m.model.format)}, {cfg.model.threads} threads{signed})"
+    )
+    for s in cfg.sources:
+        limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""
+        print(f"  source   {s.id}: {s.uri} ({s.kind}{limit}, on end: {s.on_eof})")
+    mq = cfg.mqtt
+    auth = "with login" if mq.username else "anonymous"
+    tls = "TLS" if mq.tls else "plain TCP"
+    print(
+        f"  mqtt     {mq.host}:{mq.port} ({tls}, {auth}), topics {mq.topic_prefix}/"
+        f"{cfg.device_id}/..."
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return check_config(args.file)
