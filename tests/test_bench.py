@@ -39,12 +39,21 @@ def test_bench_table_recommendation_and_apply(tmp_path, broker, capsys):
             str(broker.port),
             "--apply",
             str(config),
+            "--sources",
+            "1,2",
+            "--sources-seconds",
+            "1",
         ]
     )
     out = capsys.readouterr().out
     assert code == 0, out
     for path in ("runtime", "decode", "agent", "opencv-dnn"):
         assert f" {path} " in out
+    # the multi-source rows: one per source count, each source served about its fair share
+    multi = [line.split() for line in out.splitlines() if line.startswith("onnx fp32 1t")]
+    multi = [cols for cols in multi if cols[3].isdigit()]  # variant(3) sources results/s x min
+    assert [int(cols[3]) for cols in multi] == [1, 2]
+    assert all(float(cols[4]) > 0 and float(cols[6]) > 0.5 for cols in multi), out
     assert "fastest here: onnx fp32 1t" in out
     cfg = load_config(config)
     assert (cfg.model.runtime, cfg.model.threads) == ("onnx", 1)

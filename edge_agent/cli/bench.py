@@ -7,12 +7,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, LOG_FORMAT, int_in
+
+if TYPE_CHECKING:
+    from edge_agent.bench import Row
 
 
 def _thread_counts(text: str) -> list[int]:
     return [int_in(1, 64)(part) for part in text.split(",")]
+
+
+def _source_counts(text: str) -> list[int]:
+    return [] if text == "none" else [int_in(1, 64)(part) for part in text.split(",")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mqtt-host", default="127.0.0.1", help="broker for the agent path")
     parser.add_argument("--mqtt-port", type=int_in(1, 65535), default=1883, help="broker port")
     parser.add_argument(
+        "--sources",
+        type=_source_counts,
+        default=[1, 2, 4],
+        help="live sources sharing one model for the multi-source rows, e.g. 1,2,4 "
+        "(default), or none",
+    )
+    parser.add_argument(
+        "--sources-seconds",
+        type=int_in(1, 600),
+        default=3,
+        help="how long each multi-source row runs, s",
+    )
+    parser.add_argument(
         "--apply",
         type=Path,
         metavar="CONFIG",
@@ -69,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(rows))
+    if args.sources:
+        print()
+        print(_sources_table(rows, args.sources, args.sources_seconds, args.source))
     best = recommend(rows)
     if best is None:
         return EXIT_FAILED
@@ -84,3 +108,20 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         print(f"wrote runtime {best.runtime}, threads {best.threads} into {args.apply}")
     return EXIT_OK
+
+
+def _sources_table(rows: list[Row], counts: list[int], seconds: int, source: str | None) -> str:
+    """Several simulated live sources on each measured variant, against its bare loop."""
+    from edge_agent.bench import first_frame
+    from edge_agent.bench_sources import format_sources_table, sources_row
+    from edge_agent.bundle import load_bundle
+
+    image = first_frame(source)
+    out = []
+    for row in rows:
+        if row.path != "runtime":
+            continue
+        bundle = load_bundle(row.bundle)
+        for n in counts:
+            out.append(sources_row(bundle, row.runtime, row.threads, n, row.fps, image, seconds))
+    return format_sources_table(out)
