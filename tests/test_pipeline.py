@@ -171,7 +171,7 @@ def test_live_sources_share_the_model_round_robin(tmp_path, slow_model, n_source
     assert min(per_source) >= 0.8 * (sum(per_source) / n_sources)
 
 
-def test_a_failing_stage_and_sink_are_counted_and_the_agent_finishes(tmp_path):
+def test_a_failing_stage_and_sink_are_counted_and_the_agent_finishes(tmp_path, monkeypatch):
     clip = write_clip(tmp_path / "clip.mp4")
 
     class Broken:
@@ -199,15 +199,13 @@ def test_a_failing_stage_and_sink_are_counted_and_the_agent_finishes(tmp_path):
 
     original = agent_module.build_chain
 
-    def with_exploding(source_id, specs, stats):
-        chain = original(source_id, specs, stats)
-        return StageChain(source_id, [Exploding(), *chain.stages], stats)
+    def with_exploding(source_id, specs, stats, on_failure):
+        chain = original(source_id, specs, stats, on_failure)
+        return StageChain(source_id, [Exploding(), *chain.stages], stats, on_failure)
 
-    agent_module.build_chain = with_exploding
-    try:
-        run(agent)
-    finally:
-        agent_module.build_chain = original
+    monkeypatch.setattr(agent_module, "build_chain", with_exploding)
+    run(agent)
+    assert agent.health.state == "degraded"  # nothing fails silently
     assert agent.stats.sink("broken").errors.value == FRAMES
     assert agent.stats.stage("cam0", "exploding").errors.value == FRAMES
     # the other sink and the counting stage after the broken one still ran on every frame

@@ -152,8 +152,9 @@ class Agent:
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
+            specs = [(s.type, s.options()) for s in source_cfg.stages]
             self._chains[source_cfg.id] = build_chain(
-                source_cfg.id, [(s.type, s.options()) for s in source_cfg.stages], self.stats
+                source_cfg.id, specs, self.stats, self.health.failed
             )
             metrics = self.stats.source(source_cfg.id)
             self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))
@@ -170,7 +171,7 @@ class Agent:
             )
             self.publisher.start()
             sinks.append(self.publisher)
-        self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats)
+        self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
         self._post_thread = self._thread(self._post_loop, "post")
         self._thread(self._infer_loop, "infer")
         log.info(

@@ -116,15 +116,25 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
         raise ValueError(f"stage {type_name!r}: {problems}") from None
 
 
-class _Guard:
-    """Counts and times one stage or sink; logs its first failure, then only counts."""
+OnFailure = Callable[[], None]
 
-    def __init__(self, what: str, metrics: StageMetrics) -> None:
+
+def _ignore() -> None:
+    pass
+
+
+class _Guard:
+    """Counts and times one stage or sink; logs its first failure, then only counts, and tells
+    ``on_failure`` every time (the agent's status turns degraded)."""
+
+    def __init__(self, what: str, metrics: StageMetrics, on_failure: OnFailure) -> None:
         self.what = what
         self.metrics = metrics
+        self.on_failure = on_failure
 
     def failed(self, result: Result) -> None:
         self.metrics.errors.inc()
+        self.on_failure()
         if self.metrics.errors.value == 1:
             log.exception(
                 "%s failed on %s frame %d (counted; later failures are not logged)",
@@ -137,11 +147,21 @@ class _Guard:
 class StageChain:
     """One source's stages in order."""
 
-    def __init__(self, source_id: str, stages: Sequence[Stage], stats: StatsRegistry) -> None:
+    def __init__(
+        self,
+        source_id: str,
+        stages: Sequence[Stage],
+        stats: StatsRegistry,
+        on_failure: OnFailure = _ignore,
+    ) -> None:
         self.source_id = source_id
         self.stages = list(stages)
         self._guards = [
-            _Guard(f"stage {s.name!r} of source {source_id!r}", stats.stage(source_id, s.name))
+            _Guard(
+                f"stage {s.name!r} of source {source_id!r}",
+                stats.stage(source_id, s.name),
+                on_failure,
+            )
             for s in self.stages
         ]
         self.needs_frame = any(s.needs_frame for s in self.stages)
@@ -163,9 +183,13 @@ class StageChain:
 class Sinks:
     """Every sink, each guarded like a stage."""
 
-    def __init__(self, sinks: Sequence[Sink], stats: StatsRegistry) -> None:
+    def __init__(
+        self, sinks: Sequence[Sink], stats: StatsRegistry, on_failure: OnFailure = _ignore
+    ) -> None:
         self.sinks = list(sinks)
-        self._guards = [_Guard(f"sink {s.name!r}", stats.sink(s.name)) for s in self.sinks]
+        self._guards = [
+            _Guard(f"sink {s.name!r}", stats.sink(s.name), on_failure) for s in self.sinks
+        ]
         self.needs_frame = any(s.needs_frame for s in self.sinks)
 
     def emit(self, result: Result, frame: Frame | None) -> None:
@@ -190,12 +214,16 @@ def _close_all(parts: Sequence[Stage | Sink]) -> None:
 
 
 def build_chain(
-    source_id: str, specs: Sequence[tuple[str, BaseModel]], stats: StatsRegistry
+    source_id: str,
+    specs: Sequence[tuple[str, BaseModel]],
+    stats: StatsRegistry,
+    on_failure: OnFailure = _ignore,
 ) -> StageChain:
     """The chain for one source from its validated ``(type, options)`` specs."""
     known = stage_types()
     context = StageContext(source_id, stats)
-    return StageChain(source_id, [known[t].build(o, context) for t, o in specs], stats)
+    stages = [known[t].build(o, context) for t, o in specs]
+    return StageChain(source_id, stages, stats, on_failure)
 
 
 class HookSink:
