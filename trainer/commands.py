@@ -8,12 +8,12 @@ keep working on a machine without the ``train`` extra. A handler returns an exit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from trainer.cli_support import console_log, error, fraction, positive
+from trainer.run_config import CONFIG_FILE, RunConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,8 +64,8 @@ def add_train_commands(subparsers: Any) -> None:
 
 def _check_train_args(args: argparse.Namespace) -> str | None:
     if args.resume:
-        if not (args.out / "config.json").is_file():
-            return f"cannot resume: {args.out} has no config.json (not a run folder)"
+        if not (args.out / CONFIG_FILE).is_file():
+            return f"cannot resume: {args.out} has no {CONFIG_FILE} (not a run folder)"
         return None
     missing = [f"--{k}" for k in ("task", "model", "data") if getattr(args, k) is None]
     if missing:
@@ -104,9 +104,9 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"error: interrupted; continue with --resume --out {args.out}", file=sys.stderr)
         return 130
-    config = json.loads((run / "config.json").read_text())
-    print(f"trained {config['model']}: best {config['metric']} {config['best_metric']:.4f} "
-          f"at epoch {config['best_epoch']} -> {run / 'best.pt'}")  # fmt: skip
+    config = RunConfig.read(run / CONFIG_FILE)
+    print(f"trained {config.model}: best {config.metric} {config.best_metric:.4f} "
+          f"at epoch {config.best_epoch} -> {run / 'best.pt'}")  # fmt: skip
     return EXIT_OK
 
 
