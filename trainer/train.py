@@ -38,7 +38,7 @@ from trainer.models import (
 )
 from trainer.plots import plot_history
 from trainer.presets import get_preset
-from trainer.run_config import CONFIG_FILE, InputSpec, RunConfig
+from trainer.run_config import CONFIG_FILE, RunConfig
 from trainer.torchdata import ClassificationData, DetectionData, collate_detection, seed_worker
 
 log = logging.getLogger("trainer")
@@ -117,17 +117,18 @@ def _make_config(task: str, model_name: str, data_dir: Path, ds: Dataset, **kw: 
         raise DatasetError(f"{data_dir}: holds a {ds.task} dataset, but --task is {task}")
     size = kw.pop("size") or info.default_size
     mean, std = SSDLITE_MEAN_STD if task == "detect" else IMAGENET_MEAN_STD
-    return RunConfig(
+    fields = dict(
         task=task, model=model_name, labels=ds.classes, multilabel=ds.multilabel, size_px=size,
         data=str(data_dir.resolve()), batch_size=kw.pop("batch_size") or DEFAULT_BATCH[task],
         lr=kw.pop("lr") or DEFAULT_LR[task], optimizer="AdamW", weight_decay=WEIGHT_DECAY,
         metric=SELECTION_METRIC[(task, ds.multilabel)],
-        input=InputSpec(width_px=size, height_px=size, layout="NCHW", color="RGB",
-                        resize="stretch", mean=mean, std=std, scale="1/255"),
+        input=dict(width_px=size, height_px=size, layout="NCHW", color="RGB",
+                   resize="stretch", mean=mean, std=std, scale="1/255"),
         background_class=0 if task == "detect" else None, trainer_version=__version__,
         torch=str(torch.__version__), created=datetime.now(UTC).isoformat(timespec="seconds"),
         **kw,
     )  # fmt: skip
+    return RunConfig.parse(fields, "train settings")  # a bad argument: RunConfigError, exit 2
 
 
 def train(
