@@ -313,3 +313,15 @@ def test_cli_defaults_match_the_library() -> None:
     assert trainer.export_cli.BUDGET_POINTS == trainer.export.BUDGET_POINTS
     assert trainer.export_cli.CALIB_IMAGES == trainer.export.CALIB_IMAGES
     assert trainer.export_cli.FORMATS == trainer.export.FORMATS
+
+
+def test_cli_lets_a_bug_propagate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.export
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("internal mix-up")  # not an ExportError: a bug, not exit 2
+
+    monkeypatch.setattr(trainer.export, "export_run", broken)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ValueError, match="internal mix-up"):
+        main(["export", str(tmp_path / "run")])

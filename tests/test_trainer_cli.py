@@ -155,3 +155,90 @@ def test_convert_refuses_output_inside_input(shelf_yolo: Path, capsys) -> None:
     assert main(["convert", "--to", "coco", str(shelf_yolo), str(shelf_yolo / "out")]) == 2
     assert "must not be inside the input" in capsys.readouterr().err
     assert not (shelf_yolo / "out").exists()
+
+
+# Two error channels: the user's mistakes exit 2 with one line; a bug keeps its traceback.
+
+
+def test_a_bug_is_not_reported_as_bad_input(
+    shelf_yolo: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import trainer.cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("internal mix-up")  # a bug, not an InputError
+
+    monkeypatch.setattr(trainer.cli, "load", broken)
+    with pytest.raises(ValueError, match="internal mix-up"):
+        main(["inspect", str(shelf_yolo)])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bug_exits_1_with_its_traceback(shelf_yolo: Path) -> None:
+    code = (
+        "import sys, trainer.cli\n"
+        "def broken(*a, **k): raise ValueError('internal mix-up')\n"
+        "trainer.cli.describe = broken\n"
+        "sys.exit(trainer.cli.main(sys.argv[1:]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code, "inspect", str(shelf_yolo)],
+        capture_output=True, text=True, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ValueError: internal mix-up" in done.stderr
+
+
+def test_a_bug_in_a_signing_command_propagates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.signing_cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("internal mix-up")
+
+    monkeypatch.setattr(trainer.signing_cli, "generate_keypair", broken)
+    with pytest.raises(ValueError, match="internal mix-up"):
+        main(["keygen", "--out", str(tmp_path / "keys")])
+
+
+def test_a_missing_dataset_folder_is_the_users_mistake(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "no-such-data"
+    argv = ["train", "--task", "detect", "--model", "ssdlite320_mobilenet_v3_large"]
+    assert main([*argv, "--data", str(missing), "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {missing}: no such dataset file or folder\n"
+
+
+def test_a_bad_model_name_is_the_users_mistake(shelf_yolo: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    argv = ["train", "--task", "detect", "--model", "resnet9000", "--data", str(shelf_yolo)]
+    assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'resnet9000': expected one of [")
+    assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--workers", "-1"), ("--patience", "-2"), ("--freeze-epochs", "-1"), ("--lr", "-0.1")],
+)
+def test_negative_training_numbers_are_usage_errors(
+    shelf_yolo: Path, tmp_path: Path, flag: str, value: str, capsys
+) -> None:
+    argv = ["train", "--task", "detect", "--model", "x", "--data", str(shelf_yolo)]
+    assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "r"), flag, value]) == 2
+    assert f"argument {flag}: expected" in capsys.readouterr().err
+
+
+def test_trainer_exit_codes_are_the_agents() -> None:
+    from edge_agent.cli import common
+    from trainer import cli, commands, export_cli, signing_cli
+
+    for module in (cli, commands, export_cli, signing_cli):
+        for name in ("EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT"):
+            if hasattr(module, name):
+                assert getattr(module, name) is getattr(common, name)
+        assert not hasattr(module, "EXIT_USAGE") and not hasattr(module, "EXIT_ERROR")
+    assert export_cli.EXIT_PARITY == common.EXIT_FAILED

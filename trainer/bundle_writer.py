@@ -22,6 +22,7 @@ from edge_agent.bundle.manifest import SCHEMA
 from trainer import __version__
 from trainer.evaluate import truths
 from trainer.metrics import best_f1_threshold, json_safe, pr_curve
+from trainer.run_config import RunConfig
 
 #: Model file names by (format, int8).
 MODEL_FILES = {
@@ -53,27 +54,27 @@ def parse_scale(value: Any) -> float:
     return float(value)
 
 
-def input_spec(config: dict[str, Any], layout: str) -> dict[str, Any]:
+def input_spec(config: RunConfig, layout: str) -> dict[str, Any]:
     """The manifest's ``input`` from the run's: what the model was trained on, in ``layout``."""
-    cfg = config["input"]
+    spec = config.input
     return {
         "name": "images",
-        "width": int(cfg["width"]),
-        "height": int(cfg["height"]),
+        "width": spec.width_px,
+        "height": spec.height_px,
         "layout": layout,
         "dtype": "float32",
-        "color": cfg.get("color", "RGB"),
-        "scale": parse_scale(cfg.get("scale", 1 / 255)),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "resize": cfg.get("resize", "stretch"),
+        "color": spec.color,
+        "scale": parse_scale(spec.scale),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize": spec.resize,
     }
 
 
-def decoder_spec(config: dict[str, Any], box_coder_weights: list[float] | None) -> dict[str, Any]:
+def decoder_spec(config: RunConfig, box_coder_weights: list[float] | None) -> dict[str, Any]:
     """softmax / sigmoid over ``logits`` for classifiers; ``ssd_anchors`` for the SSD head."""
-    if config["task"] == "classify":
-        kind = "sigmoid" if config["multilabel"] else "softmax"
+    if config.task == "classify":
+        kind = "sigmoid" if config.multilabel else "softmax"
         return {"type": kind, "output": "logits", "from_logits": True}
     return {
         "type": "ssd_anchors",
@@ -174,7 +175,7 @@ def manifest_metrics(
 
 
 def build_manifest(
-    config: dict[str, Any],
+    config: RunConfig,
     *,
     name: str,
     version: int,
@@ -192,9 +193,9 @@ def build_manifest(
         "schema": SCHEMA,
         "name": name,
         "version": version,
-        "task": config["task"],
-        "multilabel": bool(config["multilabel"]),
-        "labels": list(config["labels"]),
+        "task": config.task,
+        "multilabel": config.multilabel,
+        "labels": list(config.labels),
         "model": {"file": model_file, "format": fmt, "precision": "int8" if int8 else "fp32"},
         "input": input_spec(config, "NHWC" if fmt == "tflite" else "NCHW"),
         "decoder": decoder,
@@ -205,9 +206,9 @@ def build_manifest(
         "trainer": {
             "version": __version__,
             "recipe": recipe,
-            "model": config["model"],
-            "epochs": config.get("epochs_run"),
-            "best_epoch": config.get("best_epoch"),
+            "model": config.model,
+            "epochs": config.epochs_run,
+            "best_epoch": config.best_epoch,
         },
     }
 
@@ -219,7 +220,7 @@ def write_bundle(folder: Path, manifest: dict[str, Any]) -> Bundle:
 
 
 def stage_bundle(
-    folder: Path, *, config: dict[str, Any], fmt: str, int8: bool, decoder: dict[str, Any],
+    folder: Path, *, config: RunConfig, fmt: str, int8: bool, decoder: dict[str, Any],
     nms: dict[str, Any], extra_files: list[str],
 ) -> Bundle:  # fmt: skip
     """A provisional bundle for the Predictor to evaluate: no per-class thresholds (they would

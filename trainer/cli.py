@@ -1,7 +1,8 @@
 """``edge-trainer``: dataset tooling (convert, inspect, synth). Training commands come later.
 
 Bad input (a broken dataset, a wrong flag, a full disk) prints ``error: <message>`` to stderr
-and returns 2; a traceback is only ever a bug in this code.
+and returns 2 (trainer.cli_support.INPUT_ERRORS); any other exception is a bug in this code and
+propagates with its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK
 from trainer import __version__
+from trainer.cli_support import INPUT_ERRORS, error
 from trainer.commands import add_train_commands
 from trainer.datasets import (
     FORMATS,
@@ -28,9 +31,6 @@ from trainer.datasets.stats import size_range, summarize, warnings
 from trainer.export_cli import add_export_commands
 from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's own code for bad usage; bad data is the caller's mistake too
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -181,12 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     try:
         return int(args.func(args))
-    except (DatasetError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except INPUT_ERRORS as exc:  # anything else is a bug: its traceback is the report
+        return error(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

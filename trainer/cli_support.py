@@ -1,5 +1,11 @@
-"""What every edge-trainer subcommand shares: argument types, the error line, and showing the
-trainer's progress messages on stderr while a command runs."""
+"""What every edge-trainer subcommand shares: argument types, which errors are the user's, the
+error line, and showing the trainer's progress messages on stderr while a command runs.
+
+Two error channels: an exception in INPUT_ERRORS is something the user must fix (a flag, a
+file, a dataset, a full disk) and becomes ``error: <message>`` and exit 2; anything else is a
+bug in this code and propagates with its traceback (exit 1), so it is never mistaken for bad
+input. A plain ValueError is a bug: user-facing checks raise trainer.errors.InputError.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,47 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-EXIT_USAGE = 2  # bad input: the caller's to fix
+from edge_agent.bundle import BundleError
+from edge_agent.bundle.archive import ArchiveError
+from edge_agent.bundle.signing import KeyFormatError, SignatureError
+from edge_agent.cli.common import EXIT_BAD_INPUT
+from edge_agent.config import ConfigError
+from trainer.errors import InputError
+
+#: The trainer's own input errors (InputError covers DatasetError, ExportError, RunConfigError).
+#: OSError is here because a missing file, a permission or a full disk is the environment's,
+#: not a bug, and its message names the path.
+INPUT_ERRORS: tuple[type[Exception], ...] = (InputError, OSError)
+#: edge_agent's input errors: a bundle, key, signature, archive or agent config the user gave.
+#: Only commands that read such a thing from the user catch these; a BundleError on a bundle
+#: the trainer just wrote itself is a bug.
+AGENT_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    BundleError,
+    ArchiveError,
+    ConfigError,
+    KeyFormatError,
+    SignatureError,
+)
 
 
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
 
 
@@ -27,8 +67,9 @@ def fraction(text: str) -> float:
 
 
 def error(message: object) -> int:
+    """Print the one-line ``error: ...`` for bad input; return the bad-input exit code."""
     print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return EXIT_BAD_INPUT
 
 
 @contextmanager

@@ -2,22 +2,29 @@
 
 torch is imported inside the handlers only, so the dataset commands (convert, inspect, synth)
 keep working on a machine without the ``train`` extra. A handler returns an exit code: 0 done,
-2 bad input (``error: ...`` on stderr, no traceback), 1 a run that failed (diverged).
+2 bad input (``error: ...`` on stderr, no traceback), 1 a run that failed (diverged). Any other
+exception is a bug and propagates (see trainer.cli_support).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.cli_support import console_log, error, fraction, positive
+from edge_agent.cli.common import EXIT_FAILED, EXIT_OK
+from trainer.cli_support import (
+    INPUT_ERRORS,
+    console_log,
+    error,
+    fraction,
+    non_negative,
+    positive,
+    positive_float,
+)
+from trainer.run_config import CONFIG_FILE, RunConfig
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 TASKS = ("classify", "detect")
 #: Same names as trainer.presets.PRESETS (that module imports torch; this one must not).
 PRESET_NAMES = ("none", "light", "default", "strong")
@@ -38,15 +45,21 @@ def add_train_commands(subparsers: Any) -> None:
     tr.add_argument("--weights", type=Path, help="local .pt: checkpoint or (ImageNet) state dict")
     tr.add_argument("--size", type=positive, help="input side, px (224 / 320)")
     tr.add_argument("--batch", type=positive, help="batch size (32 classify, 8 detect)")
-    tr.add_argument("--lr", type=float, help="peak AdamW LR (2e-3 / 3e-3)")
+    tr.add_argument("--lr", type=positive_float, help="peak AdamW LR (2e-3 / 3e-3)")
     tr.add_argument("--preset", default="default", help=f"augmentation: {', '.join(PRESET_NAMES)}")
     tr.add_argument("--seed", type=int, default=0, help="seed for split, order, augmentation (0)")
     tr.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    tr.add_argument("--patience", type=int, default=0, help="stop after N flat epochs (0: off)")
-    tr.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0)")
+    tr.add_argument(
+        "--patience", type=non_negative, default=0, help="stop after N flat epochs (0: off)"
+    )
+    tr.add_argument(
+        "--workers", type=non_negative, default=0, help="DataLoader worker processes (0)"
+    )
     tr.add_argument("--val-fraction", type=fraction, default=0.2, help="val share if no val split")
     tr.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's own)")
-    tr.add_argument("--freeze-epochs", type=int, default=0, help="with --weights: head-only epochs")
+    tr.add_argument(
+        "--freeze-epochs", type=non_negative, default=0, help="with --weights: head-only epochs"
+    )
     tr.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     tr.set_defaults(func=run_train)
 
@@ -64,8 +77,8 @@ def add_train_commands(subparsers: Any) -> None:
 
 def _check_train_args(args: argparse.Namespace) -> str | None:
     if args.resume:
-        if not (args.out / "config.json").is_file():
-            return f"cannot resume: {args.out} has no config.json (not a run folder)"
+        if not (args.out / CONFIG_FILE).is_file():
+            return f"cannot resume: {args.out} has no {CONFIG_FILE} (not a run folder)"
         return None
     missing = [f"--{k}" for k in ("task", "model", "data") if getattr(args, k) is None]
     if missing:
@@ -83,7 +96,6 @@ def run_train(args: argparse.Namespace) -> int:
     if problem := _check_train_args(args):
         return error(problem)
     try:
-        from trainer.datasets import DatasetError
         from trainer.train import train
     except ImportError as exc:
         return error(f"{INSTALL_HINT} ({exc})")
@@ -96,7 +108,7 @@ def run_train(args: argparse.Namespace) -> int:
                 device=args.device, val_fraction=args.val_fraction, workers=args.workers,
                 threads=args.threads, freeze_epochs=args.freeze_epochs,
             )  # fmt: skip
-    except (DatasetError, ValueError, OSError) as exc:
+    except INPUT_ERRORS as exc:
         return error(exc)
     except FloatingPointError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
@@ -104,9 +116,9 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"error: interrupted; continue with --resume --out {args.out}", file=sys.stderr)
         return 130
-    config = json.loads((run / "config.json").read_text())
-    print(f"trained {config['model']}: best {config['metric']} {config['best_metric']:.4f} "
-          f"at epoch {config['best_epoch']} -> {run / 'best.pt'}")  # fmt: skip
+    config = RunConfig.read(run / CONFIG_FILE)
+    print(f"trained {config.model}: best {config.metric} {config.best_metric:.4f} "
+          f"at epoch {config.best_epoch} -> {run / 'best.pt'}")  # fmt: skip
     return EXIT_OK
 
 
@@ -116,7 +128,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.exists():
         return error(f"{args.data}: no such dataset file or folder")
     try:
-        from trainer.datasets import DatasetError
         from trainer.evaluate import evaluate, headline
     except ImportError as exc:
         return error(f"{INSTALL_HINT} ({exc})")
@@ -124,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         with console_log():
             report = evaluate(args.run, args.data, args.out, device=args.device,
                               threshold=args.threshold)  # fmt: skip
-    except (DatasetError, ValueError, OSError) as exc:
+    except INPUT_ERRORS as exc:
         return error(exc)
     out = args.out or Path(report["checkpoint"]).parent / "eval"
     print(f"{headline(report)} on {report['metrics']['images']} images -> {out / 'report.json'}")

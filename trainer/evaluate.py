@@ -22,6 +22,7 @@ from trainer.metrics import (
     multilabel_metrics,
 )
 from trainer.plots import plot_confusion, plot_pr_curves
+from trainer.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def score(
     return classification_metrics(truth, predictions, classes), {}
 
 
-def eval_samples(dataset: Dataset, config: dict[str, Any], data_dir: Path) -> tuple[list, str]:
+def eval_samples(dataset: Dataset, config: RunConfig, data_dir: Path) -> tuple[list, str]:
     """Which images to score: test, else val, else the run's own seeded val split of this data.
 
     A dataset without splits that the run itself trained on would otherwise be scored on its
@@ -71,9 +72,9 @@ def eval_samples(dataset: Dataset, config: dict[str, Any], data_dir: Path) -> tu
     for name in ("test", "val"):
         if groups.get(name):
             return groups[name], name
-    same = Path(config.get("data", "")).resolve() == data_dir.resolve()
-    if same and config.get("val_source") == "seeded split":
-        again = split(dataset, config["val_fraction"], config["seed"])
+    same = Path(config.data).resolve() == data_dir.resolve()
+    if same and config.val_source == "seeded split":
+        again = split(dataset, config.val_fraction, config.seed)
         return [s for s in again.samples if s.split == "val"], "val (the run's seeded split)"
     return dataset.samples, "all images"
 
@@ -115,7 +116,7 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else ckpt.parent / "eval"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_checkpoint(ckpt, device)
-    task, multilabel, classes = config["task"], config["multilabel"], config["labels"]
+    task, multilabel, classes = config.task, config.multilabel, config.labels
     dataset = load(data_dir)
     if dataset.task != task:
         raise DatasetError(f"{data_dir}: holds a {dataset.task} dataset, the model is {task}")
@@ -123,7 +124,7 @@ def evaluate(
     if unknown:
         raise DatasetError(f"{data_dir}: classes {unknown} are not among the model's {classes}")
     samples, which = eval_samples(dataset, config, data_dir)
-    transform = get_preset("none", task, config["size"], train=False)
+    transform = get_preset("none", task, config.size_px, train=False)
     if task == "detect":
         data: Any = DetectionData(samples, classes, transform)
         loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_detection)
@@ -141,8 +142,8 @@ def evaluate(
         plots += plot_pr_curves(curves, best, out / "pr_curves")
     report = {
         "schema": "edgesight.eval/1", "checkpoint": str(ckpt), "data": str(data_dir),
-        "images": which, "task": task, "multilabel": multilabel, "model": config["model"],
-        "size": config["size"], "labels": classes, "metrics": metrics,
+        "images": which, "task": task, "multilabel": multilabel, "model": config.model,
+        "size": config.size_px, "labels": classes, "metrics": metrics,
         "selection_metric": SELECTION_METRIC[(task, multilabel)],
         "plots": [str(p.relative_to(out)) for p in plots],
     }  # fmt: skip

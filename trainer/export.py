@@ -14,7 +14,6 @@ stale statistics from elsewhere would show.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 
 from trainer import bundle_writer as bw
 from trainer.datasets import Sample, load
+from trainer.errors import InputError
 from trainer.export_tflite import MissingExtraError, require_litert
 from trainer.parity import (
     HEADLINE,
@@ -39,6 +39,7 @@ from trainer.parity import (
     sanity_warnings,
 )
 from trainer.quantize import CALIB_IMAGES, calibration_samples, calibration_tensors
+from trainer.run_config import CONFIG_FILE, RunConfig
 
 log = logging.getLogger("trainer.export")
 
@@ -47,7 +48,7 @@ FORMATS = ("onnx", "tflite")
 BUDGET_POINTS = 2.0
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """Bad input (no run, no dataset, a busy output folder, a missing extra): exit code 2."""
 
 
@@ -67,7 +68,7 @@ class ExportOptions:
     out: Path | None = None  # default: RUN/export-<fmt>[-int8]
     allow_drop: bool = False
     budget_points: float = BUDGET_POINTS
-    data: Path | None = None  # default: the run's config["data"]
+    data: Path | None = None  # default: the run's config.data
     name: str | None = None  # default: the run folder's name
     version: int = 1
     recipe: str | None = None  # default: "<model>-<preset>"
@@ -87,18 +88,16 @@ def default_out(run: Path, fmt: str, int8: bool) -> Path:
     return run / f"export-{fmt}{'-int8' if int8 else ''}"
 
 
-def read_run(run: Path) -> tuple[dict[str, Any], Path]:
-    """(config, best.pt path) of a run folder, or ExportError naming what is missing."""
+def read_run(run: Path) -> tuple[RunConfig, Path]:
+    """(config, best.pt path) of a run folder; ExportError naming what is missing, or
+    RunConfigError naming a bad key of config.json."""
     if not run.is_dir():
-        raise ExportError(f"{run}: no such run folder (expected config.json and best.pt in it)")
-    config_path, ckpt = run / "config.json", run / "best.pt"
+        raise ExportError(f"{run}: no such run folder (expected {CONFIG_FILE} and best.pt in it)")
+    config_path, ckpt = run / CONFIG_FILE, run / "best.pt"
     for path in (config_path, ckpt):
         if not path.is_file():
             raise ExportError(f"{path}: missing; is {run} a finished training run?")
-    try:
-        return json.loads(config_path.read_text(encoding="utf-8")), ckpt
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{config_path}: not valid JSON: {exc}") from exc
+    return RunConfig.read(config_path), ckpt
 
 
 def prepare_out(out: Path, force: bool) -> None:
@@ -112,19 +111,17 @@ def prepare_out(out: Path, force: bool) -> None:
     shutil.rmtree(out)
 
 
-def eval_and_calib(config: dict[str, Any], data: Path | None) -> tuple[list[Sample], list[Sample]]:
+def eval_and_calib(config: RunConfig, data: Path | None) -> tuple[list[Sample], list[Sample]]:
     """(train, val) samples of the run's own split, so figures match its best_metric."""
     from trainer.train import split_for_training
 
-    folder = Path(data or config["data"])
+    folder = Path(data or config.data)
     if not folder.exists():
         raise ExportError(f"{folder}: dataset not found (the run's data; pass --data to move it)")
     ds = load(folder)
-    if ds.classes != config["labels"]:
-        raise ExportError(
-            f"{folder}: classes {ds.classes} differ from the run's: {config['labels']}"
-        )
-    train, val, _ = split_for_training(ds, config["val_fraction"], config["seed"])
+    if ds.classes != config.labels:
+        raise ExportError(f"{folder}: classes {ds.classes} differ from the run's: {config.labels}")
+    train, val, _ = split_for_training(ds, config.val_fraction, config.seed)
     return train, val
 
 
@@ -133,7 +130,7 @@ class _Job:
     """Everything known before torch is imported."""
 
     run: Path
-    config: dict[str, Any]  # config.json: rewritten after the last epoch (best_metric)
+    config: RunConfig  # config.json: rewritten after the last epoch (best_metric)
     ckpt: Path
     opts: ExportOptions
     out: Path
@@ -191,7 +188,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
     torch.set_flush_denormal(True)  # denormal activations slow CPU convs ~10x (train.py)
     opts = job.opts
     model, config = load_checkpoint(job.ckpt)  # the architecture, as best.pt was saved
-    size, detect = int(config["size"]), config["task"] == "detect"
+    size, detect = config.size_px, config.task == "detect"
     module = ExportModule(model, nhwc=opts.fmt == "tflite").eval()
     staged = _Staged(
         dirs={"fp32": work / "fp32", "int8": work / "int8"},
@@ -208,7 +205,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
         if anchors is not None:
             np.save(folder / bw.ANCHORS_FILE, anchors)
     fp32_file = staged.dirs["fp32"] / bw.MODEL_FILES[(opts.fmt, False)]
-    log.info("exporting %s (%s, %d px) to %s FP32", job.run, config["model"], size, opts.fmt)
+    log.info("exporting %s (%s, %d px) to %s FP32", job.run, config.model, size, opts.fmt)
     if opts.fmt == "onnx":
         export_onnx(module, fp32_file, size)
     else:
@@ -223,7 +220,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
     bundles = {"fp32": bw.stage_bundle(staged.dirs["fp32"], int8=False, **stage)}
     pairs = [("fp32", TORCH)]
     if opts.int8:
-        calib = calibration_samples(job.train, opts.calib_images, config.get("seed", 0))
+        calib = calibration_samples(job.train, opts.calib_images, config.seed)
         tensors = calibration_tensors(calib, bundles["fp32"].manifest.input)
         staged.calib_images = len(tensors)
         int8_file = staged.dirs["int8"] / bw.MODEL_FILES[(opts.fmt, True)]
@@ -248,7 +245,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
 
 def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any]:
     config, opts, run = job.config, job.opts, job.run
-    task, multilabel = config["task"], bool(config["multilabel"])
+    task, multilabel = config.task, config.multilabel
     metric = HEADLINE[(task, multilabel)]
     budget = int8_budget(evaluation, metric, opts.budget_points) if opts.int8 else None
     artifacts = {}
@@ -264,23 +261,23 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
         "schema": "edgesight.export/1",
         "name": opts.name or run.name,
         "run": str(run),
-        "model": config["model"],
+        "model": config.model,
         "task": task,
         "multilabel": multilabel,
-        "size": config["size"],
-        "labels": config["labels"],
+        "size": config.size_px,
+        "labels": config.labels,
         "format": opts.fmt,
         "precision": "int8" if opts.int8 else "fp32",
         "runtime": opts.fmt,
         "model_file": bw.MODEL_FILES[(opts.fmt, opts.int8)],
-        "eval": {"split": "val", "images": evaluation.images, "data": config["data"]},
+        "eval": {"split": "val", "images": evaluation.images, "data": config.data},
         "calibration": {"split": "train", "images": staged.calib_images} if opts.int8 else None,
         "artifacts": artifacts,
         "headline_keys": HEADLINE_KEYS[(task, multilabel)],
         "parity": evaluation.parity,
         "parity_tolerance": PARITY_TOLERANCE,
         "int8_budget": budget,
-        "run_best_metric": {"metric": config.get("metric"), "value": config.get("best_metric")},
+        "run_best_metric": {"metric": config.metric, "value": config.best_metric},
         "batchnorm": "recomputed by train.py before best.pt was saved; not recomputed here",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
@@ -289,14 +286,14 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
 def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
     """Thresholds, checks, report; then the bundle, or the report alone and an exception."""
     config, opts, out = job.config, job.opts, job.out
-    task, multilabel = config["task"], bool(config["multilabel"])
+    task, multilabel = config.task, config.multilabel
     shipped = "int8" if opts.int8 else "fp32"
     art = evaluation.artifacts[shipped]
     thresholds, recommended = bw.recommend_thresholds(
-        task, multilabel, art.metrics, art.predictions, job.val, config["labels"], **staged.nms
+        task, multilabel, art.metrics, art.predictions, job.val, config.labels, **staged.nms
     )
     warnings, parity_ok = sanity_warnings(
-        evaluation, HEADLINE[(task, multilabel)], config.get("best_metric"), opts.fmt
+        evaluation, HEADLINE[(task, multilabel)], config.best_metric, opts.fmt
     )
     report = _report(job, evaluation, staged)
     budget = report["int8_budget"]
@@ -336,7 +333,7 @@ def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
         thresholds=thresholds,
         metrics=metrics,
         extra_files=[*staged.extra, *report_files],
-        recipe=opts.recipe or f"{config['model']}-{config.get('preset', 'default')}",
+        recipe=opts.recipe or f"{config.model}-{config.preset}",
     )
     bw.write_bundle(out, manifest)  # reads the bundle back with load_bundle, as the device will
     for warning in warnings:

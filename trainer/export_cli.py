@@ -4,7 +4,8 @@ trainer/cli.py calls ``add_export_commands(sub)``. torch (and litert-torch) are 
 handler only, so the dataset and signing commands keep working without the train extra. Exit
 codes: 0 done; 1 the FP32 file disagrees with PyTorch (an exporter bug: report written, no
 bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 lost more than
-``--budget-points`` (report written, no bundle) unless ``--allow-drop``.
+``--budget-points`` (report written, no bundle) unless ``--allow-drop``. Any other exception is
+a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.cli_support import console_log, error, positive
+from edge_agent.bundle.signing import KeyFormatError
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from trainer.cli_support import INPUT_ERRORS, console_log, error, non_negative, positive
 
-EXIT_OK = 0
-EXIT_PARITY = 1
-EXIT_USAGE = 2
-EXIT_BUDGET = 3
+EXIT_PARITY = EXIT_FAILED  # the export ran and its check failed
+EXIT_BUDGET = 3  # export's own: over the INT8 budget, rerun with --allow-drop to accept it
+#: Export reads only the run, its dataset and a --sign key from the user; a BundleError here
+#: would be on a bundle the trainer wrote itself, a bug, so it is not caught.
+EXPORT_INPUT_ERRORS = (*INPUT_ERRORS, KeyFormatError)
 #: Same values as trainer.export (that module imports torch-adjacent code; this one must not).
 FORMATS = ("onnx", "tflite")
 CALIB_IMAGES = 100
@@ -73,7 +77,9 @@ def add_export_commands(subparsers: Any) -> None:
         "--data", type=Path, metavar="DIR", help="dataset folder, if it moved since training"
     )
     ex.add_argument("--name", help="bundle name (default: the run folder's name)")
-    ex.add_argument("--model-version", type=int, default=1, metavar="N", help="bundle version (1)")
+    ex.add_argument(
+        "--model-version", type=non_negative, default=1, metavar="N", help="bundle version (1)"
+    )
     ex.add_argument("--recipe", help="recipe name for the manifest (default MODEL-PRESET)")
     ex.add_argument(
         "--eval-images", type=positive, metavar="N", help="score at most N val images (all)"
@@ -113,12 +119,13 @@ def _summary(result: Any) -> list[str]:
 def run_export(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
         return error(f"{args.run}: no such run folder (expected config.json and best.pt in it)")
+    if args.name is not None and not args.name.strip():
+        return error(f"--name must not be empty, got {args.name!r}")
     if args.sign is not None and not args.sign.is_file():
         return error(f"{args.sign}: no such private key file")
     try:
         from trainer.export import (
             BudgetExceeded,
-            ExportError,
             ExportOptions,
             ParityError,
             export_run,
@@ -159,7 +166,7 @@ def run_export(args: argparse.Namespace) -> int:
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARITY
-    except (ExportError, ValueError, OSError) as exc:
+    except EXPORT_INPUT_ERRORS as exc:  # ExportError is an InputError
         return error(exc)
     for line in lines:
         print(line)
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     return int(args.func(args))
 
 

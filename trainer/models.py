@@ -22,6 +22,9 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
 
+from trainer.errors import InputError
+from trainer.run_config import RunConfig
+
 log = logging.getLogger(__name__)
 
 Task = Literal["classify", "detect"]
@@ -98,7 +101,7 @@ def list_models(task: Task | None = None) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}: expected one of {list_models()}")
+        raise InputError(f"unknown model {name!r}: expected one of {list_models()}")
     return _MODELS[name]
 
 
@@ -114,13 +117,14 @@ def get_model(
     """Build ``name`` for ``num_classes`` classes, then load a local ``weights`` file if given.
 
     ``multilabel`` changes the loss, not the net (logits either way); it is accepted here so the
-    call names everything the model is for. Raises ValueError (unknown name) or FileNotFoundError.
+    call names everything the model is for. Raises InputError (unknown name, not a weights
+    file) or FileNotFoundError.
     """
     info = model_info(name)
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise InputError(f"num_classes must be at least 1, got {num_classes}")
     if info.task == "detect" and multilabel:
-        raise ValueError(f"{name} is a detector: multilabel applies to classifiers only")
+        raise InputError(f"{name} is a detector: multilabel applies to classifiers only")
     state = read_state_dict(Path(weights)) if weights is not None else None
     if state is None:
         log.info(SCRATCH_NOTE.format(name=name))
@@ -143,13 +147,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-        raise ValueError(f"{path}: not a torch weights file: {exc}") from exc
+        raise InputError(f"{path}: not a torch weights file: {exc}") from exc
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor) or a checkpoint")
+        raise InputError(f"{path}: expected a state dict (name -> tensor) or a checkpoint")
     out = {}
     for key, value in obj.items():
         for prefix in STRIP_PREFIXES:
@@ -288,23 +292,27 @@ def _tail_is_reduced(state: dict[str, torch.Tensor], norm: Callable) -> bool:
     return scores[True] > scores[False]
 
 
-def load_checkpoint(path: Path | str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: Path | str, device: str = "cpu") -> tuple[nn.Module, RunConfig]:
     """Rebuild a model from one of our checkpoints (``best.pt``, ``epoch_NNN.pt``) in eval mode."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        raise InputError(f"{path}: not a torch checkpoint: {exc}") from exc
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path}: not an edgesight checkpoint: expected keys 'model' and 'config'")
-    model = build_from_config(ckpt["config"])
+        raise InputError(f"{path}: not an edgesight checkpoint: expected keys 'model' and 'config'")
+    config = RunConfig.parse(ckpt["config"], f"{path} (its 'config')")
+    model = build_from_config(config)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt["config"]
+    return model.to(device).eval(), config
 
 
-def build_from_config(config: dict[str, Any]) -> nn.Module:
+def build_from_config(config: RunConfig) -> nn.Module:
     """An untrained model with the architecture a run's config.json describes."""
     kw: dict[str, Any] = {}
-    if config.get("reduced_tail") is not None:
-        kw["reduced_tail"] = config["reduced_tail"]
-    info = model_info(config["model"])
-    return info.builder(len(config["labels"]), size=config["size"], **kw)
+    if config.reduced_tail is not None:
+        kw["reduced_tail"] = config.reduced_tail
+    info = model_info(config.model)
+    return info.builder(len(config.labels), size=config.size_px, **kw)

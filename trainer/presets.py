@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from trainer.errors import InputError
 from trainer.models import IMAGENET_MEAN_STD, Task
 
 PRESETS = ("none", "light", "default", "strong")
@@ -27,9 +28,9 @@ ZOOM_OUT_FILL = (124, 116, 104)
 def get_preset(name: str, task: Task, size: int, train: bool = True) -> Callable[..., Any]:
     """The transform for ``name``; ``train=False`` gives the deterministic evaluation one."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}: expected one of {list(PRESETS)}")
+        raise InputError(f"unknown preset {name!r}: expected one of {list(PRESETS)}")
     if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
+        raise InputError(f"size must be at least 32 pixels, got {size}")
     policy = name if train else "none"
     steps = _detection(policy) if task == "detect" else _classification(policy, size)
     # antialias=False: the device resizes with plain bilinear (OpenCV), so train on the same.

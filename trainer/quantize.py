@@ -25,6 +25,7 @@ import numpy as np
 from edge_agent.bundle.manifest import InputSpec
 from edge_agent.preprocess import Preprocessor
 from trainer.datasets import Sample
+from trainer.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def read_bgr(sample: Sample) -> np.ndarray:
 def calibration_samples(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
     """``n`` training samples picked with ``seed`` (all of them when there are fewer)."""
     if n < 1:
-        raise ValueError(f"calibration needs at least 1 image, got {n}")
+        raise InputError(f"calibration needs at least 1 image, got {n}")
     ordered = sorted(samples, key=lambda s: str(s.image_path))
     if len(ordered) <= n:
         return ordered

@@ -1,8 +1,9 @@
 """``edge-trainer keygen | sign | pack``: make a signing key, sign a bundle, pack it to ship.
 
 ``trainer/cli.py`` calls ``add_signing_commands(sub)``. Each handler returns an exit code and
-reports bad input as ``error: <message>`` on stderr with code 2 itself, so it behaves the same
-whoever dispatches it. No torch here: signing runs on any laptop or CI box.
+reports bad input (a key, a bundle, a path) as ``error: <message>`` on stderr with code 2
+itself, so it behaves the same whoever dispatches it; any other exception is a bug and
+propagates. No torch here: signing runs on any laptop or CI box.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from edge_agent.bundle.signing import (
     verify_bundle_signature,
     write_atomic,
 )
+from edge_agent.cli.common import EXIT_OK
+from trainer.cli_support import AGENT_INPUT_ERRORS, INPUT_ERRORS, error
+from trainer.errors import InputError
 
 PRIVATE_KEY_FILE = "edgesight.key"
 PUBLIC_KEY_FILE = "edgesight.pub"
@@ -40,8 +44,8 @@ PACK_MTIME = 0  # s since the epoch for every member: the same bundle packs to t
 PACK_FILE_MODE = 0o644
 PACK_GZIP_LEVEL = 9  # bundles are packed once and downloaded by many devices
 PACK_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-EXIT_OK = 0
-EXIT_ERROR = 2  # as trainer/cli.py: bad input is the caller's to fix
+#: A user's key, bundle or output path: the trainer's input errors and edge_agent's.
+SIGNING_INPUT_ERRORS = (*INPUT_ERRORS, *AGENT_INPUT_ERRORS)
 
 
 def add_signing_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -74,18 +78,13 @@ def add_signing_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     pack.set_defaults(func=run_pack)
 
 
-def _fail(exc: BaseException) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return EXIT_ERROR
-
-
 def keygen(out: Path, force: bool = False) -> tuple[Path, Path]:
     """Write a new key pair into ``out``; refuse to replace one unless ``force``."""
     out.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
     private, public = out / PRIVATE_KEY_FILE, out / PUBLIC_KEY_FILE
     existing = [str(p) for p in (private, public) if p.exists() or p.is_symlink()]
     if existing and not force:
-        raise ValueError(
+        raise InputError(
             f"{', '.join(existing)} already exists; bundles signed with that key would no longer "
             "verify on devices that trust only the new one. Use --force to replace it"
         )
@@ -99,8 +98,8 @@ def run_keygen(args: argparse.Namespace) -> int:
     try:
         private, public = keygen(args.out, args.force)
         key = load_private_key(private).public_key()
-    except (ValueError, OSError) as exc:
-        return _fail(exc)
+    except SIGNING_INPUT_ERRORS as exc:
+        return error(exc)
     print(f"wrote {private} (private, mode 0600: keep it secret and off the devices)")
     print(f"wrote {public}")
     print(f"fingerprint: {fingerprint(key)}")
@@ -126,8 +125,8 @@ def run_sign(args: argparse.Namespace) -> int:
     try:
         fp = sign_bundle(args.bundle, args.key)
         mode = args.key.stat().st_mode
-    except (ValueError, OSError) as exc:
-        return _fail(exc)
+    except SIGNING_INPUT_ERRORS as exc:
+        return error(exc)
     print(f"signed {args.bundle / SIGNATURE} with key {fp}")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(
@@ -162,9 +161,9 @@ def _add(tar: tarfile.TarFile, bundle: Path, name: str) -> None:
 def pack_bundle(bundle: Path, out: Path) -> Path:
     """Write ``out`` deterministically: sorted members at the archive root, fixed metadata."""
     if not out.name.lower().endswith(PACK_SUFFIXES):
-        raise ValueError(f"{out}: expected a name ending in {', '.join(PACK_SUFFIXES)}")
+        raise InputError(f"{out}: expected a name ending in {', '.join(PACK_SUFFIXES)}")
     if out.resolve().is_relative_to(bundle.resolve()):
-        raise ValueError(f"{out}: the archive must not be written inside the bundle {bundle}")
+        raise InputError(f"{out}: the archive must not be written inside the bundle {bundle}")
     names = _members(bundle)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
@@ -197,8 +196,8 @@ def pack_bundle(bundle: Path, out: Path) -> Path:
 def run_pack(args: argparse.Namespace) -> int:
     try:
         out = pack_bundle(args.bundle, args.out)
-    except (ValueError, OSError) as exc:
-        return _fail(exc)
+    except SIGNING_INPUT_ERRORS as exc:
+        return error(exc)
     signed = "signed" if (args.bundle / SIGNATURE).is_file() else "unsigned"
     print(f"packed {signed} bundle {args.bundle} into {out} ({out.stat().st_size} bytes)")
     return EXIT_OK

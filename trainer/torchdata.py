@@ -18,6 +18,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torchvision import tv_tensors
 
 from trainer.datasets import Sample
+from trainer.errors import InputError
 
 #: Labels of detection targets start here: torchvision SSD's class 0 is background.
 FIRST_DETECTION_LABEL = 1
@@ -57,7 +58,7 @@ class ClassificationData(TorchDataset):
             hot[ids] = 1.0
             return hot
         if len(ids) != 1:
-            raise ValueError(f"{sample.where}: expected exactly one label, got {sample.labels}")
+            raise InputError(f"{sample.where}: expected exactly one label, got {sample.labels}")
         return torch.tensor(ids[0])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,6 @@ every validation, so ``best.pt`` and the last checkpoint never carry stale ones 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import random
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from trainer import __version__
 from trainer.datasets import Dataset, DatasetError, Sample, load, split
 from trainer.engine import BN_BATCHES, recompute_bn_stats, train_one_epoch, validate
+from trainer.errors import InputError
 from trainer.evaluate import SELECTION_METRIC, score
 from trainer.models import (
     IMAGENET_MEAN_STD,
@@ -38,6 +38,7 @@ from trainer.models import (
 )
 from trainer.plots import plot_history
 from trainer.presets import get_preset
+from trainer.run_config import CONFIG_FILE, RunConfig
 from trainer.torchdata import ClassificationData, DetectionData, collate_detection, seed_worker
 
 log = logging.getLogger("trainer")
@@ -78,18 +79,19 @@ def split_for_training(ds: Dataset, val_fraction: float, seed: int) -> tuple[lis
     return train, val, "seeded split"
 
 
-def _data(samples: list[Sample], cfg: dict, train: bool, preset: str) -> Any:
-    transform = get_preset(preset, cfg["task"], cfg["size"], train=train)
-    if cfg["task"] == "detect":
-        return DetectionData(samples, cfg["labels"], transform)
-    return ClassificationData(samples, cfg["labels"], transform, cfg["multilabel"])
+def _data(samples: list[Sample], cfg: RunConfig, train: bool, preset: str) -> Any:
+    transform = get_preset(preset, cfg.task, cfg.size_px, train=train)
+    if cfg.task == "detect":
+        return DetectionData(samples, cfg.labels, transform)
+    return ClassificationData(samples, cfg.labels, transform, cfg.multilabel)
 
 
-def _loader(data: Any, cfg: dict, shuffle: bool, seed: int, workers: int, drop: bool = False):
+def _loader(data: Any, cfg: RunConfig, shuffle: bool, seed: int, workers: int,
+            drop: bool = False) -> DataLoader:  # fmt: skip
     return DataLoader(
-        data, batch_size=cfg["batch_size"], shuffle=shuffle, num_workers=workers, drop_last=drop,
+        data, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop,
         generator=torch.Generator().manual_seed(seed), worker_init_fn=seed_worker,
-        collate_fn=collate_detection if cfg["task"] == "detect" else None,
+        collate_fn=collate_detection if cfg.task == "detect" else None,
     )  # fmt: skip
 
 
@@ -106,27 +108,27 @@ def _schedule(total_steps: int):
     return factor
 
 
-def _make_config(task: str, model_name: str, data_dir: Path, ds: Dataset, **kw: Any) -> dict:
+def _make_config(task: str, model_name: str, data_dir: Path, ds: Dataset, **kw: Any) -> RunConfig:
     info = model_info(model_name)
     if info.task != task:
-        raise ValueError(f"{model_name} is a {info.task} model, not {task}: expected one of "
+        raise InputError(f"{model_name} is a {info.task} model, not {task}: expected one of "
                          f"{list_models(task)}")  # type: ignore[arg-type]  # fmt: skip
     if ds.task != task:
         raise DatasetError(f"{data_dir}: holds a {ds.task} dataset, but --task is {task}")
     size = kw.pop("size") or info.default_size
     mean, std = SSDLITE_MEAN_STD if task == "detect" else IMAGENET_MEAN_STD
-    return {
-        "schema": "edgesight.run/1", "task": task, "model": model_name, "labels": ds.classes,
-        "multilabel": ds.multilabel, "size": size, "data": str(data_dir.resolve()),
-        "batch_size": kw.pop("batch_size") or DEFAULT_BATCH[task],
-        "lr": kw.pop("lr") or DEFAULT_LR[task], "optimizer": "AdamW",
-        "weight_decay": WEIGHT_DECAY, "metric": SELECTION_METRIC[(task, ds.multilabel)],
-        "input": {"width": size, "height": size, "layout": "NCHW", "color": "RGB",
-                  "resize": "stretch", "mean": mean, "std": std, "scale": "1/255"},
-        "background_class": 0 if task == "detect" else None,
-        "trainer_version": __version__, "torch": str(torch.__version__),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), **kw,
-    }  # fmt: skip
+    fields = dict(
+        task=task, model=model_name, labels=ds.classes, multilabel=ds.multilabel, size_px=size,
+        data=str(data_dir.resolve()), batch_size=kw.pop("batch_size") or DEFAULT_BATCH[task],
+        lr=kw.pop("lr") or DEFAULT_LR[task], optimizer="AdamW", weight_decay=WEIGHT_DECAY,
+        metric=SELECTION_METRIC[(task, ds.multilabel)],
+        input=dict(width_px=size, height_px=size, layout="NCHW", color="RGB",
+                   resize="stretch", mean=mean, std=std, scale="1/255"),
+        background_class=0 if task == "detect" else None, trainer_version=__version__,
+        torch=str(torch.__version__), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        **kw,
+    )  # fmt: skip
+    return RunConfig.parse(fields, "train settings")  # a bad argument: RunConfigError, exit 2
 
 
 def train(
@@ -160,9 +162,9 @@ def train(
     """
     run = Path(out_dir)
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if resume and not (run / "config.json").is_file():
-        raise FileNotFoundError(f"cannot resume: no config.json in {run}")
+        raise InputError(f"epochs must be at least 1, got {epochs}")
+    if resume and not (run / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"cannot resume: no {CONFIG_FILE} in {run}")
     if not resume and run.exists() and any(run.iterdir()):
         raise FileExistsError(f"{run} exists and is not empty: resume it or choose a new folder")
     if not resume:
@@ -175,8 +177,8 @@ def train(
     torch.set_flush_denormal(True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if resume:
-        cfg = json.loads((run / "config.json").read_text())
-        ds = load(cfg["data"])
+        cfg = RunConfig.read(run / CONFIG_FILE)
+        ds = load(cfg.data)
     else:  # every check that can fail runs before the run folder exists
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"weights file not found: {weights}")
@@ -197,51 +199,50 @@ def train(
         handler.close()
 
 
-def _run(run: Path, cfg: dict, ds: Dataset, epochs: int, resume: bool, patience: int,
+def _run(run: Path, cfg: RunConfig, ds: Dataset, epochs: int, resume: bool, patience: int,
          device: str, workers: int, bn_batches: int, max_steps: int | None) -> Path:  # fmt: skip
-    if ds.classes != cfg["labels"]:
-        raise DatasetError(f"{cfg['data']}: classes {ds.classes} differ from the run's")
-    train_s, val_s, cfg["val_source"] = split_for_training(ds, cfg["val_fraction"], cfg["seed"])
-    cfg["split"] = {"train": len(train_s), "val": len(val_s)}
-    cfg["epochs"] = epochs
-    seed_everything(cfg["seed"])
+    if ds.classes != cfg.labels:
+        raise DatasetError(f"{cfg.data}: classes {ds.classes} differ from the run's")
+    train_s, val_s, val_source = split_for_training(ds, cfg.val_fraction, cfg.seed)
+    seed_everything(cfg.seed)
     if resume:  # the checkpoint has the weights; the config the architecture
         model = build_from_config(cfg)
     else:
-        model = get_model(cfg["model"], len(cfg["labels"]), multilabel=cfg["multilabel"],
-                          weights=cfg["weights"], size=cfg["size"])  # fmt: skip
-    cfg["reduced_tail"] = getattr(model, "reduced_tail", None)
+        model = get_model(cfg.model, len(cfg.labels), multilabel=cfg.multilabel,
+                          weights=cfg.weights, size=cfg.size_px)  # fmt: skip
+    cfg = cfg.updated(val_source=val_source, split={"train": len(train_s), "val": len(val_s)},
+                      epochs=epochs, reduced_tail=getattr(model, "reduced_tail", None))  # fmt: skip
     model.to(device)
-    train_data = _data(train_s, cfg, True, cfg["preset"])
-    drop = len(train_data) > cfg["batch_size"]  # a last batch of 1 breaks BatchNorm
-    steps = len(train_data) // cfg["batch_size"] if drop else 1
+    train_data = _data(train_s, cfg, True, cfg.preset)
+    drop = len(train_data) > cfg.batch_size  # a last batch of 1 breaks BatchNorm
+    steps = len(train_data) // cfg.batch_size if drop else 1
     steps = min(steps, max_steps) if max_steps else steps
     val_loader = _loader(_data(val_s, cfg, False, "none"), cfg, False, 0, workers)
-    bn_loader = _loader(_data(train_s, cfg, False, "none"), cfg, True, cfg["seed"], workers, drop)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=WEIGHT_DECAY)
+    bn_loader = _loader(_data(train_s, cfg, False, "none"), cfg, True, cfg.seed, workers, drop)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps * epochs))
     state = {"epoch": 0, "best_metric": -1.0, "best_epoch": 0, "bad_epochs": 0}
     if resume:
         state = _restore(run, model, optimizer, scheduler)
-    (run / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    cfg.write(run / CONFIG_FILE)
     rows = _read_rows(run / "metrics.csv", state["epoch"])
     log.info("%s %s on %s: %d train / %d val images (%s), %d steps/epoch, size %d, device %s, "
-             "%d threads", cfg["task"], cfg["model"], cfg["data"], len(train_s), len(val_s),
-             cfg["val_source"], steps, cfg["size"], device, torch.get_num_threads())  # fmt: skip
+             "%d threads", cfg.task, cfg.model, cfg.data, len(train_s), len(val_s),
+             cfg.val_source, steps, cfg.size_px, device, torch.get_num_threads())  # fmt: skip
     for epoch in range(state["epoch"] + 1, epochs + 1):
         started = time.perf_counter()
-        seed_everything(cfg["seed"] * 1000 + epoch)  # same data order and augmentation on resume
-        loader = _loader(train_data, cfg, True, cfg["seed"] * 1000 + epoch, workers, drop)
-        frozen = cfg["weights"] and epoch <= cfg["freeze_epochs"]
+        seed_everything(cfg.seed * 1000 + epoch)  # same data order and augmentation on resume
+        loader = _loader(train_data, cfg, True, cfg.seed * 1000 + epoch, workers, drop)
+        frozen = cfg.weights and epoch <= cfg.freeze_epochs
         (freeze_backbone if frozen else unfreeze_backbone)(model)
-        train_loss = train_one_epoch(model, loader, optimizer, scheduler, device, task=cfg["task"],
-                                     multilabel=cfg["multilabel"], desc=f"epoch {epoch}/{epochs}",
+        train_loss = train_one_epoch(model, loader, optimizer, scheduler, device, task=cfg.task,
+                                     multilabel=cfg.multilabel, desc=f"epoch {epoch}/{epochs}",
                                      max_steps=steps)  # fmt: skip
         recompute_bn_stats(model, bn_loader, bn_batches, device)
-        val_loss, preds = validate(model, val_loader, device, task=cfg["task"],
-                                   multilabel=cfg["multilabel"])  # fmt: skip
-        metrics, _ = score(cfg["task"], cfg["multilabel"], preds, val_s, cfg["labels"])
-        value = metrics[cfg["metric"]]
+        val_loss, preds = validate(model, val_loader, device, task=cfg.task,
+                                   multilabel=cfg.multilabel)  # fmt: skip
+        metrics, _ = score(cfg.task, cfg.multilabel, preds, val_s, cfg.labels)
+        value = metrics[cfg.metric]
         value = 0.0 if value != value else float(value)  # NaN: no val ground truth
         row = {"epoch": epoch, "train_loss": f"{train_loss:.5f}", "val_loss": f"{val_loss:.5f}",
                "val_metric": f"{value:.5f}", "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
@@ -251,32 +252,33 @@ def _run(run: Path, cfg: dict, ds: Dataset, epochs: int, resume: bool, patience:
         state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state.update(best_metric=value, best_epoch=epoch)
-            torch.save({"model": model.state_dict(), "config": cfg, "epoch": epoch,
+            torch.save({"model": model.state_dict(), "config": cfg.to_json(), "epoch": epoch,
                         "metric": value}, run / "best.pt")  # fmt: skip
         _save_epoch(run, model, optimizer, scheduler, cfg, state)
         _write_rows(run / "metrics.csv", rows)
-        plot_history(rows, cfg["metric"], run)
+        plot_history(rows, cfg.metric, run)
         log.info("epoch %d/%d: train loss %s, val loss %s, val %s %s, %ss", epoch, epochs,
-                 row["train_loss"], row["val_loss"], cfg["metric"], row["val_metric"],
+                 row["train_loss"], row["val_loss"], cfg.metric, row["val_metric"],
                  row["seconds"])  # fmt: skip
         if patience and state["bad_epochs"] >= patience:
-            log.info("early stop: no %s gain for %d epochs", cfg["metric"], patience)
+            log.info("early stop: no %s gain for %d epochs", cfg.metric, patience)
             break
-    cfg.update(best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-               epochs_run=state["epoch"])  # fmt: skip
-    (run / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    log.info("best %s %.4f at epoch %d: %s", cfg["metric"], state["best_metric"],
+    cfg = cfg.updated(best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+                      epochs_run=state["epoch"])  # fmt: skip
+    cfg.write(run / CONFIG_FILE)
+    log.info("best %s %.4f at epoch %d: %s", cfg.metric, state["best_metric"],
              state["best_epoch"], run / "best.pt")  # fmt: skip
     return run
 
 
-def _save_epoch(run: Path, model, optimizer, scheduler, cfg: dict, state: dict) -> None:
+def _save_epoch(run: Path, model, optimizer, scheduler, cfg: RunConfig, state: dict) -> None:
     folder = run / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"epoch_{state['epoch']:03d}.pt"
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "config": cfg, **state}, tmp)  # fmt: skip
+                "scheduler": scheduler.state_dict(), "config": cfg.to_json(), **state},
+               tmp)  # fmt: skip
     tmp.replace(path)  # a kill mid-save must not leave a truncated "latest" checkpoint
     for old in sorted(folder.glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]:
         old.unlink()

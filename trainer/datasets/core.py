@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from trainer.datasets.imagesize import UnreadableImageError, read_size
+from trainer.errors import InputError
 
 Task = Literal["classify", "detect"]
 
@@ -36,7 +37,7 @@ SPLIT_ALIASES = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Unusable dataset: ``problems`` holds every finding, the message a capped list."""
 
     def __init__(self, problems: list[str] | str, header: str = "invalid dataset") -> None:
@@ -254,7 +255,7 @@ def split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) -> Dataset
     image stays in train.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), but got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), but got {val_fraction}")
     samples = sorted(dataset.samples, key=lambda s: str(s.image_path))
     freq = Counter(name for s in samples for name in _names(s))
     strata: dict[str, list[Sample]] = defaultdict(list)

@@ -20,6 +20,7 @@ import numpy as np
 from trainer.datasets.core import Box, Dataset, DatasetError, Sample, split
 from trainer.datasets.files import prepare_output
 from trainer.datasets.registry import save
+from trainer.errors import InputError
 from trainer.synth import shelf, trail
 
 #: kind -> (classes, render(rng, width, height, min_visible)); the salt keeps kinds independent.
@@ -52,10 +53,10 @@ def render(
 ) -> tuple[np.ndarray, list[Box], list[float]]:
     """Scene ``index`` of ``kind``: a BGR uint8 image, its exact boxes, their visible fractions."""
     if kind not in KINDS:
-        raise ValueError(f"unknown synth kind {kind!r}: expected one of {sorted(KINDS)}")
+        raise InputError(f"unknown synth kind {kind!r}: expected one of {sorted(KINDS)}")
     width, height = size
     if min(width, height) < MIN_SIDE_PX:
-        raise ValueError(f"size must be at least {MIN_SIDE_PX}x{MIN_SIDE_PX}, got {width}x{height}")
+        raise InputError(f"size must be at least {MIN_SIDE_PX}x{MIN_SIDE_PX}, got {width}x{height}")
     _, draw, salt = KINDS[kind]
     rng = np.random.default_rng([seed, index, salt])
     image, raw = draw(rng, width, height, MIN_VISIBLE)
