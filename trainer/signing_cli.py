@@ -28,8 +28,8 @@ from edge_agent.bundle.signing import (
     public_key_base64,
     sign_manifest,
     verify_bundle_signature,
-    write_atomic,
 )
+from edge_agent.fsutil import write_atomic
 
 PRIVATE_KEY_FILE = "edgesight.key"
 PUBLIC_KEY_FILE = "edgesight.pub"
