@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.geometry import xyxy_to_custom_vision
+
 
 def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ...]) -> np.ndarray:
     """Return ``value`` as an array of ``dtype`` or raise ValueError naming expected vs got."""
@@ -114,38 +116,6 @@ class Detections:
     def to_custom_vision_boxes(self, width: int, height: int) -> np.ndarray:
         """Boxes as Azure Custom Vision shapes them: normalised left, top, width, height."""
         return xyxy_to_custom_vision(self.xyxy, width, height)
-
-
-def xyxy_to_custom_vision(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixels xyxy -> (left, top, width, height) in [0, 1], clipped to the frame."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"frame size must be positive, but got {width}x{height}")
-    scale = np.array([width, height, width, height], np.float32)
-    norm = np.clip(xyxy.astype(np.float32) / scale, 0.0, 1.0)
-    out = norm.copy()
-    out[:, 2] = norm[:, 2] - norm[:, 0]
-    out[:, 3] = norm[:, 3] - norm[:, 1]
-    return out
-
-
-def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    """(x, y, w, h) top-left form -> (x1, y1, x2, y2)."""
-    out = xywh.astype(np.float32).copy()
-    out[..., 2] = xywh[..., 0] + xywh[..., 2]
-    out[..., 3] = xywh[..., 1] + xywh[..., 3]
-    return out
-
-
-def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
-    """(cx, cy, w, h) centre form -> (x1, y1, x2, y2)."""
-    out = np.empty_like(cxcywh, dtype=np.float32)
-    half_w = cxcywh[..., 2] / 2
-    half_h = cxcywh[..., 3] / 2
-    out[..., 0] = cxcywh[..., 0] - half_w
-    out[..., 1] = cxcywh[..., 1] - half_h
-    out[..., 2] = cxcywh[..., 0] + half_w
-    out[..., 3] = cxcywh[..., 1] + half_h
-    return out
 
 
 @dataclass

@@ -62,7 +62,7 @@ def test_bench_table_recommendation_and_apply(tmp_path, broker, capsys):
 
 def test_bench_bad_bundle(tmp_path, capsys):
     assert main(["bench", "--bundle", str(tmp_path / "missing")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "no such folder or file" in capsys.readouterr().err
 
 
 def test_recommend_picks_the_fastest_whole_agent_row():

@@ -86,7 +86,7 @@ def test_listed_path_outside_bundle_refused(bundle):
 
 
 def test_missing_or_broken_manifest(tmp_path, bundle):
-    with pytest.raises(BundleError, match="not a directory"):
+    with pytest.raises(BundleError, match="no such folder or file"):
         load_bundle(tmp_path / "nothing")
     (bundle / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):

@@ -541,7 +541,7 @@ def test_one_info_line_per_request_and_nothing_on_stderr(server, caplog, capsys)
 
 def test_serve_refuses_a_bad_bundle(tmp_path, capsys):
     assert serve(tmp_path / "missing", "127.0.0.1", 0) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "no such folder or file" in capsys.readouterr().err
 
 
 def test_serve_refuses_a_port_in_use(tmp_path, capsys):

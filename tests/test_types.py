@@ -1,16 +1,9 @@
-"""Core types: shape checks name expected vs got, mask indexing, box conversions."""
+"""Core types: shape checks name expected vs got, mask indexing, Custom Vision boxes."""
 
 import numpy as np
 import pytest
 
-from edge_agent.types import (
-    Classifications,
-    Detections,
-    Frame,
-    cxcywh_to_xyxy,
-    xywh_to_xyxy,
-    xyxy_to_custom_vision,
-)
+from edge_agent.types import Classifications, Detections, Frame
 
 
 def make_detections(n: int = 3, tracker: bool = False) -> Detections:
@@ -61,17 +54,14 @@ def test_empty_detections():
 
 
 def test_custom_vision_boxes_are_normalised_ltwh_and_clipped():
+    # the conversion itself is geometry's (tests/test_geometry.py); this is the method
     boxes = np.array([[64, 48, 192, 144], [-10, -10, 700, 100]], np.float32)
-    cv = xyxy_to_custom_vision(boxes, 640, 480)
+    d = Detections(boxes, np.ones(2, np.float32), np.zeros(2, np.int32))
+    cv = d.to_custom_vision_boxes(640, 480)
     np.testing.assert_allclose(cv[0], [0.1, 0.1, 0.2, 0.2], atol=1e-6)
     np.testing.assert_allclose(cv[1], [0.0, 0.0, 1.0, 100 / 480], atol=1e-6)
     with pytest.raises(ValueError, match="frame size must be positive"):
-        xyxy_to_custom_vision(boxes, 0, 480)
-
-
-def test_box_form_conversions():
-    np.testing.assert_array_equal(xywh_to_xyxy(np.array([[1, 2, 3, 4]])), [[1, 2, 4, 6]])
-    np.testing.assert_array_equal(cxcywh_to_xyxy(np.array([[5, 5, 4, 2]])), [[3, 4, 7, 6]])
+        d.to_custom_vision_boxes(0, 480)
 
 
 def test_classifications_top_and_above():

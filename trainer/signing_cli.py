@@ -29,9 +29,9 @@ from edge_agent.bundle.signing import (
     public_key_base64,
     sign_manifest,
     verify_bundle_signature,
-    write_atomic,
 )
 from edge_agent.cli.common import EXIT_OK
+from edge_agent.fsutil import write_atomic
 from trainer.cli_support import AGENT_INPUT_ERRORS, INPUT_ERRORS, error
 from trainer.errors import InputError
 

@@ -1,6 +1,7 @@
 """Model bundles: load and verify (a folder or a .tar.gz), the manifest schema, signatures and
 safe archive extraction. The names below are the package's public face."""
 
+from edge_agent.bundle.cache import default_cache_dir
 from edge_agent.bundle.load import (
     MANIFEST,
     Bundle,
@@ -16,6 +17,7 @@ __all__ = [
     "MANIFEST",
     "Bundle",
     "BundleError",
+    "default_cache_dir",
     "load_bundle",
     "parse_manifest",
     "sha256_file",

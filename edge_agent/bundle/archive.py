@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Protocol, Self, cast
 
 from edge_agent.bundle.manifest import MANIFEST
+from edge_agent.fsutil import fsync_dir
 
 MIB = 1 << 20
 DEFAULT_MAX_TOTAL_BYTES = 512 * MIB  # all files together; our bundles are tens of MB
@@ -237,14 +238,6 @@ def _copy_member(
     return written + size
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _header_error(checker: _Checker, exc: _HeaderProblem) -> ArchiveError:
     where = f"after member {checker.last!r}" if checker.last else "at the start"
     return ArchiveError(
@@ -337,10 +330,10 @@ def extract_bundle_archive(
                 f"expected a complete {kind} archive"
             ) from exc
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes it 0700
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest

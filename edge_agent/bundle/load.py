@@ -1,8 +1,9 @@
 """Load and verify a model bundle: manifest schema, every file's sha256, the model file.
 
-A bundle is checked completely before anything runs it, so a half-copied or tampered model is
-refused with an error naming the bundle, the file and what was expected, instead of producing
-wrong detections in the field.
+A bundle is a folder or a ``.tar.gz`` / ``.tgz`` / ``.tar`` of one; an archive is unpacked once
+into a cache folder (cache.py) and then verified like any folder. A bundle is checked completely
+before anything runs it, so a half-copied or tampered model is refused with an error naming the
+bundle, the file and what was expected, instead of producing wrong detections in the field.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from edge_agent.bundle.archive import SUFFIXES, ArchiveError
+from edge_agent.bundle.cache import default_cache_dir, is_archive_name, unpack_cached
 from edge_agent.bundle.manifest import MANIFEST, Manifest
 from edge_agent.config.errors import validation_issues
 
@@ -23,6 +26,12 @@ if TYPE_CHECKING:
     from edge_agent.bundle.signing import PublicKeySource
 
 HASH_CHUNK_BYTES = 1 << 20
+_ARCHIVE_NAMES = list(SUFFIXES)
+#: What ``load_bundle`` takes, for its error messages.
+EXPECTED = (
+    f"expected a folder with {MANIFEST}, or a {', '.join(_ARCHIVE_NAMES[:-1])} or "
+    f"{_ARCHIVE_NAMES[-1]} archive of one"
+)
 
 
 class BundleError(ValueError):
@@ -35,6 +44,12 @@ class Bundle:
     manifest: Manifest
     manifest_sha256: str  # identifies the whole bundle: the manifest pins every file's hash
     signed_by: str | None = None  # fingerprint of the key whose signature verified, if checked
+    archive: Path | None = None  # the archive ``path`` was unpacked from, if any
+
+    @property
+    def source(self) -> Path:
+        """Where the bundle came from, as the user named it: the archive, else the folder."""
+        return self.archive or self.path
 
     @property
     def model_path(self) -> Path:
@@ -102,15 +117,58 @@ def verify_files(bundle: Path, manifest: Manifest) -> None:
         raise BundleError(f"bundle {bundle}: " + "; ".join(problems))
 
 
-def load_bundle(path: str | Path, public_keys: Sequence[PublicKeySource] = ()) -> Bundle:
-    """Read, validate and verify the bundle directory at ``path``.
+def load_bundle(
+    path: str | Path,
+    public_keys: Sequence[PublicKeySource] = (),
+    *,
+    cache_dir: str | Path | None = None,
+) -> Bundle:
+    """Read, validate and verify the bundle at ``path``: a folder, or an archive of one.
 
-    With ``public_keys``, the ed25519 signature over the exact manifest bytes is checked
-    before they are parsed, and the bundle may hold no file its manifest does not list.
+    An archive (``.tar.gz``, ``.tgz``, ``.tar``) is unpacked safely into
+    ``cache_dir/<sha256 of the archive>/`` (default: ``default_cache_dir()``), once: later loads
+    reuse that folder. Either way the folder is verified on every load: each listed file's
+    sha256, and with ``public_keys`` the ed25519 signature over the exact manifest bytes,
+    checked before they are parsed, and that the bundle holds no file its manifest does not
+    list. ``Bundle.path`` is the folder; ``Bundle.source`` names the archive.
     """
-    bundle = Path(path)
-    if not bundle.is_dir():
-        raise BundleError(f"bundle {bundle}: not a directory (expected a folder with {MANIFEST})")
+    source = Path(path)
+    if source.is_dir():
+        return _load_folder(source, public_keys)
+    if not source.exists():
+        raise BundleError(f"bundle {source}: no such folder or file ({EXPECTED})")
+    if not is_archive_name(source):
+        raise BundleError(f"bundle {source}: not a directory or a bundle archive ({EXPECTED})")
+    return _load_archive(source, public_keys, cache_dir)
+
+
+def _load_archive(
+    archive: Path, public_keys: Sequence[PublicKeySource], cache_dir: str | Path | None
+) -> Bundle:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        unpacked = unpack_cached(archive, cache)
+    except ArchiveError as exc:  # names the archive, the member and what was expected
+        raise BundleError(str(exc)) from exc
+    except OSError as exc:
+        raise BundleError(
+            f"bundle archive {archive}: cannot unpack it into the cache {cache}: {exc} "
+            f"(pass another cache folder, or set $EDGESIGHT_BUNDLE_CACHE)"
+        ) from exc
+    try:
+        bundle = _load_folder(unpacked.folder, public_keys)
+    except BundleError as exc:
+        hint = (
+            f" (unpacked by an earlier load: if that copy changed since, delete "
+            f"{unpacked.folder} to unpack the archive again)"
+            if unpacked.reused
+            else ""
+        )
+        raise BundleError(f"bundle archive {archive}: {exc}{hint}") from exc
+    return replace(bundle, archive=archive)
+
+
+def _load_folder(bundle: Path, public_keys: Sequence[PublicKeySource]) -> Bundle:
     manifest_path = bundle / MANIFEST
     try:
         raw = manifest_path.read_bytes()

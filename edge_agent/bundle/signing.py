@@ -17,7 +17,6 @@ import binascii
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge_agent.bundle.manifest import MANIFEST
 from edge_agent.bundle.rawkey import PUBLIC_KEY_BYTES, RAW_KEY_BASE64_CHARS, decode_raw_key
+from edge_agent.fsutil import write_atomic
 
 SIGNATURE = "manifest.sig"
 SIGNATURE_BYTES = 64  # an ed25519 signature (RFC 8032, 5.1.6)
@@ -173,22 +173,6 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 def encode_signature(signature: bytes) -> bytes:
     return base64.b64encode(signature) + b"\n"
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file with ``mode`` from the start (mkstemp makes it 0600, never wider), fsync,
-    rename: a reader sees the old file or the new one, never half, and a key is never exposed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sign_manifest(

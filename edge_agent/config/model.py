@@ -21,7 +21,11 @@ MOVED_KEYS = {
 
 
 class ModelConfig(Section):
-    bundle: Path = Field(description="Model bundle directory (holding manifest.json).")
+    bundle: Path = Field(
+        description="Model bundle: a folder holding manifest.json, or a .tar.gz of one "
+        "(unpacked once into $EDGESIGHT_BUNDLE_CACHE, default ~/.cache/edgesight/bundles, "
+        "and verified on every start)."
+    )
     runtime: Literal["auto", "onnx", "tflite"] = Field(
         "auto",
         description="Inference runtime: onnx (onnxruntime), tflite (LiteRT), or auto: the one "

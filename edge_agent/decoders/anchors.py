@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.bundle.manifest import AnchorGenerator, SsdAnchorsDecoder
+from edge_agent.geometry import boxes_to_xyxy, xyxy_to_cxcywh
 
 
 class AnchorError(ValueError):
@@ -100,11 +101,6 @@ def load_anchors(
     anchors = raw.astype(np.float32)
     if cfg.anchors_normalized is False:
         anchors = anchors / np.array([width, height, width, height], np.float32)
-    fmt = cfg.anchors_format
-    if fmt == "cxcywh":
+    if cfg.anchors_format == "cxcywh":
         return anchors
-    if fmt == "yxyx":
-        anchors = anchors[:, [1, 0, 3, 2]]
-    # xyxy -> cx, cy, w, h
-    wh = anchors[:, 2:] - anchors[:, :2]
-    return np.concatenate([anchors[:, :2] + wh / 2, wh], axis=1).astype(np.float32)
+    return xyxy_to_cxcywh(boxes_to_xyxy(anchors, cfg.anchors_format))

@@ -16,7 +16,6 @@ from edge_agent.decoders.ops import (
     DecodeError,
     DecodeFn,
     Outputs,
-    boxes_to_xyxy,
     candidates,
     input_size,
     nms_detections,
@@ -25,6 +24,7 @@ from edge_agent.decoders.ops import (
     softmax,
     squeeze_batch,
 )
+from edge_agent.geometry import boxes_to_xyxy
 from edge_agent.preprocess import Transform
 from edge_agent.types import Detections
 

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 
 from edge_agent.bundle.manifest import InputSpec, Thresholds
+from edge_agent.geometry import xyxy_to_xywh
 from edge_agent.preprocess import Transform
-from edge_agent.types import Classifications, Detections, cxcywh_to_xyxy, xywh_to_xyxy
+from edge_agent.types import Classifications, Detections
 
 #: Candidates kept (best first) before NMS; bounds NMS cost on noisy frames, as torchvision's
 #: SSD does with its per-class top-k.
@@ -86,19 +87,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def boxes_to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
-    """Any supported box layout -> xyxy."""
-    if box_format == "xyxy":
-        return boxes.astype(np.float32)
-    if box_format == "yxyx":
-        return boxes[:, [1, 0, 3, 2]].astype(np.float32)
-    if box_format == "xywh":
-        return xywh_to_xyxy(boxes)
-    if box_format == "cxcywh":
-        return cxcywh_to_xyxy(boxes)
-    raise ValueError(f"box_format must be xyxy, yxyx, xywh or cxcywh, got {box_format!r}")
-
-
 def candidates(
     scores: np.ndarray, class_thresholds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +106,7 @@ def nms(
     """Class-wise NMS over candidates; kept boxes, scores and classes, best first."""
     if len(conf) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    xywh = xyxy_to_xywh(xyxy)
     kept = cv2.dnn.NMSBoxesBatched(
         xywh.tolist(), conf.tolist(), class_idx.tolist(), 0.0, float(nms_iou)
     )

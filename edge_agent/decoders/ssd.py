@@ -22,7 +22,6 @@ from edge_agent.decoders.ops import (
     DecodeError,
     DecodeFn,
     Outputs,
-    boxes_to_xyxy,
     input_size,
     logit_bar,
     nms_detections,
@@ -30,6 +29,7 @@ from edge_agent.decoders.ops import (
     scored_candidates,
     squeeze_batch,
 )
+from edge_agent.geometry import boxes_to_xyxy
 from edge_agent.preprocess import Transform
 from edge_agent.types import Detections
 

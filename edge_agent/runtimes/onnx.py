@@ -92,26 +92,26 @@ class OnnxRuntime:
             )
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: {bundle.manifest.model.file}: onnxruntime cannot load "
+                f"bundle {bundle.source}: {bundle.manifest.model.file}: onnxruntime cannot load "
                 f"the model: {exc}"
             ) from exc
         inputs = {i.name: i for i in self._session.get_inputs()}
         if spec.name is None and len(inputs) != 1:
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.name must name one of "
+                f"bundle {bundle.source}: manifest input.name must name one of "
                 f"the model's inputs {sorted(inputs)}"
             )
         self.input_name = spec.name or next(iter(inputs))
         if self.input_name not in inputs:
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.name "
+                f"bundle {bundle.source}: manifest input.name "
                 f"{self.input_name!r} is not a model input; the model has "
                 f"{sorted(inputs)}"
             )
         want = _ORT_DTYPES.get(inputs[self.input_name].type)
         if want is None or np.dtype(want) != np.dtype(spec.dtype):
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.dtype {spec.dtype!r} "
+                f"bundle {bundle.source}: manifest input.dtype {spec.dtype!r} "
                 f"but the model expects {inputs[self.input_name].type}"
             )
         self.output_names = [o.name for o in self._session.get_outputs()]

@@ -82,7 +82,7 @@ class TfliteRuntime:
             self._interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: {bundle.manifest.model.file}: the "
+                f"bundle {bundle.source}: {bundle.manifest.model.file}: the "
                 f"TFLite interpreter cannot load the model: {exc}"
             ) from exc
         self._lock = threading.Lock()
@@ -90,13 +90,13 @@ class TfliteRuntime:
         outputs = self._named(self._interp.get_output_details(), "outputs")
         if spec.name is None and len({d["index"] for d in inputs.values()}) != 1:
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.name must name one "
+                f"bundle {bundle.source}: manifest input.name must name one "
                 f"of the model's inputs {sorted(inputs)}"
             )
         name = spec.name or next(iter(inputs))
         if name not in inputs:
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.name {name!r} is not "
+                f"bundle {bundle.source}: manifest input.name {name!r} is not "
                 f"a model input; the model has {sorted(inputs)}"
             )
         self.input_name = name
@@ -105,7 +105,7 @@ class TfliteRuntime:
         have = np.dtype(self._input["dtype"])
         if want != have and not (want == np.float32 and have in (np.int8, np.uint8)):
             raise ModelRuntimeError(
-                f"bundle {bundle.path}: manifest input.dtype {spec.dtype!r} "
+                f"bundle {bundle.source}: manifest input.dtype {spec.dtype!r} "
                 f"but the model expects {have.name}"
             )
         self._input_dtype = have
