@@ -21,8 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.publish.payloads import result_payload
 from edge_agent.publish.publisher import MqttPublisher, describe_code, guarded
-from edge_agent.publish.topics import result_payload
 from edge_agent.types import Detections, Result
 from tests.conftest import Broker, Recorder, free_port
 

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
-from edge_agent.publish import topics
+from edge_agent.publish import payloads, topics
 from edge_agent.publish.topics import Topics
 from edge_agent.types import Result
 
@@ -223,7 +223,7 @@ class MqttPublisher:
 
         Raises ValueError for a result that breaks the contract (unknown class id, NaN).
         """
-        payload = topics.result_payload(result, self.device_id)
+        payload = payloads.result_payload(result, self.device_id)
         self._publish(self.topics.result(result.source_id), payload, RESULT_QOS, retain=False)
 
     def publish_counts(self, source_id: str, counts: dict[str, int], ts: float) -> None:
@@ -237,7 +237,7 @@ class MqttPublisher:
             if last.get(label) == n:
                 continue
             topic = self.topics.count(source_id, label)
-            if self._publish(topic, topics.count_payload(n, ts), COUNT_QOS, retain=True):
+            if self._publish(topic, payloads.count_payload(n, ts), COUNT_QOS, retain=True):
                 with self._lock:
                     self._last_counts.setdefault(source_id, {})[label] = n
 
@@ -258,7 +258,7 @@ class MqttPublisher:
         Seam for the disk outbox (publish/outbox.py): a message refused here, or every result
         while ``connected`` is False, will go to the outbox instead of being dropped.
         """
-        data = topics.encode(payload)
+        data = payloads.encode(payload)
         client = self._client
         if client is None:
             raise RuntimeError("MqttPublisher.start() must be called before publishing")
@@ -292,12 +292,12 @@ class MqttPublisher:
         return False
 
     def _status_dict(self, state: str) -> dict[str, Any]:
-        return topics.status_payload(
+        return payloads.status_payload(
             state, time.time(), self.agent_version, self.model, self.sources
         )
 
     def _status(self, state: str) -> bytes:
-        return topics.encode(self._status_dict(state))
+        return payloads.encode(self._status_dict(state))
 
     def _set_will(self, client: mqtt.Client) -> None:
         client.will_set(self.topics.status(), self._status("offline"), qos=STATUS_QOS, retain=True)
