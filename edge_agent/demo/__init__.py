@@ -222,13 +222,13 @@ def _summary(
         f"annotated frames: {frames.folder.resolve()} ({frames.written} JPEGs, one frame in "
         f"{frames.every})"
     )
-    stats = agent.publisher.stats if agent.publisher else None
-    if stats is not None and stats.connects:
+    stats = agent.publisher.metrics if agent.publisher else None
+    if stats is not None and stats.connects.value:
         where = "the broker"
         if target.broker == "embedded":
             where = "the embedded amqtt broker (stopped with the demo)"
         print(
-            f"published {stats.published} MQTT messages under {DEVICE_TOPIC_PREFIX}/ to "
+            f"published {stats.published.value} MQTT messages under {DEVICE_TOPIC_PREFIX}/ to "
             f"{where} at {target.host}:{target.port}"
         )
     else:
