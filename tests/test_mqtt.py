@@ -170,6 +170,27 @@ def test_set_status_degraded_is_retained_and_bad_state_refused(
     assert msg.retain and json.loads(msg.payload)["state"] == "degraded"
 
 
+def test_set_model_republishes_the_status_with_the_new_model(
+    broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
+) -> None:
+    publisher = started(make_publisher, broker)
+    publisher.set_status("degraded")
+    swapped = {**MODEL, "version": 8}
+    publisher.set_model(swapped)
+    topic = f"edgesight/{device_id}/status"
+    assert broker_has(mqtt_recorder, broker, topic, "model", swapped)
+    late = mqtt_recorder(broker, topic)
+    assert late.wait_for(lambda: late.on(topic))
+    (msg,) = late.on(topic)
+    assert msg.retain and msg.qos == 1
+    assert json.loads(msg.payload)["state"] == "degraded"  # the state is kept
+    assert json.loads(msg.payload)["model"] == swapped
+    publisher.close()
+    final = mqtt_recorder(broker, topic)
+    assert final.wait_for(lambda: final.on(topic))
+    assert json.loads(final.on(topic)[0].payload)["model"] == swapped
+
+
 def test_close_leaves_offline_retained_and_is_idempotent(
     broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
 ) -> None:

@@ -66,7 +66,7 @@ class MqttPublisher:
             on_connected=self._on_connected,
         )
         self._lock = threading.Lock()  # _last_counts; never held while publishing
-        # Serialises status publishes (reconnect, set_status) and the state they
+        # Serialises status publishes (reconnect, set_status, set_model) and the state they
         # announce, so a reconnect cannot repeat a state that set_status has just replaced.
         self._status_lock = threading.Lock()
         self._state = "online"  # what (re)connects announce; set_status changes it
@@ -145,6 +145,16 @@ class MqttPublisher:
         with self._status_lock:
             self._state = state
             self._send_status(msg)
+
+    def set_model(self, model: dict[str, Any] | None) -> None:
+        """Announce another model (``Bundle.describe()``) in the status, and republish it.
+
+        The last will registered with the broker keeps the old model until the next reconnect
+        (MQTT 3.1.1 cannot change a will during a connection).
+        """
+        with self._status_lock:
+            self.model = model
+            self._send_status(self._status_message(self._state))
 
     # -- internals -----------------------------------------------------------------------------
 
