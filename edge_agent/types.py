@@ -140,7 +140,7 @@ class Classifications:
 
 @dataclass
 class Result:
-    """What the agent concluded about one frame; topics.py turns it into the MQTT payload."""
+    """What the agent concluded about one frame; payloads.py turns it into the MQTT payload."""
 
     source_id: str
     seq: int

@@ -21,13 +21,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
-from edge_agent.publish.publisher import MqttPublisher, describe_code, guarded
-from edge_agent.publish.topics import result_payload
+from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.stages import Sinks
+from edge_agent.publish.client import describe_code, guarded
+from edge_agent.publish.payloads import result_payload
+from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.types import Detections, Result
 from tests.conftest import Broker, Recorder, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-LOGGER = "edge_agent.publish.publisher"
+#: The connection (client.py) logs outages, reconnects and drops.
+LOGGER = "edge_agent.publish.client"
 MODEL = {"name": "shelf-items", "version": 7, "sha256": "ab" * 32}
 #: Test timings: a short keep-alive and fast reconnects keep the whole file quick.
 KEEPALIVE_S = 5
@@ -98,8 +102,10 @@ def device_id() -> str:
 def make_publisher(device_id: str) -> Iterator[Callable[..., MqttPublisher]]:
     made: list[MqttPublisher] = []
 
-    def factory(cfg: MqttConfig, sources: tuple[str, ...] = ("cam1",)) -> MqttPublisher:
-        publisher = MqttPublisher(cfg, device_id, "0.1.0", MODEL, list(sources))
+    def factory(
+        cfg: MqttConfig, sources: tuple[str, ...] = ("cam1",), stats: StatsRegistry | None = None
+    ) -> MqttPublisher:
+        publisher = MqttPublisher(cfg, device_id, "0.1.0", MODEL, list(sources), stats=stats)
         made.append(publisher)
         return publisher
 
@@ -146,7 +152,7 @@ def test_status_online_is_retained_for_later_subscribers(
     assert status["model"] == MODEL
     assert status["sources"] == ["cam1"]
     assert abs(status["ts"] - time.time()) < 60
-    assert publisher.stats.connects == 1
+    assert publisher.metrics.connects.value == 1
 
 
 def test_set_status_degraded_is_retained_and_bad_state_refused(
@@ -164,6 +170,27 @@ def test_set_status_degraded_is_retained_and_bad_state_refused(
     assert msg.retain and json.loads(msg.payload)["state"] == "degraded"
 
 
+def test_set_model_republishes_the_status_with_the_new_model(
+    broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
+) -> None:
+    publisher = started(make_publisher, broker)
+    publisher.set_status("degraded")
+    swapped = {**MODEL, "version": 8}
+    publisher.set_model(swapped)
+    topic = f"edgesight/{device_id}/status"
+    assert broker_has(mqtt_recorder, broker, topic, "model", swapped)
+    late = mqtt_recorder(broker, topic)
+    assert late.wait_for(lambda: late.on(topic))
+    (msg,) = late.on(topic)
+    assert msg.retain and msg.qos == 1
+    assert json.loads(msg.payload)["state"] == "degraded"  # the state is kept
+    assert json.loads(msg.payload)["model"] == swapped
+    publisher.close()
+    final = mqtt_recorder(broker, topic)
+    assert final.wait_for(lambda: final.on(topic))
+    assert json.loads(final.on(topic)[0].payload)["model"] == swapped
+
+
 def test_close_leaves_offline_retained_and_is_idempotent(
     broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
 ) -> None:
@@ -177,7 +204,7 @@ def test_close_leaves_offline_retained_and_is_idempotent(
     (msg,) = late.on(topic)
     assert msg.retain and json.loads(msg.payload)["state"] == "offline"
     publisher.publish_result(make_result())  # after close: counted, not sent
-    assert publisher.stats.dropped == 1
+    assert publisher.metrics.dropped.value == 1
 
 
 WILL_SCRIPT = """
@@ -237,8 +264,8 @@ def test_result_is_qos1_and_not_retained(
     assert late.wait_for(lambda: late.on(f"edgesight/{device_id}/status"))
     time.sleep(0.2)
     assert not late.on(topic)
-    assert publisher.stats.published == 2  # status + result
-    assert publisher.stats.dropped == 0
+    assert publisher.metrics.published.value == 2  # status + result
+    assert publisher.metrics.dropped.value == 0
 
 
 def test_counts_are_retained_and_only_changes_republished(
@@ -269,6 +296,39 @@ def test_counts_are_retained_and_only_changes_republished(
         f"{base}/water": 2,
         f"{base}/tin_can": 4,
     }
+
+
+def test_as_a_sink_emit_publishes_the_result_then_its_counts(
+    broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
+) -> None:
+    recorder = mqtt_recorder(broker, "edgesight/#")
+    stats = StatsRegistry()
+    publisher = make_publisher(make_config(broker), stats=stats)
+    publisher.start()
+    assert wait_until(lambda: publisher.connected)
+    sinks = Sinks([publisher], stats)  # as the pipeline holds it
+    assert not sinks.needs_frame
+    first, second = make_result(seq=1), make_result(seq=2)
+    sinks.emit(first, None)
+    sinks.emit(second, None)  # same counts: only the result goes out
+    base = f"edgesight/{device_id}/cam1"
+    assert recorder.wait_for(lambda: len(recorder.on(f"{base}/result")) == 2)
+    got = [m for m in recorder.messages if m.topic.startswith(base)]
+    assert [m.topic for m in got] == [f"{base}/result", f"{base}/count/water", f"{base}/result"]
+    result, count, _ = got
+    assert result.qos == 1 and not result.retain
+    assert json.loads(result.payload) == json.loads(json.dumps(result_payload(first, device_id)))
+    assert count.qos == 1 and json.loads(count.payload) == {"count": 1, "ts": first.ts}
+    late = mqtt_recorder(broker, f"{base}/count/#")
+    assert late.wait_for(lambda: late.messages)
+    assert late.messages[0].retain
+    # The figures are in the registry it was given, under the publisher and the sink "mqtt".
+    assert publisher.metrics.published.value == stats.publisher().published.value == 4
+    assert stats.publisher().connected.value == 1
+    assert stats.sink("mqtt").errors.value == 0 and stats.sink("mqtt").ms.count == 2
+    sinks.close()
+    assert stats.publisher().connected.value == 0
+    assert not publisher.connected
 
 
 # -- outages -----------------------------------------------------------------------------------
@@ -302,8 +362,8 @@ def test_broker_down_at_start_then_queued_results_arrive(
     assert recorder.wait_for(lambda: recorder.json(status))
     assert recorder.json(status)[-1]["state"] == "online"
     assert publisher.connected
-    assert publisher.stats.connects == 1
-    assert publisher.stats.dropped == 0
+    assert publisher.metrics.connects.value == 1
+    assert publisher.metrics.dropped.value == 0
     assert len(warnings_matching(caplog, "unreachable")) == 1
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any(m.startswith(f"connected to broker 127.0.0.1:{broker.port}") for m in infos)
@@ -326,8 +386,8 @@ def test_broker_restart_reconnects_with_one_warning_per_outage(
         assert len(warnings_matching(caplog, "unreachable")) == outage
         broker.start()
         assert wait_until(lambda: publisher.connected)
-        assert publisher.stats.connects == outage + 1
-        assert publisher.stats.disconnects == outage
+        assert publisher.metrics.connects.value == outage + 1
+        assert publisher.metrics.disconnects.value == outage
     assert len(warnings_matching(caplog, "unreachable")) == 2
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert sum(m.startswith("reconnected to broker") for m in infos) == 2
@@ -355,8 +415,8 @@ def test_full_queue_drops_are_counted_and_logged_once(
     publisher.start()  # nothing listens on that port
     for seq in range(5):
         publisher.publish_result(make_result(seq=seq))
-    assert publisher.stats.published == 2
-    assert publisher.stats.dropped == 3
+    assert publisher.metrics.published.value == 2
+    assert publisher.metrics.dropped.value == 3
     assert len(warnings_matching(caplog, "dropping MQTT messages")) == 1
     assert "Message queue full" in warnings_matching(caplog, "dropping")[0]
     started_at = time.monotonic()
@@ -377,7 +437,7 @@ def test_exception_in_a_callback_does_not_stop_the_network_thread(
     def boom(*args: Any) -> None:
         raise RuntimeError("boom")
 
-    publisher._on_log = boom  # type: ignore[method-assign]  # paho logs on every packet
+    publisher.client._on_log = boom  # type: ignore[method-assign]  # paho logs on every packet
     publisher.start()
     assert wait_until(lambda: publisher.connected)
     publisher.publish_result(make_result())
@@ -400,7 +460,7 @@ def test_credentials_are_used_and_a_refusal_is_one_warning(
         bad = make_publisher(make_config(broker, username="agent", password="wrong"))
         bad.start()
         time.sleep(1.0)  # several refused attempts
-        assert not bad.connected and bad.stats.connects == 0
+        assert not bad.connected and bad.metrics.connects.value == 0
         (warning,) = warnings_matching(caplog, "unreachable")
         assert "Not authorized" in warning
         assert broker.log().count("not authorised") >= 2  # it did keep retrying

@@ -147,6 +147,7 @@ class Agent:
                 cfg.model.options_for(runtime),
             )
         )
+        self.slot.subscribe(self._announce)
         return_free_heap()  # what loading and optimising the model freed
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
@@ -168,6 +169,7 @@ class Agent:
                 __version__,
                 self.bundle.describe(),
                 [s.id for s in cfg.sources],
+                stats=self.stats,
             )
             self.publisher.start()
             sinks.append(self.publisher)
@@ -322,6 +324,12 @@ class Agent:
         if metrics.errors.value == 1:  # once per source: a broken model fails every frame
             log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, where)
         self.health.failed()
+
+    def _announce(self, predictor: Predictor) -> None:
+        """A swapped-in model is named in the retained status."""
+        self._model.swaps.inc()
+        if self.publisher is not None:
+            self.publisher.set_model(predictor.bundle.describe())
 
     def _on_health(self, state: str) -> None:
         if self.publisher is not None:

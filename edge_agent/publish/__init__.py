@@ -1,4 +1,5 @@
-"""Publishing to MQTT: the topic/payload contract (topics.py) and the paho client (mqtt.py).
+"""Publishing to MQTT: topic names (topics.py), payloads (payloads.py), the paho connection
+(client.py) and what is published when (publisher.py).
 
 Nothing is imported here, so reading the contract (config validation does) never loads paho.
 """

@@ -1,4 +1,4 @@
-"""The MQTT contract in one place: topic names and payload builders (pure functions, no I/O).
+"""The MQTT contract's topic names (pure functions, no I/O); the payloads are in payloads.py.
 
 DESIGN.md ("MQTT contract") is the source of truth; docs/mqtt.md is the user-facing copy. Change
 all three together. Everything here is deterministic so it can be tested without a broker.
@@ -6,23 +6,8 @@ all three together. Everything here is deterministic so it can be tested without
 
 from __future__ import annotations
 
-import json
 import unicodedata
-from typing import Any
 
-from edge_agent.types import Classifications, Detections, Result
-
-#: Schema tag of a result payload; bump the number on an incompatible change.
-RESULT_SCHEMA = "edgesight.result/1"
-#: Values of the ``state`` field of the status topic.
-STATUS_STATES = ("online", "offline", "degraded")
-#: Classes reported for a classification result, best first.
-CLASSIFICATION_TOP_K = 5
-#: Decimal places: probabilities to 1e-4, normalised box coordinates to 1e-5 (0.02 px in a
-#: 2,000 px frame), timings to 1 µs. Fewer digits keep the JSON short on slow uplinks.
-PROBABILITY_DIGITS = 4
-BOX_DIGITS = 5
-TIMING_DIGITS = 3
 #: A source with this id would publish ``<p>/<dev>/cmd/result``, the topic of a command named
 #: "result"; a device with this id would live under ``<p>/fleet/``, where fleet groups live.
 RESERVED_SOURCE_IDS = frozenset({"cmd"})
@@ -130,106 +115,3 @@ def check_source_ids(sources: list[str]) -> None:
             f"source ids {bad} are reserved in topics; choose others than "
             f"{sorted(RESERVED_SOURCE_IDS)}"
         )
-
-
-def status_payload(
-    state: str, ts: float, agent_version: str, model: dict[str, Any] | None, sources: list[str]
-) -> dict[str, Any]:
-    """The retained ``status`` payload; ``state`` is one of STATUS_STATES."""
-    if state not in STATUS_STATES:
-        raise ValueError(f"status state must be one of {list(STATUS_STATES)}, but got {state!r}")
-    return {
-        "state": state,
-        "ts": float(ts),
-        "agent_version": agent_version,
-        "model": model,
-        "sources": list(sources),
-    }
-
-
-def _label(labels: list[str], class_id: int, model: str) -> str:
-    if not 0 <= class_id < len(labels):
-        raise ValueError(
-            f"class_id {class_id} is outside the {len(labels)} labels of model {model!r} "
-            f"(expected 0..{len(labels) - 1})"
-        )
-    return labels[class_id]
-
-
-def _detection_predictions(result: Result, det: Detections) -> list[dict[str, Any]]:
-    width, height = result.frame_size
-    boxes = det.to_custom_vision_boxes(width, height)
-    out: list[dict[str, Any]] = []
-    for i in range(len(det)):
-        class_id = int(det.class_id[i])
-        left, top, box_w, box_h = (round(float(v), BOX_DIGITS) for v in boxes[i])
-        pred: dict[str, Any] = {
-            "tagId": class_id,
-            "tagName": _label(result.labels, class_id, result.model),
-            "probability": round(float(det.confidence[i]), PROBABILITY_DIGITS),
-            "boundingBox": {"left": left, "top": top, "width": box_w, "height": box_h},
-        }
-        if det.tracker_id is not None:
-            pred["trackId"] = int(det.tracker_id[i])
-        out.append(pred)
-    return out
-
-
-def _classification_predictions(result: Result, cls: Classifications) -> list[dict[str, Any]]:
-    return [
-        {
-            "tagId": class_id,
-            "tagName": _label(result.labels, class_id, result.model),
-            "probability": round(score, PROBABILITY_DIGITS),
-        }
-        for class_id, score in cls.top(CLASSIFICATION_TOP_K)
-    ]
-
-
-def result_payload(result: Result, device_id: str) -> dict[str, Any]:
-    """The ``<src>/result`` payload (schema edgesight.result/1) for one frame.
-
-    ``id`` is stable for a given frame so a consumer can drop what QoS 1 redelivers.
-    """
-    preds = result.predictions
-    if isinstance(preds, Detections):
-        predictions = _detection_predictions(result, preds)
-    elif isinstance(preds, Classifications):
-        predictions = _classification_predictions(result, preds)
-    else:
-        raise ValueError(
-            f"Result.predictions must be Detections or Classifications, "
-            f"but got {type(preds).__name__}"
-        )
-    width, height = result.frame_size
-    ts = float(result.ts)
-    return {
-        "schema": RESULT_SCHEMA,
-        "id": f"{device_id}/{result.source_id}/{result.seq}/{int(ts * 1000)}",
-        "device": device_id,
-        "source": result.source_id,
-        "seq": int(result.seq),
-        "ts": ts,
-        "origin": result.origin,
-        "model": result.model,
-        "task": result.task,
-        "width": int(width),
-        "height": int(height),
-        "predictions": predictions,
-        "counts": {str(label): int(n) for label, n in result.counts.items()},
-        "timing_ms": {str(k): round(float(v), TIMING_DIGITS) for k, v in result.timing_ms.items()},
-    }
-
-
-def count_payload(n: int, ts: float) -> dict[str, Any]:
-    """The retained ``<src>/count/<label>`` payload."""
-    return {"count": int(n), "ts": float(ts)}
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; NaN and infinities are refused (JSON has no such numbers)."""
-    try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
-        raise ValueError(f"payload is not valid JSON (NaN or infinity?): {exc}") from exc
-    return text.encode("utf-8")

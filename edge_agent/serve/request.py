@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge_agent import __version__
+from edge_agent.publish.payloads import CUSTOM_VISION_SHAPE, custom_vision_predictions
 from edge_agent.sources import redact
 from edge_agent.types import Classifications, Detections
 
@@ -35,8 +36,6 @@ CLIENT_TIMEOUT_S = 30.0
 #: socket with unread data sends a TCP reset, and the client would see that, not our 413.
 DISCARD_MAX_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
-#: The Custom Vision container rounds probabilities and box coordinates to 8 decimals.
-ROUND_DIGITS = 8
 #: The multipart field the container reads first (its README: curl -F imageData=@file.jpg).
 IMAGE_FIELD = "imageData"
 URL_SCHEMES = ("http", "https")
@@ -196,33 +195,12 @@ def fetch_image(url: str, max_bytes: int, timeout_s: float) -> bytes:
     raise RequestError(HTTPStatus.BAD_REQUEST, "BadRequestImageUrl", f"fetching {safe}: {reason}")
 
 
-def _round(value: float) -> float:
-    return round(float(value), ROUND_DIGITS)
-
-
 def predictions_json(
     predictions: Detections | Classifications, labels: list[str], width: int, height: int
 ) -> list[dict[str, Any]]:
-    """Custom Vision ``predictions``: boxes best first; every class of a classifier, best first."""
-    if isinstance(predictions, Classifications):
-        return [
-            {"tagId": i, "tagName": labels[i], "probability": _round(p)}
-            for i, p in predictions.top(len(predictions.scores))
-        ]
-    boxes = predictions.to_custom_vision_boxes(width, height)
-    out = []
-    for i in np.argsort(-predictions.confidence, kind="stable"):
-        tag = int(predictions.class_id[i])
-        left, top, box_w, box_h = (_round(v) for v in boxes[i])
-        out.append(
-            {
-                "tagId": tag,
-                "tagName": labels[tag],
-                "probability": _round(predictions.confidence[i]),
-                "boundingBox": {"left": left, "top": top, "width": box_w, "height": box_h},
-            }
-        )
-    return out
+    """Custom Vision ``predictions``: boxes best first; every class of a classifier, best first;
+    8 decimals like the container (the shape is shared with the MQTT result: payloads.py)."""
+    return custom_vision_predictions(predictions, labels, width, height, CUSTOM_VISION_SHAPE)
 
 
 def created_now() -> str:

@@ -1,0 +1,342 @@
+"""The connection to the MQTT broker (paho-mqtt 2.x); what is published when is publisher.py.
+
+The broker is an environment fault source like a camera: it may be down when the agent starts or
+go away at any time. Nothing here raises for that. paho's network thread (``loop_start``)
+reconnects with exponential backoff, QoS 1 messages wait in paho's in-memory queue meanwhile, one
+warning is logged per outage and the state shows in :attr:`MqttClient.connected` and the metrics.
+
+Protocol: MQTT 3.1.1 with a clean session. Every broker we target speaks it (mosquitto, EMQX,
+HiveMQ, AWS IoT, amqtt, which has no 5.0); we need nothing from 5.0 yet. The clean session means
+the broker keeps nothing for us between connections: what was not delivered is resent by paho from
+memory, and subscriptions (commands, later) are renewed in ``on_connect``.
+
+First connection: ``loop_start`` runs ``loop_forever(retry_first_connection=True)``
+(paho/mqtt/client.py ``_thread_main``, paho-mqtt 2.2), so a broker that is down at start is
+retried by paho itself with the ``reconnect_delay_set`` backoff; we add no thread of our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.health.stats import PublisherMetrics
+
+log = logging.getLogger(__name__)
+
+#: MQTT 3.1.1: see the module docstring for why not 5.0.
+PROTOCOL = mqtt.MQTTv311
+#: How long close() waits by default for the broker to acknowledge the final message, s.
+CLOSE_TIMEOUT_S = 5.0
+#: The plain-TCP MQTT port; TLS on it is almost always a configuration mistake (TLS uses 8883).
+PLAIN_MQTT_PORT = 1883
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to publish: the last will, or the final message of close()."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def describe_code(code: ReasonCode | MQTTErrorCode | int) -> str:
+    """The one place where paho reason and return codes become text for logs and errors."""
+    if isinstance(code, ReasonCode):
+        return f"{code.getName()} (reason code {code.value})"
+    try:
+        err = MQTTErrorCode(code)
+    except ValueError:
+        return f"unknown paho code {code!r}"
+    return f"{mqtt.error_string(err).rstrip('.')} ({err.name})"
+
+
+def guarded(name: str, func: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a paho callback so an exception in it is logged and swallowed.
+
+    paho re-raises callback exceptions unless ``suppress_exceptions`` is set, which ends the
+    network thread: no more reconnects, no more publishing, and nothing says so.
+    """
+
+    def callback(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            log.exception("error in MQTT %s callback (ignored, the network thread goes on)", name)
+
+    callback.__name__ = f"guarded_{name}"
+    return callback
+
+
+class MqttClient:
+    """One paho connection: connect and reconnect with backoff, the last will, TLS, credentials,
+    ``publish(topic, bytes, qos, retain) -> bool``, and a final message on close().
+
+    ``will`` makes the last will; it is called before every CONNECT so the will is current.
+    ``on_connected`` runs in paho's network thread after each accepted CONNACK (the first one
+    and every reconnect) so the owner can re-send what the broker may have lost. Counts go to
+    ``metrics``. The constructor only assigns; ``start()`` and ``close()`` do the I/O.
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        client_id: str,
+        will: Callable[[], Message],
+        metrics: PublisherMetrics,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        if not cfg.host:
+            raise ValueError("mqtt.host must be a host name or address, but got an empty string")
+        self.cfg = cfg
+        self.client_id = client_id
+        self.metrics = metrics
+        self._will = will
+        self._on_connected = on_connected
+        self._where = f"{cfg.host}:{cfg.port}"
+        self._lock = threading.Lock()  # flags; never held while calling paho
+        # Held while a message is handed to paho, and while close() marks the client closed and
+        # hands over the final message: nothing published can land after that one.
+        self._send_lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+        self._link_up = False  # a CONNACK accepted and no disconnect since
+        self._ever_connected = False
+        self._outage_since: float | None = None  # monotonic time the current outage began
+        self._drop_warned = False
+        self._closed = False  # close() has begun: nothing more is published or logged as outage
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Configure paho and start connecting in its network thread.
+
+        Returns at once; a broker that is down is retried in the background. Raises only for
+        caller mistakes (started twice, unreadable TLS files).
+        """
+        if self._client is not None or self._closed:
+            raise RuntimeError("start() may be called once, before close()")
+        cfg = self.cfg
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=PROTOCOL,
+            clean_session=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            self._configure_tls(client, cfg.tls)
+        self._set_will(client)
+        # paho annotates the delays as int but only does float arithmetic with them
+        # (client.py _reconnect_wait), and tests need sub-second delays.
+        client.reconnect_delay_set(
+            min_delay=cfg.reconnect_min_delay_s,  # type: ignore[arg-type]
+            max_delay=cfg.reconnect_max_delay_s,  # type: ignore[arg-type]
+        )
+        # Counts QoS 1 messages waiting for the broker (in flight or queued); beyond it
+        # publish() returns MQTT_ERR_QUEUE_SIZE. Must be set before connecting.
+        client.max_queued_messages_set(cfg.max_queued_messages)
+        client.on_pre_connect = guarded("pre_connect", self._on_pre_connect)
+        client.on_connect = guarded("connect", self._on_connect)
+        client.on_connect_fail = guarded("connect_fail", self._on_connect_fail)
+        client.on_disconnect = guarded("disconnect", self._on_disconnect)
+        client.on_log = guarded("log", self._on_log)
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client = client
+        log.info("connecting to MQTT broker %s as %r", self._where, self.client_id)
+        client.loop_start()  # thread "paho-mqtt-client-<client id>"
+
+    def close(
+        self,
+        final: Message | None = None,
+        timeout_s: float = CLOSE_TIMEOUT_S,
+        what: str = "the final message",
+    ) -> None:
+        """Publish ``final`` if connected, wait up to ``timeout_s`` for the broker to
+        acknowledge it, disconnect and stop the network thread. Safe to call more than once.
+
+        Whatever is published after close() began is dropped (and counted): ``final`` (named
+        ``what`` in the log) is the last message. What is still queued in memory is lost.
+        """
+        with self._send_lock:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+            client = self._client
+            if client is None:
+                return
+            info = None
+            if final is not None and client.is_connected():
+                info = client.publish(final.topic, final.payload, final.qos, final.retain)
+        if info is not None:
+            self._wait_for_ack(info, what, timeout_s)
+        client.disconnect()
+        client.loop_stop()
+        self.metrics.connected.set(0)
+
+    def _wait_for_ack(self, info: mqtt.MQTTMessageInfo, what: str, timeout_s: float) -> None:
+        try:
+            info.wait_for_publish(timeout=timeout_s)
+            acked = info.is_published()
+        except (ValueError, RuntimeError) as exc:
+            log.warning("could not publish %s: %s", what, exc)
+            acked = False
+        if not acked:
+            log.warning(
+                "broker %s did not acknowledge %s within %.1f s", self._where, what, timeout_s
+            )
+
+    @property
+    def started(self) -> bool:
+        """True once start() has run (and still after close())."""
+        return self._client is not None
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection to the broker is up (CONNACK accepted)."""
+        client = self._client
+        return client is not None and client.is_connected()
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """Hand one message to paho; True if it was sent or queued, False if dropped.
+
+        Seam for the disk outbox (publish/outbox.py): a message refused here, or every result
+        while ``connected`` is False, will go to the outbox instead of being dropped.
+        """
+        if self._client is None:
+            raise RuntimeError("start() must be called before publishing")
+        with self._send_lock:
+            if self._closed:
+                self.metrics.dropped.inc()
+                log.debug("dropped %s: client closed", topic)
+                return False
+            rc = self._client.publish(topic, payload, qos=qos, retain=retain).rc
+        # For QoS > 0 paho keeps the message in its out queue whatever the socket did
+        # (NO_CONN included) and resends it after reconnecting; only QUEUE_SIZE means it was
+        # not kept (client.py publish()). QoS 0 messages are kept only on SUCCESS.
+        if qos > 0:
+            accepted = rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+        else:
+            accepted = rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        if accepted:
+            self.metrics.published.inc()
+            return True
+        self.metrics.dropped.inc()
+        with self._lock:
+            first = not self._drop_warned
+            self._drop_warned = True
+        if first:
+            log.warning(
+                "dropping MQTT messages (first: %s): %s; limit mqtt.max_queued_messages=%d",
+                topic,
+                describe_code(rc),
+                self.cfg.max_queued_messages,
+            )
+        return False
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        will = self._will()
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+
+    def _configure_tls(self, client: mqtt.Client, tls: TlsConfig) -> None:
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+            )
+        except (OSError, ssl.SSLError) as exc:  # a missing or malformed file
+            raise ValueError(f"mqtt.tls: cannot load the certificate files: {exc}") from exc
+        client.tls_insecure_set(tls.insecure)
+        if self.cfg.port == PLAIN_MQTT_PORT:
+            log.warning(
+                "mqtt.tls is set but mqtt.port is %d, the plain MQTT port; TLS is usually 8883",
+                PLAIN_MQTT_PORT,
+            )
+
+    def _note_outage(self, why: str) -> None:
+        """Log the start of an outage once; later failed attempts stay quiet."""
+        with self._lock:
+            if self._closed:
+                return
+            first = self._outage_since is None
+            if first:
+                self._outage_since = time.monotonic()
+        if first:
+            log.warning("broker %s unreachable (%s), will keep retrying", self._where, why)
+
+    # -- paho callbacks (network thread; every one is wrapped by guarded()) --------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        # The will goes out in CONNECT; refresh it so its ts is this connection's time.
+        self._set_will(client)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self._note_outage(f"connection refused: {describe_code(reason_code)}")
+            return
+        with self._lock:
+            self._link_up = True
+            first, self._ever_connected = not self._ever_connected, True
+            outage_since, self._outage_since = self._outage_since, None
+            self._drop_warned = False
+        self.metrics.connects.inc()
+        self.metrics.connected.set(1)
+        verb = "connected" if first else "reconnected"
+        if outage_since is not None:
+            down_s = time.monotonic() - outage_since
+            log.info("%s to broker %s after %.1f s unreachable", verb, self._where, down_s)
+        else:
+            log.info("%s to broker %s", verb, self._where)
+        if self._on_connected is not None:
+            self._on_connected()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._note_outage("cannot connect")
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        with self._lock:
+            was_up, self._link_up = self._link_up, False
+            closing = self._closed
+        if was_up:
+            self.metrics.disconnects.inc()
+        self.metrics.connected.set(0)
+        if closing:
+            log.info("disconnected from broker %s", self._where)
+        elif was_up:
+            self._note_outage(f"connection lost: {describe_code(reason_code)}")
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.
+        log.debug("paho: %s", buf)

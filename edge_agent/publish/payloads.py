@@ -1,0 +1,195 @@
+"""What the agent says: every MQTT payload, and the Custom Vision prediction shape that both the
+result payload and ``edge-agent serve``'s answers use (pure functions, no I/O).
+
+DESIGN.md ("MQTT contract") is the source of truth; docs/mqtt.md and docs/serve.md are the
+user-facing copies. Change them together. Topic names are in topics.py.
+
+Both the MQTT result and the HTTP answer list predictions as Azure Custom Vision does
+(``tagId``, ``tagName``, ``probability``, ``boundingBox`` with normalised ``left, top, width,
+height``), so one function builds them; a :class:`PredictionShape` says where the two differ:
+the HTTP answer copies the Custom Vision container (every class, boxes best first, 8 decimals),
+the MQTT result is kept short for slow uplinks (5 classes, 4 and 5 decimals, boxes in the
+decoder's order, plus the tracker's id).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_agent.types import Classifications, Detections, Result
+
+#: Schema tag of a result payload; bump the number on an incompatible change.
+RESULT_SCHEMA = "edgesight.result/1"
+#: Values of the ``state`` field of the status topic.
+STATUS_STATES = ("online", "offline", "degraded")
+#: Classes reported for a classification result, best first.
+CLASSIFICATION_TOP_K = 5
+#: Decimal places: probabilities to 1e-4, normalised box coordinates to 1e-5 (0.02 px in a
+#: 2,000 px frame), timings to 1 µs. Fewer digits keep the JSON short on slow uplinks.
+PROBABILITY_DIGITS = 4
+BOX_DIGITS = 5
+TIMING_DIGITS = 3
+#: The Custom Vision container rounds probabilities and box coordinates to 8 decimals.
+CUSTOM_VISION_DIGITS = 8
+
+
+@dataclass(frozen=True)
+class PredictionShape:
+    """How a list of Custom Vision predictions is cut and rounded."""
+
+    probability_digits: int
+    box_digits: int
+    top_k: int | None  # classes listed for a classifier, best first; None: every class
+    best_first: bool  # boxes sorted by confidence (stable), else in the decoder's order
+    track_ids: bool  # add ``trackId`` to each box when the detections are tracked
+
+
+#: The MQTT result payload (docs/mqtt.md).
+RESULT_SHAPE = PredictionShape(
+    probability_digits=PROBABILITY_DIGITS,
+    box_digits=BOX_DIGITS,
+    top_k=CLASSIFICATION_TOP_K,
+    best_first=False,
+    track_ids=True,
+)
+#: ``edge-agent serve``'s answers, as the Custom Vision container gives them (docs/serve.md).
+CUSTOM_VISION_SHAPE = PredictionShape(
+    probability_digits=CUSTOM_VISION_DIGITS,
+    box_digits=CUSTOM_VISION_DIGITS,
+    top_k=None,
+    best_first=True,
+    track_ids=False,
+)
+
+
+def _label(labels: list[str], class_id: int, model: str | None) -> str:
+    if not 0 <= class_id < len(labels):
+        of_model = f" of model {model!r}" if model else ""
+        raise ValueError(
+            f"class_id {class_id} is outside the {len(labels)} labels{of_model} "
+            f"(expected 0..{len(labels) - 1})"
+        )
+    return labels[class_id]
+
+
+def _detections(
+    det: Detections,
+    labels: list[str],
+    width: int,
+    height: int,
+    shape: PredictionShape,
+    model: str | None,
+) -> list[dict[str, Any]]:
+    boxes = det.to_custom_vision_boxes(width, height)
+    order = np.argsort(-det.confidence, kind="stable") if shape.best_first else range(len(det))
+    out: list[dict[str, Any]] = []
+    for i in order:
+        class_id = int(det.class_id[i])
+        left, top, box_w, box_h = (round(float(v), shape.box_digits) for v in boxes[i])
+        pred: dict[str, Any] = {
+            "tagId": class_id,
+            "tagName": _label(labels, class_id, model),
+            "probability": round(float(det.confidence[i]), shape.probability_digits),
+            "boundingBox": {"left": left, "top": top, "width": box_w, "height": box_h},
+        }
+        if shape.track_ids and det.tracker_id is not None:
+            pred["trackId"] = int(det.tracker_id[i])
+        out.append(pred)
+    return out
+
+
+def _classifications(
+    cls: Classifications, labels: list[str], shape: PredictionShape, model: str | None
+) -> list[dict[str, Any]]:
+    k = len(cls.scores) if shape.top_k is None else shape.top_k
+    return [
+        {
+            "tagId": class_id,
+            "tagName": _label(labels, class_id, model),
+            "probability": round(score, shape.probability_digits),
+        }
+        for class_id, score in cls.top(k)
+    ]
+
+
+def custom_vision_predictions(
+    predictions: Detections | Classifications,
+    labels: list[str],
+    width: int,
+    height: int,
+    shape: PredictionShape,
+    model: str | None = None,
+) -> list[dict[str, Any]]:
+    """Predictions as Custom Vision lists them, cut and rounded as ``shape`` says.
+
+    ``width`` and ``height`` are the frame's size in pixels (boxes are normalised by it).
+    Raises ValueError for a class id outside ``labels`` (naming ``model`` when given).
+    """
+    if isinstance(predictions, Detections):
+        return _detections(predictions, labels, width, height, shape, model)
+    if isinstance(predictions, Classifications):
+        return _classifications(predictions, labels, shape, model)
+    raise ValueError(
+        f"predictions must be Detections or Classifications, but got {type(predictions).__name__}"
+    )
+
+
+def result_payload(result: Result, device_id: str) -> dict[str, Any]:
+    """The ``<src>/result`` payload (schema edgesight.result/1) for one frame.
+
+    ``id`` is stable for a given frame so a consumer can drop what QoS 1 redelivers.
+    """
+    width, height = result.frame_size
+    predictions = custom_vision_predictions(
+        result.predictions, result.labels, width, height, RESULT_SHAPE, result.model
+    )
+    ts = float(result.ts)
+    return {
+        "schema": RESULT_SCHEMA,
+        "id": f"{device_id}/{result.source_id}/{result.seq}/{int(ts * 1000)}",
+        "device": device_id,
+        "source": result.source_id,
+        "seq": int(result.seq),
+        "ts": ts,
+        "origin": result.origin,
+        "model": result.model,
+        "task": result.task,
+        "width": int(width),
+        "height": int(height),
+        "predictions": predictions,
+        "counts": {str(label): int(n) for label, n in result.counts.items()},
+        "timing_ms": {str(k): round(float(v), TIMING_DIGITS) for k, v in result.timing_ms.items()},
+    }
+
+
+def status_payload(
+    state: str, ts: float, agent_version: str, model: dict[str, Any] | None, sources: list[str]
+) -> dict[str, Any]:
+    """The retained ``status`` payload; ``state`` is one of STATUS_STATES."""
+    if state not in STATUS_STATES:
+        raise ValueError(f"status state must be one of {list(STATUS_STATES)}, but got {state!r}")
+    return {
+        "state": state,
+        "ts": float(ts),
+        "agent_version": agent_version,
+        "model": model,
+        "sources": list(sources),
+    }
+
+
+def count_payload(n: int, ts: float) -> dict[str, Any]:
+    """The retained ``<src>/count/<label>`` payload."""
+    return {"count": int(n), "ts": float(ts)}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities are refused (JSON has no such numbers)."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"payload is not valid JSON (NaN or infinity?): {exc}") from exc
+    return text.encode("utf-8")
