@@ -19,8 +19,8 @@ from edge_agent.bundle.signing import fingerprint, sign_manifest
 from edge_agent.cli import main
 from edge_agent.predictor import Predictor
 from edge_agent.serve import make_server
-from tests.test_e2e import FRAMES, write_clip
-from tests.test_serve import RED_BOX, RED_PNG, call, running
+from tests.helpers.clips import FRAMES, write_clip
+from tests.helpers.http import RED_BOX, RED_PNG, call, running
 from tools.toy_models import colour_blocks_bundle
 from trainer.signing_cli import pack_bundle
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from edge_agent.demo.broker import free_port
-from tests.test_serve import NO_PROXY
+from tests.helpers.http import NO_PROXY
 from tools.toy_models import colour_blocks_bundle
 
 AGENT = str(Path(sys.executable).parent / "edge-agent")

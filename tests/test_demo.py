@@ -22,7 +22,7 @@ from edge_agent.demo import clip
 from edge_agent.demo.broker import EmbeddedBroker, free_port, port_is_free
 from edge_agent.demo.report import CountsTable
 from edge_agent.publish.topics import Topics
-from tests.test_embedded_broker import listeners, require_amqtt
+from tests.helpers.net import listeners, require_amqtt
 from tools.toy_models import colour_blocks_bundle
 
 TOPICS = Topics("edgesight", demo.DEVICE_ID)

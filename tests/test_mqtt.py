@@ -21,13 +21,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.demo.broker import free_port
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import Sinks
 from edge_agent.publish.client import describe_code, guarded
 from edge_agent.publish.payloads import result_payload
 from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.types import Detections, Result
-from tests.conftest import Broker, Recorder, free_port
+from tests.helpers.mqtt import Broker, Recorder
 
 REPO = Path(__file__).resolve().parents[1]
 #: The connection (client.py) logs outages, reconnects and drops.

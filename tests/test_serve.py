@@ -14,20 +14,15 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
@@ -36,72 +31,18 @@ from edge_agent.cli.serve import serve
 from edge_agent.predictor import Predictor
 from edge_agent.serve import PredictionServer, make_server, predictions_json, route
 from edge_agent.types import Detections
+from tests.helpers.http import (
+    MAX_BODY_BYTES,
+    RED_BOX,
+    RED_PNG,
+    TIMEOUT_S,
+    call,
+    encode,
+    multipart,
+    red_block_frame,
+    running,
+)
 from tools.toy_models import colour_blocks_bundle, mean_colour_classifier
-
-RED_BOX = {"left": 0.2, "top": 0.2, "width": 0.2, "height": 0.2}
-MAX_BODY_BYTES = 256 * 1024  # the test servers' cap: the test images are far below it
-TIMEOUT_S = 5
-POLL_S = 0.05  # serve_forever's shutdown poll: the default 0.5 s would dominate the run time
-
-
-def red_block_frame() -> np.ndarray:
-    img = np.full((480, 640, 3), 60, np.uint8)
-    img[96:192, 128:256] = (0, 0, 255)  # BGR red: window (32, 32)-(64, 64) at 160 px
-    return img
-
-
-def encode(img: np.ndarray, ext: str = ".png") -> bytes:
-    ok, buf = cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
-    assert ok
-    return buf.tobytes()
-
-
-RED_PNG = encode(red_block_frame())
-
-
-def multipart(fields: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
-    """(name, filename or None, data) parts -> (body, Content-Type)."""
-    boundary = uuid.uuid4().hex
-    out = b""
-    for name, filename, data in fields:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
-        out += b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
-    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-@contextmanager
-def running(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
-    thread = threading.Thread(
-        target=server.serve_forever, args=(POLL_S,), name="test-http", daemon=True
-    )
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(TIMEOUT_S)
-
-
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def call(
-    server: PredictionServer,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    method: str | None = None,
-) -> tuple[int, Any, Any]:
-    """(status, decoded JSON body or None, headers), for success and error answers alike."""
-    req = urllib.request.Request(server.url + path, body, headers or {}, method=method)
-    try:
-        with NO_PROXY.open(req, timeout=TIMEOUT_S) as resp:
-            raw, status, hdrs = resp.read(), resp.status, resp.headers
-    except urllib.error.HTTPError as exc:
-        raw, status, hdrs = exc.read(), exc.code, exc.headers
-    return status, json.loads(raw) if raw else None, hdrs
 
 
 def post_image(
