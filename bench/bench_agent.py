@@ -25,14 +25,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.bench import (
+from edge_agent.bench.rows import (
     BENCH_FRAMES,
     BENCH_ROUNDS,
     WARMUP_FRAMES,
     run_bench,
     write_bench_clip,
 )
-from edge_agent.bench import format_table as bench_table
+from edge_agent.bench.rows import format_table as bench_table
 from edge_agent.config import MqttConfig
 from edge_agent.demo.broker import free_port
 

@@ -1,5 +1,5 @@
 """``edge-agent bench``: measure runtimes and thread counts for bundles on this machine, and
-optionally write the fastest into an agent config (edge_agent/bench.py does the measuring)."""
+optionally write the fastest into an agent config (edge_agent/bench/ does the measuring)."""
 
 from __future__ import annotations
 
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sources_table(rows: list[Row], counts: list[int], seconds: int, source: str | None) -> str:
     """Several simulated live sources on each measured variant, against its bare loop."""
-    from edge_agent.bench import first_frame
-    from edge_agent.bench_sources import format_sources_table, sources_row
+    from edge_agent.bench import first_frame, format_sources_table, sources_row
     from edge_agent.bundle import load_bundle
 
     image = first_frame(source)

@@ -113,3 +113,25 @@ def load_config(file: str | Path) -> AgentConfig:
             path, [ConfigIssue("", None, f"cannot read file: {exc.strerror}")]
         ) from exc
     return parse_config(text, path)
+
+
+def path_for_config(config: Path, target: str, keep_absolute: bool) -> str:
+    """``target`` (relative to the current directory) as ``config`` must name it: the loader
+    reads relative paths against the config file's folder (``_resolve_paths`` above).
+
+    Relative when the target is in that folder or beside it, so a config and its bundles can
+    move together; absolute when the config already named an absolute path, when the target is
+    further away (``../../..`` is easy to misread), or when a relative path would not lead
+    back to it (a symlinked config folder followed by ``..``)."""
+    absolute = os.path.abspath(target)
+    if keep_absolute:
+        return absolute
+    folder = Path(os.path.abspath(config)).parent
+    try:
+        relative = Path(os.path.relpath(absolute, folder))
+    except ValueError:  # on another drive (Windows)
+        return absolute
+    near = relative.parts[:2] != ("..", "..")
+    if near and (folder / relative).resolve() == Path(absolute).resolve():
+        return relative.as_posix()
+    return absolute

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_agent.bundle import Bundle
 from edge_agent.config import AgentConfig, ModelConfig, SourceConfig
-from edge_agent.health.stats import SourceMetrics
+from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame, Result
 
 #: The cameras together offer this many times what the bare model loop takes.
@@ -67,24 +67,29 @@ class SimulatedCamera:
         self._stop.set()
 
 
-class _Tally:
-    """A sink: results per source after the warm-up."""
+class _Window:
+    """A sink that notes when the warm-up is over and the last result came; the results
+    themselves are read from the agent's stats registry at both ends."""
 
     name, needs_frame = "bench", False
 
-    def __init__(self) -> None:
+    def __init__(self, stats: StatsRegistry, source_ids: list[str]) -> None:
+        self.stats, self.source_ids = stats, source_ids
         self.start = time.monotonic()
-        self.per_source: dict[str, int] = {}
         self.first: float | None = None
         self.last = 0.0
+        self.at_first: list[int] = []
+
+    def results(self) -> list[int]:
+        return [self.stats.source(i).results.value for i in self.source_ids]
 
     def emit(self, result: Result, frame: Frame | None) -> None:
         now = time.monotonic()
         if now - self.start < WARMUP_S:
             return
-        self.first = now if self.first is None else self.first
+        if self.first is None:
+            self.first, self.at_first = now, self.results()
         self.last = now
-        self.per_source[result.source_id] = self.per_source.get(result.source_id, 0) + 1
 
     def close(self) -> None:
         pass
@@ -114,14 +119,17 @@ def sources_row(
     def camera(source: SourceConfig, stop: threading.Event, m: SourceMetrics) -> SimulatedCamera:
         return SimulatedCamera(source.id, image, per_camera_fps, seconds + WARMUP_S, m)
 
-    tally = _Tally()
-    with Agent(cfg, sinks=[tally], publish=False, source_factory=camera) as agent:
-        tally.start = time.monotonic()
+    stats = StatsRegistry()
+    window = _Window(stats, ids)
+    agent = Agent(cfg, sinks=[window], publish=False, source_factory=camera, stats=stats)
+    with agent:
+        window.start = time.monotonic()
         agent.wait()
-    counts = [tally.per_source.get(i, 0) for i in ids]
-    span = tally.last - tally.first if tally.first is not None else 0.0
+    at_end = window.results()  # a result after ``last`` cannot exist: the agent has closed
+    counts = [end - first for end, first in zip(at_end, window.at_first, strict=False)]
+    span = window.last - window.first if window.first is not None else 0.0
     total = sum(counts)
-    fps = (total - 1) / span if span > 0 and total > 1 else 0.0
+    fps = (total - 1) / span if span > 0 and total > 1 else 0.0  # total results, total-1 gaps
     fair = total / n_sources
     min_share = min(counts) / fair if fair else 0.0
     precision = bundle.manifest.model.precision

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from edge_agent.bundle import Bundle, load_bundle
-from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig, parse_config
+from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
 from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
 
@@ -234,44 +233,3 @@ def recommend(rows: list[Row]) -> Row | None:
     """The fastest whole-agent variant."""
     agents = [r for r in rows if r.path == "agent"]
     return max(agents, key=lambda r: r.fps) if agents else None
-
-
-def _path_for_config(config: Path, target: str, keep_absolute: bool) -> str:
-    """``target`` (relative to the current directory) as ``config`` must name it: the loader
-    reads relative paths against the config file's folder (config/loader.py ``_resolve_paths``).
-
-    Relative when the target is in that folder or beside it, so a config and its bundles can
-    move together; absolute when the config already named an absolute path, when the target is
-    further away (``../../..`` is easy to misread), or when a relative path would not lead
-    back to it (a symlinked config folder followed by ``..``)."""
-    absolute = os.path.abspath(target)
-    if keep_absolute:
-        return absolute
-    folder = Path(os.path.abspath(config)).parent
-    try:
-        relative = Path(os.path.relpath(absolute, folder))
-    except ValueError:  # on another drive (Windows)
-        return absolute
-    near = relative.parts[:2] != ("..", "..")
-    if near and (folder / relative).resolve() == Path(absolute).resolve():
-        return relative.as_posix()
-    return absolute
-
-
-def apply_to_config(config: Path, best: Row) -> None:
-    """Write the recommended runtime, threads and bundle into a YAML config file.
-
-    ``best.bundle`` is relative to the current directory; it is written so that the config,
-    loaded from anywhere, names the same bundle. PyYAML does not keep comments: the previous
-    file is kept beside it as ``.bak``."""
-    original = config.read_text(encoding="utf-8")
-    data = yaml.safe_load(original) or {}
-    model = data.setdefault("model", {})
-    current = model.get("bundle")
-    was_absolute = isinstance(current, str) and Path(current).expanduser().is_absolute()
-    bundle = _path_for_config(config, best.bundle, keep_absolute=was_absolute)
-    model.update(runtime=best.runtime, threads=best.threads, bundle=bundle)
-    text = yaml.safe_dump(data, sort_keys=False)
-    parse_config(text, config)  # never write a config the agent would refuse
-    config.with_suffix(config.suffix + ".bak").write_text(original, encoding="utf-8")
-    config.write_text(text, encoding="utf-8")
