@@ -86,6 +86,9 @@ def test_clip_results_counts_and_status(tmp_path, broker, mqtt_recorder):
 
     # Status: online while running, offline (retained) after a clean end.
     assert status_states(rec)[0] == "online" and status_states(rec)[-1] == "offline"
+    # the offline status carries the stats registry's totals: every frame became a result
+    final = rec.json(f"{PREFIX}/status")[-1]["totals"]
+    assert final["results"] == FRAMES and final["frame_errors"] == 0
     late = mqtt_recorder(broker, f"{PREFIX}/#")
     assert late.wait_for(lambda: len(late.on(f"{PREFIX}/belt/count/red")) == 1)
     assert late.wait_for(lambda: len(late.on(f"{PREFIX}/status")) == 1)

@@ -67,14 +67,18 @@ def make_result(
 
 
 def test_status_payload() -> None:
-    payload = status_payload("degraded", 12.5, "0.1.0", {"name": "m", "version": 3}, ["cam1"])
+    totals = {"results": 7, "frame_errors": 1}
+    model = {"name": "m", "version": 3}
+    payload = status_payload("degraded", 12.5, "0.1.0", model, ["cam1"], totals)
     assert payload == {
         "state": "degraded",
         "ts": 12.5,
         "agent_version": "0.1.0",
         "model": {"name": "m", "version": 3},
         "sources": ["cam1"],
+        "totals": {"results": 7, "frame_errors": 1},
     }
+    assert status_payload("online", 1.0, "0.1.0", None, [])["totals"] == {}
 
 
 def test_status_payload_refuses_unknown_state() -> None:

@@ -125,6 +125,17 @@ class StatsRegistry:
             found = [m for (g, _k, n), m in self._metrics.items() if g == group and n == name]
         return sum(m.value for m in found if isinstance(m, Counter))
 
+    def totals(self) -> dict[str, int]:
+        """Since start, over every source, stage and sink: what the status payload carries so a
+        dashboard sees why a device is degraded without the stats topic."""
+        return {
+            "results": self.total("source", "results"),
+            "frame_errors": self.total("source", "errors"),
+            "stage_errors": self.total("stage", "errors"),
+            "sink_errors": self.total("sink", "errors"),
+            "dropped_frames": self.total("source", "dropped_stale"),
+        }
+
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         with self._lock:
             items = list(self._metrics.items())

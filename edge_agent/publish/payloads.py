@@ -167,9 +167,15 @@ def result_payload(result: Result, device_id: str) -> dict[str, Any]:
 
 
 def status_payload(
-    state: str, ts: float, agent_version: str, model: dict[str, Any] | None, sources: list[str]
+    state: str,
+    ts: float,
+    agent_version: str,
+    model: dict[str, Any] | None,
+    sources: list[str],
+    totals: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The retained ``status`` payload; ``state`` is one of STATUS_STATES."""
+    """The retained ``status`` payload; ``state`` is one of STATUS_STATES; ``totals`` are the
+    stats registry's counts since start (``StatsRegistry.totals``)."""
     if state not in STATUS_STATES:
         raise ValueError(f"status state must be one of {list(STATUS_STATES)}, but got {state!r}")
     return {
@@ -178,6 +184,7 @@ def status_payload(
         "agent_version": agent_version,
         "model": model,
         "sources": list(sources),
+        "totals": {str(k): int(v) for k, v in (totals or {}).items()},
     }
 
 

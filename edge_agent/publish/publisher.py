@@ -166,7 +166,7 @@ class MqttPublisher:
 
     def _status_message(self, state: str) -> Message:
         payload = payloads.status_payload(
-            state, time.time(), self.agent_version, self.model, self.sources
+            state, time.time(), self.agent_version, self.model, self.sources, self.stats.totals()
         )
         return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
 
