@@ -1,5 +1,5 @@
 """``edge-agent serve``: load a bundle and answer Custom Vision-style prediction requests over
-HTTP until SIGINT/SIGTERM. The server itself is edge_agent/serve/server.py (``make_server``)."""
+HTTP until SIGINT/SIGTERM. The server itself is edge_agent/serve/server.py."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from edge_agent.cli.common import (
 )
 from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
-from edge_agent.serve.request import DEFAULT_MAX_BODY_BYTES, DEFAULT_URL_FETCH_TIMEOUT_S
-from edge_agent.serve.server import make_server
+from edge_agent.serve.request import DEFAULT_MAX_BODY_BYTES
+from edge_agent.serve.server import PredictionServer, ServeSettings
 
 log = logging.getLogger("edge_agent.serve")  # the name docs/serve.md shows
 
@@ -64,14 +64,10 @@ def serve(
     runtime: str | None = None,
     threads: int = 2,
     score_threshold: float | None = None,
-    *,
-    project: str = "",
-    iteration: str = "",
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S,
-    allow_url: bool = True,
+    settings: ServeSettings | None = None,
 ) -> int:
-    """Load the bundle and serve until SIGINT/SIGTERM; the keywords are make_server's.
+    """Load the bundle and serve until SIGINT/SIGTERM with ``settings`` (project, iteration,
+    body and URL limits).
 
     Returns 0 after a signal, 2 if the bundle, runtime or address is wrong, 1 if the server
     thread died. Call from the main thread (signal handlers).
@@ -83,16 +79,7 @@ def serve(
         print(f"edge-agent serve: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        server = make_server(
-            predictor,
-            host,
-            port,
-            project=project,
-            iteration=iteration,
-            max_body_bytes=max_body_bytes,
-            url_fetch_timeout_s=url_fetch_timeout_s,
-            allow_url=allow_url,
-        )
+        server = PredictionServer((host, port), predictor, settings or ServeSettings())
     except (OSError, ValueError, OverflowError) as exc:  # OverflowError: port beyond 65535
         predictor.close()
         print(f"edge-agent serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
@@ -131,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         args.runtime,
         args.threads,
         args.score_threshold,
-        project=args.project,
-        iteration=args.iteration,
-        max_body_bytes=args.max_body_bytes,
-        allow_url=not args.no_url,
+        ServeSettings(
+            project=args.project,
+            iteration=args.iteration,
+            max_body_bytes=args.max_body_bytes,
+            allow_url=not args.no_url,
+        ),
     )
