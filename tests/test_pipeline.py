@@ -263,3 +263,21 @@ def test_degraded_clears_after_frames_succeed_again(tmp_path, monkeypatch):
     run(agent)
     assert agent.frames_failed() == 3 and agent.frames_done() == 37
     assert states == ["degraded", "online"]
+
+
+def test_a_failed_start_closes_what_it_opened(tmp_path):
+    from edge_agent.sources import SourceError, open_source
+
+    clip = write_clip(tmp_path / "clip.mp4")
+    opened = []
+
+    def factory(cfg, stop, metrics):
+        source = open_source(cfg, stop, metrics)  # the second one raises: no such file
+        opened.append(source)
+        return source
+
+    cfg = config(tmp_path, str(clip), str(tmp_path / "missing.mp4"))
+    with pytest.raises(SourceError, match="missing.mp4"):
+        with Agent(cfg, publish=False, source_factory=factory):
+            pytest.fail("start() should have raised")
+    assert len(opened) == 1 and opened[0]._closed  # the first source was released

@@ -23,6 +23,7 @@ from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
 from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.types import Frame, Result
 
 #: Frames timed per row after the warm-up; enough for a stable median on a Pi.
 BENCH_FRAMES = 100
@@ -120,6 +121,22 @@ def write_bench_clip(path: Path, frames: int) -> Path:
     return path
 
 
+class _Stamps:
+    """A sink noting when each result came; it needs no picture, like the publisher, so the
+    agent runs as it does in the field."""
+
+    name, needs_frame = "bench", False
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def emit(self, result: Result, frame: Frame | None) -> None:
+        self.times.append(time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+
 def agent_samples(
     bundle: Bundle, runtime: str, threads: int, source: str, mqtt: MqttConfig, frames: int
 ) -> list[float]:
@@ -133,16 +150,12 @@ def agent_samples(
         sources=[SourceConfig(id="bench", uri=source)],
         mqtt=mqtt,
     )
-    stamps: list[float] = []
-    agent = Agent(cfg, on_result=lambda r, f: stamps.append(time.perf_counter()))
-    try:
-        agent.start()
+    stamps = _Stamps()
+    with Agent(cfg, sinks=[stamps]) as agent:
         agent.wait()
-    finally:
-        agent.close()
-    usable = stamps[WARMUP_FRAMES:][:frames]
+    usable = stamps.times[WARMUP_FRAMES:][:frames]
     if len(usable) < 2:
-        raise RuntimeError(f"agent produced only {len(stamps)} results on {source}")
+        raise RuntimeError(f"agent produced only {len(stamps.times)} results on {source}")
     return [(b - a) * 1000 for a, b in itertools.pairwise(usable)]
 
 

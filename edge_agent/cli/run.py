@@ -43,13 +43,11 @@ def run_agent(cfg: AgentConfig, on_result: ResultHook | None = None) -> int:
     agent = Agent(cfg, on_result=on_result)
     with stop_on_signals(agent.stop):
         try:
-            agent.start()
-            agent.wait()
+            with agent:
+                agent.wait()
         except (BundleError, ModelRuntimeError, SourceError) as exc:
             log.error("%s", exc)
             return EXIT_BAD_INPUT
-        finally:
-            agent.close()
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
 
 

@@ -180,16 +180,14 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
         agent = Agent(cfg, sinks=[table, frames])
         started = time.monotonic()
         try:
-            agent.start()
-            agent.wait()
+            with agent:
+                agent.wait()
         except (BundleError, ModelRuntimeError, SourceError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return EXIT_FAILED
-        finally:
-            agent.close()
         elapsed = time.monotonic() - started
         table.finish()
     _summary(sc, table, elapsed, frames, target, agent)

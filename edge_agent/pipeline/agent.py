@@ -119,7 +119,11 @@ class Agent:
         self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
 
     def __enter__(self) -> Agent:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # what start() opened before it failed (sources, the publisher)
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
