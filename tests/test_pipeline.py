@@ -277,7 +277,7 @@ def test_a_failed_start_closes_what_it_opened(tmp_path):
         return source
 
     cfg = config(tmp_path, str(clip), str(tmp_path / "missing.mp4"))
-    with pytest.raises(SourceError, match="missing.mp4"):
+    with pytest.raises(SourceError, match=r"missing\.mp4"):
         with Agent(cfg, publish=False, source_factory=factory):
             pytest.fail("start() should have raised")
     assert len(opened) == 1 and opened[0]._closed  # the first source was released
