@@ -112,3 +112,38 @@ def test_check_config_cli(tmp_path, capsys):
     missing_bundle.write_text(GOOD.replace("bundle: bundle", "bundle: nothere"))
     assert main(["check-config", str(missing_bundle)]) == 2
     assert "nothere" in capsys.readouterr().err
+
+
+def test_runtime_options_belong_to_their_runtime():
+    text = GOOD.replace(
+        "  threads: 1\n", "  threads: 1\n  onnx:\n    provider: [CPUExecutionProvider]\n"
+    )
+    assert issues_of(text) == ["line 6: model.onnx.provider: unknown key"]
+    cfg = parse_config(
+        GOOD.replace("  threads: 1\n", "  threads: 1\n  onnx: {graph_optimization: basic}\n"),
+        Path("/etc/edgesight/agent.yaml"),
+    )
+    assert cfg.model.options_for("onnx").graph_optimization == "basic"  # type: ignore[attr-defined]
+    assert cfg.model.options_for("tflite").edgetpu is False  # type: ignore[attr-defined]
+
+
+def test_old_flat_runtime_keys_name_their_new_place():
+    text = GOOD.replace("  threads: 1\n", "  threads: 1\n  edgetpu: true\n")
+    assert issues_of(text) == ["line 2: model: edgetpu is now model.tflite.edgetpu"]
+
+
+def test_stages_default_to_counting_and_are_checked_by_the_registry():
+    cfg = parse_config(GOOD, Path("/etc/edgesight/agent.yaml"))
+    assert [s.type for s in cfg.sources[0].stages] == ["counts"]
+    text = GOOD.replace(
+        "    fps_limit: 5\n",
+        "    fps_limit: 5\n    stages:\n"
+        "      - type: counts\n        every: 2\n"
+        "      - type: trakcer\n",
+    )
+    problems = issues_of(text)
+    assert problems[0].startswith("line 10: sources[0].stages[0]: ")
+    assert "stage 'counts': every: unknown key" in problems[0]
+    assert problems[1].startswith("line 12: sources[0].stages[1]: ")
+    assert "unknown stage type 'trakcer'; choose one of [" in problems[1]
+    assert "'counts'" in problems[1]

@@ -5,17 +5,20 @@ two frames, and degraded clears again."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from edge_agent.config import AgentConfig
 from edge_agent.health.stats import SourceMetrics
 from edge_agent.pipeline import Agent
 from edge_agent.pipeline import agent as agent_module
+from edge_agent.pipeline.stages import StageContext, register_stage, stage_types
 from edge_agent.predictor import Predictor
 from edge_agent.types import Frame, Result
 from tests.helpers.clips import FRAMES, write_clip
@@ -281,3 +284,71 @@ def test_a_failed_start_closes_what_it_opened(tmp_path):
         with Agent(cfg, publish=False, source_factory=factory):
             pytest.fail("start() should have raised")
     assert len(opened) == 1 and opened[0]._closed  # the first source was released
+
+
+class PictureOptions(BaseModel):
+    """A test stage's options (a new stage type is a module, an options model and a builder)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mark: str = "seen"
+
+
+class PictureStage:
+    """A stage that needs the picture: it records the frame's shape and marks the result."""
+
+    name, needs_frame = "picture", True
+
+    def __init__(self, options: PictureOptions) -> None:
+        self.mark, self.shapes = options.mark, []
+
+    def process(self, result: Result, frame: Frame | None) -> Result:
+        self.shapes.append(None if frame is None else frame.image.shape)
+        result.timing_ms[self.mark] = 0.0
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+BUILT: list[PictureStage] = []
+if "test-picture" not in stage_types():
+
+    @register_stage("test-picture", PictureOptions)
+    def build_picture(options: PictureOptions, context: StageContext) -> PictureStage:
+        BUILT.append(PictureStage(options))
+        return BUILT[-1]
+
+
+def test_a_registered_stage_is_built_from_config_and_gets_the_picture(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4")
+    cfg = config(tmp_path, str(clip))
+    stages = [{"type": "counts"}, {"type": "test-picture", "mark": "pic"}]
+    cfg = AgentConfig.model_validate(
+        {**cfg.model_dump(), "sources": [{"id": "cam0", "uri": str(clip), "stages": stages}]}
+    )
+    sink = Recorder(picture=False)
+    BUILT.clear()
+    run(Agent(cfg, sinks=[sink], publish=False))
+    assert len(BUILT) == 1 and BUILT[0].shapes == [(480, 640, 3)] * FRAMES
+    # the stage ran after counting, on every frame, and the sink saw what it returned
+    assert all("pic" in r.timing_ms and r.counts["red"] == 1 for r, _ in sink.seen)
+    # the picture was kept for the stage, so sinks get it too
+    assert all(frame is not None for _, frame in sink.seen)
+
+
+def test_a_failing_sink_is_logged_once(tmp_path, caplog):
+    clip = write_clip(tmp_path / "clip.mp4")
+
+    class Broken:
+        name, needs_frame = "broken", False
+
+        def emit(self, result, frame):
+            raise OSError("disk full")
+
+        def close(self):
+            pass
+
+    with caplog.at_level(logging.ERROR, logger="edge_agent.pipeline.stages"):
+        run(Agent(config(tmp_path, str(clip)), sinks=[Broken()], publish=False))
+    logged = [r for r in caplog.records if "sink 'broken' failed" in r.getMessage()]
+    assert len(logged) == 1 and "disk full" in (logged[0].exc_text or "")
