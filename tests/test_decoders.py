@@ -209,3 +209,14 @@ def test_prefilter_keeps_a_score_exactly_at_its_threshold():
     assert anchor.tolist() == [0, 1] and cls.tolist() == [0, 0]
     anchor, cls, conf = scored_candidates(logits, "softmax", 1, np.array([0.5], np.float32))
     assert anchor.tolist() == [0, 1] and conf[1] == 0.5
+
+
+def test_every_manifest_decoder_type_has_a_builder():
+    from typing import get_args
+
+    from edge_agent.bundle.manifest import Decoder
+    from edge_agent.decoders import DECODERS
+
+    union = get_args(Decoder)[0]
+    types = {get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(union)}
+    assert types == set(DECODERS)
