@@ -175,9 +175,11 @@ class Agent:
                 [s.id for s in cfg.sources],
                 stats=self.stats,
             )
-            self.publisher.start()
             sinks.append(self.publisher)
+        # Built before the publisher connects, so close() closes it even if start() fails next.
         self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
+        if self.publisher is not None:
+            self.publisher.start()
         self._post_thread = self._thread(self._post_loop, "post")
         self._thread(self._infer_loop, "infer")
         log.info(
@@ -221,9 +223,12 @@ class Agent:
                 log.error("the post thread is stuck; %d result(s) not published", POST_QUEUE_FRAMES)
             self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
             self._post_thread = None
-            for chain in self._chains.values():
-                chain.close()
-            self._sinks.close()
+        # Also after a start() that failed half-way: whatever was built is closed, once.
+        for chain in self._chains.values():
+            chain.close()
+        self._chains = {}
+        self._sinks.close()
+        self._sinks = Sinks([], self.stats)
         if self.slot is not None:
             self.slot.close()
             self.slot = None
