@@ -101,6 +101,7 @@ def test_check_config_cli(tmp_path, capsys):
     assert main(["check-config", str(good)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "colour-blocks@1" in out and "aisle3" in out
+    assert "stages: counts)" in out and f"bundle   {tmp_path / 'bundle'}" in out
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("threads: 1", "threads: many"))

@@ -39,9 +39,11 @@ def check_config(file: Path) -> int:
         f"  model    {bundle.model_id} ({m.task}, {len(m.labels)} labels, {m.model.file}, "
         f"runtime {cfg.model.runtime_for(m.model.format)}, {cfg.model.threads} threads{signed})"
     )
+    print(f"  bundle   {bundle.source}")
     for s in cfg.sources:
         limit = f", at most {s.fps_limit:g} fps" if s.fps_limit else ""
-        print(f"  source   {s.id}: {s.uri} ({s.kind}{limit}, on end: {s.on_eof})")
+        stages = " -> ".join(stage.type for stage in s.stages) or "none"
+        print(f"  source   {s.id}: {s.uri} ({s.kind}{limit}, on end: {s.on_eof}; stages: {stages})")
     mq = cfg.mqtt
     auth = "with login" if mq.username else "anonymous"
     tls = "TLS" if mq.tls else "plain TCP"

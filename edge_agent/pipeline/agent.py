@@ -140,7 +140,7 @@ class Agent:
         cfg = self.cfg
         self.bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
         if self.bundle.signed_by:
-            log.info("bundle %s signed by key %s", self.bundle.path, self.bundle.signed_by)
+            log.info("bundle %s signed by key %s", self.bundle.source, self.bundle.signed_by)
         runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
         self.slot = ModelSlot(
             Predictor(
