@@ -18,6 +18,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.health.stats import SourceMetrics
 from edge_agent.pipeline import Agent
 from edge_agent.pipeline import agent as agent_module
+from edge_agent.pipeline import stages as stages_module
 from edge_agent.pipeline.stages import StageContext, register_stage, stage_types
 from edge_agent.predictor import Predictor
 from edge_agent.types import Frame, Result
@@ -311,7 +312,14 @@ class PictureStage:
 
 
 BUILT: list[PictureStage] = []
-if "test-picture" not in stage_types():
+
+
+@pytest.fixture
+def picture_stage(monkeypatch):
+    """Registers "test-picture" for one test (a copy of the registry, so docs and other tests
+    never see it)."""
+    stage_types()  # the built-in ones first
+    monkeypatch.setattr(stages_module, "_STAGE_TYPES", dict(stages_module._STAGE_TYPES))
 
     @register_stage("test-picture", PictureOptions)
     def build_picture(options: PictureOptions, context: StageContext) -> PictureStage:
@@ -319,7 +327,7 @@ if "test-picture" not in stage_types():
         return BUILT[-1]
 
 
-def test_a_registered_stage_is_built_from_config_and_gets_the_picture(tmp_path):
+def test_a_registered_stage_is_built_from_config_and_gets_the_picture(tmp_path, picture_stage):
     clip = write_clip(tmp_path / "clip.mp4")
     cfg = config(tmp_path, str(clip))
     stages = [{"type": "counts"}, {"type": "test-picture", "mark": "pic"}]
