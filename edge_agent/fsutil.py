@@ -15,6 +15,7 @@ renamed over the old: ``rename(2)`` replaces the link itself, never what it poin
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import tempfile
@@ -90,3 +91,9 @@ def replace_symlink(link: str | os.PathLike[str], target: str | os.PathLike[str]
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(link.parent)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The file's sha256 as hex, read in chunks (a bundle's model may not fit in memory twice)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

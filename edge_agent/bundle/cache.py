@@ -14,7 +14,6 @@ load, exactly as for a bundle folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from edge_agent.bundle.archive import SUFFIXES, ArchiveError, extract_bundle_archive
 from edge_agent.bundle.manifest import MANIFEST
+from edge_agent.fsutil import sha256_file
 
 #: Overrides the cache folder (a systemd unit sets it to a folder under /var/lib/edgesight).
 CACHE_ENV = "EDGESIGHT_BUNDLE_CACHE"
@@ -51,11 +51,6 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return base / CACHE_SUBDIR
 
 
-def archive_sha256(archive: Path) -> str:
-    with archive.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _complete(folder: Path) -> bool:
     return folder.is_dir() and not folder.is_symlink() and (folder / MANIFEST).is_file()
 
@@ -74,7 +69,7 @@ def unpack_cached(archive: Path, cache_dir: Path) -> Unpacked:
     Raises ArchiveError for an unusable or unsafe archive, OSError for filesystem faults (an
     unreadable archive, a cache folder that cannot be written).
     """
-    dest = cache_dir / archive_sha256(archive)
+    dest = cache_dir / sha256_file(archive)
     if _complete(dest):
         return Unpacked(dest, reused=True)
     _remove(dest)

@@ -21,11 +21,11 @@ from edge_agent.bundle.archive import SUFFIXES, ArchiveError
 from edge_agent.bundle.cache import default_cache_dir, is_archive_name, unpack_cached
 from edge_agent.bundle.manifest import MANIFEST, Manifest
 from edge_agent.config.errors import validation_issues
+from edge_agent.fsutil import sha256_file
 
 if TYPE_CHECKING:
     from edge_agent.bundle.signing import PublicKeySource
 
-HASH_CHUNK_BYTES = 1 << 20
 _ARCHIVE_NAMES = list(SUFFIXES)
 #: What ``load_bundle`` takes, for its error messages.
 EXPECTED = (
@@ -66,14 +66,6 @@ class Bundle:
             "version": self.manifest.version,
             "sha256": self.manifest_sha256,
         }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe_member(bundle: Path, name: str) -> Path:
