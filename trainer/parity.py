@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle
+from edge_agent.geometry import box_iou
 from edge_agent.predictor import Predictor
 from edge_agent.types import Classifications, Detections
 from trainer.datasets import Sample
@@ -76,16 +77,6 @@ class RawStats:
         }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes a (N, 4) and b (M, 4)."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
-
-
 def matched_boxes(ref: Detections, got: Detections) -> tuple[int, int, int]:
     """(matched, reference count, candidate count) at AGREEMENT_SCORE: same class, IoU >= 0.5,
     greedy by reference score."""
@@ -93,7 +84,7 @@ def matched_boxes(ref: Detections, got: Detections) -> tuple[int, int, int]:
     got = got[got.confidence >= AGREEMENT_SCORE]
     matched = 0
     if len(ref) and len(got):
-        iou = _iou(ref.xyxy, got.xyxy)
+        iou = box_iou(ref.xyxy, got.xyxy)
         iou[ref.class_id[:, None] != got.class_id[None, :]] = 0.0
         free = np.ones(len(got), bool)
         for i in np.argsort(-ref.confidence, kind="stable"):
