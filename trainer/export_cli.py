@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle.signing import KeyFormatError
-from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
 from trainer.cli_support import INPUT_ERRORS, console_log, error, non_negative, positive
 
-EXIT_PARITY = EXIT_FAILED  # the export ran and its check failed
-EXIT_BUDGET = 3  # export's own: over the INT8 budget, rerun with --allow-drop to accept it
 #: Export reads only the run, its dataset and a --sign key from the user; a BundleError here
 #: would be on a bundle the trainer wrote itself, a bug, so it is not caught.
 EXPORT_INPUT_ERRORS = (*INPUT_ERRORS, KeyFormatError)
@@ -162,10 +160,10 @@ def run_export(args: argparse.Namespace) -> int:
             lines.append(f"packed {archive}")
     except BudgetExceeded as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BUDGET
+        return EXIT_OVER_BUDGET
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PARITY
+        return EXIT_FAILED  # the export ran and its parity check failed
     except EXPORT_INPUT_ERRORS as exc:  # ExportError is an InputError
         return error(exc)
     for line in lines:

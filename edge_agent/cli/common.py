@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 #: 0 done, 1 failed while running, 2 the input (arguments, config, bundle, source) is wrong;
 #: 2 is also what argparse exits with on a bad argument.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+#: ``edge-trainer export``: the INT8 model lost more accuracy than its budget allows (rerun
+#: with --allow-drop to accept it). The one code of every command's that is not above.
+EXIT_OVER_BUDGET = 3
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
