@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle import BundleError, default_cache_dir, load_bundle
+from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.bundle import cache as cache_mod
+from edge_agent.bundle.cache import default_cache_dir
 from edge_agent.bundle.signing import fingerprint, sign_manifest
 from edge_agent.cli import main
 from edge_agent.predictor import Predictor

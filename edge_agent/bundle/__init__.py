@@ -1,7 +1,7 @@
 """Model bundles: load and verify (a folder or a .tar.gz), the manifest schema, signatures and
-safe archive extraction. The names below are the package's public face."""
+safe archive extraction. The names below are the package's public face (the archive modules
+are imported only when an archive is loaded)."""
 
-from edge_agent.bundle.cache import default_cache_dir
 from edge_agent.bundle.load import (
     MANIFEST,
     Bundle,
@@ -17,7 +17,6 @@ __all__ = [
     "MANIFEST",
     "Bundle",
     "BundleError",
-    "default_cache_dir",
     "load_bundle",
     "parse_manifest",
     "sha256_file",

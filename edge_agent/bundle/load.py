@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from edge_agent.bundle.archive import SUFFIXES, ArchiveError
-from edge_agent.bundle.cache import default_cache_dir, is_archive_name, unpack_cached
 from edge_agent.bundle.manifest import MANIFEST, Manifest
 from edge_agent.config.errors import validation_issues
 from edge_agent.fsutil import sha256_file
@@ -26,12 +24,14 @@ from edge_agent.fsutil import sha256_file
 if TYPE_CHECKING:
     from edge_agent.bundle.signing import PublicKeySource
 
-_ARCHIVE_NAMES = list(SUFFIXES)
-#: What ``load_bundle`` takes, for its error messages.
-EXPECTED = (
-    f"expected a folder with {MANIFEST}, or a {', '.join(_ARCHIVE_NAMES[:-1])} or "
-    f"{_ARCHIVE_NAMES[-1]} archive of one"
-)
+
+def _expected() -> str:
+    """What ``load_bundle`` takes, for its error messages."""
+    from edge_agent.bundle.archive import SUFFIXES
+
+    names = list(SUFFIXES)
+    archives = f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"expected a folder with {MANIFEST}, or a {archives} archive of one"
 
 
 class BundleError(ValueError):
@@ -127,16 +127,22 @@ def load_bundle(
     source = Path(path)
     if source.is_dir():
         return _load_folder(source, public_keys)
+    # Archives only from here: tarfile and gzip are imported only by devices that use them.
+    from edge_agent.bundle.cache import is_archive_name
+
     if not source.exists():
-        raise BundleError(f"bundle {source}: no such folder or file ({EXPECTED})")
+        raise BundleError(f"bundle {source}: no such folder or file ({_expected()})")
     if not is_archive_name(source):
-        raise BundleError(f"bundle {source}: not a directory or a bundle archive ({EXPECTED})")
+        raise BundleError(f"bundle {source}: not a directory or a bundle archive ({_expected()})")
     return _load_archive(source, public_keys, cache_dir)
 
 
 def _load_archive(
     archive: Path, public_keys: Sequence[PublicKeySource], cache_dir: str | Path | None
 ) -> Bundle:
+    from edge_agent.bundle.archive import ArchiveError
+    from edge_agent.bundle.cache import default_cache_dir, unpack_cached
+
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         unpacked = unpack_cached(archive, cache)
