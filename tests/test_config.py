@@ -1,11 +1,15 @@
 """Config: YAML errors located by path and line; env overrides; check-config exit codes."""
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import Field, ValidationError
 
 from edge_agent.cli import main
 from edge_agent.config import ENV_MQTT_PASSWORD, ConfigError, load_config, parse_config
+from edge_agent.config.base import Section
+from edge_agent.config.errors import validation_issues
 from tools.toy_models import colour_blocks_bundle
 
 GOOD = """\
@@ -44,7 +48,37 @@ def test_malformed_yaml_names_the_line():
 
 def test_unknown_key_names_path_and_line():
     text = GOOD.replace("  threads: 1\n", "  threads: 1\n  thread_count: 2\n")
-    assert issues_of(text) == ["line 5: model.thread_count: unknown key"]
+    assert issues_of(text) == ["line 5: model.thread_count: unknown key (did you mean 'threads'?)"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "issue"),
+    [
+        (
+            "  port: 8883\n",
+            "  port: 8883\n  keepalive: 60\n",
+            "line 12: mqtt.keepalive: unknown key (did you mean 'keepalive_s'?)",
+        ),
+        (
+            "    fps_limit: 5\n",
+            "    fps_limit: 5\n    fps_limt: 5\n",
+            "line 9: sources[0].fps_limt: unknown key (did you mean 'fps_limit'?)",
+        ),
+        (
+            "  username: agent\n",
+            "  username: agent\n  tls: {cafile: ca.pem}\n",
+            "line 13: mqtt.tls.cafile: unknown key (did you mean 'ca_file'?)",
+        ),
+    ],
+)
+def test_unknown_key_suggests_the_nearest_known_one(old, new, issue):
+    assert issues_of(GOOD.replace(old, new)) == [issue]
+
+
+def test_unknown_key_without_a_close_match_lists_the_known_ones():
+    (issue,) = issues_of(GOOD.replace("  port: 8883\n", "  port: 8883\n  zzz: 1\n"))
+    assert issue.startswith("line 12: mqtt.zzz: unknown key; expected one of ['host', 'port'")
+    assert "'keepalive_s'" in issue
 
 
 def test_wrong_type_names_path_line_and_value():
@@ -119,7 +153,9 @@ def test_runtime_options_belong_to_their_runtime():
     text = GOOD.replace(
         "  threads: 1\n", "  threads: 1\n  onnx:\n    provider: [CPUExecutionProvider]\n"
     )
-    assert issues_of(text) == ["line 6: model.onnx.provider: unknown key"]
+    assert issues_of(text) == [
+        "line 6: model.onnx.provider: unknown key (did you mean 'providers'?)"
+    ]
     cfg = parse_config(
         GOOD.replace("  threads: 1\n", "  threads: 1\n  onnx: {graph_optimization: basic}\n"),
         Path("/etc/edgesight/agent.yaml"),
@@ -148,3 +184,43 @@ def test_stages_default_to_counting_and_are_checked_by_the_registry():
     assert problems[1].startswith("line 12: sources[0].stages[1]: ")
     assert "unknown stage type 'trakcer'; choose one of [" in problems[1]
     assert "'counts'" in problems[1]
+
+
+class _Cat(Section):
+    kind: Literal["cat"]
+    lives: int = 9
+
+
+class _Dog(Section):
+    kind: Literal["dog"]
+    good_boy: bool = True
+
+
+class _Pets(Section):
+    pets: list[Annotated[_Cat | _Dog, Field(discriminator="kind")]]
+    names: dict[str, _Cat] = Field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("data", "issue"),
+    [
+        (
+            {"pets": [{"kind": "cat"}, {"kind": "dog", "good_by": False}]},
+            "pets[1].good_by: unknown key (did you mean 'good_boy'?)",
+        ),
+        ({"pets": [], "names": {"tom": {"kind": "cat", "live": 8}}}, "names.tom.live: "),
+        ({"pets": [{"kind": "cta"}]}, "pets[0].kind: unknown kind 'cta' (did you mean 'cat'?)"),
+        ({"pets": [], "pet": 1}, "pet: unknown key (did you mean 'pets'?)"),
+    ],
+)
+def test_suggestions_follow_lists_dicts_and_discriminated_unions(data, issue):
+    with pytest.raises(ValidationError) as info:
+        _Pets.model_validate(data)
+    (found,) = [str(i) for i in validation_issues(info.value, model=_Pets)]
+    assert found.startswith(issue)
+
+
+def test_without_the_model_unknown_keys_are_still_named():
+    with pytest.raises(ValidationError) as info:
+        _Pets.model_validate({"pets": [], "pet": 1})
+    assert [str(i) for i in validation_issues(info.value)] == ["pet: unknown key"]

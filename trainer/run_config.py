@@ -9,7 +9,6 @@ naming the file and the key.
 
 from __future__ import annotations
 
-import difflib
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -152,18 +151,5 @@ class RunConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = [_hint(str(issue), issue.path) for issue in validation_issues(exc)]
+            problems = [str(issue) for issue in validation_issues(exc, model=cls)]
             raise RunConfigError(f"{where}: " + "; ".join(problems)) from exc
-
-
-def _hint(problem: str, path: str) -> str:
-    """Add the nearest known key to an 'unknown key' problem: most are typos of a real one."""
-    if not problem.endswith("unknown key"):
-        return problem
-    *parent, key = path.split(".")
-    model: type[BaseModel] = RunConfig
-    for name in parent:
-        model = {"input": InputSpec, "split": SplitSizes}.get(name, model)
-    known = [f.alias or n for n, f in model.model_fields.items()]
-    close = difflib.get_close_matches(key, known, n=1)
-    return problem + (f" (did you mean {close[0]!r}?)" if close else f"; expected one of {known}")

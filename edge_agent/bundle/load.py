@@ -90,7 +90,9 @@ def parse_manifest(raw: bytes, bundle: Path) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{i.path or '<root>'}: {i.message}" for i in validation_issues(exc)]
+        problems = [
+            f"{i.path or '<root>'}: {i.message}" for i in validation_issues(exc, model=Manifest)
+        ]
         raise BundleError(f"{where}: " + "; ".join(problems)) from exc
 
 

@@ -16,6 +16,8 @@ MANIFEST = "manifest.json"
 
 
 class _Strict(BaseModel):
+    """Unknown keys are errors at every level (the loader suggests the nearest known key)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -195,10 +197,9 @@ class Thresholds(_Strict):
     max_detections: int = Field(100, ge=1)
 
 
-class Manifest(BaseModel):
-    """Top level of manifest.json; unknown top-level keys are kept (newer trainers add some)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+class Manifest(_Strict):
+    """Top level of manifest.json. Unknown keys are refused here as everywhere in the manifest:
+    a misspelt ``treshold`` kept as an extra would silently run with the default thresholds."""
 
     schema_: Literal["edgesight.bundle/1"] = Field(alias="schema")
     name: str = Field(min_length=1)

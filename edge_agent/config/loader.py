@@ -100,7 +100,9 @@ def parse_config(text: str, file: Path) -> AgentConfig:
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(file, validation_issues(exc, lambda loc: _line_for(loc, lines))) from exc
+        raise ConfigError(
+            file, validation_issues(exc, lambda loc: _line_for(loc, lines), AgentConfig)
+        ) from exc
 
 
 def load_config(file: str | Path) -> AgentConfig:
