@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -9,10 +10,17 @@ import numpy as np
 
 from edge_agent.bundle.manifest import InputSpec
 
+#: Slack for ``input size / crop_fraction`` before flooring it, so float noise in an exact
+#: quotient (224 / 0.8 = 280.00000000000006, but also the odd 9.999...) cannot cost a pixel.
+CROP_SIZE_SLACK = 1e-6
+
 
 @dataclass(frozen=True)
 class Transform:
-    """How a frame was mapped onto the input tensor: frame_px = (input_px - pad) / scale."""
+    """How a frame was mapped onto the input tensor: frame_px = (input_px - pad) / scale.
+
+    ``pad`` is the letterbox border, or minus the crop's offset for ``resize: crop``.
+    """
 
     scale_x: float
     scale_y: float
@@ -63,12 +71,34 @@ class Preprocessor:
     def _stretch(self, w: int, h: int) -> Transform:
         return Transform(self.spec.width / w, self.spec.height / h, 0.0, 0.0, w, h)
 
+    def _crop(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
+        """Resize to cover the input size / crop_fraction keeping aspect, then the centre crop.
+
+        As torchvision's Resize(short side) + CenterCrop (transforms/v2/functional/_geometry.py):
+        the covering side is exact, the other one truncated (``int``), the crop offset
+        ``round((resized - size) / 2)``; timm floors ``size / crop_pct`` for the short side.
+        """
+        spec = self.spec
+        h, w = image.shape[:2]
+        cover_w = math.floor(spec.width / spec.crop_fraction + CROP_SIZE_SLACK)
+        cover_h = math.floor(spec.height / spec.crop_fraction + CROP_SIZE_SLACK)
+        if cover_w * h >= cover_h * w:  # the width needs the larger scale
+            new_w, new_h = cover_w, max(cover_h, int(h * cover_w / w))
+        else:
+            new_w, new_h = max(cover_w, int(w * cover_h / h)), cover_h
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        x0, y0 = round((new_w - spec.width) / 2), round((new_h - spec.height) / 2)
+        crop = resized[y0 : y0 + spec.height, x0 : x0 + spec.width]
+        return crop, Transform(new_w / w, new_h / h, float(-x0), float(-y0), w, h)
+
     def resize(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
         spec = self.spec
         h, w = image.shape[:2]
         if spec.resize == "stretch":
             resized = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
             return resized, self._stretch(w, h)
+        if spec.resize == "crop":
+            return self._crop(image)
         scale = min(spec.width / w, spec.height / h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

@@ -38,13 +38,22 @@ class InputSpec(_Strict):
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resize: Literal["stretch", "letterbox"] = "stretch"
+    # stretch: no aspect kept; letterbox: fit inside, pad; crop: cover, then the centre crop
+    # (torchvision's Resize + CenterCrop, timm's eval transform).
+    resize: Literal["stretch", "letterbox", "crop"] = "stretch"
     pad_value: int = Field(114, ge=0, le=255)  # letterbox border, the YOLO/Ultralytics grey
+    # crop only: the share of the resized frame the crop keeps per side; torchvision's
+    # Resize(256) + CenterCrop(224) is 224 / 256 = 0.875 (timm calls it crop_pct).
+    crop_fraction: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _std_nonzero(self) -> InputSpec:
+    def _consistent(self) -> InputSpec:
         if any(s == 0 for s in self.std):
             raise ValueError(f"std must not contain 0, got {list(self.std)}")
+        if self.crop_fraction != 1.0 and self.resize != "crop":
+            raise ValueError(
+                f"crop_fraction applies to resize 'crop' only, got resize {self.resize!r}"
+            )
         return self
 
 
