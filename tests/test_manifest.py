@@ -103,6 +103,10 @@ def test_unknown_decoder_type_suggests_and_lists_the_types():
     assert "expected one of ['softmax', 'sigmoid', 'ssd_boxes', 'ssd_anchors'," in found
 
 
+def test_missing_decoder_type_is_named():
+    assert problem(detector_manifest(decoder={})) == "decoder.type: required field is missing"
+
+
 def test_misspelt_choice_is_suggested():
     found = problem(detector_manifest(**{"input.resize": "letterbx"}))
     assert found.startswith("input.resize: Input should be 'stretch'")

@@ -9,7 +9,6 @@ error's location through the model's fields, list items and discriminated unions
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -116,6 +115,8 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...]
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    import difflib  # only a file that fails to load pays for it, not every agent start
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=SUGGEST_CUTOFF)
     return close[0] if close else None
 
@@ -139,6 +140,9 @@ def _message(err: Any, loc: tuple[Any, ...], holder: Any) -> tuple[tuple[Any, ..
         return loc, _unknown_key(loc[-1] if loc else "", holder)
     if kind == "missing":
         return loc, "required field is missing"
+    if kind == "union_tag_not_found":  # the discriminator itself is absent
+        key = str(ctx.get("discriminator", "")).strip("'")
+        return ((*loc, key) if key.isidentifier() else loc), "required field is missing"
     if kind == "union_tag_invalid":  # a discriminated union: name the key, list the choices
         key = str(ctx.get("discriminator", "")).strip("'")
         tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
