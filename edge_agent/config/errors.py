@@ -125,6 +125,8 @@ def _unknown_key(key: Any, holder: Any) -> str:
     if not _is_model(holder):
         return "unknown key"
     known = _keys(holder)
+    if not known:
+        return "unknown key; this takes no keys"
     close = _did_you_mean(str(key), known)
     return (
         f"unknown key (did you mean {close!r}?)"

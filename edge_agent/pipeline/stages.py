@@ -104,14 +104,21 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
     """Validate one stage's config; ValueError names an unknown type or key."""
     known = stage_types()
     if type_name not in known:
-        raise ValueError(f"unknown stage type {type_name!r}; choose one of {sorted(known)}")
+        import difflib  # only on a failing load
+
+        near = difflib.get_close_matches(type_name, known, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown stage type {type_name!r}{hint}; choose one of {sorted(known)}")
+    model = known[type_name].options
     try:
-        return known[type_name].options.model_validate(options)
+        return model.model_validate(options)
     except ValidationError as exc:
+        # The config's own formatter: unknown keys name the nearest known one.
+        from edge_agent.config.errors import validation_issues
+
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or type_name}: "
-            f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-            for e in exc.errors()
+            f"{issue.path or type_name}: {issue.message}"
+            for issue in validation_issues(exc, model=model)
         )
         raise ValueError(f"stage {type_name!r}: {problems}") from None
 
