@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -32,6 +32,24 @@ def _expected() -> str:
     names = list(SUFFIXES)
     archives = f"{', '.join(names[:-1])} or {names[-1]}"
     return f"expected a folder with {MANIFEST}, or a {archives} archive of one"
+
+
+#: What ``inspect-model`` writes where a person must decide; a manifest holding it is refused.
+TODO = "TODO"
+TODO_DOC = "docs/bundle.md#todo-fields"
+
+
+def todo_paths(data: Any, path: str = "") -> list[str]:
+    """Where ``data`` still holds a TODO (a string starting with it), as ``input.mean``."""
+    if isinstance(data, str):
+        return [path or "<root>"] if data.startswith(TODO) else []
+    if isinstance(data, dict):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in data.items()]
+        keys = [p for p, _ in items if p.rsplit(".", 1)[-1].startswith(TODO)]
+        return keys + [p for k, v in items for p in todo_paths(v, k)]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in todo_paths(v, f"{path}[{i}]")]
+    return []
 
 
 class BundleError(ValueError):
@@ -87,6 +105,12 @@ def parse_manifest(raw: bytes, bundle: Path) -> Manifest:
         raise BundleError(f"{where}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    todo = todo_paths(data)
+    if todo:
+        raise BundleError(
+            f"{where}: still TODO: {', '.join(todo)}; replace each with the value for this "
+            f"model (what each needs: {TODO_DOC}, and edge-agent inspect-model's report)"
+        )
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
