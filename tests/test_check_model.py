@@ -24,6 +24,7 @@ from tests.helpers.models import (
     detections_bundle,
     ssd_anchors_bundle,
     ssd_boxes_bundle,
+    ssd_head_bundle,
     tflite_classifier_bundle,
     yolo_regions_bundle,
 )
@@ -190,6 +191,29 @@ def test_probabilities_that_are_logits(tmp_path):
     (problem,) = prove(bundle)
     assert problem.field == "decoder.from_logits" and problem.found == "false"
     assert problem.expected.startswith("true (output 'logits' is not probabilities: it sums to 0")
+
+
+HEAD = {"outputs": {"boxes": "loc", "scores": "logits"}, "background_class": 0}
+
+
+def test_detector_score_activation_and_box_units(tmp_path):
+    boxes = {"type": "ssd_boxes", **HEAD, "score_activation": "softmax"}
+    problems = prove(ssd_head_bundle(tmp_path / "a", boxes, (0, 0, 32, 32), softmax_in_graph=True))
+    assert [(p.field, p.found) for p in problems] == [
+        ("decoder.score_activation", "'softmax'"),  # the graph's softmax, then the agent's
+        ("decoder.normalized", "true"),  # boxes in input pixels
+    ]
+    assert "holds 0 to 32: input pixels" in problems[1].expected
+    none = {"type": "ssd_boxes", **HEAD, "score_activation": "none"}
+    (problem,) = prove(ssd_head_bundle(tmp_path / "b", none, logit_bias=4.0))
+    assert problem == Problem(
+        "decoder.score_activation",
+        "'softmax' or 'sigmoid' (output 'logits' holds 4 to 4: not probabilities, while "
+        "thresholds are)",
+        "'none'",
+    )
+    fits = {"type": "ssd_boxes", **HEAD, "score_activation": "none", "normalized": False}
+    assert prove(ssd_head_bundle(tmp_path / "c", fits, (0, 0, 32, 32), softmax_in_graph=True)) == []
 
 
 def test_input_range_and_colours_stated_in_the_onnx_file(tmp_path):

@@ -94,8 +94,16 @@ def ssd_boxes_bundle(out: Path, **changes: Any) -> Path:
     return write(out, body, **changes)
 
 
-def _ssd_head(out: Path, columns: int) -> None:
-    """images -> GRID x GRID mean colours -> codes (1, N, 4) and logits (1, N, columns)."""
+def _ssd_head(
+    out: Path,
+    columns: int,
+    box_bias: tuple[float, ...] = (0, 0, 0, 0),
+    logit_bias: float = 0.0,
+    softmax_in_graph: bool = False,
+) -> None:
+    """images -> GRID x GRID mean colours -> codes (1, N, 4) and logits (1, N, columns); on a
+    blank frame every box is ``box_bias`` and every logit ``logit_bias`` (1 / columns after the
+    graph's own softmax)."""
     n = GRID * GRID
     cell = SIZE // GRID
     graph = helper.make_graph(
@@ -109,8 +117,15 @@ def _ssd_head(out: Path, columns: int) -> None:
             ),
             helper.make_node("Reshape", ["pooled", "shape"], ["flat"]),
             helper.make_node("Transpose", ["flat"], ["cells"], perm=[0, 2, 1]),
-            helper.make_node("MatMul", ["cells", "B"], ["loc"]),
-            helper.make_node("MatMul", ["cells", "S"], ["logits"]),
+            helper.make_node("MatMul", ["cells", "B"], ["codes"]),
+            helper.make_node("Add", ["codes", "box_bias"], ["loc"]),
+            helper.make_node("MatMul", ["cells", "S"], ["raw"]),
+            helper.make_node("Add", ["raw", "logit_bias"], ["x" if softmax_in_graph else "logits"]),
+            *(
+                [helper.make_node("Softmax", ["x"], ["logits"], axis=-1)]
+                if softmax_in_graph
+                else []
+            ),
         ],
         "ssd_head",
         [_images()],
@@ -118,10 +133,26 @@ def _ssd_head(out: Path, columns: int) -> None:
         [
             numpy_helper.from_array(np.array([1, 3, n], np.int64), "shape"),
             numpy_helper.from_array(np.zeros((3, 4), np.float32), "B"),
+            numpy_helper.from_array(np.array(box_bias, np.float32), "box_bias"),
             numpy_helper.from_array(np.ones((3, columns), np.float32), "S"),
+            numpy_helper.from_array(np.array(logit_bias, np.float32), "logit_bias"),
         ],
     )
     _save(graph, out / "model.onnx")
+
+
+def ssd_head_bundle(
+    out: Path,
+    decoder: dict[str, Any],
+    box_bias: tuple[float, ...] = (0, 0, 0, 0),
+    logit_bias: float = 0.0,
+    softmax_in_graph: bool = False,
+) -> Path:
+    """The raw SSD head with 3 labels + background column 0 (outputs loc, logits) under any
+    detector decoder (``ssd_boxes`` with pixel boxes, activations, ...)."""
+    out.mkdir(parents=True)
+    _ssd_head(out, 4, box_bias, logit_bias, softmax_in_graph)
+    return write(out, manifest("detect", decoder))
 
 
 #: One square anchor per cell of the GRID x GRID map: GRID * GRID anchors.
