@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from edge_agent.bundle import Bundle
-from edge_agent.decoders import build_decoder
+from edge_agent.decoders import DecodeError, build_decoder
+from edge_agent.decoders.check import Problem, check_input, check_outputs
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import Runtime, load_runtime
 from edge_agent.types import Classifications, Detections
@@ -92,5 +93,54 @@ class Predictor:
         """All three stages for one BGR uint8 image, in this thread."""
         return self.finish(self.infer(self.prepare(image)))
 
+    def prove(self) -> list[Problem]:
+        """Every way the model does not fit its manifest, found on one blank frame.
+
+        The frame goes through the real pre-processing and runtime (not ``infer``, which the
+        pipeline's tests wrap), and the outputs are checked against what the decoder reads, so
+        a wrong output name, anchor count or label count is refused at start-up, all at once,
+        instead of failing on every frame. Costs one inference."""
+        spec = self.bundle.manifest.input
+        # Only ONNX files state their input's range and colours (image metadata).
+        problems = check_input(spec, getattr(self.runtime, "metadata", {}))
+        tensor, transform = self.preprocess(np.zeros((spec.height, spec.width, 3), np.uint8))
+        try:
+            outputs = self.runtime.run(self.runtime.to_input(tensor))
+        except Exception as exc:  # each runtime raises its own types
+            found = f"{type(exc).__name__}: {exc}"
+            shape = f"{tensor.shape} {tensor.dtype}"
+            return [*problems, Problem("input", f"the model to run on the {shape} input", found)]
+        problems += check_outputs(self.bundle.manifest, outputs, self.bundle.path)
+        if not problems:  # what the checks do not know yet must not pass silently either
+            try:
+                self.decode(outputs, transform)
+            except DecodeError as exc:
+                problems.append(Problem("decoder", "outputs its decoder can read", str(exc)))
+        return problems
+
     def close(self) -> None:
         self.runtime.close()
+
+
+def prove_bundle(
+    bundle: Bundle,
+    runtime: str | None = None,
+    threads: int = 2,
+    runtime_options: BaseModel | None = None,
+) -> list[Problem]:
+    """Load ``bundle`` in the runtime and ``Predictor.prove`` it (check-config, check-bundle).
+
+    Raises ModelRuntimeError when the runtime cannot load the model, ValueError (DecodeError,
+    AnchorError) when the decoder cannot be built."""
+    predictor = Predictor(bundle, runtime, threads, runtime_options=runtime_options)
+    try:
+        return predictor.prove()
+    finally:
+        predictor.close()
+
+
+def describe_problems(bundle: Bundle, problems: list[Problem]) -> str:
+    """The error for a model that does not fit its manifest: the bundle, then each problem."""
+    lines = [f"  {p}" for p in problems]
+    head = f"bundle {bundle.source}: the model does not fit its manifest"
+    return "\n".join([f"{head} ({len(problems)} problem(s)):", *lines])

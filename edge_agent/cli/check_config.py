@@ -6,16 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK, print_config_error
-from edge_agent.config import ConfigError, load_config
+from edge_agent.config import AgentConfig, ConfigError, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent check-config",
-        description="Validate a config file and load its bundle (and signature) without "
-        "running anything; print the device, model, sources and broker it names.",
+        description="Validate a config file, load its bundle (and signature) and run the model "
+        "once on a blank frame to prove it fits its manifest, without opening sources or the "
+        "broker; print the device, model, sources and broker it names.",
     )
     parser.add_argument("file", type=Path, help="YAML config file")
     return parser
@@ -30,6 +31,8 @@ def check_config(file: Path) -> int:
         return EXIT_BAD_INPUT
     except BundleError as exc:
         print(f"{file}: model.bundle: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not prove_model(file, bundle, cfg):
         return EXIT_BAD_INPUT
     m = bundle.manifest
     signed = f", signed by {bundle.signed_by}" if bundle.signed_by else ""
@@ -52,6 +55,23 @@ def check_config(file: Path) -> int:
         f"{cfg.device_id}/..."
     )
     return EXIT_OK
+
+
+def prove_model(file: Path, bundle: Bundle, cfg: AgentConfig) -> bool:
+    """Run the model once as the config would (runtime, threads, options) and print every way
+    it does not fit its manifest under the config file's name; True when it fits."""
+    from edge_agent.predictor import describe_problems, prove_bundle  # loads the runtime
+    from edge_agent.runtimes import ModelRuntimeError
+
+    runtime = cfg.model.runtime_for(bundle.manifest.model.format)
+    try:
+        problems = prove_bundle(bundle, runtime, cfg.model.threads, cfg.model.options_for(runtime))
+    except (ModelRuntimeError, ValueError) as exc:  # ValueError: the decoder cannot be built
+        print(f"{file}: model.bundle: {exc}", file=sys.stderr)
+        return False
+    if problems:
+        print(f"{file}: model.bundle: {describe_problems(bundle, problems)}", file=sys.stderr)
+    return not problems
 
 
 def main(argv: list[str] | None = None) -> int:

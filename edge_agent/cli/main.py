@@ -1,9 +1,10 @@
 """``edge-agent COMMAND ...``: list the commands, and hand each to its own module.
 
 Every command is a module here with ``build_parser()`` plus ``main(argv) -> int``; this one
-imports it only when it runs, so ``edge-agent --version`` and ``check-config`` never load the
-runtimes, OpenCV or the pipeline. Exit codes are cli/common.py's: 0 done, 1 failed while
-running, 2 the input (arguments, config, bundle, source) is wrong.
+imports it only when it runs, so ``edge-agent --version`` never loads the runtimes, OpenCV or
+the pipeline (``check-config`` and ``check-bundle`` load the runtime to run the model once).
+Exit codes are cli/common.py's: 0 done, 1 failed while running, 2 the input (arguments,
+config, bundle, source) is wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edge_agent import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run the agent with a config file"),
     "check-config": ("check_config", "validate a config file and its bundle"),
+    "check-bundle": ("check_bundle", "prove a bundle's model against its manifest"),
     "inspect-model": ("inspect_model", "print a model's inputs and outputs"),
     "serve": ("serve", "answer Custom Vision-style prediction requests over HTTP"),
     "bench": ("bench", "measure runtimes and threads for bundles here"),

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edge_agent import __version__
-from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.model_slot import ModelSlot
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
-from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
+from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared, describe_problems
 from edge_agent.sources import Source, open_source
 from edge_agent.types import Frame, FrameInfo, Result
 
@@ -134,7 +134,8 @@ class Agent:
     def start(self) -> None:
         """Load the bundle and model, open the sources, connect, start the threads.
 
-        Raises BundleError, ModelRuntimeError or SourceError for what the user must fix;
+        Raises BundleError (also for a model that does not fit its manifest, see
+        ``Predictor.prove``), ModelRuntimeError or SourceError for what the user must fix;
         an unreachable broker is not an error (the publisher keeps retrying).
         """
         cfg = self.cfg
@@ -142,15 +143,18 @@ class Agent:
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.source, self.bundle.signed_by)
         runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
-        self.slot = ModelSlot(
-            Predictor(
-                self.bundle,
-                runtime,
-                cfg.model.threads,
-                cfg.model.score_threshold,
-                cfg.model.options_for(runtime),
-            )
+        predictor = Predictor(
+            self.bundle,
+            runtime,
+            cfg.model.threads,
+            cfg.model.score_threshold,
+            cfg.model.options_for(runtime),
         )
+        problems = predictor.prove()  # a model that does not fit its manifest never starts
+        if problems:
+            predictor.close()
+            raise BundleError(describe_problems(self.bundle, problems))
+        self.slot = ModelSlot(predictor)
         self.slot.subscribe(self._announce)
         return_free_heap()  # what loading and optimising the model freed
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would

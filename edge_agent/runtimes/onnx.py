@@ -115,6 +115,8 @@ class OnnxRuntime:
                 f"but the model expects {inputs[self.input_name].type}"
             )
         self.output_names = [o.name for o in self._session.get_outputs()]
+        # What the file states about its input (ONNX image metadata), for Predictor.prove.
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.provider = self._session.get_providers()[0]
         log.info("onnxruntime runs %s on %s (%s)", bundle.manifest.model.file, self.provider, why)
         self._warm_up(spec.width, spec.height, spec.layout, want)

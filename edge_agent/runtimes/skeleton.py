@@ -141,7 +141,7 @@ def _input_spec(draft: Draft, tensor: TensorInfo, facts: FileFacts) -> dict[str,
             "scale/mean/std instead"
         )
     spec["resize"] = draft.todo(
-        "input.resize", "how frames become the input size: stretch or letterbox"
+        "input.resize", "how frames become the input size: stretch, letterbox or crop"
     )
     return spec
 
