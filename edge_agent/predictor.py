@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from edge_agent.bundle import Bundle
+from edge_agent.bundle import Bundle, BundleError
 from edge_agent.decoders import DecodeError, build_decoder
+from edge_agent.decoders.anchors import AnchorError
 from edge_agent.decoders.check import Problem, check_input, check_outputs
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import Runtime, load_runtime
@@ -64,7 +65,11 @@ class Predictor:
             runtime or manifest.model.format, bundle, threads=threads, options=runtime_options
         )
         self.preprocess = Preprocessor(manifest.input)
-        self.decode = build_decoder(manifest, score_threshold, bundle.path)
+        try:
+            self.decode = build_decoder(manifest, score_threshold, bundle.path)
+        except (DecodeError, AnchorError) as exc:  # the bundle's decoder settings or files
+            self.runtime.close()
+            raise BundleError(f"bundle {bundle.source}: {exc}") from exc
         self.thresholds = np.asarray(manifest.class_thresholds(score_threshold), np.float32)
         self.class_thresholds = tuple(float(t) for t in self.thresholds)
         self.model_id = bundle.model_id
@@ -130,8 +135,8 @@ def prove_bundle(
 ) -> list[Problem]:
     """Load ``bundle`` in the runtime and ``Predictor.prove`` it (check-config, check-bundle).
 
-    Raises ModelRuntimeError when the runtime cannot load the model, ValueError (DecodeError,
-    AnchorError) when the decoder cannot be built."""
+    Raises ModelRuntimeError when the runtime cannot load the model, BundleError when the
+    decoder cannot be built from the manifest (a bad anchors file, say)."""
     predictor = Predictor(bundle, runtime, threads, runtime_options=runtime_options)
     try:
         return predictor.prove()

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import get_args
 
+import numpy as np
 import pytest
 
-from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.bundle import BundleError, load_bundle, write_manifest
 from edge_agent.bundle.manifest import Decoder
 from edge_agent.cli import main
 from edge_agent.config import AgentConfig
@@ -342,3 +343,14 @@ def test_edge_agent_run_exits_2_on_a_model_that_does_not_fit(tmp_path, caplog):
     bundle = yolo_regions_bundle(tmp_path / "b", labels=2)
     assert main(["run", "--config", str(agent_config(tmp_path, bundle))]) == 2
     assert "labels: expected 2 labels" in caplog.text
+
+
+def test_a_broken_anchors_file_is_exit_2_everywhere(tmp_path, caplog, capsys):
+    bundle = ssd_anchors_bundle(tmp_path / "b")
+    np.save(bundle / "anchors.npy", np.zeros((16, 3), np.float32))  # not (N, 4)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    write_manifest(bundle, manifest)  # re-hash: only the content is wrong
+    assert main(["run", "--config", str(agent_config(tmp_path, bundle))]) == 2
+    assert "anchors.npy" in caplog.text and "Traceback" not in caplog.text
+    assert main(["check-bundle", str(bundle)]) == 2
+    assert "anchors.npy" in capsys.readouterr().err
