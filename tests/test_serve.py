@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -113,47 +112,6 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
     predictor = Predictor(load_bundle(path))
     yield predictor
     predictor.close()
-
-
-REDIRECTS = {
-    "/to-red": "/red.png",
-    "/to-file": "file:///etc/passwd",
-    "/to-ftp": "ftp://127.0.0.1/red.png",
-}
-
-
-class ImageHost(BaseHTTPRequestHandler):
-    """The web server /url fetches from: /red.png, /big (over the cap), redirects, 404."""
-
-    def do_GET(self) -> None:
-        if self.path == "/red.png":
-            self._send(200, RED_PNG)
-        elif self.path == "/big":
-            self._send(200, b"\0" * (MAX_BODY_BYTES + 1))
-        elif self.path in REDIRECTS:
-            target = REDIRECTS[self.path]
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        else:
-            self._send(404, b"no such image")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def image_host() -> Iterator[str]:
-    host = ThreadingHTTPServer(("127.0.0.1", 0), ImageHost)
-    with running(host):
-        yield f"http://127.0.0.1:{host.server_address[1]}"
 
 
 # --- POST /image --------------------------------------------------------------------------
@@ -260,79 +218,6 @@ def test_detections_come_back_best_first():
     )
 
 
-# --- POST /url ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("path", "key", "image"),
-    [
-        ("/url", "url", "/red.png"),
-        ("/detect/iterations/Iteration3/url", "Url", "/red.png"),  # the cloud API's spelling
-        ("/shelf/url/nostore", "url", "/to-red"),  # a redirect to another http URL is followed
-    ],
-)
-def test_url_fetches_and_predicts(server, image_host, path, key, image):
-    status, body, _ = call(
-        server,
-        path,
-        json.dumps({key: image_host + image}).encode(),
-        {"Content-Type": "application/json"},
-    )
-    assert status == 200, body
-    assert_red_block(body)
-
-
-@pytest.mark.parametrize(
-    ("image", "code", "text"),
-    [
-        ("/missing.png", "BadRequestImageUrl", "HTTP 404"),
-        ("/to-file", "BadRequestImageUrl", "file:///etc/passwd"),
-        ("/to-ftp", "BadRequestImageUrl", "ftp://127.0.0.1/red.png"),
-        ("/big", "BadRequestImageSizeBytes", "larger than"),
-    ],
-)
-def test_url_fetch_failures_are_400_with_the_reason(server, image_host, image, code, text):
-    status, body, _ = call(server, "/url", json.dumps({"url": image_host + image}).encode())
-    assert text in assert_error(status, body, 400, code)
-
-
-def test_url_to_a_closed_port_is_400(server):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        status, body, _ = call(
-            server, "/url", json.dumps({"url": f"http://127.0.0.1:{port}/x"}).encode()
-        )
-    assert "refused" in assert_error(status, body, 400, "BadRequestImageUrl").lower()
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "file:///etc/passwd",
-        "ftp://example.com/a.png",
-        "data:image/png;base64,AAAA",
-        "red.png",
-    ],
-)
-def test_url_must_be_http(server, url):
-    status, body, _ = call(server, "/url", json.dumps({"url": url}).encode())
-    assert "http" in assert_error(status, body, 400, "BadRequestInvalidUri")
-
-
-@pytest.mark.parametrize("data", [b"not json", b'{"link": "http://x/y.png"}', b"[1, 2]"])
-def test_url_body_must_be_json_with_a_url(server, data):
-    status, body, _ = call(server, "/url", data)
-    assert '"url"' in assert_error(status, body, 400, "BadRequest")
-
-
-def test_url_can_be_turned_off(detector, image_host):
-    with running(make_server(detector, "127.0.0.1", 0, allow_url=False)) as srv:
-        status, body, _ = call(srv, "/url", json.dumps({"url": image_host + "/red.png"}).encode())
-        assert_error(status, body, 403, "Forbidden")
-        assert post_image(srv, RED_PNG)[0] == 200
-
-
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -368,6 +253,72 @@ def test_oversize_body_is_refused_before_upload_with_expect_100(server):
     head, _, payload = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), reply
     assert json.loads(payload)["error"]["code"] == "BadRequestImageSizeBytes"
+
+
+@pytest.fixture(scope="module")
+def strict_server(detector: Predictor) -> Iterator[PredictionServer]:
+    """A server that gives a request 1.5 s to arrive, and a read 5 s."""
+    made = make_server(detector, "127.0.0.1", 0, request_timeout_s=1.5, socket_timeout_s=5.0)
+    with running(made):
+        yield made
+
+
+def trickle(server: PredictionServer, head: bytes, slow: bytes) -> bytes:
+    """Send ``head``, then ``slow`` a byte a second (slowloris) until the server answers or
+    hangs up; what it sent back."""
+    with socket.create_connection((server.server_name, server.server_port), TIMEOUT_S) as sock:
+        sock.sendall(head)
+        sock.settimeout(1.0)
+        for byte in slow:
+            try:
+                sock.sendall(bytes([byte]))
+                reply = sock.recv(65536)  # waits a second: the server's chance to hang up
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                return b""
+            sock.settimeout(TIMEOUT_S)
+            while chunk := sock.recv(65536):
+                reply += chunk
+            return reply
+    raise AssertionError("the server waited for the whole slow request")
+
+
+POST_RED = f"POST /image HTTP/1.1\r\nHost: x\r\nContent-Length: {len(RED_PNG)}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("head", "slow", "answer"),
+    [(b"", POST_RED, b""), (POST_RED, RED_PNG, b"HTTP/1.1 408 ")],
+    ids=["headers", "body"],
+)
+def test_a_slow_client_is_cut_off_and_others_are_served(strict_server, head, slow, answer):
+    """One byte a second: each read is quick, the request never ends. The deadline (1.5 s
+    here) cuts it off: slow headers get the connection closed, a slow body a 408. Meanwhile
+    others get their answers."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        start = time.monotonic()
+        slowloris = pool.submit(trickle, strict_server, head, slow)
+        assert post_image(strict_server, RED_PNG)[0] == 200  # while the slow one trickles
+        reply = slowloris.result(timeout=10)
+    assert time.monotonic() - start < 5
+    assert reply.startswith(answer), reply
+    if answer:
+        body = json.loads(reply.partition(b"\r\n\r\n")[2])
+        assert body["error"]["code"] == "RequestTimeout" and "1.5 s" in body["error"]["message"]
+
+
+def test_a_keep_alive_connection_gets_a_deadline_per_request(strict_server):
+    """The deadline counts from a request's first byte, not from the connection's."""
+    conn = http.client.HTTPConnection(strict_server.server_name, strict_server.server_port, 5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read() and resp.getheader("Connection") != "close"
+            time.sleep(1.0)  # idle between requests: 2 s in all, more than the 1.5 s deadline
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("path", ["/predict", "/images", "/health/x", "/a/b/c/image"])

@@ -4,7 +4,9 @@ HTTP until SIGINT/SIGTERM. The server itself is edge_agent/serve/server.py."""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import operator
 import sys
 import threading
 from pathlib import Path
@@ -20,13 +22,39 @@ from edge_agent.cli.common import (
 )
 from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
+from edge_agent.serve.addresses import UrlAllowList
+from edge_agent.serve.fetch import DEFAULT_URL_FETCH_TIMEOUT_S
+from edge_agent.serve.images import DEFAULT_MAX_PIXELS
 from edge_agent.serve.request import DEFAULT_MAX_BODY_BYTES
-from edge_agent.serve.server import PredictionServer, ServeSettings
+from edge_agent.serve.server import PredictionServer
+from edge_agent.serve.settings import (
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SOCKET_TIMEOUT_S,
+    ServeSettings,
+)
 
 log = logging.getLogger("edge_agent.serve")  # the name docs/serve.md shows
 
 #: How often the main thread checks that the HTTP thread is still alive, seconds.
 WATCH_INTERVAL_S = 0.5
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
+def allow_list(text: str) -> UrlAllowList:
+    try:
+        return UrlAllowList.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +79,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes",
         type=int_in(1),
         default=DEFAULT_MAX_BODY_BYTES,
-        help="largest image accepted, bytes",
+        help="largest request body, and largest image fetched by /url, bytes",
     )
-    parser.add_argument("--no-url", action="store_true", help="refuse POST /url")
+    parser.add_argument(
+        "--max-pixels",
+        type=int_in(1),
+        default=DEFAULT_MAX_PIXELS,
+        help="largest image decoded, width x height; larger ones are refused by their header "
+        f"(default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=seconds,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help="headers and body of a request must arrive within this, seconds "
+        f"(default {DEFAULT_REQUEST_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--socket-timeout-s",
+        type=seconds,
+        default=DEFAULT_SOCKET_TIMEOUT_S,
+        help="longest wait for one read or write, and for the next request on a kept-alive "
+        f"connection, seconds (default {DEFAULT_SOCKET_TIMEOUT_S:g})",
+    )
+    url = parser.add_mutually_exclusive_group()
+    url.add_argument(
+        "--allow-url",
+        action="store_true",
+        help="turn POST /url on: the server downloads the image a client names (public "
+        "addresses only, unless --url-allow names others)",
+    )
+    url.add_argument(
+        "--no-url", action="store_true", help="deprecated: POST /url is off unless --allow-url"
+    )
+    parser.add_argument(
+        "--url-allow",
+        type=allow_list,
+        action="append",
+        default=[],
+        metavar="CIDR_OR_HOST,...",
+        help="non-public networks and host names /url may fetch from, e.g. "
+        "10.0.0.0/8,camera.local (needs --allow-url; may be repeated)",
+    )
+    parser.add_argument(
+        "--url-timeout-s",
+        type=seconds,
+        default=DEFAULT_URL_FETCH_TIMEOUT_S,
+        help=f"deadline of a /url download, seconds (default {DEFAULT_URL_FETCH_TIMEOUT_S:g})",
+    )
     return parser
 
 
@@ -86,16 +159,19 @@ def serve(
         return EXIT_BAD_INPUT
     stop = threading.Event()
     thread = threading.Thread(target=server.serve_forever, name="serve-http", daemon=True)
-    m = bundle.manifest
+    m, s = bundle.manifest, server.settings
     with stop_on_signals(stop.set):
         thread.start()
         log.info(
-            "serving %s (%s, %d labels) on %s: POST /image, POST /url, GET /health",
+            "serving %s (%s, %d labels) on %s: POST /image, %sGET /health",
             bundle.model_id,
             m.task,
             len(m.labels),
             server.url,
+            "POST /url, " if s.allow_url else "",
         )
+        if s.allow_url:
+            log.info("POST /url fetches from public addresses and from %s", s.url_allow)
         try:
             while not stop.wait(WATCH_INTERVAL_S):
                 if not thread.is_alive():
@@ -109,8 +185,13 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.url_allow and not args.allow_url:
+        parser.error("--url-allow needs --allow-url (POST /url is off without it)")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if args.no_url:
+        log.warning("--no-url is deprecated: POST /url is off unless --allow-url is given")
     return serve(
         args.bundle,
         args.host,
@@ -122,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             project=args.project,
             iteration=args.iteration,
             max_body_bytes=args.max_body_bytes,
-            allow_url=not args.no_url,
+            max_pixels=args.max_pixels,
+            url_fetch_timeout_s=args.url_timeout_s,
+            allow_url=args.allow_url,
+            url_allow=functools.reduce(operator.or_, args.url_allow, UrlAllowList()),
+            request_timeout_s=args.request_timeout_s,
+            socket_timeout_s=args.socket_timeout_s,
         ),
     )

@@ -14,6 +14,7 @@ Only the standard library's http.server: no web framework on the device.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -21,7 +22,6 @@ import socketserver
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,55 +29,59 @@ from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.predictor import Predictor
+from edge_agent.serve.addresses import UrlAllowList
+from edge_agent.serve.connection import DeadlineReader
+from edge_agent.serve.errors import GENERIC_CODES, RequestError, error_body
+from edge_agent.serve.fetch import READ_CHUNK_BYTES, fetch_image
+from edge_agent.serve.images import decode_image
 from edge_agent.serve.request import (
-    CLIENT_TIMEOUT_S,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_URL_FETCH_TIMEOUT_S,
-    DISCARD_MAX_BYTES,
-    GENERIC_CODES,
-    READ_CHUNK_BYTES,
-    RequestError,
     created_now,
-    decode_image,
-    error_body,
-    fetch_image,
     multipart_image,
     predictions_json,
     route,
     url_from_json,
 )
+from edge_agent.serve.settings import ServeSettings
+from edge_agent.sources import redact
+
+__all__ = ["PredictionServer", "ServeSettings", "make_server"]
 
 log = logging.getLogger("edge_agent.serve")  # the name docs/serve.md shows
 
-
-@dataclass(frozen=True)
-class ServeSettings:
-    project: str = ""
-    iteration: str = ""
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S
-    allow_url: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be > 0, but got {self.max_body_bytes}")
-        if self.url_fetch_timeout_s <= 0:
-            raise ValueError(f"url_fetch_timeout_s must be > 0, but got {self.url_fetch_timeout_s}")
+#: A refused body up to this size is read and dropped before the error is sent: closing a
+#: socket with unread data sends a TCP reset, and the client would see that, not our 413.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: PredictionServer
     protocol_version = "HTTP/1.1"  # keep-alive: a client posting frames reuses its connection
     server_version = f"edgesight/{__version__}"
-    timeout = CLIENT_TIMEOUT_S
     # Headers and body go out in two writes; with Nagle on, a keep-alive client waits out its
     # delayed ACK (40 ms on Linux) for every answer.
     disable_nagle_algorithm = True
     _t0: float | None = None
     _unread: int | None = 0  # body bytes not read yet; None = unknown (must close)
 
+    def setup(self) -> None:
+        settings = self.server.settings
+        super().setup()
+        self.connection.settimeout(settings.socket_timeout_s)
+        self._reader = DeadlineReader(
+            self.connection, settings.socket_timeout_s, settings.request_timeout_s
+        )
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.end_request()  # waiting for the next request is idle time, not its deadline
+        super().handle_one_request()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the base class writes every request and error to stderr."""
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """The base class calls this (only) when a request line or headers time out."""
+        log.info("%s: %s; connection closed", self.client_address[0], format % args)
 
     def parse_request(self) -> bool:
         self._t0 = time.perf_counter()
@@ -177,10 +181,16 @@ class _Handler(BaseHTTPRequestHandler):
             )
         try:
             body = self.rfile.read(length)
-        except OSError as exc:  # timeout or reset mid-upload
+        except TimeoutError as exc:  # a slow client: the deadline or the socket timeout
+            self._unread, self.close_connection = None, True
+            raise RequestError(
+                HTTPStatus.REQUEST_TIMEOUT, "RequestTimeout", f"the request body is late: {exc}"
+            ) from exc
+        except OSError as exc:  # reset mid-upload
             body = b""
             log.debug("reading %d-byte body failed: %s", length, exc)
         self._unread = 0
+        self._reader.end_request()
         if len(body) < length:
             self.close_connection = True
             raise RequestError(
@@ -195,16 +205,22 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "url":
             if not settings.allow_url:
                 raise RequestError(
-                    HTTPStatus.FORBIDDEN, "Forbidden", "predicting from a URL is turned off here"
+                    HTTPStatus.FORBIDDEN,
+                    "Forbidden",
+                    "POST /url is off on this server (start it with --allow-url to turn it on)",
                 )
             url = url_from_json(self._read_body('JSON {"url": "https://..."}'))
-            data = fetch_image(url, settings.max_body_bytes, settings.url_fetch_timeout_s)
+            data = fetch_image(
+                url, settings.max_body_bytes, settings.url_fetch_timeout_s, settings.url_allow
+            )
+            source = redact(url)[:300]
         else:
             body = self._read_body("image")
             content_type = self.headers.get("Content-Type", "")
             is_multipart = content_type.lower().startswith("multipart/")
             data = multipart_image(content_type, body) if is_multipart else body
-        image = decode_image(data)
+            source = ""
+        image = decode_image(data, settings.max_pixels, source)
         try:
             result = self.server.predictor.predict(image)
         except Exception as exc:
@@ -243,6 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif self._unread:
             self._discard(self._unread)
+        self._reader.end_request()  # the answer gets the whole socket timeout to go out
         body = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
@@ -305,16 +322,11 @@ class PredictionServer(ThreadingHTTPServer):
 
 
 def make_server(
-    predictor: Predictor,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    project: str = "",
-    iteration: str = "",
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    url_fetch_timeout_s: float = DEFAULT_URL_FETCH_TIMEOUT_S,
-    allow_url: bool = True,
+    predictor: Predictor, host: str = "127.0.0.1", port: int = 8080, **settings: Any
 ) -> PredictionServer:
-    """A bound, not yet serving, server; run ``serve_forever()`` (in a thread) to serve."""
-    settings = ServeSettings(project, iteration, max_body_bytes, url_fetch_timeout_s, allow_url)
-    return PredictionServer((host, port), predictor, settings)
+    """A bound, not yet serving, server; run ``serve_forever()`` (in a thread) to serve.
+    ``settings`` are ServeSettings fields; ``url_allow`` may also be its text form
+    (``"10.0.0.0/8,camera.local"``)."""
+    if isinstance(settings.get("url_allow"), str):
+        settings["url_allow"] = UrlAllowList.parse(settings["url_allow"])
+    return PredictionServer((host, port), predictor, ServeSettings(**settings))
