@@ -354,3 +354,11 @@ def test_a_broken_anchors_file_is_exit_2_everywhere(tmp_path, caplog, capsys):
     assert "anchors.npy" in caplog.text and "Traceback" not in caplog.text
     assert main(["check-bundle", str(bundle)]) == 2
     assert "anchors.npy" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_model_that_does_not_fit(tmp_path, capsys):
+    from edge_agent.cli.serve import serve
+
+    bundle = yolo_regions_bundle(tmp_path / "b", labels=2)
+    assert serve(bundle, "127.0.0.1", 0) == 2
+    assert "labels: expected 2 labels" in capsys.readouterr().err
