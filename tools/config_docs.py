@@ -5,7 +5,10 @@ python -m tools.config_docs > docs/config.md     (a test checks the file is curr
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
+import types
 import typing
 
 from pydantic import BaseModel
@@ -54,7 +57,18 @@ published. An entry is `type:` plus that stage's own options below (unknown keys
 """
 
 
+def _plain(annotation: typing.Any) -> typing.Any:
+    """The annotation without ``Annotated[...]`` metadata (validators), also inside a union."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return functools.reduce(operator.or_, [_plain(arg) for arg in args])
+    return annotation
+
+
 def _type_name(annotation: object) -> str:
+    annotation = _plain(annotation)
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
     if isinstance(annotation, type):
         text = annotation.__name__

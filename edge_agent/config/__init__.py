@@ -6,7 +6,7 @@ and unknown keys are refused. The names below are the package's public face.
 
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.errors import ConfigError, ConfigIssue
-from edge_agent.config.loader import load_config, parse_config
+from edge_agent.config.loader import LoadedConfig, load_config, parse_config, read_config
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig, TlsConfig
 from edge_agent.config.sources import SourceConfig
@@ -17,10 +17,12 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "ConfigIssue",
+    "LoadedConfig",
     "ModelConfig",
     "MqttConfig",
     "SourceConfig",
     "TlsConfig",
     "load_config",
     "parse_config",
+    "read_config",
 ]
