@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import typing
@@ -17,12 +18,15 @@ from edge_agent.cli import main
 from edge_agent.config import (
     AgentConfig,
     ConfigError,
+    check_files,
     load_config,
     parse_config,
+    read_config,
 )
 from edge_agent.config import sources as config_sources
 from edge_agent.config.loader import MAX_CONFIG_BYTES
 from edge_agent.config.yamltree import MAX_DEPTH, MAX_VALUES
+from tools.toy_models import colour_blocks_bundle
 
 FILE = Path("/etc/edgesight/agent.yaml")
 BASE: dict[str, Any] = {
@@ -278,3 +282,77 @@ def test_mqtt_host_is_a_name_not_a_url():
     (issue,) = issues_of(config_with(("mqtt", "host"), "mqtts://broker.local"))
     assert "line 6: mqtt.host: expected a host name or address, not a URL" in issue
     assert "must not be empty" in issues_of(config_with(("mqtt", "host"), " "))[0]
+
+
+# --- files the config names ------------------------------------------------------------------
+
+
+def _lines_of(text: str) -> dict[str, int]:
+    return {line.strip(): n for n, line in enumerate(text.splitlines(), 1)}
+
+
+def test_check_files_reports_each_missing_file_at_its_line(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "video.mp4").write_bytes(b"")
+    data = {
+        "model": {"bundle": "nothere"},
+        "sources": [
+            {"id": "a", "uri": "missing.mp4"},
+            {"id": "b", "uri": "video.mp4", "kind": "folder"},
+            {"id": "c", "uri": "folder", "kind": "file"},
+            {"id": "d", "uri": "video.mp4"},
+            {"id": "e", "uri": 0},
+            {"id": "f", "uri": "rtsp://cam.local/1"},
+        ],
+        "mqtt": {"tls": {"ca_file": "ca.crt", "cert_file": "c.pem", "key_file": "video.mp4"}},
+    }
+    text = yaml.safe_dump(data, sort_keys=False)
+    config = tmp_path / "agent.yaml"
+    config.write_text(text)
+    at = _lines_of(text)
+    found = [(i.line, i.path, i.message) for i in check_files(read_config(config))]
+    assert found == [
+        (at["bundle: nothere"], "model.bundle", f"{tmp_path / 'nothere'} does not exist"),
+        (at["uri: missing.mp4"], "sources[0].uri", f"{tmp_path / 'missing.mp4'} does not exist"),
+        (
+            at["- id: b"] + 1,
+            "sources[1].uri",
+            f"expected a folder, but {tmp_path / 'video.mp4'} is a file",
+        ),
+        (
+            at["uri: folder"],
+            "sources[2].uri",
+            f"expected a file, but {tmp_path / 'folder'} is a folder",
+        ),
+        (at["ca_file: ca.crt"], "mqtt.tls.ca_file", f"{tmp_path / 'ca.crt'} does not exist"),
+        (at["cert_file: c.pem"], "mqtt.tls.cert_file", f"{tmp_path / 'c.pem'} does not exist"),
+    ]
+
+
+def test_check_files_refuses_what_cannot_be_read(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening it to read would block: refused, not opened
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(b"")
+    locked.chmod(0)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "model: {bundle: .}\nsources:\n  - {id: a, uri: pipe.mp4}\n  - {id: b, uri: locked.mp4}\n"
+    )
+    found = [str(i) for i in check_files(read_config(config))]
+    assert found[0].startswith("line 3: sources[0].uri: ") and "not a regular file" in found[0]
+    if os.geteuid() != 0:  # root reads anything
+        assert found[1].startswith("line 4: sources[1].uri: ") and "Permission denied" in found[1]
+
+
+def test_check_config_reports_missing_files_with_their_lines(tmp_path, capsys):
+    colour_blocks_bundle(tmp_path / "bundle")
+    text = config_with(("mqtt", "tls"), {"ca_file": "ca.crt"})
+    (tmp_path / "agent.yaml").write_text(text)
+    assert main(["check-config", str(tmp_path / "agent.yaml")]) == 2
+    err = capsys.readouterr().err
+    at = _lines_of(text)
+    assert f"line {at['uri: clip.mp4']}: sources[0].uri: {tmp_path / 'clip.mp4'} does not" in err
+    assert f"line {at['ca_file: ca.crt']}: mqtt.tls.ca_file: " in err
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "ca.crt").write_bytes(b"")
+    assert main(["check-config", str(tmp_path / "agent.yaml")]) == 0
