@@ -130,6 +130,7 @@ def test_unreadable_file(tmp_path):
 
 def test_check_config_cli(tmp_path, capsys):
     colour_blocks_bundle(tmp_path / "bundle")
+    (tmp_path / "clip.mp4").write_bytes(b"")  # check-config checks it can be read, not decoded
     good = tmp_path / "agent.yaml"
     good.write_text(GOOD)
     assert main(["check-config", str(good)]) == 0

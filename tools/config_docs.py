@@ -5,13 +5,18 @@ python -m tools.config_docs > docs/config.md     (a test checks the file is curr
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
+import types
 import typing
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from edge_agent.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, AgentConfig
+from edge_agent.config.loader import MAX_CONFIG_BYTES
+from edge_agent.config.yamltree import MAX_DEPTH, MAX_VALUES
 from edge_agent.pipeline.stages import stage_types
 
 INTRO = f"""# Agent configuration reference
@@ -44,6 +49,29 @@ mqtt:
   tls:
     ca_file: ca.crt
 ```
+
+## What is refused
+
+Nothing in a config is silently fixed up or ignored; each of these is an error at its line:
+
+- **YAML that could hurt a small device**: a recursive alias (`a: &x [*x]`), more than
+  {MAX_VALUES:,} values once aliases are expanded (an "alias bomb"), nesting deeper than
+  {MAX_DEPTH} levels, a file over {MAX_CONFIG_BYTES // 1024} KiB, bytes that are not UTF-8,
+  tags other than YAML's own (`!!python/...`). Anchors and `<<: *defaults` merges are fine:
+  keys written next to `<<` win over merged ones.
+- **Duplicate keys**: the message names both lines (YAML parsers usually keep the last one).
+- **A value of the wrong type**: `port: true`, `threads: yes`, `threads: 2.0`,
+  `fps_limit: "5"` (quoted), `uri: true`. Numbers must be finite (no `.nan`, `.inf`) and within
+  the range each field gives below.
+- **A URL with no host** (`rtsp://`, `http:///stream`, `rtsp://:554/x`) or a bad port. Camera
+  indexes (`0`) and `/dev/video0` are cameras, not paths.
+- **An id that is not one MQTT topic level as written**: the message names the character at
+  fault (a space, `/`, `+`, `#`, a non-ASCII letter); ids are never rewritten. The default
+  `device_id`, the host name, is checked by the same rule.
+- **A broker host that is a URL** (`mqtt://broker`): the port and TLS have their own keys.
+- **Files that are missing or cannot be read** (`check-config` only): the bundle, the video file
+  or image folder of a file or folder source, the TLS files. Public key files are read whenever
+  the config is loaded.
 """
 
 
@@ -54,7 +82,18 @@ published. An entry is `type:` plus that stage's own options below (unknown keys
 """
 
 
+def _plain(annotation: typing.Any) -> typing.Any:
+    """The annotation without ``Annotated[...]`` metadata (validators), also inside a union."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return functools.reduce(operator.or_, [_plain(arg) for arg in args])
+    return annotation
+
+
 def _type_name(annotation: object) -> str:
+    annotation = _plain(annotation)
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
     if isinstance(annotation, type):
         text = annotation.__name__

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK, print_config_error
-from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.config import AgentConfig, ConfigError, check_files, read_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_config(file: Path) -> int:
     try:
-        cfg = load_config(file)
+        loaded = read_config(file)
+        missing = check_files(loaded)
+        if missing:
+            raise ConfigError(file, missing)
+        cfg = loaded.config
         bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
     except ConfigError as exc:
         print_config_error(exc)

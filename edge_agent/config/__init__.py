@@ -6,7 +6,8 @@ and unknown keys are refused. The names below are the package's public face.
 
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.errors import ConfigError, ConfigIssue
-from edge_agent.config.loader import load_config, parse_config
+from edge_agent.config.files import check_files
+from edge_agent.config.loader import LoadedConfig, load_config, parse_config, read_config
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig, TlsConfig
 from edge_agent.config.sources import SourceConfig
@@ -17,10 +18,13 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "ConfigIssue",
+    "LoadedConfig",
     "ModelConfig",
     "MqttConfig",
     "SourceConfig",
     "TlsConfig",
+    "check_files",
     "load_config",
     "parse_config",
+    "read_config",
 ]

@@ -9,16 +9,20 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
 from edge_agent.config.health import HealthConfig
+from edge_agent.config.ids import DEVICE_ID_CHARS, check_id
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sources import SourceConfig
-from edge_agent.publish.topics import RESERVED_DEVICE_IDS, topic_level
+from edge_agent.publish.topics import RESERVED_DEVICE_IDS
 
 
 class AgentConfig(Section):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname(),
-        description="Device name used in topics (not fleet); default the host name.",
+        validate_default=True,
+        description="Device name, one MQTT topic level as written: letters, digits, '_', '-' "
+        "and '.'; not fleet. Any other character is refused, not replaced. Default: the host "
+        "name, checked by the same rule.",
     )
     model: ModelConfig = Field(description="The model bundle and how to run it.")
     sources: list[SourceConfig] = Field(min_length=1, description="Frame sources to process.")
@@ -32,10 +36,13 @@ class AgentConfig(Section):
 
     @field_validator("device_id")
     @classmethod
-    def _device_id_not_reserved(cls, value: str) -> str:
-        if topic_level(value) in RESERVED_DEVICE_IDS:
-            raise ValueError(f"{value!r} is reserved in MQTT topics; choose another name")
-        return value
+    def _device_id_is_topic_safe(cls, value: str) -> str:
+        try:
+            return check_id(value, DEVICE_ID_CHARS, RESERVED_DEVICE_IDS)
+        except ValueError as exc:
+            if value == socket.gethostname():
+                raise ValueError(f"{exc} (the host name, the default: set device_id)") from None
+            raise
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> AgentConfig:

@@ -182,3 +182,8 @@ def validation_issues(
         path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
         issues.append(ConfigIssue(path.replace(".[", "["), line_for(loc), msg))
     return issues
+
+
+def dotted_path(loc: tuple[Any, ...]) -> str:
+    """``("sources", 0, "uri")`` as ``sources[0].uri``, the form every message uses."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")

@@ -6,11 +6,15 @@ from pydantic import Field
 
 from edge_agent.config.base import Section
 
+#: A day: a longer wait would keep a device degraded for good after one failure.
+MAX_DEGRADED_CLEAR_S = 86400.0
+
 
 class HealthConfig(Section):
     degraded_clear_s: float = Field(
         30.0,
         ge=0,
+        le=MAX_DEGRADED_CLEAR_S,
         description="Status goes back from degraded to online once frames have succeeded for "
-        "this long with no new failure.",
+        f"this long with no new failure (0 to {MAX_DEGRADED_CLEAR_S:g} s).",
     )

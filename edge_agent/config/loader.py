@@ -4,6 +4,8 @@ environment, relative paths are relative to the file, and every problem is repor
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +16,13 @@ from edge_agent.bundle.rawkey import is_raw_public_key
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.errors import ConfigError, ConfigIssue, validation_issues
 from edge_agent.config.mqtt import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
+from edge_agent.config.yamltree import YamlRefused, read_yaml
+
+#: A config is a few KiB; a larger file is something else named by mistake (a video, a log).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
-def _to_python(node: yaml.Node, lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> Any:
-    """Build plain Python data from a YAML node, remembering the line of every path."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            out[key] = _to_python(value_node, lines, (*path, key))
-            lines[(*path, key)] = key_node.start_mark.line + 1  # the key's line, not the value's
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, lines, (*path, i)) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+def _line_for(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> int | None:
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
@@ -50,6 +41,7 @@ def _apply_env(data: dict[str, Any]) -> None:
 def _is_local_path(uri: Any) -> bool:
     return (
         isinstance(uri, str)
+        and uri.strip() != ""  # left for the model to refuse, not made the config's folder
         and "://" not in uri
         and not uri.startswith("/dev/")
         and not uri.isdigit()
@@ -81,40 +73,86 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         fix(tls, key)
 
 
-def parse_config(text: str, file: Path) -> AgentConfig:
-    """Parse YAML text into an AgentConfig, raising ConfigError with every problem located."""
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid config, the file it came from and the line of every value written in it, for
+    checks that come later (``check_files``) and still point at the line to fix."""
+
+    config: AgentConfig
+    file: Path
+    lines: Mapping[tuple[Any, ...], int]
+
+    def line_of(self, *loc: Any) -> int | None:
+        """The line of ``loc`` (e.g. ``"sources", 0, "uri"``), or of the nearest parent written."""
+        return _line_for(loc, self.lines)
+
+
+def _yaml_issue(exc: yaml.YAMLError, text: str) -> ConfigIssue:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: located by position
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return ConfigIssue("", line, f"invalid YAML: control character U+{code:04X} is not allowed")
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigIssue("", line, f"invalid YAML: {problem}")
+
+
+def read_config_text(text: str, file: Path) -> LoadedConfig:
+    """Parse YAML text into a LoadedConfig, raising ConfigError with every problem located."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data, lines, issues = read_yaml(text)
+    except YamlRefused as exc:
+        raise ConfigError(file, [ConfigIssue(exc.path, exc.line, exc.message)]) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(file, [ConfigIssue("", line, f"invalid YAML: {problem}")]) from exc
-    lines: dict[tuple[Any, ...], int] = {}
-    data = _to_python(node, lines, ()) if node is not None else None
+        raise ConfigError(file, [_yaml_issue(exc, text)]) from exc
     if not isinstance(data, dict):
         kind = "an empty file" if data is None else type(data).__name__
         raise ConfigError(file, [ConfigIssue("", 1, f"expected a mapping at the top, got {kind}")])
     _apply_env(data)
     _resolve_paths(data, file.parent)
     try:
-        return AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data, strict=True)  # see Section
     except ValidationError as exc:
-        raise ConfigError(
-            file, validation_issues(exc, lambda loc: _line_for(loc, lines), AgentConfig)
-        ) from exc
+        found = validation_issues(exc, lambda loc: _line_for(loc, lines), AgentConfig)
+        raise ConfigError(file, issues + found) from exc
+    if issues:
+        raise ConfigError(file, issues)
+    return LoadedConfig(config, file, lines)
 
 
-def load_config(file: str | Path) -> AgentConfig:
-    """Read and validate a YAML config file."""
+def parse_config(text: str, file: Path) -> AgentConfig:
+    """Parse YAML text into an AgentConfig, raising ConfigError with every problem located."""
+    return read_config_text(text, file).config
+
+
+def read_config(file: str | Path) -> LoadedConfig:
+    """Read and validate a YAML config file, keeping the line of every value."""
     path = Path(file)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # not all of /dev/zero, or a video named by mistake
     except OSError as exc:
         raise ConfigError(
             path, [ConfigIssue("", None, f"cannot read file: {exc.strerror}")]
         ) from exc
-    return parse_config(text, path)
+    if len(raw) > MAX_CONFIG_BYTES:
+        too_big = f"larger than {MAX_CONFIG_BYTES // 1024} KiB; is this the config file?"
+        raise ConfigError(path, [ConfigIssue("", None, too_big)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start : exc.start + 1].hex()
+        problem = f"not UTF-8 text: byte 0x{byte} at column {column}; save the file as UTF-8"
+        raise ConfigError(path, [ConfigIssue("", line, problem)]) from exc
+    return read_config_text(text, path)
+
+
+def load_config(file: str | Path) -> AgentConfig:
+    """Read and validate a YAML config file."""
+    return read_config(file).config
 
 
 def path_for_config(config: Path, target: str, keep_absolute: bool) -> str:

@@ -3,12 +3,11 @@ model (``model.onnx``, ``model.tflite``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from edge_agent.config.base import Section
+from edge_agent.config.base import ConfigPath, Section
 from edge_agent.runtimes.onnx import OnnxOptions
 from edge_agent.runtimes.tflite import TfliteOptions
 
@@ -21,17 +20,17 @@ MOVED_KEYS = {
 
 
 class ModelConfig(Section):
-    bundle: Path = Field(
+    bundle: ConfigPath = Field(
         description="Model bundle: a folder holding manifest.json, or a .tar.gz of one "
         "(unpacked once into $EDGESIGHT_BUNDLE_CACHE, default ~/.cache/edgesight/bundles, "
-        "and verified on every start)."
+        "and verified on every start). check-config checks that it exists and can be read."
     )
     runtime: Literal["auto", "onnx", "tflite"] = Field(
         "auto",
         description="Inference runtime: onnx (onnxruntime), tflite (LiteRT), or auto: the one "
         "that runs the bundle's model file format.",
     )
-    threads: int = Field(2, ge=1, le=64, description="Intra-op threads for the runtime.")
+    threads: int = Field(2, ge=1, le=64, description="Intra-op threads for the runtime (1 to 64).")
     onnx: OnnxOptions = Field(
         default_factory=OnnxOptions, description="Options for the onnx runtime."
     )
@@ -42,13 +41,15 @@ class ModelConfig(Section):
         None,
         ge=0,
         le=1,
-        description="Override the bundle's score threshold (its per-class thresholds still win).",
+        description="Override the bundle's score threshold, from 0 to 1 (its per-class "
+        "thresholds still win).",
     )
     public_keys: list[str] = Field(
         default_factory=list,
         description="ed25519 public keys allowed to sign bundles: PEM file paths or the one-line "
         "base64 form that edge-trainer keygen prints. When set, a bundle must carry a "
-        "manifest.sig from one of them and hold no file its manifest does not list.",
+        "manifest.sig from one of them and hold no file its manifest does not list. A key file "
+        "that is missing or not a key is refused.",
     )
 
     @field_validator("public_keys")

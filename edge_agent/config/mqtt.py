@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.base import Section
+from edge_agent.config.base import ConfigPath, Section
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
 ENV_MQTT_USERNAME = "EDGESIGHT_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "EDGESIGHT_MQTT_PASSWORD"
 
+#: An hour: a longer wait leaves a device offline long after its broker came back.
+MAX_RECONNECT_DELAY_S = 3600.0
+#: Results are about 1 KB each: a million is a gigabyte, more memory than the devices we target.
+MAX_QUEUED_MESSAGES = 1_000_000
+
 
 class TlsConfig(Section):
-    ca_file: Path | None = Field(None, description="CA certificate file to verify the broker.")
-    cert_file: Path | None = Field(None, description="Client certificate file (mutual TLS).")
-    key_file: Path | None = Field(None, description="Client private key file (mutual TLS).")
+    ca_file: ConfigPath | None = Field(
+        None,
+        description="CA certificate file to verify the broker; check-config checks that it "
+        "can be read.",
+    )
+    cert_file: ConfigPath | None = Field(
+        None, description="Client certificate file (mutual TLS); checked like ca_file."
+    )
+    key_file: ConfigPath | None = Field(
+        None, description="Client private key file (mutual TLS); checked like ca_file."
+    )
     insecure: bool = Field(False, description="Skip the broker host name check (testing only).")
 
     @model_validator(mode="after")
@@ -27,8 +38,11 @@ class TlsConfig(Section):
 
 
 class MqttConfig(Section):
-    host: str = Field("localhost", description="Broker host name or address.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    host: str = Field(
+        "localhost",
+        description="Broker host name or address; not empty, not a URL (no mqtt://).",
+    )
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port (1 to 65535).")
     client_id: str | None = Field(
         None, description="MQTT client id; default edgesight-<device_id>."
     )
@@ -36,14 +50,43 @@ class MqttConfig(Section):
     password: str | None = Field(None, description=f"Password; ${ENV_MQTT_PASSWORD} overrides.")
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
-    reconnect_min_delay_s: float = Field(1.0, gt=0, description="First reconnect wait.")
-    reconnect_max_delay_s: float = Field(120.0, gt=0, description="Longest reconnect wait.")
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="MQTT keep-alive interval (5 to 3600 s)."
+    )
+    reconnect_min_delay_s: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_RECONNECT_DELAY_S,
+        description=f"First reconnect wait (above 0, at most {MAX_RECONNECT_DELAY_S:g} s).",
+    )
+    reconnect_max_delay_s: float = Field(
+        120.0,
+        gt=0,
+        le=MAX_RECONNECT_DELAY_S,
+        description=f"Longest reconnect wait (at most {MAX_RECONNECT_DELAY_S:g} s, not below "
+        "reconnect_min_delay_s).",
+    )
     max_queued_messages: int = Field(
         10000,
         ge=1,
-        description="Messages held in memory while the broker is away; more are dropped.",
+        le=MAX_QUEUED_MESSAGES,
+        description="Messages held in memory while the broker is away; more are dropped "
+        f"(1 to {MAX_QUEUED_MESSAGES:,}).",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty: give the broker's host name or address")
+        if "://" in value:
+            raise ValueError(
+                f"expected a host name or address, not a URL: {value!r} (the port is mqtt.port, "
+                "TLS is mqtt.tls)"
+            )
+        if any(ch.isspace() for ch in value):
+            raise ValueError(f"a host name holds no spaces: {value!r}")
+        return value
 
     @field_validator("topic_prefix")
     @classmethod
@@ -53,3 +96,9 @@ class MqttConfig(Section):
                 f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}"
             )
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> MqttConfig:
+        if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
+            raise ValueError("reconnect_max_delay_s must be >= reconnect_min_delay_s")
+        return self

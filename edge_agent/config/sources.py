@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
+from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
 from edge_agent.publish.topics import RESERVED_SOURCE_IDS
 
-SOURCE_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+__all__ = ["SOURCE_ID_CHARS", "SourceConfig", "StageConfig"]
+
+#: URL schemes of live streams, and device paths of cameras: the forms that
+#: edge_agent.sources.resolve_kind reads (that module imports OpenCV, so they are repeated here;
+#: a test keeps them equal). Any other uri is a video file or an image folder.
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+CAMERA_DEVICE_PREFIXES = ("/dev/video", "/dev/v4l/")
+#: No camera or decoder on an edge device delivers more; a larger limit is a unit mistake (a
+#: period in milliseconds) and would mean "no limit" without saying so.
+MAX_FPS_LIMIT = 1000.0
+#: Reopen waits beyond an hour make a camera that came back look dead for longer than anyone
+#: waits for it.
+MAX_RECONNECT_DELAY_S = 3600.0
+
+
+def is_camera(uri: str | int) -> bool:
+    """A camera index (``0``, ``"0"``) or a camera device path."""
+    if isinstance(uri, int):
+        return True
+    return uri.strip().isdigit() or uri.startswith(CAMERA_DEVICE_PREFIXES)
+
+
+def is_stream(uri: str | int) -> bool:
+    """A URL of a live stream (rtsp, http)."""
+    return isinstance(uri, str) and uri.lower().startswith(STREAM_SCHEMES)
+
+
+def stream_url_problem(uri: str) -> str | None:
+    """Why a stream URL cannot be opened (no host, a bad port), or None. The message does not
+    repeat the URL: it may hold a password."""
+    scheme = uri.partition("://")[0]
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # a port that is not a number or out of range, a broken [IPv6]
+        return f"{scheme}:// URL cannot be read: {exc}"
+    if not host:
+        return f"{scheme}:// URL has no host; expected {scheme}://HOST[:PORT]/PATH"
+    if port == 0:
+        return f"{scheme}:// URL has port 0; give a port from 1 to 65535 or none"
+    return None
 
 
 class StageConfig(Section):
@@ -34,11 +76,13 @@ class StageConfig(Section):
 
 class SourceConfig(Section):
     id: str = Field(
-        description="Name of the source; used in MQTT topics (letters, digits, _ -; not cmd)."
+        description="Name of the source, one MQTT topic level as written: letters, digits, '_' "
+        "and '-'; not cmd. Any other character is refused, not replaced."
     )
     uri: str | int = Field(
         description="Camera index (0) or /dev/videoN, rtsp:// or http(s):// URL, video file path, "
-        "or a folder of images."
+        "or a folder of images. A URL without a host (rtsp://:554/x) is refused; check-config "
+        "checks that a file or folder exists and can be read."
     )
     kind: Literal["auto", "camera", "stream", "file", "folder"] = Field(
         "auto", description="What the uri is; 'auto' decides from its form."
@@ -46,16 +90,26 @@ class SourceConfig(Section):
     fps_limit: float | None = Field(
         None,
         gt=0,
-        description="Process at most this many frames per second; none = as fast as possible.",
+        le=MAX_FPS_LIMIT,
+        description="Process at most this many frames per second (above 0, at most "
+        f"{MAX_FPS_LIMIT:g}); none = as fast as possible.",
     )
     on_eof: Literal["stop", "loop"] = Field(
         "stop", description="At the end of a video file or image folder: stop this source or loop."
     )
     reconnect_initial_delay_s: float = Field(
-        1.0, gt=0, description="First wait before reopening a live source that failed."
+        1.0,
+        gt=0,
+        le=MAX_RECONNECT_DELAY_S,
+        description="First wait before reopening a live source that failed (above 0, at most "
+        f"{MAX_RECONNECT_DELAY_S:g} s).",
     )
     reconnect_max_delay_s: float = Field(
-        60.0, gt=0, description="Longest wait between reopen attempts (the delay doubles up to it)."
+        60.0,
+        gt=0,
+        le=MAX_RECONNECT_DELAY_S,
+        description="Longest wait between reopen attempts (the delay doubles up to it; at most "
+        f"{MAX_RECONNECT_DELAY_S:g} s, not below reconnect_initial_delay_s).",
     )
 
     stages: list[StageConfig] = Field(
@@ -67,10 +121,26 @@ class SourceConfig(Section):
     @field_validator("id")
     @classmethod
     def _id_is_topic_safe(cls, value: str) -> str:
-        if not value or any(ch not in SOURCE_ID_CHARS for ch in value):
-            raise ValueError(f"must be non-empty letters, digits, '_' or '-', but got {value!r}")
-        if value in RESERVED_SOURCE_IDS:
-            raise ValueError(f"{value!r} is reserved in MQTT topics; choose another name")
+        return check_id(value, SOURCE_ID_CHARS, RESERVED_SOURCE_IDS)
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _uri_form(cls, value: Any) -> Any:
+        # Before pydantic's own check, so one message says what a uri may be (a union's
+        # errors come one per member) and a bool is not camera 0 or 1.
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError(
+                f"expected a camera index (0, 1, ...), a path or a URL, but got {value!r}"
+            )
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"a camera index is 0 or more, but got {value}")
+            return value
+        if not value.strip():
+            raise ValueError("must not be empty: give a camera index, a path or a URL")
+        problem = stream_url_problem(value) if is_stream(value) else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
