@@ -62,10 +62,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     keys = model.get("public_keys") if isinstance(model, dict) else None
     if isinstance(keys, list):  # file paths only: PEM text and the base64 form stay as they are
         for i, key in enumerate(keys):
-            if isinstance(key, str) and "-----BEGIN" not in key and not is_raw_public_key(key):
+            if (
+                isinstance(key, str)
+                and key.strip()
+                and "-----BEGIN" not in key
+                and not is_raw_public_key(key)
+            ):
                 path = Path(key).expanduser()
                 keys[i] = str(path if path.is_absolute() else base / path)
-    for source in data.get("sources") or []:
+    sources = data.get("sources")
+    for source in sources if isinstance(sources, list) else []:  # else the model says what
         fix(source, "uri")
     mqtt = data.get("mqtt")
     tls = mqtt.get("tls") if isinstance(mqtt, dict) else None
