@@ -45,7 +45,8 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
+    # No subnormals: the trainer tests flush denormals to zero for the whole process (torch).
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
     st.text(max_size=20),
     st.sampled_from(["", "..", "/", "rtsp://", "TODO", "\x00", "#", "a/b", "1e999", "0x10"]),
 )
