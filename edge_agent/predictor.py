@@ -16,9 +16,10 @@ from pydantic import BaseModel
 from edge_agent.bundle import Bundle, BundleError
 from edge_agent.decoders import DecodeError, build_decoder
 from edge_agent.decoders.anchors import AnchorError
-from edge_agent.decoders.check import Problem, check_input, check_outputs
+from edge_agent.decoders.check import Problem, check_outputs
 from edge_agent.preprocess import Preprocessor, Transform
 from edge_agent.runtimes import Runtime, load_runtime
+from edge_agent.runtimes.input_check import check_input
 from edge_agent.types import Classifications, Detections
 
 

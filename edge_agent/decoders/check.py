@@ -12,7 +12,7 @@ hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ import numpy as np
 
 from edge_agent.bundle.manifest import (
     DetectionsDecoder,
-    InputSpec,
     Manifest,
     SigmoidDecoder,
     SoftmaxDecoder,
@@ -40,17 +39,6 @@ ALREADY_SOFTMAX_ATOL = 0.01
 PROBABILITY_SUM_ATOL = 0.05
 #: Slack around [0, 1] for "these are probabilities" (dequantized outputs overshoot a little).
 UNIT_RANGE_SLACK = 0.01
-#: A float input's range per ONNX's Image.NominalPixelRange metadata (onnx/docs/MetadataProps.md).
-NOMINAL_PIXEL_RANGES = {
-    "nominalrange_0_255": (0.0, 255.0),
-    "normalized_0_1": (0.0, 1.0),
-    "normalized_1_1": (-1.0, 1.0),
-    "nominalrange_16_235": (16.0, 235.0),
-}
-#: How far (as a share of the stated span) the manifest's tensor range may sit from it.
-PIXEL_RANGE_TOLERANCE = 0.05
-#: Channel order per ONNX's Image.BitmapPixelFormat metadata (the 3-channel ones the agent feeds).
-BITMAP_COLOR = {"rgb8": "RGB", "bgr8": "BGR"}
 
 
 @dataclass(frozen=True)
@@ -377,44 +365,3 @@ def check_outputs(
 ) -> list[Problem]:
     """Every way these model outputs do not fit what the manifest's decoder reads."""
     return CHECKS[manifest.decoder.type](manifest.decoder, manifest, outputs, bundle_dir)
-
-
-def check_input(spec: InputSpec, metadata: Mapping[str, str]) -> list[Problem]:
-    """The manifest's input against what the model file states about it, where it does: ONNX's
-    image metadata (``Image.BitmapPixelFormat``, ``Image.NominalPixelRange``; Custom Vision and
-    WinML exports carry them). Dtypes are the runtimes' own check at load."""
-    meta = {k.lower(): v.lower() for k, v in metadata.items()}  # case-insensitive, says the spec
-    problems = []
-    color = BITMAP_COLOR.get(meta.get("image.bitmappixelformat", ""))
-    if color is not None and color != spec.color:
-        problems.append(
-            Problem(
-                "input.color",
-                f"{color} (the model's Image.BitmapPixelFormat is "
-                f"{metadata_value(metadata, 'Image.BitmapPixelFormat')})",
-                spec.color,
-            )
-        )
-    stated = NOMINAL_PIXEL_RANGES.get(meta.get("image.nominalpixelrange", ""))
-    if stated is not None and spec.dtype == "float32":
-        mean, std = np.asarray(spec.mean), np.asarray(spec.std)
-        low = float(np.min((0.0 - mean) / std))
-        high = float(np.max((255.0 * spec.scale - mean) / std))
-        slack = PIXEL_RANGE_TOLERANCE * (stated[1] - stated[0])
-        if abs(low - stated[0]) > slack or abs(high - stated[1]) > slack:
-            problems.append(
-                Problem(
-                    "input.scale",
-                    f"scale, mean and std giving {stated[0]:g} to {stated[1]:g} (the model's "
-                    f"Image.NominalPixelRange is "
-                    f"{metadata_value(metadata, 'Image.NominalPixelRange')})",
-                    f"scale {spec.scale:.6g}, mean {list(spec.mean)}, std {list(spec.std)}: "
-                    f"{low:.4g} to {high:.4g}",
-                )
-            )
-    return problems
-
-
-def metadata_value(metadata: Mapping[str, str], key: str) -> str:
-    """The value of ``key`` as the file spells it (keys are case-insensitive)."""
-    return next((v for k, v in metadata.items() if k.lower() == key.lower()), "")

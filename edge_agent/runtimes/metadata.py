@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import json
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,14 @@ ONNX_LABEL_KEYS = ("names", "labels", "classes", "class_names")
 ONNX_COLOR_KEY = "Image.BitmapPixelFormat"
 ONNX_RANGE_KEY = "Image.NominalPixelRange"
 ONNX_COLORS = {"Bgr8": "BGR", "Rgb8": "RGB"}
-# tensor = (pixel * scale - mean) / std for each named range
+#: The float input range each Image.NominalPixelRange names (onnx/docs/MetadataProps.md).
+ONNX_PIXEL_RANGES: dict[str, tuple[float, float]] = {
+    "NominalRange_0_255": (0.0, 255.0),
+    "Normalized_0_1": (0.0, 1.0),
+    "Normalized_1_1": (-1.0, 1.0),
+    "NominalRange_16_235": (16.0, 235.0),
+}
+# tensor = (pixel * scale - mean) / std for each named range a 0-255 pixel can be mapped to
 ONNX_RANGES: dict[str, tuple[float, float, float]] = {
     "NominalRange_0_255": (1.0, 0.0, 1.0),
     "Normalized_0_1": (1 / 255, 0.0, 1.0),
@@ -263,6 +269,8 @@ def _read_image_input(tensor: _Table, found: FileFacts) -> None:
 
 def _zip_labels(path: Path, name: str, found: FileFacts) -> list[str] | None:
     """One label per line from the zip the metadata populator appends to the model file."""
+    import zipfile  # inspect-model only: the agent checks inputs with this module's constants
+
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo(name)
