@@ -8,6 +8,7 @@ propagates with its traceback (exit 1).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,20 +18,24 @@ from trainer import __version__
 from trainer.cli_support import INPUT_ERRORS, error
 from trainer.commands import add_train_commands
 from trainer.datasets import (
+    BOX_SLACK_PX,
     FORMATS,
     IMAGE_MODES,
     Dataset,
     DatasetError,
     conversion_problem,
     detect_format,
+    from_boxes,
     load,
     save,
     split,
 )
+from trainer.datasets.multilabel import MIN_AREA, MIN_VISIBLE
 from trainer.datasets.stats import size_range, summarize, warnings
 from trainer.export_cli import add_export_commands
 from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
+from trainer.synth import MIN_VISIBLE as SYNTH_MIN_VISIBLE
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -46,6 +51,17 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    """A share in [0, 1], both ends included (--min-visible 1: wholly inside)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
     return value
 
 
@@ -68,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--images", choices=IMAGE_MODES, default="copy", help="how images reach OUT (copy)"
     )
+    conv.add_argument(
+        "--min-visible", type=_share, metavar="F",
+        help=f"boxes to multilabel: a box names its class if at least F of its area is inside "
+        f"the image ({MIN_VISIBLE})",
+    )  # fmt: skip
+    conv.add_argument(
+        "--min-area", type=_share, metavar="F",
+        help=f"boxes to multilabel: ... and its part inside covers F of the image ({MIN_AREA:g})",
+    )  # fmt: skip
     conv.add_argument("input", metavar="IN", type=Path)
     conv.add_argument("output", metavar="OUT", type=Path, help="a new or empty folder")
     conv.set_defaults(func=_convert)
@@ -85,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="WxH pixels (320x320)")
     syn.add_argument("--val-fraction", type=_fraction, default=0.2, help="0 = no split (0.2)")
     syn.add_argument("--workers", type=int, default=1, help="rendering processes (1)")
+    syn.add_argument(
+        "--min-visible", type=_share, default=SYNTH_MIN_VISIBLE, metavar="F",
+        help=f"label objects with at least F of their pixels visible ({SYNTH_MIN_VISIBLE})",
+    )  # fmt: skip
     syn.add_argument("output", metavar="OUT", type=Path, help="a new or empty folder")
     syn.set_defaults(func=_synth)
 
@@ -102,21 +131,48 @@ def _convert(args: argparse.Namespace) -> int:
     src = args.src or detect_format(args.input)
     if problem := conversion_problem(src, args.dst):
         raise DatasetError(problem)
-    dataset = load(args.input, src)
-    if args.val_fraction > 0:
+    to_labels = FORMATS[src].task == "detect" and args.dst == "multilabel"
+    _check_label_flags(args, src, to_labels)
+    # boxes that leave the frame are what --min-visible measures: keep them, unclipped
+    dataset = load(args.input, src, slack_px=math.inf if to_labels else BOX_SLACK_PX)
+    boxes = sum(len(s.boxes) for s in dataset.samples)
+    dropped = 0
+    if to_labels:
+        min_visible = MIN_VISIBLE if args.min_visible is None else args.min_visible
+        min_area = MIN_AREA if args.min_area is None else args.min_area
+        dataset, dropped = from_boxes(dataset, min_visible, min_area)
+    if args.val_fraction > 0:  # after from_boxes, so the split is stratified by the labels kept
         dataset = split(dataset, args.val_fraction, args.seed)
     save(dataset, args.output, args.dst, images=args.images)
-    boxes = sum(len(s.boxes) for s in dataset.samples)
     print(
         f"converted {len(dataset.samples)} images ({boxes} boxes, {len(dataset.classes)} "
         f"classes) from {src} to {args.dst}: {args.output}"
     )
+    if to_labels:
+        labels = sum(len(s.labels) for s in dataset.samples)
+        negatives = sum(not s.labels for s in dataset.samples)
+        print(
+            f"labels: {labels} image labels from {boxes - dropped} boxes; {dropped} boxes below "
+            f"--min-visible {min_visible:g} or --min-area {min_area:g} did not count; "
+            f"{negatives} images without labels kept as negatives"
+        )
     difficult = sum(b.difficult for s in dataset.samples for b in s.boxes)
     if difficult and args.dst == "yolo":
         print(f"note: yolo has no 'difficult' flag; {difficult} such boxes are now ordinary")
     if args.dst == "yolo" and "val" not in dataset.split_names():
         print("note: no val split, data.yaml's val points at train; use --val-fraction 0.2")
     return EXIT_OK
+
+
+def _check_label_flags(args: argparse.Namespace, src: str, to_labels: bool) -> None:
+    """--min-visible and --min-area only mean something when boxes become image labels."""
+    given = [f for f, v in (("--min-visible", args.min_visible), ("--min-area", args.min_area))
+             if v is not None]  # fmt: skip
+    if given and not to_labels:
+        raise DatasetError(
+            f"{' and '.join(given)}: only for boxes becoming image labels: expected "
+            f"--to multilabel from coco, voc or yolo, got {src} to {args.dst}"
+        )
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -165,9 +221,10 @@ def _synth(args: argparse.Namespace) -> int:
     result = generate(
         args.kind, args.n, args.output, args.format, seed=args.seed, size=args.size,
         val_fraction=args.val_fraction, workers=max(1, args.workers),
+        min_visible=args.min_visible,
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    what = "crops" if args.format == "folders" else "boxes"
+    what = {"folders": "crops", "multilabel": "image labels"}.get(args.format, "boxes")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.per_class.items()))
     print(
         f"rendered {result.images} {args.kind} scenes in {seconds:.1f} s as {args.format}: "

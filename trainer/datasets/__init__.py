@@ -15,6 +15,7 @@ from trainer.datasets.core import (
     validate,
 )
 from trainer.datasets.files import IMAGE_MODES, ImageMode
+from trainer.datasets.multilabel import from_boxes
 from trainer.datasets.registry import (
     FORMATS,
     conversion_problem,
@@ -35,6 +36,7 @@ __all__ = [
     "clip_boxes",
     "conversion_problem",
     "detect_format",
+    "from_boxes",
     "load",
     "save",
     "split",

@@ -14,7 +14,15 @@ import json
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from trainer.datasets.core import Box, Dataset, DatasetError, Sample, check, normalise_split
+from trainer.datasets.core import (
+    BOX_SLACK_PX,
+    Box,
+    Dataset,
+    DatasetError,
+    Sample,
+    check,
+    normalise_split,
+)
 from trainer.datasets.files import ImageMode, UniqueNames, place_image, prepare_output, relative
 from trainer.datasets.imagesize import read_size
 
@@ -48,8 +56,11 @@ def _raw_split(json_path: Path) -> str:
     return stem if normalise_split(stem) in ("train", "val", "test") else ""
 
 
-def load(path: Path) -> Dataset:
-    """Load every COCO JSON at ``path``; raise DatasetError listing all problems."""
+def load(path: Path, slack_px: float = BOX_SLACK_PX) -> Dataset:
+    """Load every COCO JSON at ``path``; raise DatasetError listing all problems.
+
+    ``slack_px``: how far a box may leave the image (see ``core.check``).
+    """
     files = find_json(path)
     if not files:
         raise DatasetError(f"{path}: no COCO JSON found: expected annotations/*.json or a .json")
@@ -62,7 +73,7 @@ def load(path: Path) -> Dataset:
         split = normalise_split(raw)
         splits.setdefault(split, relative(json_path, _root_of(json_path)))
         samples.extend(_load_file(json_path, raw, classes, problems))
-    return check(Dataset("detect", classes, samples, splits=splits), problems)
+    return check(Dataset("detect", classes, samples, splits=splits), problems, slack_px)
 
 
 def _load_file(

@@ -236,12 +236,18 @@ def _split_problems(dataset: Dataset) -> list[str]:
     return out
 
 
-def check(dataset: Dataset, problems: list[str] | None = None) -> Dataset:
-    """Clip boxes within slack, validate, and raise DatasetError with every problem found."""
+def check(
+    dataset: Dataset, problems: list[str] | None = None, slack_px: float = BOX_SLACK_PX
+) -> Dataset:
+    """Clip boxes within BOX_SLACK_PX, validate, and raise DatasetError with every problem found.
+
+    ``slack_px`` is how far a box may leave the image and still pass; ``math.inf`` keeps boxes
+    that leave the frame (unclipped), for ``multilabel.from_boxes`` to measure how much is inside.
+    """
     clip_boxes(dataset)
     found = list(problems or [])
     # "no images" only restates a parse failure already listed
-    found += [p for p in validate(dataset) if not (found and p.startswith(NO_IMAGES))]
+    found += [p for p in validate(dataset, slack_px) if not (found and p.startswith(NO_IMAGES))]
     if found:
         raise DatasetError(found)
     return dataset

@@ -4,14 +4,18 @@ Paths are relative to the CSV's folder. A folder holding ``train.csv``/``val.csv
 split by file; ``labels.csv`` (or any other name) is unsplit. ``classes.txt`` beside the CSV fixes
 the class list and order (and lets a class with no positive image exist); without it classes are
 the sorted labels found.
+
+``from_boxes`` turns a detection dataset into this one: an image's labels are the classes of its
+boxes that are visible enough (see ``MIN_VISIBLE`` and ``MIN_AREA``).
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
-from trainer.datasets.core import Dataset, DatasetError, Sample, check, normalise_split
+from trainer.datasets.core import Box, Dataset, DatasetError, Sample, check, normalise_split
 from trainer.datasets.files import (
     ImageMode,
     UniqueNames,
@@ -28,6 +32,13 @@ HEADER = ["path", "labels"]
 LABEL_SEP = ";"
 UNSPLIT_CSV = "labels.csv"
 CLASSES_FILE = "classes.txt"
+#: A box names its class as present when at least this share of its area lies inside the image.
+#: 0.3 is the share ``edge-trainer synth`` needs to label an object at all (trainer.synth
+#: MIN_VISIBLE), so synth boxes converted here get the labels ``synth --format multilabel`` gives.
+MIN_VISIBLE = 0.3
+#: ... and when its part inside the image covers at least this share of the image. 0 (off): the
+#: usual image labels of COCO (multilabel benchmarks) count every annotated object, however small.
+MIN_AREA = 0.0
 
 
 def find_csv(path: Path) -> list[Path]:
@@ -87,8 +98,8 @@ def save(dataset: Dataset, out: Path, images: ImageMode = "copy") -> None:
     """Write images under ``images/<split>/`` and one CSV per split, plus classes.txt."""
     if dataset.task != "classify":
         raise DatasetError(
-            "multilabel holds image-level labels; a detection dataset cannot become one without "
-            "dropping its boxes"
+            "multilabel holds image-level labels; make them from a detection dataset's boxes "
+            "with from_boxes() (edge-trainer convert --to multilabel)"
         )
     check_class_names(dataset.classes, "multilabel", LABEL_SEP + ",")
     prepare_output(out)
@@ -104,3 +115,55 @@ def save(dataset: Dataset, out: Path, images: ImageMode = "copy") -> None:
                 dest = image_dir / names.claim(sample.image_path.name)
                 place_image(sample.image_path, dest, images)
                 writer.writerow([relative(dest, out), LABEL_SEP.join(sample.labels)])
+
+
+def inside_fraction(box: Box, width: int, height: int) -> float:
+    """The share of ``box``'s area inside a ``width`` x ``height`` image (0 for a flat box)."""
+    x1, y1, x2, y2 = box.xyxy
+    inside_w = max(0.0, min(x2, width) - max(x1, 0.0))
+    inside_h = max(0.0, min(y2, height) - max(y1, 0.0))
+    area = box.width * box.height
+    return inside_w * inside_h / area if area > 0 else 0.0
+
+
+def counts_as_label(box: Box, width: int, height: int, min_visible: float, min_area: float) -> bool:
+    """Whether ``box`` makes its class an image label: enough of it inside, and big enough.
+
+    A box wholly outside the image never counts, whatever ``min_visible`` is. A difficult
+    (VOC) or crowd (COCO) box counts: the object is in the image, so calling the image a
+    negative for its class would be wrong.
+    """
+    inside = inside_fraction(box, width, height)
+    image_area = width * height
+    return (
+        inside > 0
+        and inside >= min_visible
+        and inside * box.width * box.height >= min_area * image_area
+    )
+
+
+def from_boxes(
+    dataset: Dataset, min_visible: float = MIN_VISIBLE, min_area: float = MIN_AREA
+) -> tuple[Dataset, int]:
+    """A multilabel copy of a detection dataset, and how many boxes did not count.
+
+    An image's labels are the classes of its boxes that pass ``counts_as_label``, each class once,
+    in class order. An image left without labels stays, with an empty label set: a negative
+    example, which a multilabel classifier needs as much as positives. Classes, splits and image
+    paths are kept.
+    """
+    for name, value in (("min_visible", min_visible), ("min_area", min_area)):
+        if not 0.0 <= value <= 1.0:  # also refuses nan
+            raise DatasetError(f"{name} must be a fraction in [0, 1], but got {value}")
+    if dataset.task != "detect":
+        raise DatasetError(f"from_boxes needs a detection dataset, got a {dataset.task} one")
+    order = {name: i for i, name in enumerate(dataset.classes)}
+    samples, dropped = [], 0
+    for sample in dataset.samples:
+        w, h = sample.width, sample.height
+        kept = [b for b in sample.boxes if counts_as_label(b, w, h, min_visible, min_area)]
+        dropped += len(sample.boxes) - len(kept)
+        labels = sorted({b.label for b in kept}, key=lambda name: order.get(name, len(order)))
+        samples.append(replace(sample, labels=labels, boxes=[]))
+    out = Dataset("classify", list(dataset.classes), samples, True, dict(dataset.splits))
+    return out, dropped

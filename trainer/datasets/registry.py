@@ -1,7 +1,8 @@
 """Format names, which task each holds, format detection, and ``load``/``save`` dispatch.
 
-Detection formats hold boxes, classification formats hold image labels; converting between the
-two families would invent or drop information, so ``conversion_problem`` refuses it and says why.
+Detection formats hold boxes, classification formats hold image labels. Boxes become image labels
+only as multilabel (an image may hold several classes; ``multilabel.from_boxes``); every other
+crossing would invent or drop information, so ``conversion_problem`` refuses it and says why.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.datasets import coco, folder, multilabel, voc, yolo
-from trainer.datasets.core import Dataset, DatasetError, Task
+from trainer.datasets.core import BOX_SLACK_PX, Dataset, DatasetError, Task
 from trainer.datasets.files import ImageMode
 
 
@@ -19,7 +20,7 @@ from trainer.datasets.files import ImageMode
 class Format:
     name: str
     task: Task
-    load: Callable[[Path], Dataset]
+    load: Callable[..., Dataset]  # (path) for classification, (path, slack_px) for detection
     save: Callable[[Dataset, Path, ImageMode], None]
     summary: str
 
@@ -69,13 +70,17 @@ def detect_format(path: Path) -> str:
     )
 
 
-def load(path: Path | str, fmt: str | None = None) -> Dataset:
-    """Load and validate a dataset; ``fmt`` None detects it. Raises DatasetError."""
+def load(path: Path | str, fmt: str | None = None, slack_px: float = BOX_SLACK_PX) -> Dataset:
+    """Load and validate a dataset; ``fmt`` None detects it. Raises DatasetError.
+
+    ``slack_px``: how far a box may leave the image (detection formats; see ``core.check``).
+    """
     path = Path(path)
     name = fmt or detect_format(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
-    return get_format(name).load(path)
+    source = get_format(name)
+    return source.load(path, slack_px) if source.task == "detect" else source.load(path)
 
 
 def save(dataset: Dataset, out: Path | str, fmt: str, images: ImageMode = "copy") -> None:
@@ -90,13 +95,14 @@ def save(dataset: Dataset, out: Path | str, fmt: str, images: ImageMode = "copy"
 def conversion_problem(src: str, dst: str) -> str | None:
     """Why ``src`` cannot become ``dst`` (None when it can, at least for some datasets)."""
     a, b = get_format(src), get_format(dst)
-    if a.task == b.task:
+    if a.task == b.task or (a.task == "detect" and dst == "multilabel"):
         return None
     if a.task == "detect":
         return (
-            f"cannot convert {src} to {dst}: {src} holds boxes (detection) and {dst} holds "
-            "image labels (classification); every box would be dropped. Detection converts to "
-            "coco, voc or yolo."
+            f"cannot convert {src} to {dst}: {src} holds boxes (detection), {dst} holds one "
+            "label per image, and an image with boxes of several classes has no single label "
+            "(every box would be dropped too). Detection converts to coco, voc, yolo, or to "
+            "multilabel (an image's labels are the classes of its boxes)."
         )
     return (
         f"cannot convert {src} to {dst}: {src} holds image labels (classification) and {dst} "

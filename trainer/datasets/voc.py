@@ -13,7 +13,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from trainer.datasets.core import Box, Dataset, DatasetError, Sample, check, normalise_split
+from trainer.datasets.core import (
+    BOX_SLACK_PX,
+    Box,
+    Dataset,
+    DatasetError,
+    Sample,
+    check,
+    normalise_split,
+)
 from trainer.datasets.files import (
     ImageMode,
     UniqueNames,
@@ -34,8 +42,11 @@ def _split_files(root: Path) -> dict[str, Path]:
     return files
 
 
-def load(path: Path) -> Dataset:
-    """Load a VOC folder; raise DatasetError listing all problems."""
+def load(path: Path, slack_px: float = BOX_SLACK_PX) -> Dataset:
+    """Load a VOC folder; raise DatasetError listing all problems.
+
+    ``slack_px``: how far a box may leave the image (see ``core.check``).
+    """
     root = path
     ann_dir = root / "Annotations"
     if not ann_dir.is_dir():
@@ -67,7 +78,7 @@ def load(path: Path) -> Dataset:
     ]
     names = {b.label for s in samples for b in s.boxes}
     classes = fixed if fixed is not None else sorted(names)
-    return check(Dataset("detect", classes, samples, splits=declared), problems)
+    return check(Dataset("detect", classes, samples, splits=declared), problems, slack_px)
 
 
 def _read_xml(

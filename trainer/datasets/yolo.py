@@ -15,7 +15,15 @@ from typing import Any
 
 import yaml
 
-from trainer.datasets.core import Box, Dataset, DatasetError, Sample, check, normalise_split
+from trainer.datasets.core import (
+    BOX_SLACK_PX,
+    Box,
+    Dataset,
+    DatasetError,
+    Sample,
+    check,
+    normalise_split,
+)
 from trainer.datasets.files import (
     ImageMode,
     UniqueNames,
@@ -40,8 +48,11 @@ def find_yaml(path: Path) -> Path | None:
     return next(iter(sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))), None)
 
 
-def load(path: Path) -> Dataset:
-    """Load a YOLO dataset from its data.yaml or folder; raise DatasetError listing problems."""
+def load(path: Path, slack_px: float = BOX_SLACK_PX) -> Dataset:
+    """Load a YOLO dataset from its data.yaml or folder; raise DatasetError listing problems.
+
+    ``slack_px``: how far a box may leave the image (see ``core.check``).
+    """
     problems: list[str] = []
     yaml_path = find_yaml(path)
     if yaml_path is None:
@@ -67,7 +78,7 @@ def load(path: Path) -> Dataset:
                 split, f"{declared_in} ({raw_split or 'images'}: {relative(entry, root)})"
             )
             samples.extend(_load_entry(root, entry, split, classes, problems))
-    return check(Dataset("detect", classes, samples, splits=splits), problems)
+    return check(Dataset("detect", classes, samples, splits=splits), problems, slack_px)
 
 
 def _read_yaml(yaml_path: Path, problems: list[str]) -> tuple[Path, list[str], dict[str, list]]:
