@@ -199,3 +199,56 @@ def test_metrics_never_import_torch():
     probe = "import sys, trainer.metrics, trainer.plots; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _report(task: str, metrics: dict, multilabel: bool = False) -> dict:
+    """The parts of an ``edgesight.eval/1`` report that ``summary`` reads."""
+    return json_safe({"task": task, "multilabel": multilabel, "images": "val", "metrics": metrics})
+
+
+def test_summary_prints_the_headline_once_and_a_row_per_class(tmp_path):
+    from trainer.evaluate import summary
+
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0])
+    metrics = classification_metrics(y_true, y_pred, CLASSES)
+    lines = summary(_report("classify", metrics), tmp_path / "report.json")
+    assert lines[0] == (
+        f"accuracy 0.667, macro F1 0.639 on 9 images (val) -> {tmp_path / 'report.json'}"
+    )
+    assert lines[1].split() == ["class", "precision", "recall", "F1", "support"]
+    # can: P 2/3, R 2/3; bottle: P 1/2, R 1/2; box: P 3/4, R 3/4.
+    assert [line.split() for line in lines[2:]] == [
+        ["can", "0.667", "0.667", "0.667", "3"],
+        ["bottle", "0.500", "0.500", "0.500", "2"],
+        ["box", "0.750", "0.750", "0.750", "4"],
+    ]
+    assert sum("accuracy" in line for line in lines) == 1
+
+
+def test_summary_gives_detectors_ap_per_class(tmp_path):
+    from trainer.evaluate import summary
+
+    gts = [make_gt([[0, 0, 50, 50], [60, 60, 120, 120]], [0, 1])]
+    preds = [make_pred([[0, 0, 50, 50]], [0], [0.9])]  # bottle missed, box has no ground truth
+    metrics, _ = detection_metrics(gts, preds, CLASSES)
+    lines = summary(_report("detect", metrics), tmp_path / "report.json")
+    assert lines[0].startswith("mAP@.5 0.500, mAP@[.5:.95] 0.500 on 1 images")
+    assert lines[1].split() == ["class", "AP@.5", "AP@[.5:.95]", "boxes"]
+    assert [line.split() for line in lines[2:]] == [
+        ["can", "1.000", "1.000", "1"],
+        ["bottle", "0.000", "0.000", "1"],
+        ["box", "n/a", "n/a", "0"],
+    ]
+
+
+def test_summary_gives_multilabel_ap_and_f1_per_label(tmp_path):
+    from trainer.evaluate import summary
+
+    truth = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6], [0.1, 0.4]])
+    metrics, _ = multilabel_metrics(truth, scores, ["a", "b"], threshold=0.5)
+    lines = summary(_report("classify", metrics, multilabel=True), tmp_path / "r.json")
+    assert lines[0].startswith("mAP 1.000, macro F1 1.000 at 0.5 on 4 images")
+    assert lines[1].split() == ["class", "AP", "precision", "recall", "F1", "support"]
+    assert [line.split()[0] for line in lines[2:]] == ["a", "b"]

@@ -151,9 +151,13 @@ def _tflite_int8(runs: dict[str, Path], kind: str) -> dict:
     return report
 
 
-def test_tflite_classifier_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
+def test_tflite_classifier_fp32_parity_and_int8(runs: dict[str, Path], capfd) -> None:
     """About 30 s of this file: two litert-torch conversions and PT2E calibration."""
     report = _tflite_int8(runs, "cls")
+    log = (runs["root"] / "cls-tflite-int8.convert.log").read_text()
+    assert "model.tflite (FP32)" in log and "model.int8.tflite (INT8, 4 calibration" in log
+    assert log.count("LiteRT-Torch Convert (+") == 2  # both conversions' progress, not ours
+    assert "LiteRT-Torch" not in "".join(capfd.readouterr())
     assert report["parity"]["fp32_vs_torch"]["top1_agreement"] == 1.0
     assert report["parity"]["int8_vs_fp32"]["top1_agreement"] >= INT8_TOP1_FLOOR  # measured 1.0
     shipped = report["artifacts"]["int8"]["metrics"]["accuracy"]
@@ -167,6 +171,30 @@ def test_tflite_detector_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
     box = report["parity"]["int8_vs_fp32"]["box_agreement"]  # measured 0.36: flat scores
     assert box is not None and box > 0.1  # INT8 boxes still match FP32's, if loosely
     assert load_bundle(runs["root"] / "det-tflite-int8").manifest.decoder.outputs.boxes == "loc"
+
+
+def test_cli_tflite_export_is_quiet_and_logs_beside_the_bundle(
+    runs: dict[str, Path], tmp_path: Path, capfd
+) -> None:
+    """litert-torch's ~90 lines go to BUNDLE_DIR.convert.log: C++ logging on fd 2 included."""
+    pytest.importorskip("litert_torch")
+    from edge_agent.bundle.signing import check_no_unlisted_files
+
+    out = tmp_path / "cls-tflite"
+    assert main(["export", str(runs["cls"]), "--format", "tflite", "--out", str(out),
+                 "--eval-images", "4"]) == 0  # fmt: skip
+    stdout, stderr = capfd.readouterr()
+    # stdout: exported, metrics, parity, report, log; stderr: two progress lines and
+    # ai-edge-litert's one "Created TensorFlow Lite XNNPACK delegate" (the runtime, not export).
+    assert len(stdout.splitlines()) + len(stderr.splitlines()) <= 10, stdout + stderr
+    log = tmp_path / "cls-tflite.convert.log"
+    assert f"converter log: {log}" in stdout
+    text = log.read_text()
+    assert "LiteRT-Torch Convert" in text  # rich progress (Python, stdout)
+    assert "flatbuffer_export.cc" in text  # TensorFlow's C++ logging (fd 2)
+    assert "LiteRT-Torch" not in stdout + stderr and "flatbuffer_export" not in stderr
+    bundle = load_bundle(out)
+    check_no_unlisted_files(out, bundle.manifest.files)  # a signable bundle: the log is outside
 
 
 def test_cli_int8_over_budget_exits_3_unless_allowed(runs: dict[str, Path], capsys) -> None:

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from edge_agent.publish.payloads import (
     CUSTOM_VISION_SHAPE,
+    CUSTOM_VISION_THRESHOLDS_SHAPE,
     RESULT_SCHEMA,
     RESULT_SHAPE,
     count_payload,
     custom_vision_predictions,
     encode,
+    passes_thresholds,
     result_payload,
     status_payload,
 )
@@ -287,3 +289,77 @@ def test_shape_names_the_model_only_when_given() -> None:
 def test_other_predictions_are_refused() -> None:
     with pytest.raises(ValueError, match="Detections or Classifications, but got list"):
         custom_vision_predictions([], LABELS, 10, 10, RESULT_SHAPE)  # type: ignore[arg-type]
+
+
+# -- passesThreshold: serve's opt-in ------------------------------------------------------------
+
+
+def test_custom_vision_shape_is_byte_for_byte_without_the_opt_in() -> None:
+    """The answer Custom Vision clients get: no key beyond the container's, thresholds or not."""
+    det = make_detections([[0, 0, 10, 10], [10, 10, 20, 30]], [0.6, 0.9], [1, 0])
+    text = json.dumps(
+        custom_vision_predictions(det, LABELS, 100, 50, CUSTOM_VISION_SHAPE, None, [0.5] * 3)
+    )
+    assert text == (
+        '[{"tagId": 0, "tagName": "cola", "probability": 0.89999998, "boundingBox": '
+        '{"left": 0.1, "top": 0.2, "width": 0.1, "height": 0.40000004}}, '
+        '{"tagId": 1, "tagName": "water", "probability": 0.60000002, "boundingBox": '
+        '{"left": 0.0, "top": 0.0, "width": 0.1, "height": 0.2}}]'
+    )
+    cls = Classifications(np.array([0.2, 0.7, 0.1], np.float32))
+    assert json.dumps(custom_vision_predictions(cls, LABELS, 1, 1, CUSTOM_VISION_SHAPE)) == (
+        '[{"tagId": 1, "tagName": "water", "probability": 0.69999999}, '
+        '{"tagId": 0, "tagName": "cola", "probability": 0.2}, '
+        '{"tagId": 2, "tagName": "chips", "probability": 0.1}]'
+    )
+    assert "passesThreshold" not in json.dumps(result_payload(make_result(det), "dev"))
+
+
+def test_passes_threshold_boxes_by_their_class_threshold() -> None:
+    det = make_detections([[0, 0, 10, 10], [10, 10, 20, 30], [1, 2, 3, 4]],
+                          [0.6, 0.9, 0.5], [1, 0, 2])  # fmt: skip
+    thresholds = np.array([0.95, 0.6, 0.3], np.float32)  # a score equal to its threshold passes
+    preds = custom_vision_predictions(
+        det, LABELS, 100, 50, CUSTOM_VISION_THRESHOLDS_SHAPE, class_thresholds=thresholds
+    )
+    assert [(p["tagName"], p["passesThreshold"]) for p in preds] == [
+        ("cola", False), ("water", True), ("chips", True)
+    ]  # fmt: skip
+    assert list(preds[0]) == ["tagId", "tagName", "probability", "boundingBox", "passesThreshold"]
+
+
+@pytest.mark.parametrize(
+    ("scores", "multilabel", "passing"),
+    [
+        ([0.2, 0.7, 0.1], False, {"water": True}),  # the top-1 class, over its threshold
+        ([0.35, 0.4, 0.25], False, {}),  # the top-1 under its own threshold: nothing counts
+        ([0.9, 0.6, 0.1], True, {"cola": True, "water": True}),  # every label over its own
+    ],
+)
+def test_passes_threshold_classes_as_the_agent_counts_them(
+    scores: list[float], multilabel: bool, passing: dict[str, bool]
+) -> None:
+    from edge_agent.analytics.counting import frame_counts
+
+    cls = Classifications(np.array(scores, np.float32), multilabel=multilabel)
+    thresholds = np.array([0.5, 0.5, 0.2], np.float32)
+    preds = custom_vision_predictions(
+        cls, LABELS, 1, 1, CUSTOM_VISION_THRESHOLDS_SHAPE, class_thresholds=thresholds
+    )
+    assert {p["tagName"]: p["passesThreshold"] for p in preds} == {
+        label: passing.get(label, False) for label in LABELS
+    }
+    counted = frame_counts(cls, LABELS, thresholds)  # the counts stage agrees, label by label
+    assert {label: bool(n) for label, n in counted.items()} == {
+        label: passing.get(label, False) for label in LABELS
+    }
+
+
+def test_passes_threshold_needs_one_threshold_per_label() -> None:
+    det = make_detections([[0, 0, 10, 10]])
+    with pytest.raises(ValueError, match=r"one class threshold per label \(3\), but got none"):
+        custom_vision_predictions(det, LABELS, 10, 10, CUSTOM_VISION_THRESHOLDS_SHAPE)
+    with pytest.raises(ValueError, match=r"per label \(3\), but got 2"):
+        custom_vision_predictions(det, LABELS, 10, 10, CUSTOM_VISION_THRESHOLDS_SHAPE, None, [1, 1])
+    with pytest.raises(ValueError, match=r"class_id 5 is outside the 3 class thresholds"):
+        passes_thresholds(make_detections([[0, 0, 1, 1]], class_id=[5]), [0.5] * 3)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from edge_agent.serve import PredictionServer, make_server, predictions_json, ro
 from edge_agent.types import Detections
 from tests.helpers.http import (
     MAX_BODY_BYTES,
+    NO_PROXY,
     RED_BOX,
     RED_PNG,
     TIMEOUT_S,
@@ -216,6 +218,63 @@ def test_detections_come_back_best_first():
     assert preds[0]["boundingBox"] == pytest.approx(
         {"left": 0.1, "top": 0.2, "width": 0.1, "height": 0.4}
     )
+
+
+# --- passesThreshold: an opt-in the Custom Vision container does not have -----------------
+
+CUSTOM_VISION_KEYS = ["tagId", "tagName", "probability", "boundingBox"]
+
+
+def raw_answer(server: PredictionServer, path: str) -> bytes:
+    """The answer's bytes, with the per-request ``id`` and ``created`` blanked."""
+    req = urllib.request.Request(
+        server.url + path, RED_PNG, {"Content-Type": "application/octet-stream"}
+    )
+    with NO_PROXY.open(req, timeout=TIMEOUT_S) as resp:
+        raw = resp.read()
+    return re.sub(rb'"(id|created)": "[^"]*"', rb'"\1": ""', raw)
+
+
+def test_without_the_opt_in_the_answer_is_byte_for_byte_the_containers(server):
+    plain = raw_answer(server, "/image")
+    assert raw_answer(server, "/image?thresholds=false") == plain
+    assert raw_answer(server, "/image?application=x&thresholds=0") == plain
+    assert b"passesThreshold" not in plain
+    body = json.loads(plain)
+    assert json.dumps(body).encode() == plain  # json.dumps' own separators and key order
+    assert [list(p) for p in body["predictions"]] == [CUSTOM_VISION_KEYS]
+    flagged = raw_answer(server, "/image?thresholds=true")
+    assert flagged.replace(b', "passesThreshold": true', b"") == plain
+
+
+@pytest.mark.parametrize("query", ["?thresholds=true", "?thresholds=1", "?thresholds",
+                                   "?application=x&thresholds=TRUE"])  # fmt: skip
+def test_thresholds_opt_in_says_which_boxes_pass(server, detector, query):
+    path = "/customvision/v3.0/Prediction/p/detect/iterations/it/image" + query
+    status, body, _ = post_image(server, RED_PNG, path=path)
+    assert status == 200, body
+    pred = body["predictions"][0]
+    assert list(pred) == [*CUSTOM_VISION_KEYS, "passesThreshold"]
+    # The decoder keeps only boxes over their class's threshold: each one passes.
+    assert pred["passesThreshold"] is True
+    assert pred["probability"] >= detector.thresholds[pred["tagId"]]
+
+
+def test_thresholds_opt_in_on_a_classifier_passes_only_a_counted_top1(classifier):
+    img = np.full((48, 64, 3), (40, 60, 200), np.uint8)  # BGR: mostly red
+    with running(make_server(classifier, "127.0.0.1", 0)) as srv:
+        status, body, _ = post_image(srv, encode(img), "/image?thresholds=1")
+    assert status == 200, body
+    preds = body["predictions"]
+    assert preds[0]["tagName"] == "red" and preds[0]["probability"] > 0.5
+    # thresholds.score 0.5: red is the top-1 and over it; the others are not counted.
+    assert [p["passesThreshold"] for p in preds] == [True, False, False]
+
+
+def test_a_bad_thresholds_value_is_400_naming_it(server):
+    status, body, _ = post_image(server, RED_PNG, path="/image?thresholds=maybe")
+    message = assert_error(status, body, 400, "BadRequest")
+    assert "thresholds must be true or false" in message and "'maybe'" in message
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -248,6 +248,27 @@ def test_train_command_errors(argv, message, data, tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # a failed start leaves no half run folder
 
 
+def test_evaluate_command_prints_once_per_class_and_takes_threads(data, tmp_path, capsys):
+    run = train("classify", "mobilenet_v3_small", data["classify"], tmp_path / "run", 1,
+                size=64, **TINY)  # fmt: skip
+    capsys.readouterr()
+    try:
+        argv = ["evaluate", str(run), "--data", str(data["classify"]), "--threads", "2"]
+        assert _cli(argv) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the module's one_thread fixture
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    assert both.count("accuracy ") == 1, both  # the summary once, not also as a log line
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("accuracy ") and lines[0].endswith(str(run / "eval" / "report.json"))
+    assert lines[1].split() == ["class", "precision", "recall", "F1", "support"]
+    labels = json.loads((run / "config.json").read_text())["labels"]
+    assert [line.split()[0] for line in lines[2:]] == labels
+    assert "Traceback" not in captured.err
+
+
 def test_resume_and_evaluate_command_errors(data, tmp_path, capsys):
     assert _cli(["train", "--epochs", "2", "--out", str(tmp_path), "--resume"]) == 2
     assert "has no config.json" in capsys.readouterr().err

@@ -72,6 +72,7 @@ def add_train_commands(subparsers: Any) -> None:
     ev.add_argument("--out", type=Path, help="report folder (default: RUN/eval)")
     ev.add_argument("--threshold", type=fraction, default=0.5, help="multilabel F1 at (0.5)")
     ev.add_argument("--device", help="cpu, cuda (default: cuda when available)")
+    ev.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's own)")
     ev.set_defaults(func=run_evaluate)
 
 
@@ -128,15 +129,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.exists():
         return error(f"{args.data}: no such dataset file or folder")
     try:
-        from trainer.evaluate import evaluate, headline
+        from trainer.evaluate import evaluate, summary
     except ImportError as exc:
         return error(f"{INSTALL_HINT} ({exc})")
     try:
         with console_log():
             report = evaluate(args.run, args.data, args.out, device=args.device,
-                              threshold=args.threshold)  # fmt: skip
+                              threshold=args.threshold, threads=args.threads)  # fmt: skip
     except INPUT_ERRORS as exc:
         return error(exc)
     out = args.out or Path(report["checkpoint"]).parent / "eval"
-    print(f"{headline(report)} on {report['metrics']['images']} images -> {out / 'report.json'}")
+    for line in summary(report, out / "report.json"):
+        print(line)
     return EXIT_OK

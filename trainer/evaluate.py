@@ -97,10 +97,13 @@ def evaluate(
     device: str | None = None,
     batch_size: int = EVAL_BATCH,
     threshold: float = DEFAULT_THRESHOLD,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Score a checkpoint on ``data_dir``; write ``report.json`` and plots into ``out_dir``.
 
-    ``out_dir`` defaults to ``<run>/eval`` (a checkpoint's folder for a bare file).
+    ``out_dir`` defaults to ``<run>/eval`` (a checkpoint's folder for a bare file); ``threads``
+    sets torch's CPU threads, as ``train`` does (None: torch's own). Returns the report; the
+    CLI prints ``summary(report)``, this function logs only what it is about to score.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -110,6 +113,8 @@ def evaluate(
     from trainer.presets import get_preset
     from trainer.torchdata import ClassificationData, DetectionData, collate_detection
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # denormal activations slow CPU convs ~10x (see train.py)
     ckpt = resolve_checkpoint(Path(run_or_checkpoint))
     data_dir = Path(data_dir)
@@ -124,6 +129,7 @@ def evaluate(
     if unknown:
         raise DatasetError(f"{data_dir}: classes {unknown} are not among the model's {classes}")
     samples, which = eval_samples(dataset, config, data_dir)
+    log.info("evaluating %s on %d images (%s)", ckpt, len(samples), which)
     transform = get_preset("none", task, config.size_px, train=False)
     if task == "detect":
         data: Any = DetectionData(samples, classes, transform)
@@ -154,7 +160,6 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("evaluated %s on %d images (%s): %s", ckpt, len(samples), which, headline(report))
     return report
 
 
@@ -167,3 +172,38 @@ def headline(report: dict[str, Any]) -> str:
     if report["multilabel"]:
         return f"mAP {m['mAP']}, macro F1 {m['macro_f1']} at {report['metrics']['threshold']:g}"
     return f"accuracy {m['accuracy']}, macro F1 {m['macro_f1']}"
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def per_class_table(report: dict[str, Any]) -> list[str]:
+    """Per-class figures as aligned text lines: precision/recall/F1 for classifiers (with AP for
+    multilabel ones), AP@.5 and AP@[.5:.95] for detectors; support or ground-truth boxes last."""
+    per = report["metrics"]["per_class"]
+    if report["task"] == "detect":
+        columns = [("AP@.5", "ap50"), ("AP@[.5:.95]", "ap"), ("boxes", "ground_truths")]
+    elif report["multilabel"]:
+        columns = [("AP", "ap"), ("precision", "precision"), ("recall", "recall"),
+                   ("F1", "f1"), ("support", "support")]  # fmt: skip
+    else:
+        columns = [("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+                   ("support", "support")]  # fmt: skip
+    rows = [["class", *(title for title, _ in columns)]]
+    rows += [[name, *(_cell(row.get(key)) for _, key in columns)] for name, row in per.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def summary(report: dict[str, Any], report_path: Path) -> list[str]:
+    """What ``edge-trainer evaluate`` prints: the headline once, then the per-class table."""
+    images = report["metrics"]["images"]
+    first = f"{headline(report)} on {images} images ({report['images']}) -> {report_path}"
+    return [first, *per_class_table(report)]

@@ -27,7 +27,12 @@ import numpy as np
 from trainer import bundle_writer as bw
 from trainer.datasets import Sample, load
 from trainer.errors import InputError
-from trainer.export_tflite import MissingExtraError, require_litert
+from trainer.export_tflite import (
+    MissingExtraError,
+    convert_log_path,
+    require_litert,
+    start_convert_log,
+)
 from trainer.parity import (
     HEADLINE,
     HEADLINE_KEYS,
@@ -75,6 +80,7 @@ class ExportOptions:
     eval_images: int | None = None  # default: the whole val split
     force: bool = False  # replace a previous export in ``out``
     threads: int = 2
+    verbose: bool = False  # TFLite converter output on stderr, not in BUNDLE_DIR.convert.log
 
 
 @dataclass
@@ -159,7 +165,7 @@ def export_run(run: Path | str, opts: ExportOptions) -> ExportResult:
     prepare_out(out, opts.force)
     if opts.fmt == "tflite":
         try:
-            require_litert()
+            require_litert(None if opts.verbose else start_convert_log(out))
         except MissingExtraError as exc:
             raise ExportError(str(exc)) from exc
     train_s, val_s = eval_and_calib(config, opts.data)
@@ -205,11 +211,12 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
         if anchors is not None:
             np.save(folder / bw.ANCHORS_FILE, anchors)
     fp32_file = staged.dirs["fp32"] / bw.MODEL_FILES[(opts.fmt, False)]
+    convert_log = None if opts.verbose else convert_log_path(job.out)
     log.info("exporting %s (%s, %d px) to %s FP32", job.run, config.model, size, opts.fmt)
     if opts.fmt == "onnx":
         export_onnx(module, fp32_file, size)
     else:
-        export_tflite(module, fp32_file, size)
+        export_tflite(module, fp32_file, size, log=convert_log)
     stage = {
         "config": config,
         "fmt": opts.fmt,
@@ -228,7 +235,7 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
         if opts.fmt == "onnx":
             quantize_onnx(fp32_file, int8_file, tensors, INPUT_NAME, work)
         else:
-            export_tflite(module, int8_file, size, calibration=tensors)
+            export_tflite(module, int8_file, size, calibration=tensors, log=convert_log)
         bundles["int8"] = bw.stage_bundle(staged.dirs["int8"], int8=True, **stage)
         pairs.append(("int8", "fp32"))
     log.info("evaluating %s on %d val images through edge_agent", list(bundles), len(job.val))

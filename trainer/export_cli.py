@@ -86,6 +86,11 @@ def add_export_commands(subparsers: Any) -> None:
     ex.add_argument("--sign", type=Path, metavar="KEY", help="sign with this private key")
     ex.add_argument("--pack", action="store_true", help="also write BUNDLE_DIR.tar.gz")
     ex.add_argument("--threads", type=positive, default=2, metavar="N", help="runtime threads (2)")
+    ex.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the TFLite converter's output (else it goes to BUNDLE_DIR.convert.log)",
+    )
     ex.set_defaults(func=run_export)
 
 
@@ -145,11 +150,16 @@ def run_export(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         force=args.force,
         threads=args.threads,
+        verbose=args.verbose,
     )
     try:
         with console_log():
             result = export_run(args.run, opts)
         lines = _summary(result)
+        if args.fmt == "tflite" and not args.verbose:
+            from trainer.export_tflite import convert_log_path
+
+            lines.append(f"converter log: {convert_log_path(result.bundle)}")
         if args.sign is not None:
             fingerprint = sign_bundle(result.bundle, args.sign)
             lines.append(f"signed {result.bundle / 'manifest.sig'} with key {fingerprint}")

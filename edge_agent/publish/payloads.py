@@ -9,13 +9,15 @@ Both the MQTT result and the HTTP answer list predictions as Azure Custom Vision
 height``), so one function builds them; a :class:`PredictionShape` says where the two differ:
 the HTTP answer copies the Custom Vision container (every class, boxes best first, 8 decimals),
 the MQTT result is kept short for slow uplinks (5 classes, 4 and 5 decimals, boxes in the
-decoder's order, plus the tracker's id).
+decoder's order, plus the tracker's id). ``serve`` answers with ``passesThreshold`` on each
+prediction only when the client asks (``?thresholds=true``), with CUSTOM_VISION_THRESHOLDS_SHAPE.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,9 @@ class PredictionShape:
     top_k: int | None  # classes listed for a classifier, best first; None: every class
     best_first: bool  # boxes sorted by confidence (stable), else in the decoder's order
     track_ids: bool  # add ``trackId`` to each box when the detections are tracked
+    #: Add ``passesThreshold`` to each prediction: whether the model's per-class threshold
+    #: passes it, as the agent counts (custom_vision_predictions needs ``class_thresholds``).
+    threshold_flags: bool = False
 
 
 #: The MQTT result payload (docs/mqtt.md).
@@ -64,6 +69,10 @@ CUSTOM_VISION_SHAPE = PredictionShape(
     best_first=True,
     track_ids=False,
 )
+#: The same, with ``passesThreshold`` on each prediction (``serve``'s opt-in, docs/serve.md).
+CUSTOM_VISION_THRESHOLDS_SHAPE = replace(CUSTOM_VISION_SHAPE, threshold_flags=True)
+#: The key the opt-in adds; Custom Vision has no such field, so clients must ask for it.
+PASSES_THRESHOLD = "passesThreshold"
 
 
 def _label(labels: list[str], class_id: int, model: str | None) -> str:
@@ -76,6 +85,39 @@ def _label(labels: list[str], class_id: int, model: str | None) -> str:
     return labels[class_id]
 
 
+def passes_thresholds(
+    predictions: Detections | Classifications, class_thresholds: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Which predictions pass their class's threshold, as the agent counts them: a boolean per
+    box for detections, per class for classifications.
+
+    A box passes when its confidence reaches its class's threshold (the decoder has already
+    dropped the others, so with the bundle's own thresholds every box does). A multilabel
+    classifier passes every label whose score reaches its threshold; a multiclass one only its
+    top-1 class, and only when that score reaches the class's threshold (the counts stage's
+    rule, which is also how export picks the per-class thresholds: docs/export.md).
+    """
+    thresholds = np.asarray(class_thresholds, np.float32)
+    if isinstance(predictions, Detections):
+        outside = (predictions.class_id < 0) | (predictions.class_id >= len(thresholds))
+        if outside.any():
+            raise ValueError(
+                f"class_id {int(predictions.class_id[outside][0])} is outside the "
+                f"{len(thresholds)} class thresholds (expected 0..{len(thresholds) - 1})"
+            )
+        return np.asarray(predictions.confidence >= thresholds[predictions.class_id], bool)
+    scores = predictions.scores
+    if thresholds.shape != scores.shape:
+        raise ValueError(
+            f"class_thresholds must hold one value per class, shape {scores.shape}, "
+            f"but got shape {thresholds.shape}"
+        )
+    passing = scores >= thresholds
+    if not predictions.multilabel:
+        passing &= np.arange(len(scores)) == int(np.argmax(scores))
+    return np.asarray(passing, bool)
+
+
 def _detections(
     det: Detections,
     labels: list[str],
@@ -83,6 +125,7 @@ def _detections(
     height: int,
     shape: PredictionShape,
     model: str | None,
+    passing: np.ndarray | None,
 ) -> list[dict[str, Any]]:
     boxes = det.to_custom_vision_boxes(width, height)
     order = np.argsort(-det.confidence, kind="stable") if shape.best_first else range(len(det))
@@ -98,22 +141,31 @@ def _detections(
         }
         if shape.track_ids and det.tracker_id is not None:
             pred["trackId"] = int(det.tracker_id[i])
+        if passing is not None:
+            pred[PASSES_THRESHOLD] = bool(passing[i])
         out.append(pred)
     return out
 
 
 def _classifications(
-    cls: Classifications, labels: list[str], shape: PredictionShape, model: str | None
+    cls: Classifications,
+    labels: list[str],
+    shape: PredictionShape,
+    model: str | None,
+    passing: np.ndarray | None,
 ) -> list[dict[str, Any]]:
     k = len(cls.scores) if shape.top_k is None else shape.top_k
-    return [
-        {
+    out: list[dict[str, Any]] = []
+    for class_id, score in cls.top(k):
+        pred: dict[str, Any] = {
             "tagId": class_id,
             "tagName": _label(labels, class_id, model),
             "probability": round(score, shape.probability_digits),
         }
-        for class_id, score in cls.top(k)
-    ]
+        if passing is not None:
+            pred[PASSES_THRESHOLD] = bool(passing[class_id])
+        out.append(pred)
+    return out
 
 
 def custom_vision_predictions(
@@ -123,19 +175,32 @@ def custom_vision_predictions(
     height: int,
     shape: PredictionShape,
     model: str | None = None,
+    class_thresholds: Sequence[float] | np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Predictions as Custom Vision lists them, cut and rounded as ``shape`` says.
 
     ``width`` and ``height`` are the frame's size in pixels (boxes are normalised by it).
+    ``class_thresholds`` (one per label, e.g. ``Predictor.thresholds``) is needed, and only
+    read, when ``shape.threshold_flags`` asks for ``passesThreshold`` (see passes_thresholds).
     Raises ValueError for a class id outside ``labels`` (naming ``model`` when given).
     """
+    if not isinstance(predictions, Detections | Classifications):
+        raise ValueError(
+            "predictions must be Detections or Classifications, "
+            f"but got {type(predictions).__name__}"
+        )
+    passing = None
+    if shape.threshold_flags:
+        if class_thresholds is None or len(class_thresholds) != len(labels):
+            got = "none" if class_thresholds is None else f"{len(class_thresholds)}"
+            raise ValueError(
+                f"passesThreshold needs one class threshold per label ({len(labels)}), "
+                f"but got {got}"
+            )
+        passing = passes_thresholds(predictions, class_thresholds)
     if isinstance(predictions, Detections):
-        return _detections(predictions, labels, width, height, shape, model)
-    if isinstance(predictions, Classifications):
-        return _classifications(predictions, labels, shape, model)
-    raise ValueError(
-        f"predictions must be Detections or Classifications, but got {type(predictions).__name__}"
-    )
+        return _detections(predictions, labels, width, height, shape, model, passing)
+    return _classifications(predictions, labels, shape, model, passing)
 
 
 def result_payload(result: Result, device_id: str) -> dict[str, Any]:

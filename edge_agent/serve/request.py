@@ -12,8 +12,15 @@ from email.message import Message
 from email.parser import BytesParser
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
 
-from edge_agent.publish.payloads import CUSTOM_VISION_SHAPE, custom_vision_predictions
+import numpy as np
+
+from edge_agent.publish.payloads import (
+    CUSTOM_VISION_SHAPE,
+    CUSTOM_VISION_THRESHOLDS_SHAPE,
+    custom_vision_predictions,
+)
 from edge_agent.serve.errors import RequestError
 from edge_agent.types import Classifications, Detections
 
@@ -29,6 +36,13 @@ _PREDICT_PATH = re.compile(
     r"/(?P<kind>image|url)(?:/nostore)?/?"
 )
 _HEALTH_PATHS = frozenset({"/", "/health"})
+#: The query parameter that adds ``passesThreshold`` to each prediction. Opt-in, because
+#: Custom Vision has no such field and its clients must get exactly the container's answer;
+#: a query parameter (not a header) because Custom Vision's own options travel in the query
+#: (the cloud API's ``?application=``), and any client, curl or a URL in a settings page can
+#: set one, while typed SDKs and some proxies do not pass custom headers on.
+THRESHOLDS_PARAM = "thresholds"
+_TRUE, _FALSE = ("", "1", "true"), ("0", "false")
 
 
 def route(path: str) -> str | None:
@@ -77,12 +91,40 @@ def url_from_json(body: bytes) -> str:
     return url
 
 
+def thresholds_requested(query: str) -> bool:
+    """Whether the query string asks for ``passesThreshold``: ``thresholds=true`` (or ``1``, or
+    a bare ``thresholds``); ``false``/``0`` or no such parameter: no. Other parameters (the
+    cloud API's ``application``) are ignored; the last ``thresholds`` wins."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == THRESHOLDS_PARAM]
+    if not values:
+        return False
+    value = values[-1].strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            "BadRequest",
+            f"query parameter {THRESHOLDS_PARAM} must be true or false (1 or 0), "
+            f"but got {values[-1][:40]!r}",
+        )
+    return value in _TRUE
+
+
 def predictions_json(
-    predictions: Detections | Classifications, labels: list[str], width: int, height: int
+    predictions: Detections | Classifications,
+    labels: list[str],
+    width: int,
+    height: int,
+    class_thresholds: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Custom Vision ``predictions``: boxes best first; every class of a classifier, best first;
-    8 decimals like the container (the shape is shared with the MQTT result: payloads.py)."""
-    return custom_vision_predictions(predictions, labels, width, height, CUSTOM_VISION_SHAPE)
+    8 decimals like the container (the shape is shared with the MQTT result: payloads.py).
+    With ``class_thresholds`` (the predictor's, one per label) each prediction also says
+    ``passesThreshold``; without, the answer is exactly the container's."""
+    if class_thresholds is None:
+        return custom_vision_predictions(predictions, labels, width, height, CUSTOM_VISION_SHAPE)
+    return custom_vision_predictions(
+        predictions, labels, width, height, CUSTOM_VISION_THRESHOLDS_SHAPE, None, class_thresholds
+    )
 
 
 def created_now() -> str:

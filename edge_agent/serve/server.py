@@ -39,6 +39,7 @@ from edge_agent.serve.request import (
     multipart_image,
     predictions_json,
     route,
+    thresholds_requested,
     url_from_json,
 )
 from edge_agent.serve.settings import ServeSettings
@@ -120,7 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path, query = url.path, url.query
         kind = route(path)
         try:
             if kind is None:
@@ -133,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{self.command} {path}: allowed methods are {allow}",
                     allow=allow,
                 )
-            payload = self._health() if kind == "health" else self._predict(kind)
+            payload = self._health() if kind == "health" else self._predict(kind, query)
         except RequestError as exc:
             self._send_error(exc)
         except Exception:
@@ -200,8 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return body
 
-    def _predict(self, kind: str) -> dict[str, Any]:
-        settings = self.server.settings
+    def _predict(self, kind: str, query: str) -> dict[str, Any]:
+        settings, predictor = self.server.settings, self.server.predictor
+        flags = thresholds_requested(query)  # a bad value is refused before the body is read
         if kind == "url":
             if not settings.allow_url:
                 raise RequestError(
@@ -222,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             source = ""
         image = decode_image(data, settings.max_pixels, source)
         try:
-            result = self.server.predictor.predict(image)
+            result = predictor.predict(image)
         except Exception as exc:
             log.exception("prediction failed on a %dx%d image", image.shape[1], image.shape[0])
             raise RequestError(
@@ -237,7 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
             "iteration": settings.iteration,
             "created": created_now(),
             "predictions": predictions_json(
-                result.predictions, self.server.predictor.labels, width, height
+                result.predictions,
+                predictor.labels,
+                width,
+                height,
+                predictor.thresholds if flags else None,
             ),
         }
 
