@@ -137,6 +137,21 @@ class Classifications:
         """Indices of classes whose score reaches the threshold (scalar or per class)."""
         return np.flatnonzero(self.scores >= threshold)
 
+    def decided(self, class_thresholds: np.ndarray) -> np.ndarray:
+        """The labels this frame is given, as a bool per class: a multilabel classifier every
+        label whose score reaches its threshold, a multiclass one only its top class, and only
+        when that score reaches the class's threshold. The one rule the counts stage, serve's
+        ``passesThreshold`` and the trainer's per-class thresholds all follow."""
+        if class_thresholds.shape != self.scores.shape:
+            raise ValueError(
+                f"class_thresholds must hold one value per class, shape {self.scores.shape}, "
+                f"but got shape {class_thresholds.shape}"
+            )
+        passing = self.scores >= class_thresholds
+        if not self.multilabel:
+            passing &= np.arange(len(self.scores)) == int(np.argmax(self.scores))
+        return np.asarray(passing, bool)
+
 
 @dataclass
 class Result:

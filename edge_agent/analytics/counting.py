@@ -23,13 +23,8 @@ def frame_counts(
     """
     if isinstance(predictions, Detections):
         per_class = np.bincount(predictions.class_id, minlength=len(labels))
-    elif predictions.multilabel:
-        per_class = (predictions.scores >= class_thresholds).astype(np.int64)
     else:
-        per_class = np.zeros(len(labels), np.int64)
-        best = int(np.argmax(predictions.scores))
-        if predictions.scores[best] >= class_thresholds[best]:
-            per_class[best] = 1
+        per_class = predictions.decided(np.asarray(class_thresholds, np.float32)).astype(np.int64)
     return {label: int(n) for label, n in zip(labels, per_class, strict=True)}
 
 

@@ -106,16 +106,7 @@ def passes_thresholds(
                 f"{len(thresholds)} class thresholds (expected 0..{len(thresholds) - 1})"
             )
         return np.asarray(predictions.confidence >= thresholds[predictions.class_id], bool)
-    scores = predictions.scores
-    if thresholds.shape != scores.shape:
-        raise ValueError(
-            f"class_thresholds must hold one value per class, shape {scores.shape}, "
-            f"but got shape {thresholds.shape}"
-        )
-    passing = scores >= thresholds
-    if not predictions.multilabel:
-        passing &= np.arange(len(scores)) == int(np.argmax(scores))
-    return np.asarray(passing, bool)
+    return predictions.decided(thresholds)
 
 
 def _detections(
