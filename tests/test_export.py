@@ -9,8 +9,10 @@ it TFLite; the SSD's INT8 TFLite export (another minute) runs only with EDGESIGH
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +99,8 @@ def test_onnx_classifier_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
     assert m.metrics["accuracy"] == report["artifacts"]["int8"]["metrics"]["accuracy"]
     assert m.metrics["parity"]["int8_vs_fp32"]["accuracy_drop_points"] == pytest.approx(drop)
     assert m.thresholds.per_class and set(m.thresholds.per_class) <= set(m.labels)
+    written = json.loads((out / "manifest.json").read_text())["thresholds"]
+    assert set(written) == {"score", "per_class"}  # no NMS settings for a classifier
     assert m.trainer and m.trainer["recipe"] == "mobilenet_v3_small-default"
     assert m.trainer["epochs"] == 1 and isinstance(report["run_best_metric"]["value"], float)
     assert json.loads((out / "report.json").read_text())["status"].startswith("ok")
@@ -251,6 +255,37 @@ def test_cli_detector_fp32_signed_and_packed(runs: dict[str, Path], tmp_path: Pa
     assert (tmp_path / "det.tar.gz").is_file()
 
 
+#: An absolute POSIX path inside text: a slash after a start, quote, backtick, bracket or space.
+ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'`(\[=])(/[\w.-]+)+""", re.MULTILINE)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(s for v in value.values() for s in _strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_reports_name_no_path_of_the_build_machine(runs: dict[str, Path]) -> None:
+    """A signed bundle carries nothing of the machine that built it: the run is named by its
+    recipe and the sha256 of best.pt, the dataset by its folder name."""
+    out = runs["root"] / "no-paths"
+    report = export_run(runs["cls"], ExportOptions(out=out, eval_images=4)).report
+    digest = hashlib.sha256((runs["cls"] / "best.pt").read_bytes()).hexdigest()
+    assert report["run"] == {"recipe": "mobilenet_v3_small-default", "best_pt_sha256": digest}
+    assert report["eval"]["data"] == "crops"
+    root = str(runs["root"].resolve())
+    for name in (bw.REPORT_JSON, bw.REPORT_MD, "manifest.json"):
+        text = (out / name).read_text()
+        assert root not in text and str(Path.home()) not in text, name
+    md = (out / bw.REPORT_MD).read_text()
+    assert f"best.pt sha256 `{digest[:12]}`" in md
+    assert not ABSOLUTE_PATH.search(md), ABSOLUTE_PATH.search(md)
+    strings = _strings(json.loads((out / bw.REPORT_JSON).read_text()))
+    assert [s for s in strings if ABSOLUTE_PATH.search(s)] == []
+
+
 def test_cli_missing_run_exits_2_naming_it(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "no-such-run"
     assert main(["export", str(missing)]) == 2
@@ -315,6 +350,7 @@ def test_multiclass_thresholds_are_best_f1_of_counted_top1() -> None:
     # a: keeping all four top-1s (P 3/4, R 1) is the best F1, 0.857; b is never top-1: no value.
     assert thresholds["per_class"] == {"a": 0.6}
     assert thresholds["score"] == 0.6
+    assert "nms_iou" not in thresholds and "max_detections" not in thresholds  # detectors only
 
 
 def test_parse_scale() -> None:
@@ -341,6 +377,17 @@ def test_cli_defaults_match_the_library() -> None:
     assert trainer.export_cli.BUDGET_POINTS == trainer.export.BUDGET_POINTS
     assert trainer.export_cli.CALIB_IMAGES == trainer.export.CALIB_IMAGES
     assert trainer.export_cli.FORMATS == trainer.export.FORMATS
+
+
+def test_cli_budget_help_names_the_metric_of_each_task(capsys) -> None:
+    from trainer.parity import HEADLINE
+
+    said = {"accuracy": "accuracy (classifiers)", "mAP": "mAP over labels (multilabel)",
+            "mAP50": "mAP@.5 (detectors)"}  # fmt: skip
+    assert set(said) == set(HEADLINE.values())  # the metrics int8_budget compares
+    assert main(["export", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(phrase in text for phrase in said.values()), text
 
 
 def test_cli_lets_a_bug_propagate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

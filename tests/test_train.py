@@ -117,6 +117,8 @@ def test_run_folder_and_checkpoint_round_trip(name, data, tmp_path):
     assert report["metrics"][config["metric"]] == pytest.approx(float(rows[0]["val_metric"]),
                                                                 abs=1e-5)  # fmt: skip
     assert (run / "eval" / "report.json").is_file()
+    # Every task gets the per-class best-F1 thresholds export would set (docs/training.md).
+    assert set(report["recommended_thresholds"]) == set(config["labels"])
     plots = ["pr_curves/can.png"] if task == "detect" else ["confusion_matrix.png"]
     assert all(p in report["plots"] for p in plots)
     # Loading twice gives the same outputs: nothing random survives into eval mode.

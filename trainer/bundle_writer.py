@@ -19,9 +19,10 @@ import numpy as np
 
 from edge_agent.bundle import Bundle, load_bundle, write_manifest
 from edge_agent.bundle.manifest import SCHEMA
+from edge_agent.fsutil import sha256_file
 from trainer import __version__
 from trainer.evaluate import truths
-from trainer.metrics import best_f1_threshold, json_safe, pr_curve
+from trainer.metrics import json_safe, top1_best_f1
 from trainer.run_config import RunConfig
 
 #: Model file names by (format, int8).
@@ -40,9 +41,12 @@ REPORT_MD = "report.md"
 DEFAULT_SCORE = 0.5
 #: Thresholds are floored to this many decimals, so a score equal to the best-F1 one still passes.
 THRESHOLD_DECIMALS = 4
+#: Hex digits of a sha256 that report.md shows (report.json keeps all 64).
+SHORT_HASH = 12
 #: Parity figures copied into manifest.metrics; report.json keeps them all.
 PARITY_KEPT = ("max_relative_diff", "top1_agreement", "label_agreement", "box_agreement")
-#: Classifier defaults for the thresholds block (no NMS; fields required by the schema anyway).
+#: Detector NMS settings when the model names none (torchvision's SSD carries its own). A
+#: classifier's thresholds block has neither: NMS and max_detections apply to detectors only.
 DEFAULT_NMS_IOU = 0.45
 DEFAULT_MAX_DETECTIONS = 100
 
@@ -94,17 +98,8 @@ def _floor(value: float) -> float:
 
 
 def multiclass_recommended(scores: np.ndarray, samples: list, labels: list[str]) -> dict[str, Any]:
-    """Best-F1 threshold per class for a multiclass classifier, counted as the device counts:
-    class k is reported when it is the top-1 and its score reaches the threshold."""
-    truth = truths(samples, labels, "classify", False)
-    top = scores.argmax(axis=1) if len(scores) else np.zeros(0, np.int64)
-    best = scores.max(axis=1) if len(scores) else np.zeros(0)
-    out = {}
-    for k, name in enumerate(labels):
-        mine = top == k
-        curve = pr_curve(truth[mine] == k, best[mine], positives=int((truth == k).sum()))
-        out[name] = best_f1_threshold(curve)
-    return out
+    """Best-F1 threshold per class for a multiclass classifier (trainer.metrics.top1_best_f1)."""
+    return top1_best_f1(truths(samples, labels, "classify", False), scores, labels)
 
 
 def recommend_thresholds(
@@ -121,6 +116,7 @@ def recommend_thresholds(
 
     ``per_class`` holds each class's best-F1 score threshold on the evaluation images; ``score``
     (for classes the evaluation could not rate) is the median of those, else DEFAULT_SCORE.
+    ``nms_iou`` and ``max_detections`` are written for detectors only.
     """
     if task == "classify" and not multilabel:
         recommended = multiclass_recommended(predictions, samples, labels)
@@ -132,13 +128,16 @@ def recommend_thresholds(
         if r["threshold"] is not None
     }
     score = _floor(statistics.median(per_class.values())) if per_class else DEFAULT_SCORE
-    thresholds = {
-        "score": min(max(score, 0.0), 1.0),
-        "per_class": per_class,
-        "nms_iou": nms_iou,
-        "max_detections": max_detections,
-    }
+    thresholds: dict[str, Any] = {"score": min(max(score, 0.0), 1.0), "per_class": per_class}
+    if task == "detect":
+        thresholds.update(nms_iou=nms_iou, max_detections=max_detections)
     return thresholds, recommended
+
+
+def run_identity(recipe: str, checkpoint: Path) -> dict[str, str]:
+    """What the report names the run by: its recipe and the sha256 of the exported ``best.pt``.
+    Not the run folder's path: a bundle carries nothing of the machine that built it."""
+    return {"recipe": recipe, "best_pt_sha256": sha256_file(checkpoint)}
 
 
 def manifest_metrics(
@@ -225,10 +224,10 @@ def stage_bundle(
 ) -> Bundle:  # fmt: skip
     """A provisional bundle for the Predictor to evaluate: no per-class thresholds (they would
     hide the low-score detections mAP needs), no metrics yet."""
+    thresholds = {"score": DEFAULT_SCORE, **(nms if config.task == "detect" else {})}
     manifest = build_manifest(
         config, name="staged", version=0, fmt=fmt, int8=int8, decoder=decoder,
-        thresholds={"score": DEFAULT_SCORE, **nms}, metrics={}, extra_files=extra_files,
-        recipe="staged",
+        thresholds=thresholds, metrics={}, extra_files=extra_files, recipe="staged",
     )  # fmt: skip
     return write_bundle(folder, manifest)
 
@@ -243,10 +242,12 @@ def _fmt(value: Any) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The human-readable twin of report.json."""
+    run = report["run"]
     lines = [
         f"# Export report: {report['name']} ({report['format']}, {report['precision']})",
         "",
-        f"- run: `{report['run']}` ({report['model']}, {report['size']} px, "
+        f"- run: recipe `{run['recipe']}`, best.pt sha256 `{run['best_pt_sha256'][:SHORT_HASH]}` "
+        f"({report['model']}, {report['size']} px, "
         f"{report['task']}{', multilabel' if report['multilabel'] else ''})",
         f"- evaluated on {report['eval']['images']} {report['eval']['split']} images "
         f"through edge_agent's Predictor (runtime `{report['runtime']}`)",

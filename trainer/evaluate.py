@@ -20,6 +20,7 @@ from trainer.metrics import (
     detection_metrics,
     json_safe,
     multilabel_metrics,
+    top1_best_f1,
 )
 from trainer.plots import plot_confusion, plot_pr_curves
 from trainer.run_config import RunConfig
@@ -154,9 +155,10 @@ def evaluate(
         "plots": [str(p.relative_to(out)) for p in plots],
     }  # fmt: skip
     if task == "detect" or multilabel:
-        report["recommended_thresholds"] = {
-            k: v["recommended"]["threshold"] for k, v in metrics["per_class"].items()
-        }
+        recommended = {k: v["recommended"] for k, v in metrics["per_class"].items()}
+    else:  # the rule export applies to a multiclass bundle: top-1 and score >= threshold
+        recommended = top1_best_f1(truths(samples, classes, task, False), preds, classes)
+    report["recommended_thresholds"] = {k: v["threshold"] for k, v in recommended.items()}
     out.mkdir(parents=True, exist_ok=True)
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -90,6 +90,11 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def recipe(config: RunConfig, opts: ExportOptions) -> str:
+    """The manifest's ``trainer.recipe``: ``--recipe``, else ``MODEL-PRESET``."""
+    return opts.recipe or f"{config.model}-{config.preset}"
+
+
 def default_out(run: Path, fmt: str, int8: bool) -> Path:
     return run / f"export-{fmt}{'-int8' if int8 else ''}"
 
@@ -267,7 +272,7 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
     return {
         "schema": "edgesight.export/1",
         "name": opts.name or run.name,
-        "run": str(run),
+        "run": bw.run_identity(recipe(config, opts), job.ckpt),
         "model": config.model,
         "task": task,
         "multilabel": multilabel,
@@ -277,7 +282,12 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
         "precision": "int8" if opts.int8 else "fp32",
         "runtime": opts.fmt,
         "model_file": bw.MODEL_FILES[(opts.fmt, opts.int8)],
-        "eval": {"split": "val", "images": evaluation.images, "data": config.data},
+        # The dataset by folder name only: a bundle carries no path of the machine that built it.
+        "eval": {
+            "split": "val",
+            "images": evaluation.images,
+            "data": Path(opts.data or config.data).name,
+        },
         "calibration": {"split": "train", "images": staged.calib_images} if opts.int8 else None,
         "artifacts": artifacts,
         "headline_keys": HEADLINE_KEYS[(task, multilabel)],
@@ -340,7 +350,7 @@ def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
         thresholds=thresholds,
         metrics=metrics,
         extra_files=[*staged.extra, *report_files],
-        recipe=opts.recipe or f"{config.model}-{config.preset}",
+        recipe=recipe(config, opts),
     )
     bw.write_bundle(out, manifest)  # reads the bundle back with load_bundle, as the device will
     for warning in warnings:

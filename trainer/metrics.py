@@ -95,6 +95,22 @@ def best_f1_threshold(curve: Curve) -> dict[str, float | None]:
             "precision": float(p[i]), "recall": float(r[i])}  # fmt: skip
 
 
+def top1_best_f1(
+    y_true: np.ndarray, scores: np.ndarray, classes: list[str]
+) -> dict[str, dict[str, float | None]]:
+    """Best-F1 score threshold per class of a multiclass classifier, counted as the agent counts:
+    class k is reported when it is the top-1 and its score reaches the threshold."""
+    y_true, scores = np.asarray(y_true, np.int64), np.asarray(scores, np.float64)
+    top = scores.argmax(axis=1) if len(scores) else np.zeros(0, np.int64)
+    best = scores.max(axis=1) if len(scores) else np.zeros(0)
+    out = {}
+    for k, name in enumerate(classes):
+        mine = top == k
+        curve = pr_curve(y_true[mine] == k, best[mine], positives=int((y_true == k).sum()))
+        out[name] = best_f1_threshold(curve)
+    return out
+
+
 def average_precision(is_positive: np.ndarray, scores: np.ndarray) -> float:
     """Ranking AP (sum of precision x recall increments, no interpolation), as scikit-learn."""
     curve = pr_curve(is_positive, scores)
