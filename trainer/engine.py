@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 #: Gradient norm clip: from-scratch SSD on a few images sometimes spikes early, steps stay sane.
 GRAD_CLIP_NORM = 10.0
-#: Batches of training images that recompute BatchNorm statistics (TOOLCHAIN: ~10 are enough).
+#: Batches of training images that recompute BatchNorm statistics (~10 are enough: docs/training.md).
 BN_BATCHES = 10
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -177,7 +177,7 @@ def recompute_bn_stats(
 
     torchvision's MobileNets use BN momentum 0.01 (SSDLite 0.03): after a short run the running
     statistics still mostly hold their initial values and eval-mode accuracy collapses
-    (TOOLCHAIN.md: 0.155 -> 1.0 after this). Only BN layers run in train mode, so dropout and
+    (docs/training.md: 0.155 -> 1.0 after this). Only BN layers run in train mode, so dropout and
     detection post-processing stay off. Returns the number of batches used.
     """
     norms = [m for m in model.modules() if isinstance(m, BN_TYPES)]

@@ -1,6 +1,6 @@
 """Score exported files through edge_agent's own Predictor, and compare them pairwise.
 
-Why: an export can go wrong silently (TOOLCHAIN.md: the dynamo exporter's graphs run but agree
+Why: an export can go wrong silently (docs/export.md: the dynamo exporter's graphs run but agree
 on top-1 only a quarter of the time) and INT8 loses accuracy by design. So every file a bundle
 ships runs on the validation images through the very code the device runs (Preprocessor,
 runtime, decoder), and the figures the manifest states are that file's own. No torch here: the

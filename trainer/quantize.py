@@ -1,4 +1,4 @@
-"""INT8 recipes that measured well (TOOLCHAIN.md), calibrated on tensors the device would make.
+"""INT8 recipes that measured well (docs/export.md), calibrated on tensors the device would make.
 
 Calibration images go through edge_agent's own ``Preprocessor`` with the bundle's input spec,
 so the activation ranges the quantizer records are those of the device's real inputs (a
@@ -29,7 +29,7 @@ from trainer.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Calibration images by default: TOOLCHAIN measured 50-100 as enough for these nets.
+#: Calibration images by default: 50-100 measured enough here (docs/export.md) for these nets.
 CALIB_IMAGES = 100
 
 

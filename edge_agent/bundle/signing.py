@@ -1,7 +1,7 @@
 """ed25519 signatures over a bundle's manifest.json: keys, signing and verification.
 
 One signature over the exact bytes of manifest.json covers the whole bundle, because the manifest
-pins every other file's sha256 (DESIGN.md, "Model bundle"). With keys configured the agent checks,
+pins every other file's sha256 (docs/bundle.md). With keys configured the agent checks,
 in order: the signature over the raw manifest bytes (before parsing them), that the bundle holds
 no file the manifest does not list, then each listed file's sha256 (``bundle.verify_files``).
 Only ``cryptography`` is used here, so this runs on the device.

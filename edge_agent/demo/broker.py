@@ -4,7 +4,7 @@
 first command needs no mosquitto. It allows anonymous clients, so it binds a loopback address
 only and refuses any other. amqtt (MQTT 3.1.1, pure Python) is the optional ``demo`` extra,
 imported by ``start()``; its default config binds 0.0.0.0:1883 and loads plugins we do not
-want, so we always pass our own (TOOLCHAIN.md).
+want, so we always pass our own, bound to 127.0.0.1.
 
 :func:`probe_mqtt` tells a broker that lets us in from a closed port, or from something else
 listening there, by speaking one CONNECT/CONNACK exchange.

@@ -1,8 +1,8 @@
 """What the agent says: every MQTT payload, and the Custom Vision prediction shape that both the
 result payload and ``edge-agent serve``'s answers use (pure functions, no I/O).
 
-DESIGN.md ("MQTT contract") is the source of truth; docs/mqtt.md and docs/serve.md are the
-user-facing copies. Change them together. Topic names are in topics.py.
+docs/mqtt.md and docs/serve.md document these payloads for users: change them with this
+module. Topic names are in topics.py.
 
 Both the MQTT result and the HTTP answer list predictions as Azure Custom Vision does
 (``tagId``, ``tagName``, ``probability``, ``boundingBox`` with normalised ``left, top, width,

@@ -22,7 +22,7 @@ from edge_agent.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
-#: QoS per topic, from the contract in DESIGN.md.
+#: QoS per topic, as docs/mqtt.md documents them.
 STATUS_QOS = 1
 RESULT_QOS = 1
 COUNT_QOS = 1

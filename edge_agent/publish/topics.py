@@ -1,7 +1,7 @@
 """The MQTT contract's topic names (pure functions, no I/O); the payloads are in payloads.py.
 
-DESIGN.md ("MQTT contract") is the source of truth; docs/mqtt.md is the user-facing copy. Change
-all three together. Everything here is deterministic so it can be tested without a broker.
+docs/mqtt.md documents every topic for users: change it with this module. Everything here is
+deterministic so it can be tested without a broker.
 """
 
 from __future__ import annotations

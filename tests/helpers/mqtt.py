@@ -75,8 +75,8 @@ class Broker:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous false" if password_file else "allow_anonymous true",
-            # Run as root, mosquitto switches to the "mosquitto" user unless told to stay root
-            # (TOOLCHAIN.md); staying root lets it write the persistence file in our tmp dir.
+            # Run as root, mosquitto switches to the "mosquitto" user unless told to stay root;
+            # staying root lets it write the persistence file in our tmp dir.
             "user root",
             "log_dest stderr",
             "log_type all",
