@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 #: Gradient norm clip: from-scratch SSD on a few images sometimes spikes early, steps stay sane.
 GRAD_CLIP_NORM = 10.0
-#: Batches of training images that recompute BatchNorm statistics (~10 are enough: docs/training.md).
+#: Batches of training images that recompute BatchNorm statistics (~10 are enough:
+#: docs/training.md).
 BN_BATCHES = 10
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

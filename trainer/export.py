@@ -7,10 +7,9 @@ every produced file through edge_agent's Predictor on the run's validation split
 more than the budget; write the bundle with thresholds and metrics of the shipped file.
 
 BatchNorm statistics are not recomputed here: train.py recomputes them before every validation,
-so ``best.pt`` never holds stale ones (docs/training.md, "BatchNorm statistics"). The report compares the
-file's metric with the run's ``best_metric`` and warns on a gap, which is how a checkpoint with
-stale statistics from elsewhere would show.
-"""
+so ``best.pt`` never holds stale ones (docs/training.md, "BatchNorm statistics"). The report
+compares the file's metric with the run's ``best_metric`` and warns on a gap, which is how a
+checkpoint with stale statistics from elsewhere would show."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """The graph a bundle holds, and its ONNX export (legacy TorchScript exporter, opset 17).
 
 Why the legacy exporter: the dynamo exporter (torch 2.13/2.14) writes graphs that load and run
-but are silently wrong (top-1 agreement 0.25 measured here: docs/export.md), and puts weights in a side file
-that breaks ``quant_pre_process``. Why the SSD's raw head: torchvision's batched NMS does not
-export through dynamo or litert-torch, and decoding on the device (``ssd_anchors``) reproduces
-torchvision's post-processing exactly (tests/test_ssd_parity.py). No torchvision transform is
-inside the graph either: the device normalises per the manifest's mean/std/scale.
-"""
+but are silently wrong (top-1 agreement 0.25 measured here: docs/export.md), and puts weights in
+a side file that breaks ``quant_pre_process``. Why the SSD's raw head: torchvision's batched NMS
+does not export through dynamo or litert-torch, and decoding on the device (``ssd_anchors``)
+reproduces torchvision's post-processing exactly (tests/test_ssd_parity.py). No torchvision
+transform is inside the graph either: the device normalises per the manifest's mean/std/scale."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Run folder: config.json (everything to rebuild the model), train.log, metrics.csv (one row per
 epoch), checkpoints/epoch_NNN.pt (model, optimizer, scheduler, epoch: for ``resume``), best.pt
 (by the selection metric), loss.png and metric.png. BatchNorm statistics are recomputed before
-every validation, so ``best.pt`` and the last checkpoint never carry stale ones (docs/training.md, "BatchNorm statistics").
+every validation, so ``best.pt`` and the last checkpoint never carry stale ones
+(docs/training.md, "BatchNorm statistics").
 """
 
 from __future__ import annotations
