@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check every output its decoder reads against the manifest (names, shapes, label and "
         "anchor counts, activations); print every problem, or OK.",
     )
-    parser.add_argument("bundle", type=Path, help="model bundle folder or archive")
+    parser.add_argument("bundle", type=Path, help="model bundle folder or .tar.gz archive")
     parser.add_argument(
         "--runtime",
         choices=["onnx", "tflite"],

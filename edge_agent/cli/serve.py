@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer Custom Vision-style prediction requests (POST /image, POST /url, "
         "GET /health) over HTTP with a model bundle; see docs/serve.md.",
     )
-    parser.add_argument("bundle", type=Path, help="model bundle folder")
+    parser.add_argument("bundle", type=Path, help="model bundle folder or .tar.gz archive")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int_in(0, 65535), default=8080, help="TCP port")
     parser.add_argument(
