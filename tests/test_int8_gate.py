@@ -75,15 +75,16 @@ def test_multilabel_flips_fail_while_map_stays_within_budget() -> None:
     labels = ["can", "bottle", "box", "bag", "jar"]
     truth, fp32 = _multilabel_set()
     int8 = fp32.copy()
-    # INT8 lowers every score of "can" and "bottle" by 0.15: the ranking (so AP) is unchanged,
-    # but positives scoring below 0.85 now fall under the 0.7 threshold.
-    int8[:, :2] -= 0.15
+    # INT8 lowers every score of "can" and "bottle" by 0.13: the ranking (so AP) is unchanged,
+    # but positives scoring below 0.83 now fall under the 0.7 threshold.
+    int8[:, :2] -= 0.13
     thresholds = {"score": 0.7, "per_class": dict.fromkeys(labels, 0.7)}
     gate = _gate(fp32, int8, truth, labels, True, thresholds)
     assert gate["mean"]["within"] and gate["mean"]["drop_points"] == pytest.approx(0.0)
     assert not gate["within"] and "flips" in gate["failed"]
     flips = gate["flips"]
-    assert flips["decisions"] == 1000 and flips["pct"] > MAX_FLIPS_PCT
+    assert flips["decisions"] == 1000 and flips["pct"] == pytest.approx(6.0)
+    assert MAX_FLIPS_PCT < 6.0
     assert set(flips["changes"]) == {"can: yes -> no", "bottle: yes -> no"}
     assert flips["per_class"]["box"] == 0 and flips["per_class"]["can"] > 0
     assert "decision flips" in over_budget_message(gate, "out/report.md")
