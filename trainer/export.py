@@ -58,7 +58,6 @@ FORMATS = ("onnx", "tflite")
 #: so a gap between them and a file is the export's; train.py's ``best_metric`` (its own
 #: preprocessing) stands beside them as ``run_best_metric``.
 TORCH_SOURCE = "best.pt in PyTorch on the tensors the device made, same decoder"
-__all__ = ["BUDGET_POINTS", "MAX_CLASS_DROP_POINTS", "MAX_FLIPS_PCT", "ExportOptions", "export_run"]
 
 
 class ExportError(InputError):
