@@ -103,22 +103,49 @@ def test_onnx_classifier_fp32_parity_and_int8(runs: dict[str, Path]) -> None:
     assert set(written) == {"score", "per_class"}  # no NMS settings for a classifier
     assert m.trainer and m.trainer["recipe"] == "mobilenet_v3_small-default"
     assert m.trainer["epochs"] == 1 and isinstance(report["run_best_metric"]["value"], float)
+    # The torch model scored on the same tensors: its figures equal the FP32 file's.
+    assert report["torch"]["metrics"]["accuracy"] == accuracy["fp32"]
+    gate = report["int8_budget"]
+    per_class = report["per_class"]
+    assert set(per_class) == set(m.labels)
+    for name, figures in per_class.items():
+        assert figures["threshold"] == m.thresholds.per_class.get(name, m.thresholds.score)
+        assert set(figures["fp32"]) == {"precision", "recall", "f1"}
+        assert figures["torch"] == figures["fp32"]
+    assert gate["flips"]["decisions"] == report["eval"]["images"]
+    assert gate["flips"]["pct"] == pytest.approx(100 - 100 * _same_decisions(report))
+    compact = m.metrics["parity"]["int8_vs_fp32"]
+    assert compact["decision_flips_pct"] == pytest.approx(gate["flips"]["pct"])
+    assert compact["worst_class_f1_drop_points"] == pytest.approx(
+        gate["worst_class"]["drop_points"]
+    )
     assert json.loads((out / "report.json").read_text())["status"].startswith("ok")
     predictor = Predictor(bundle, "onnx")
     assert predictor.predict(_image()).predictions.scores.shape == (4,)
     predictor.close()
 
 
+def _same_decisions(report: dict) -> float:
+    """Share of images whose decision did not change, from the flips per change."""
+    flips = report["int8_budget"]["flips"]
+    return 1 - sum(flips["changes"].values()) / flips["decisions"]
+
+
 def test_onnx_detector_anchors_parity_and_int8(runs: dict[str, Path]) -> None:
     out = runs["root"] / "det-onnx-int8"
     # A budget of 100 points always holds: the path without --allow-drop, whatever was measured.
-    opts = ExportOptions(int8=True, calib_images=12, out=out, budget_points=100)
+    opts = ExportOptions(
+        int8=True, calib_images=12, out=out, budget_points=100, max_class_drop_points=100
+    )
     report = export_run(runs["det"], opts).report
     assert report["status"] == "ok"
     assert report["parity"]["fp32_vs_torch"]["max_relative_diff"] <= PARITY_TOLERANCE
     assert report["parity"]["fp32_vs_torch"]["box_agreement"] in (1.0, None)
     budget = report["int8_budget"]
-    assert budget["metric"] == "mAP50"
+    assert budget["metric"] == "mAP50" and budget["flips"] is None  # detectors: no flips gate
+    assert budget["worst_class"]["metric"] == "ap50"
+    assert set(report["per_class"]) == set(report["labels"])
+    assert "## Per class: AP@.5" in (out / "report.md").read_text()
     assert budget["drop_points"] == pytest.approx((budget["fp32"] - budget["int8"]) * 100)
     # The FP32 file scores what train.py measured in PyTorch: BN statistics were fresh.
     run_best = json.loads((runs["det"] / "config.json").read_text())["best_metric"]
@@ -201,28 +228,30 @@ def test_cli_tflite_export_is_quiet_and_logs_beside_the_bundle(
     check_no_unlisted_files(out, bundle.manifest.files)  # a signable bundle: the log is outside
 
 
-def test_cli_int8_over_budget_exits_3_unless_allowed(runs: dict[str, Path], capsys) -> None:
+def test_cli_int8_flips_over_budget_exit_3_unless_allowed(runs: dict[str, Path], capsys) -> None:
+    """Accuracy and every class within budget, the flips over it (a budget below 0 always
+    fails, whatever this one-step model flips): exit 3, and report.md names the flips."""
     out = runs["root"] / "over-budget"
-    argv = [
-        "export",
-        str(runs["cls"]),
-        "--int8",
-        "--calib-images",
-        "4",
-        "--eval-images",
-        "8",
-        "--out",
-        str(out),
-        "--budget-points",
-        "-1",
-    ]
+    argv = ["export", str(runs["cls"]), "--int8", "--calib-images", "4", "--eval-images", "8",
+            "--out", str(out), "--budget-points", "100", "--max-class-drop-points", "100",
+            "--max-flips-pct", "-1"]  # fmt: skip
     assert main(argv) == 3
     err = capsys.readouterr().err
-    assert "error: INT8 lost" in err and "over the budget of -1" in err
-    assert "Traceback" not in err
+    assert "error: INT8 is over its budget:" in err and "Traceback" not in err
+    assert "decision flips: " in err and "budget -1 %): OVER" in err
+    assert "overall: accuracy" not in err  # only the failed check is named
+    assert "1 image = 12.5 points of accuracy on 8 images" in err
     assert (out / "report.md").is_file() and not (out / "manifest.json").exists()
+    gate = json.loads((out / "report.json").read_text())["int8_budget"]
+    assert gate["failed"] == ["flips"] and gate["mean"]["within"] and gate["worst_class"]["within"]
+    text = (out / "report.md").read_text()
+    assert "OVER budget (decision flips)" in text and "- decision flips: " in text
+    assert all(f"| {change} | {n} |" in text for change, n in gate["flips"]["changes"].items())
+    assert "| class | images | threshold | torch | fp32 | int8 | flips |" in text
+    assert "1 image = 12.5 points of accuracy on 8 images" in text
     assert main([*argv, "--allow-drop", "--force"]) == 0
-    assert "exported model.int8.onnx" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "exported model.int8.onnx" in stdout and "INT8 decision flips: " in stdout
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "ok (INT8 over budget, allowed)"
     load_bundle(out)
@@ -375,6 +404,8 @@ def test_cli_defaults_match_the_library() -> None:
     import trainer.export_cli
 
     assert trainer.export_cli.BUDGET_POINTS == trainer.export.BUDGET_POINTS
+    assert trainer.export_cli.MAX_CLASS_DROP_POINTS == trainer.export.MAX_CLASS_DROP_POINTS
+    assert trainer.export_cli.MAX_FLIPS_PCT == trainer.export.MAX_FLIPS_PCT
     assert trainer.export_cli.CALIB_IMAGES == trainer.export.CALIB_IMAGES
     assert trainer.export_cli.FORMATS == trainer.export.FORMATS
 

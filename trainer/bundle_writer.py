@@ -21,6 +21,7 @@ from edge_agent.bundle import Bundle, load_bundle, write_manifest
 from edge_agent.bundle.manifest import SCHEMA
 from edge_agent.fsutil import sha256_file
 from trainer import __version__
+from trainer import report as report_sections
 from trainer.evaluate import truths
 from trainer.metrics import json_safe, top1_best_f1
 from trainer.run_config import RunConfig
@@ -149,7 +150,12 @@ def manifest_metrics(
     compact = {pair: {k: v for k, v in figures.items() if k in PARITY_KEPT}
                for pair, figures in parity.items()}  # fmt: skip
     if budget:
-        compact["int8_vs_fp32"][f"{budget['metric']}_drop_points"] = budget["drop_points"]
+        pair = compact["int8_vs_fp32"]
+        pair[f"{budget['metric']}_drop_points"] = budget["drop_points"]
+        worst = budget["worst_class"]
+        pair[f"worst_class_{worst['metric']}_drop_points"] = worst["drop_points"]
+        if budget.get("flips"):
+            pair["decision_flips_pct"] = budget["flips"]["pct"]
     per = metrics["per_class"]
     if task == "detect":
         out = {
@@ -232,12 +238,7 @@ def stage_bundle(
     return write_bundle(folder, manifest)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
+_fmt = report_sections.fmt
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -262,26 +263,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {art} | {info['file']} | {info['bytes']} | {_fmt(info['latency_ms_p50'])} |"
         )
-    lines += [
-        "",
-        "## Metrics",
-        "",
-        "| artifact | " + " | ".join(report["headline_keys"]) + " |",
-        "|---|" + "---|" * len(report["headline_keys"]),
-    ]
-    for art, info in report["artifacts"].items():
-        row = [_fmt(info["metrics"].get(k)) for k in report["headline_keys"]]
-        lines.append(f"| {art} | " + " | ".join(row) + " |")
+    lines += ["", *report_sections.metrics_section(report)]
+    lines += ["", *report_sections.per_class_section(report)] if report.get("per_class") else []
     lines += ["", "## Parity", ""]
     for pair, figures in report["parity"].items():
         shown = {k: v for k, v in figures.items() if isinstance(v, int | float | None)}
         lines.append(f"- {pair}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
-    if report.get("int8_budget"):
-        b = report["int8_budget"]
-        lines.append(
-            f"- INT8 drop: {_fmt(b['drop_points'])} {b['metric']} points "
-            f"(budget {b['budget_points']}; {'within' if b['within'] else 'OVER'})"
-        )
+    lines += ["", *report_sections.gate_section(report)] if report.get("int8_budget") else []
     lines += [
         "",
         "## Thresholds (best F1 per class on the evaluation images)",

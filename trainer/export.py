@@ -3,8 +3,9 @@
 Steps: rebuild ``best.pt``; export the graph (trainer.export_onnx / export_tflite); quantize
 when asked (trainer.quantize, calibrated on training images preprocessed by edge_agent); run
 every produced file through edge_agent's Predictor on the run's validation split
-(trainer.parity); refuse an FP32 file that disagrees with PyTorch, or an INT8 file that loses
-more than the budget; write the bundle with thresholds and metrics of the shipped file.
+(trainer.parity); refuse an FP32 file that disagrees with PyTorch, or an INT8 file over its
+budget at the thresholds the bundle ships (trainer.int8_gate: the mean, the worst class, the
+decisions that flip); write the bundle with thresholds and metrics of the shipped file.
 
 BatchNorm statistics are not recomputed here: train.py recomputes them before every validation,
 so ``best.pt`` never holds stale ones (docs/training.md, "BatchNorm statistics"). The report
@@ -26,11 +27,21 @@ import numpy as np
 from trainer import bundle_writer as bw
 from trainer.datasets import Sample, load
 from trainer.errors import InputError
+from trainer.evaluate import truths
 from trainer.export_tflite import (
     MissingExtraError,
     convert_log_path,
     require_litert,
     start_convert_log,
+)
+from trainer.int8_gate import (
+    BUDGET_POINTS,
+    MAX_CLASS_DROP_POINTS,
+    MAX_FLIPS_PCT,
+    Budget,
+    int8_gate,
+    over_budget_message,
+    per_class_figures,
 )
 from trainer.parity import (
     HEADLINE,
@@ -39,7 +50,6 @@ from trainer.parity import (
     TORCH,
     Evaluation,
     evaluate_bundles,
-    int8_budget,
     sanity_warnings,
 )
 from trainer.quantize import CALIB_IMAGES, calibration_samples, calibration_tensors
@@ -48,8 +58,10 @@ from trainer.run_config import CONFIG_FILE, RunConfig
 log = logging.getLogger("trainer.export")
 
 FORMATS = ("onnx", "tflite")
-#: Default INT8 budget: the most of the headline metric INT8 may lose, in points (1 = 0.01).
-BUDGET_POINTS = 2.0
+#: What the report's ``torch`` figures are: the same images, tensors and decoder as the files',
+#: so a gap between them and a file is the export's; train.py's ``best_metric`` (its own
+#: preprocessing) stands beside them as ``run_best_metric``.
+TORCH_SOURCE = "best.pt in PyTorch on the tensors the device made, same decoder"
 
 
 class ExportError(InputError):
@@ -61,7 +73,7 @@ class ParityError(RuntimeError):
 
 
 class BudgetExceeded(RuntimeError):
-    """INT8 lost more than the budget and ``allow_drop`` is off: exit code 3."""
+    """INT8 is over a budget (trainer.int8_gate) and ``allow_drop`` is off: exit code 3."""
 
 
 @dataclass
@@ -71,7 +83,9 @@ class ExportOptions:
     calib_images: int = CALIB_IMAGES
     out: Path | None = None  # default: RUN/export-<fmt>[-int8]
     allow_drop: bool = False
-    budget_points: float = BUDGET_POINTS
+    budget_points: float = BUDGET_POINTS  # the headline metric's drop (the mean)
+    max_class_drop_points: float = MAX_CLASS_DROP_POINTS  # the worst class's drop
+    max_flips_pct: float = MAX_FLIPS_PCT  # classifiers' decisions that differ from FP32
     data: Path | None = None  # default: the run's config.data
     name: str | None = None  # default: the run folder's name
     version: int = 1
@@ -254,11 +268,25 @@ def _export_and_evaluate(job: _Job, work: Path) -> tuple[Evaluation, _Staged]:
     return evaluation, staged
 
 
-def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any]:
+def _report(
+    job: _Job, evaluation: Evaluation, staged: _Staged, thresholds: dict[str, Any]
+) -> dict[str, Any]:
     config, opts, run = job.config, job.opts, job.run
-    task, multilabel = config.task, config.multilabel
-    metric = HEADLINE[(task, multilabel)]
-    budget = int8_budget(evaluation, metric, opts.budget_points) if opts.int8 else None
+    task, multilabel, labels = config.task, config.multilabel, config.labels
+    truth = None if task == "detect" else truths(job.val, labels, task, multilabel)
+    scored = dict(evaluation.artifacts)
+    if evaluation.reference is not None:
+        scored = {TORCH: evaluation.reference, **scored}
+    reference = None
+    if evaluation.reference is not None:  # the figure beside run_best_metric (train.py's own)
+        reference = {"source": TORCH_SOURCE, "metrics": evaluation.reference.metrics}
+    budget = None
+    if opts.int8:
+        limits = Budget(opts.budget_points, opts.max_class_drop_points, opts.max_flips_pct)
+        budget = int8_gate(
+            task, multilabel, labels, scored["fp32"], scored["int8"], truth, thresholds,
+            limits, evaluation.images,
+        )  # fmt: skip
     artifacts = {}
     for name, art in evaluation.artifacts.items():
         file = bw.MODEL_FILES[(opts.fmt, name == "int8")]
@@ -289,7 +317,9 @@ def _report(job: _Job, evaluation: Evaluation, staged: _Staged) -> dict[str, Any
         },
         "calibration": {"split": "train", "images": staged.calib_images} if opts.int8 else None,
         "artifacts": artifacts,
+        "torch": reference,
         "headline_keys": HEADLINE_KEYS[(task, multilabel)],
+        "per_class": per_class_figures(task, multilabel, labels, scored, truth, thresholds),
         "parity": evaluation.parity,
         "parity_tolerance": PARITY_TOLERANCE,
         "int8_budget": budget,
@@ -311,7 +341,7 @@ def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
     warnings, parity_ok = sanity_warnings(
         evaluation, HEADLINE[(task, multilabel)], config.best_metric, opts.fmt
     )
-    report = _report(job, evaluation, staged)
+    report = _report(job, evaluation, staged, thresholds)
     budget = report["int8_budget"]
     over = budget is not None and not budget["within"]
     refused = not parity_ok or (over and not opts.allow_drop)
@@ -326,11 +356,7 @@ def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
         bw.write_report(out, report)  # figures to look at, but no manifest: nothing to deploy
         if not parity_ok:
             raise ParityError(f"{warnings[0]}; see {out / bw.REPORT_MD}")
-        raise BudgetExceeded(
-            f"INT8 lost {budget['drop_points']:.2f} {budget['metric']} points "
-            f"({budget['fp32']:.4f} -> {budget['int8']:.4f}), over the budget of "
-            f"{budget['budget_points']:g}; see {out / bw.REPORT_MD}, or pass --allow-drop"
-        )
+        raise BudgetExceeded(over_budget_message(budget, str(out / bw.REPORT_MD)))
     out.mkdir(parents=True, exist_ok=True)
     model_file = bw.MODEL_FILES[(opts.fmt, opts.int8)]
     for name in [model_file, *staged.extra]:

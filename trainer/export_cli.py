@@ -3,9 +3,9 @@
 trainer/cli.py calls ``add_export_commands(sub)``. torch (and litert-torch) are imported in the
 handler only, so the dataset and signing commands keep working without the train extra. Exit
 codes: 0 done; 1 the FP32 file disagrees with PyTorch (an exporter bug: report written, no
-bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 lost more than
-``--budget-points`` (report written, no bundle) unless ``--allow-drop``. Any other exception is
-a bug and propagates with its traceback.
+bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 is over a budget
+(``--budget-points``, ``--max-class-drop-points``, ``--max-flips-pct``; report written, no
+bundle) unless ``--allow-drop``. Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ EXPORT_INPUT_ERRORS = (*INPUT_ERRORS, KeyFormatError)
 FORMATS = ("onnx", "tflite")
 CALIB_IMAGES = 100
 BUDGET_POINTS = 2.0
+MAX_CLASS_DROP_POINTS = 5.0
+MAX_FLIPS_PCT = 1.0
 INSTALL_HINT = "export needs the train extra: pip install 'edgesight[train]'"
 
 
@@ -62,7 +64,7 @@ def add_export_commands(subparsers: Any) -> None:
     ex.add_argument(
         "--allow-drop",
         action="store_true",
-        help="write the INT8 bundle even when it loses more than the budget",
+        help="write the INT8 bundle even when it is over a budget (exit 0, not 3)",
     )
     ex.add_argument(
         "--budget-points",
@@ -70,7 +72,23 @@ def add_export_commands(subparsers: Any) -> None:
         type=float,
         default=BUDGET_POINTS,
         help="INT8 may lose this many points (1 = 0.01) of accuracy (classifiers), mAP over "
-        "labels (multilabel) or mAP@.5 (detectors) (2)",
+        f"labels (multilabel) or mAP@.5 (detectors) ({BUDGET_POINTS:g})",
+    )
+    ex.add_argument(
+        "--max-class-drop-points",
+        metavar="P",
+        type=float,
+        default=MAX_CLASS_DROP_POINTS,
+        help="no class may lose more points of its F1 at the shipped thresholds (detectors: "
+        f"AP@.5) ({MAX_CLASS_DROP_POINTS:g})",
+    )
+    ex.add_argument(
+        "--max-flips-pct",
+        metavar="PCT",
+        type=float,
+        default=MAX_FLIPS_PCT,
+        help="classifiers: at most this %% of decisions at the shipped thresholds may differ "
+        f"from FP32's ({MAX_FLIPS_PCT:g})",
     )
     ex.add_argument(
         "--data", type=Path, metavar="DIR", help="dataset folder, if it moved since training"
@@ -111,11 +129,10 @@ def _summary(result: Any) -> list[str]:
         agree = {k: v for k, v in figures.items() if k.endswith("agreement") and v is not None}
         extra = "".join(f", {k} {v:.4f}" for k, v in agree.items())
         lines.append(f"parity {pair}: max relative diff {figures['max_relative_diff']:.2e}{extra}")
-    if report["int8_budget"]:
-        b = report["int8_budget"]
-        lines.append(
-            f"INT8 drop {b['drop_points']:.2f} {b['metric']} points (budget {b['budget_points']:g})"
-        )
+    gate = report["int8_budget"]
+    if gate:
+        lines += [f"INT8 {gate[k]['text']}" for k in ("mean", "worst_class", "flips") if gate[k]]
+        lines += gate["resolution"]["lines"]
     lines.append(f"report: {result.bundle / 'report.md'}")
     return lines
 
@@ -144,6 +161,8 @@ def run_export(args: argparse.Namespace) -> int:
         out=args.out,
         allow_drop=args.allow_drop,
         budget_points=args.budget_points,
+        max_class_drop_points=args.max_class_drop_points,
+        max_flips_pct=args.max_flips_pct,
         data=args.data,
         name=args.name,
         version=args.model_version,

@@ -135,6 +135,8 @@ class Evaluation:
     artifacts: dict[str, ArtifactEval]
     parity: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32_vs_torch": {...}
     images: int = 0
+    #: The PyTorch model scored on the same tensors, decoded by the same decoder (no latency).
+    reference: ArtifactEval | None = None
 
 
 def _plain(pred: Detections | Classifications) -> Any:
@@ -167,7 +169,8 @@ def evaluate_bundles(
     """Run every bundle on ``samples`` through Predictor; score each; compare ``pairs``.
 
     ``pairs`` are (candidate, reference) names: bundle names or ``"torch"`` for ``reference``
-    (fed the very tensor the device made). All bundles must share one input spec.
+    (fed the very tensor the device made; its outputs are decoded and scored too, as
+    ``Evaluation.reference``). All bundles must share one input spec.
     """
     first = next(iter(bundles.values())).manifest
     task, multilabel, labels = first.task, first.multilabel, first.labels
@@ -180,6 +183,7 @@ def evaluate_bundles(
     decode = next(iter(predictors.values())).decode
     stats = {pair: PairStats(RawStats(names)) for pair in pairs}
     preds: dict[str, list[Any]] = {n: [] for n in predictors}
+    preds.update({TORCH: []} if reference else {})
     latency: dict[str, list[float]] = {n: [] for n in predictors}
     try:
         for sample in samples:
@@ -192,8 +196,9 @@ def evaluate_bundles(
                 latency[name].append((time.perf_counter() - started) * 1000)
                 decoded[name] = predictor.decode(raw[name], transform)
                 preds[name].append(_plain(decoded[name]))
-            if reference and task == "detect":
+            if reference:
                 decoded[TORCH] = decode(raw[TORCH], transform)
+                preds[TORCH].append(_plain(decoded[TORCH]))
             for (cand, ref), pair in stats.items():
                 pair.raw.update(raw[ref], raw[cand])
                 agree, total = _agreement(
@@ -208,36 +213,18 @@ def evaluate_bundles(
     for name, found in preds.items():
         plain = found if task == "detect" else np.stack(found) if found else np.zeros((0, 0))
         metrics, curves = score(task, multilabel, plain, list(samples), labels)
+        timed = latency.get(name)
         artifacts[name] = ArtifactEval(
-            metrics, curves, plain, statistics.median(latency[name]) if latency[name] else 0.0
+            metrics, curves, plain, statistics.median(timed) if timed else 0.0
         )
     parity = {f"{c}_vs_{r}": s.summary(task, multilabel) for (c, r), s in stats.items()}
-    return Evaluation(artifacts, parity, len(samples))
+    torch_eval = artifacts.pop(TORCH, None)
+    return Evaluation(artifacts, parity, len(samples), reference=torch_eval)
 
 
 def within_tolerance(parity: dict[str, Any], tolerance: float = PARITY_TOLERANCE) -> bool:
     """Whether a pair's raw outputs agree within ``tolerance`` of the output range."""
     return bool(parity["max_relative_diff"] <= tolerance)
-
-
-def int8_budget(evaluation: Evaluation, metric: str, budget_points: float) -> dict[str, Any]:
-    """How much of ``metric`` INT8 lost against FP32, in points (1 point = 0.01), and whether
-    that is within ``budget_points``.
-
-    A gain (a negative drop: calibration noise on small sets) counts as no loss; the budget is
-    the most INT8 may lose, so a budget below 0 always fails (how the tests force exit 3).
-    """
-    fp32 = evaluation.artifacts["fp32"].metrics[metric]
-    int8 = evaluation.artifacts["int8"].metrics[metric]
-    drop = (fp32 - int8) * 100 if fp32 == fp32 and int8 == int8 else 0.0  # NaN: nothing to rate
-    return {
-        "metric": metric,
-        "fp32": fp32,
-        "int8": int8,
-        "drop_points": drop,
-        "budget_points": budget_points,
-        "within": max(drop, 0.0) <= budget_points,
-    }
 
 
 def sanity_warnings(
