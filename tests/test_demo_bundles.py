@@ -1,6 +1,8 @@
 """The committed demo bundles (INT8 ONNX and its INT8 TFLite twin, trained by our trainer) load,
 carry the figures of their own evaluation, and agree with each other on the demo scene."""
 
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -39,3 +41,15 @@ def test_twins_agree_on_the_demo_scene():
     assert total >= 15  # the scene holds 19 visible products
     differing = sum(abs(onnx[c] - tflite[c]) for c in range(4))
     assert differing <= 2, (onnx, tflite)
+
+
+@pytest.mark.parametrize(("folder", "runtime"), TWINS)
+def test_reports_name_no_path_of_the_machine_that_built_them(folder, runtime):
+    """A signed bundle carries nothing about its build machine: the run is named by its recipe
+    and best.pt's hash, the data by its folder name."""
+    for name in ("report.md", "report.json", "manifest.json"):
+        text = (DEMO / folder / name).read_text()
+        assert not re.search(r"(^|[\s`\"'(])/(tmp|home|root|work|Users|var)/", text), name
+    report = json.loads((DEMO / folder / "report.json").read_text())
+    assert report["run"]["recipe"] == "ssdlite160-shelf-synth"
+    assert len(report["run"]["best_pt_sha256"]) == 64
