@@ -28,6 +28,8 @@ from edge_agent.serve.images import DEFAULT_MAX_PIXELS
 from edge_agent.serve.request import DEFAULT_MAX_BODY_BYTES
 from edge_agent.serve.server import PredictionServer
 from edge_agent.serve.settings import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_DECODES,
     DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_SOCKET_TIMEOUT_S,
     ServeSettings,
@@ -87,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help="largest image decoded, width x height; larger ones are refused by their header "
         f"(default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int_in(1, 10_000),
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections served at once; one more is answered 503 and closed "
+        f"(default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--max-decodes",
+        type=int_in(1, 64),
+        default=DEFAULT_MAX_DECODES,
+        help="images decoded and run at once; more wait for a turn within the request "
+        f"deadline, then get 503 (default {DEFAULT_MAX_DECODES})",
     )
     parser.add_argument(
         "--request-timeout-s",
@@ -214,5 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             url_allow=functools.reduce(operator.or_, args.url_allow, UrlAllowList()),
             request_timeout_s=args.request_timeout_s,
             socket_timeout_s=args.socket_timeout_s,
+            max_connections=args.max_connections,
+            max_decodes=args.max_decodes,
         ),
     )

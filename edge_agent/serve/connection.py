@@ -8,9 +8,15 @@ what is left of the request's deadline, which starts with the request's first by
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 from typing import Any
+
+from edge_agent.serve.errors import error_body
+
+#: How long the busy answer to one connection too many may take to write, s.
+BUSY_REPLY_TIMEOUT_S = 1.0
 
 
 class DeadlineReader(io.RawIOBase):
@@ -51,3 +57,19 @@ class DeadlineReader(io.RawIOBase):
         gets the whole socket timeout again."""
         self._deadline = None
         self._sock.settimeout(self.socket_timeout_s)
+
+
+def refuse_busy(sock: socket.socket, limit: int) -> None:
+    """A 503 written straight on the socket, before any request is read (there is no handler)."""
+    body = json.dumps(
+        error_body("ServiceUnavailable", f"busy: {limit} connections are open; retry later")
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        sock.settimeout(BUSY_REPLY_TIMEOUT_S)
+        sock.sendall(head.encode() + body)
+    except OSError:
+        pass  # the client went away: nothing to tell it

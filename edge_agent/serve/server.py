@@ -20,6 +20,7 @@ import logging
 import socket
 import socketserver
 import sys
+import threading
 import time
 import uuid
 from http import HTTPStatus
@@ -27,10 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from edge_agent import __version__
-from edge_agent.predictor import Predictor
+from edge_agent.predictor import Prediction, Predictor
 from edge_agent.serve.addresses import UrlAllowList
-from edge_agent.serve.connection import DeadlineReader
+from edge_agent.serve.connection import DeadlineReader, refuse_busy
 from edge_agent.serve.errors import GENERIC_CODES, RequestError, error_body
 from edge_agent.serve.fetch import READ_CHUNK_BYTES, fetch_image
 from edge_agent.serve.images import decode_image
@@ -202,6 +205,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return body
 
+    @staticmethod
+    def _run_model(predictor: Predictor, image: np.ndarray) -> Prediction:
+        try:
+            return predictor.predict(image)
+        except Exception as exc:
+            log.exception("prediction failed on a %dx%d image", image.shape[1], image.shape[0])
+            raise RequestError(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "ErrorPrediction",
+                f"the model failed on this image: {type(exc).__name__}: {exc}",
+            ) from exc
+
     def _predict(self, kind: str, query: str) -> dict[str, Any]:
         settings, predictor = self.server.settings, self.server.predictor
         flags = thresholds_requested(query)  # a bad value is refused before the body is read
@@ -223,16 +238,19 @@ class _Handler(BaseHTTPRequestHandler):
             is_multipart = content_type.lower().startswith("multipart/")
             data = multipart_image(content_type, body) if is_multipart else body
             source = ""
-        image = decode_image(data, settings.max_pixels, source)
-        try:
-            result = predictor.predict(image)
-        except Exception as exc:
-            log.exception("prediction failed on a %dx%d image", image.shape[1], image.shape[0])
+        # Decoding and inference hold the memory: a bounded number at once, the rest wait.
+        if not self.server.decode_slots.acquire(timeout=settings.request_timeout_s):
             raise RequestError(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                "ErrorPrediction",
-                f"the model failed on this image: {type(exc).__name__}: {exc}",
-            ) from exc
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                f"busy: {settings.max_decodes} image(s) are being decoded and run; retry later",
+            )
+        try:
+            image = decode_image(data, settings.max_pixels, source)
+            del data
+            result = self._run_model(predictor, image)
+        finally:
+            self.server.decode_slots.release()
         height, width = image.shape[:2]
         return {
             "id": str(uuid.uuid4()),
@@ -305,6 +323,8 @@ class PredictionServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], predictor: Predictor, settings: ServeSettings):
         self.predictor = predictor
         self.settings = settings
+        self.decode_slots = threading.BoundedSemaphore(settings.max_decodes)
+        self._connection_slots = threading.BoundedSemaphore(settings.max_connections)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -319,6 +339,25 @@ class PredictionServer(ThreadingHTTPServer):
     def url(self) -> str:
         host = f"[{self.server_name}]" if ":" in self.server_name else self.server_name
         return f"http://{host}:{self.server_port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, at most ``max_connections``: one more is answered 503 at
+        once and closed rather than given a thread and a body buffer of its own."""
+        if not self._connection_slots.acquire(blocking=False):
+            refuse_busy(request, self.settings.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: its slot is not coming back
+            self._connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connection_slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up is routine; anything else is logged with its traceback."""

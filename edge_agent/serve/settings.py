@@ -15,6 +15,12 @@ DEFAULT_SOCKET_TIMEOUT_S = 30.0
 #: A client trickling a byte a second (slowloris) holds a thread this long, not forever;
 #: a 20 MiB body needs 5.6 Mbit/s to make it.
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
+#: Connections served at once; one more is answered 503 at once and closed. Each holds a thread
+#: and up to max_body_bytes of body (16 x 20 MiB = 320 MiB at most on a 1-2 GB device).
+DEFAULT_MAX_CONNECTIONS = 16
+#: Images decoded and run through the model at once (each up to max_pixels x 3 bytes: 120 MB at
+#: 40 MP); more wait for a turn, then get 503. The model runs one image at a time anyway.
+DEFAULT_MAX_DECODES = 2
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,12 @@ class ServeSettings:
     url_allow: UrlAllowList = field(default_factory=UrlAllowList)
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_decodes: int = DEFAULT_MAX_DECODES
 
     def __post_init__(self) -> None:
         positive = ("max_body_bytes", "max_pixels", "url_fetch_timeout_s")
-        for name in (*positive, "request_timeout_s", "socket_timeout_s"):
+        counts = ("max_connections", "max_decodes")
+        for name in (*positive, *counts, "request_timeout_s", "socket_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, but got {getattr(self, name)}")
