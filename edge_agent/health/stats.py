@@ -95,6 +95,7 @@ class StatsRegistry:
 
     def __init__(self) -> None:
         self._metrics: dict[tuple[str, str, str], Metric] = {}
+        self._views: dict[tuple[type[Any], str, str], Any] = {}
         self._lock = threading.Lock()
 
     def _get(self, kind: type[Metric], group: str, key: str, name: str) -> Any:
@@ -147,26 +148,37 @@ class StatsRegistry:
     # -- typed views ---------------------------------------------------------------------------
 
     def source(self, source_id: str) -> SourceMetrics:
-        return _view(SourceMetrics, self, "source", source_id)
+        view: SourceMetrics = self._view(SourceMetrics, "source", source_id)
+        return view
 
     def model(self) -> ModelMetrics:
-        return _view(ModelMetrics, self, "model", "")
+        view: ModelMetrics = self._view(ModelMetrics, "model", "")
+        return view
 
     def publisher(self) -> PublisherMetrics:
-        return _view(PublisherMetrics, self, "publisher", "")
+        view: PublisherMetrics = self._view(PublisherMetrics, "publisher", "")
+        return view
 
     def stage(self, source_id: str, stage: str) -> StageMetrics:
-        return _view(StageMetrics, self, "stage", f"{source_id}/{stage}")
+        view: StageMetrics = self._view(StageMetrics, "stage", f"{source_id}/{stage}")
+        return view
 
     def sink(self, name: str) -> StageMetrics:
-        return _view(StageMetrics, self, "sink", name)
+        view: StageMetrics = self._view(StageMetrics, "sink", name)
+        return view
 
-
-def _view(cls: type[Any], registry: StatsRegistry, group: str, key: str) -> Any:
-    """A dataclass whose fields are the registry's metrics of that group and key, by field name
-    and annotated kind (Counter, Gauge, Histogram)."""
-    kinds = {"Counter": registry.counter, "Gauge": registry.gauge, "Histogram": registry.histogram}
-    return cls(**{f.name: kinds[str(f.type)](group, f.name, key) for f in fields(cls)})
+    def _view(self, cls: type[Any], group: str, key: str) -> Any:
+        """A dataclass whose fields are this registry's metrics of that group and key, by field
+        name and annotated kind; made once per (kind, group, key), since the post thread asks
+        for a source's view on every frame."""
+        address = (cls, group, key)
+        view = self._views.get(address)
+        if view is None:
+            kinds = {"Counter": self.counter, "Gauge": self.gauge, "Histogram": self.histogram}
+            made = cls(**{f.name: kinds[str(f.type)](group, f.name, key) for f in fields(cls)})
+            with self._lock:
+                view = self._views.setdefault(address, made)
+        return view
 
 
 @dataclass(frozen=True)
