@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 from pydantic import BaseModel
@@ -74,6 +75,28 @@ class Predictor:
         self.thresholds = np.asarray(manifest.class_thresholds(score_threshold), np.float32)
         self.class_thresholds = tuple(float(t) for t in self.thresholds)
         self.model_id = bundle.model_id
+
+    @classmethod
+    def proven(
+        cls,
+        bundle: Bundle,
+        runtime: str | None = None,
+        threads: int = 2,
+        score_threshold: float | None = None,
+        runtime_options: BaseModel | None = None,
+    ) -> Self:
+        """A predictor that ``prove`` found fitting its manifest (run and serve start with
+        one); else it is closed and BundleError lists every problem."""
+        predictor = cls(bundle, runtime, threads, score_threshold, runtime_options)
+        try:
+            problems = predictor.prove()
+        except BaseException:
+            predictor.close()
+            raise
+        if problems:
+            predictor.close()
+            raise BundleError(describe_problems(bundle, problems))
+        return predictor
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Stage 1: frame -> input tensor (the pipeline runs it on the capture thread)."""

@@ -360,3 +360,20 @@ def test_a_failing_sink_is_logged_once(tmp_path, caplog):
         run(Agent(config(tmp_path, str(clip)), sinks=[Broken()], publish=False))
     logged = [r for r in caplog.records if "sink 'broken' failed" in r.getMessage()]
     assert len(logged) == 1 and "disk full" in (logged[0].exc_text or "")
+
+
+def test_a_failure_outside_stages_and_sinks_does_not_end_the_post_thread(tmp_path):
+    """Anything the post thread does beyond the guarded stages and sinks (here its timing
+    figures) may fail on a frame: counted, and the agent still finishes every file frame."""
+    clip = write_clip(tmp_path / "clip.mp4")
+    agent = Agent(config(tmp_path, str(clip)), publish=False)
+    calls = []
+
+    def flaky_observe(timing_ms):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a bug outside the guards")
+
+    agent._observe = flaky_observe  # type: ignore[method-assign]
+    run(agent)  # fails the test if the agent hangs
+    assert agent.frames_failed() == 1 and agent.frames_done() == FRAMES - 1

@@ -20,7 +20,7 @@ from edge_agent.cli.common import (
     int_in,
     stop_on_signals,
 )
-from edge_agent.predictor import Predictor, describe_problems
+from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.serve.addresses import UrlAllowList
 from edge_agent.serve.fetch import DEFAULT_URL_FETCH_TIMEOUT_S
@@ -163,14 +163,10 @@ def serve(
     """
     try:
         bundle = load_bundle(bundle_path)
-        predictor = Predictor(bundle, runtime, threads, score_threshold)
+        # A model that does not fit its manifest answers nothing (BundleError names each field).
+        predictor = Predictor.proven(bundle, runtime, threads, score_threshold)
     except (BundleError, ModelRuntimeError, ValueError) as exc:
         print(f"edge-agent serve: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    problems = predictor.prove()  # a model that does not fit its manifest answers nothing
-    if problems:
-        predictor.close()
-        print(f"edge-agent serve: {describe_problems(bundle, problems)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         server = PredictionServer((host, port), predictor, settings or ServeSettings())

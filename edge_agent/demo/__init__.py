@@ -191,7 +191,8 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
         elapsed = time.monotonic() - started
         table.finish()
     _summary(sc, table, elapsed, frames, target, agent)
-    failed = agent.frames_failed() + agent.stats.total("sink", "errors")
+    totals = agent.stats.totals()
+    failed = totals["frame_errors"] + totals["stage_errors"] + totals["sink_errors"]
     return EXIT_OK if agent.frames_done() == sc.frames and not failed else EXIT_FAILED
 
 

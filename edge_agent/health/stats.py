@@ -24,9 +24,11 @@ class Counter:
         self._value = 0
         self._lock = threading.Lock()
 
-    def inc(self, n: int = 1) -> None:
+    def inc(self, n: int = 1) -> int:
+        """Add ``n``; the new value (so exactly one caller sees the first failure)."""
         with self._lock:
             self._value += n
+            return self._value
 
     @property
     def value(self) -> int:
@@ -76,14 +78,19 @@ class Histogram:
         """The q-th percentile (0-100) of the recent window, None before the first sample."""
         with self._lock:
             ordered = sorted(self._recent)
-        if not ordered:
-            return None
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+        return _pick(ordered, q)
 
     def snapshot(self) -> dict[str, float | int | None]:
-        p50, p95 = self.percentile(50), self.percentile(95)
+        with self._lock:
+            ordered = sorted(self._recent)  # once for both percentiles
+        p50, p95 = (_pick(ordered, q) for q in (50, 95))
         mean = self._total_ms / self._count if self._count else None
         return {"count": self._count, "mean": mean, "p50": p50, "p95": p95}
+
+
+def _pick(ordered: list[float], q: float) -> float | None:
+    """The q-th percentile of sorted samples (nearest rank), None when there are none."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else None
 
 
 Metric = Counter | Gauge | Histogram

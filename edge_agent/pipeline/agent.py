@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edge_agent import __version__
-from edge_agent.bundle import Bundle, BundleError, load_bundle
+from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.model_slot import ModelSlot
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
-from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared, describe_problems
+from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
 from edge_agent.sources import Source, open_source
 from edge_agent.types import Frame, FrameInfo, Result
 
@@ -76,10 +76,6 @@ def return_free_heap() -> None:
         pass  # not glibc: nothing to do
 
 
-def _open(cfg: SourceConfig, stop: threading.Event, metrics: SourceMetrics) -> Source:
-    return open_source(cfg, stop, metrics)
-
-
 class Agent:
     """The running agent; a context manager. ``start()`` loads and connects; ``wait()`` blocks
     until every finite source is done or ``stop()`` is called; ``close()`` releases everything.
@@ -96,7 +92,7 @@ class Agent:
         *,
         sinks: Sequence[Sink] = (),
         publish: bool = True,
-        source_factory: SourceFactory = _open,
+        source_factory: SourceFactory = open_source,
         stats: StatsRegistry | None = None,
     ) -> None:
         self.cfg = cfg
@@ -143,17 +139,14 @@ class Agent:
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.source, self.bundle.signed_by)
         runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
-        predictor = Predictor(
+        # A model that does not fit its manifest never starts (BundleError naming each field).
+        predictor = Predictor.proven(
             self.bundle,
             runtime,
             cfg.model.threads,
             cfg.model.score_threshold,
             cfg.model.options_for(runtime),
         )
-        problems = predictor.prove()  # a model that does not fit its manifest never starts
-        if problems:
-            predictor.close()
-            raise BundleError(describe_problems(self.bundle, problems))
         self.slot = ModelSlot(predictor)
         self.slot.subscribe(self._announce)
         return_free_heap()  # what loading and optimising the model freed
@@ -184,7 +177,7 @@ class Agent:
         self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
         if self.publisher is not None:
             self.publisher.start()
-        self._post_thread = self._thread(self._post_loop, "post")
+        self._post_thread = self._thread(self._post_loop, "post", waited=False)
         self._thread(self._infer_loop, "infer")
         log.info(
             "running %s (%s, %s) on %d source(s)",
@@ -196,10 +189,14 @@ class Agent:
         for source in self._sources:
             self._thread(self._capture_loop, f"capture-{source.source_id}", source)
 
-    def _thread(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
+    def _thread(
+        self, target: Callable[..., None], name: str, *args: object, waited: bool = True
+    ) -> threading.Thread:
+        """Start a thread; ``waited`` ones are what wait() waits for and close() joins first
+        (not the post thread: it ends last, after close() drains its queue)."""
         thread = threading.Thread(target=target, args=args, name=name)
         thread.start()
-        if name != "post":  # the post thread ends last, after close() drains the queue
+        if waited:
             self._threads.append(thread)
         return thread
 
@@ -217,9 +214,11 @@ class Agent:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(THREAD_JOIN_TIMEOUT_S)
+        stuck = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
         for source in self._sources:
             source.close()
+        self._sources = []
         if self._post_thread is not None:
             try:  # after every frame already inferred
                 self._post_q.put(None, timeout=THREAD_JOIN_TIMEOUT_S)
@@ -234,7 +233,10 @@ class Agent:
         self._sinks.close()
         self._sinks = Sinks([], self.stats)
         if self.slot is not None:
-            self.slot.close()
+            if stuck:  # a runtime freed under a running inference can crash in native code
+                log.error("threads %s did not stop; the model is left open", stuck)
+            else:
+                self.slot.close()
             self.slot = None
 
     # -- the threads ---------------------------------------------------------------------------
@@ -309,20 +311,22 @@ class Agent:
                 n = self.stats.source(item).results.value
                 log.info("source %s finished after %d frame(s)", item, n)
                 continue
-            frame = item.frame
-            metrics = self.stats.source(frame.source_id)
-            try:
-                prediction = item.predictor.finish(item.inferred)
+            metrics = self.stats.source(item.frame.source_id)
+            try:  # whatever fails, the post thread goes on: inference would wait for it forever
+                self._post(item, metrics)
             except Exception:
-                self._frame_failed(metrics, frame, "decoding")
-                continue
-            self._observe(prediction.timing_ms)
-            result = self._result(frame, prediction, item.predictor)
-            picture = frame if isinstance(frame, Frame) else None
-            result = self._chains[frame.source_id].process(result, picture)
-            self._sinks.emit(result, picture)
-            metrics.results.inc()
-            self.health.succeeded()
+                self._frame_failed(metrics, item.frame, "decoding")
+
+    def _post(self, item: _Done, metrics: SourceMetrics) -> None:
+        frame = item.frame
+        prediction = item.predictor.finish(item.inferred)
+        self._observe(prediction.timing_ms)
+        result = self._result(frame, prediction, item.predictor)
+        picture = frame if isinstance(frame, Frame) else None
+        result = self._chains[frame.source_id].process(result, picture)  # stages are guarded
+        self._sinks.emit(result, picture)  # sinks are guarded
+        metrics.results.inc()
+        self.health.succeeded()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -333,8 +337,7 @@ class Agent:
 
     def _frame_failed(self, metrics: SourceMetrics, frame: Frame | FrameInfo, where: str) -> None:
         """Count a failed frame (from any thread) and log the first per source."""
-        metrics.errors.inc()
-        if metrics.errors.value == 1:  # once per source: a broken model fails every frame
+        if metrics.errors.inc() == 1:  # once per source: a broken model fails every frame
             log.exception("source %s: frame %d failed in %s", frame.source_id, frame.seq, where)
         self.health.failed()
 

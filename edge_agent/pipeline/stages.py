@@ -140,9 +140,9 @@ class _Guard:
         self.on_failure = on_failure
 
     def failed(self, result: Result) -> None:
-        self.metrics.errors.inc()
+        first = self.metrics.errors.inc() == 1
         self.on_failure()
-        if self.metrics.errors.value == 1:
+        if first:
             log.exception(
                 "%s failed on %s frame %d (counted; later failures are not logged)",
                 self.what,
