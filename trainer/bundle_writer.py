@@ -15,8 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge_agent.bundle import Bundle, load_bundle, write_manifest
 from edge_agent.bundle.manifest import SCHEMA
 from edge_agent.fsutil import sha256_file
@@ -24,6 +22,7 @@ from trainer import __version__
 from trainer import report as report_sections
 from trainer.evaluate import truths
 from trainer.metrics import json_safe, top1_best_f1
+from trainer.report import fmt
 from trainer.run_config import RunConfig
 
 #: Model file names by (format, int8).
@@ -98,11 +97,6 @@ def _floor(value: float) -> float:
     return math.floor(value * scale) / scale
 
 
-def multiclass_recommended(scores: np.ndarray, samples: list, labels: list[str]) -> dict[str, Any]:
-    """Best-F1 threshold per class for a multiclass classifier (trainer.metrics.top1_best_f1)."""
-    return top1_best_f1(truths(samples, labels, "classify", False), scores, labels)
-
-
 def recommend_thresholds(
     task: str,
     multilabel: bool,
@@ -120,7 +114,7 @@ def recommend_thresholds(
     ``nms_iou`` and ``max_detections`` are written for detectors only.
     """
     if task == "classify" and not multilabel:
-        recommended = multiclass_recommended(predictions, samples, labels)
+        recommended = top1_best_f1(truths(samples, labels, "classify", False), predictions, labels)
     else:
         recommended = {k: v["recommended"] for k, v in metrics["per_class"].items()}
     per_class = {
@@ -238,9 +232,6 @@ def stage_bundle(
     return write_bundle(folder, manifest)
 
 
-_fmt = report_sections.fmt
-
-
 def report_markdown(report: dict[str, Any]) -> str:
     """The human-readable twin of report.json."""
     run = report["run"]
@@ -261,14 +252,14 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     for art, info in report["artifacts"].items():
         lines.append(
-            f"| {art} | {info['file']} | {info['bytes']} | {_fmt(info['latency_ms_p50'])} |"
+            f"| {art} | {info['file']} | {info['bytes']} | {fmt(info['latency_ms_p50'])} |"
         )
     lines += ["", *report_sections.metrics_section(report)]
     lines += ["", *report_sections.per_class_section(report)] if report.get("per_class") else []
     lines += ["", "## Parity", ""]
     for pair, figures in report["parity"].items():
         shown = {k: v for k, v in figures.items() if isinstance(v, int | float | None)}
-        lines.append(f"- {pair}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
+        lines.append(f"- {pair}: " + ", ".join(f"{k} {fmt(v)}" for k, v in shown.items()))
     lines += ["", *report_sections.gate_section(report)] if report.get("int8_budget") else []
     lines += [
         "",

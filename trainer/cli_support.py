@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from edge_agent.bundle import BundleError
 from edge_agent.bundle.archive import ArchiveError
 from edge_agent.bundle.signing import KeyFormatError, SignatureError
-from edge_agent.cli.common import EXIT_BAD_INPUT
+from edge_agent.cli.common import EXIT_BAD_INPUT, int_in
 from edge_agent.config import ConfigError
 from trainer.errors import InputError
 
@@ -38,18 +38,9 @@ AGENT_INPUT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+#: argparse types for counts, the agent's own (they name the flag in their error).
+positive = int_in(1)
+non_negative = int_in(0)
 
 
 def positive_float(text: str) -> float:

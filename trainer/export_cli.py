@@ -18,6 +18,7 @@ from typing import Any
 from edge_agent.bundle.signing import KeyFormatError
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
 from trainer.cli_support import INPUT_ERRORS, console_log, error, non_negative, positive
+from trainer.int8_gate import BUDGET_POINTS, MAX_CLASS_DROP_POINTS, MAX_FLIPS_PCT  # torch-free
 
 #: Export reads only the run, its dataset and a --sign key from the user; a BundleError here
 #: would be on a bundle the trainer wrote itself, a bug, so it is not caught.
@@ -25,9 +26,6 @@ EXPORT_INPUT_ERRORS = (*INPUT_ERRORS, KeyFormatError)
 #: Same values as trainer.export (that module imports torch-adjacent code; this one must not).
 FORMATS = ("onnx", "tflite")
 CALIB_IMAGES = 100
-BUDGET_POINTS = 2.0
-MAX_CLASS_DROP_POINTS = 5.0
-MAX_FLIPS_PCT = 1.0
 INSTALL_HINT = "export needs the train extra: pip install 'edgesight[train]'"
 
 

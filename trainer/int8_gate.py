@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_agent.types import Classifications
 from trainer.evaluate import SELECTION_METRIC
 
 if TYPE_CHECKING:
@@ -69,15 +70,16 @@ def class_thresholds(labels: list[str], thresholds: dict[str, Any]) -> np.ndarra
 
 
 def decide(scores: np.ndarray, bars: np.ndarray, multilabel: bool) -> np.ndarray:
-    """The device's decisions (edge_agent.analytics.counting): multilabel (N, C) bool, a score
-    at or above its class's threshold; multiclass (N,) the top-1 class index when its score
-    reaches its threshold, else -1 (no label)."""
+    """The device's decisions, by the device's own rule (``Classifications.decided``, which
+    the counts stage and serve use): multilabel (N, C) bool; multiclass (N,) the class index
+    decided, or -1 (no label)."""
     scores = np.asarray(scores, np.float32).reshape(len(scores), len(bars))
+    decided = np.stack(
+        [Classifications(row, multilabel=multilabel).decided(bars) for row in scores]
+    ).reshape(len(scores), len(bars))
     if multilabel:
-        return scores >= bars[None, :]
-    top = scores.argmax(axis=1)
-    kept = scores[np.arange(len(top)), top] >= bars[top]
-    return np.where(kept, top, -1)
+        return decided
+    return np.where(decided.any(axis=1), decided.argmax(axis=1), -1)
 
 
 def _ratio(num: float, den: float) -> float:
