@@ -18,9 +18,6 @@ from edge_agent.serve import PredictionServer, make_server
 from tests.helpers.http import RED_PNG, call, running
 from tools.toy_models import colour_blocks_bundle
 
-#: How long the slow model takes per image, s.
-SLOW_S = 1.5
-
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Predictor]:
@@ -46,7 +43,9 @@ def test_one_connection_too_many_is_answered_503_at_once(predictor):
         host, port = server.server_address[:2]
         idle = socket.create_connection((str(host), int(port)), timeout=5)  # holds the only slot
         try:
-            time.sleep(0.2)  # the server has accepted it and given it the slot
+            deadline = time.monotonic() + 5  # until the server has accepted it and taken the slot
+            while server._connection_slots._value and time.monotonic() < deadline:
+                time.sleep(0.01)
             t0 = time.monotonic()
             status, body = raw_answer(server)
             assert status == 503 and body["error"]["code"] == "ServiceUnavailable"
@@ -66,12 +65,14 @@ def test_one_connection_too_many_is_answered_503_at_once(predictor):
 
 def test_a_decode_without_a_turn_is_answered_503_within_the_deadline(predictor, monkeypatch):
     real_predict = predictor.predict
+    inside, release = threading.Event(), threading.Event()
 
-    def slow_predict(image):
-        time.sleep(SLOW_S)
+    def held_predict(image):
+        inside.set()  # the first request holds the only decode turn from here...
+        release.wait(10)  # ... until the test lets it go
         return real_predict(image)
 
-    monkeypatch.setattr(predictor, "predict", slow_predict)
+    monkeypatch.setattr(predictor, "predict", held_predict)
     server = make_server(predictor, "127.0.0.1", 0, max_decodes=1, request_timeout_s=0.5)
     with running(server):
         first: list[int] = []
@@ -79,10 +80,11 @@ def test_a_decode_without_a_turn_is_answered_503_within_the_deadline(predictor, 
             target=lambda: first.append(call(server, "/image", RED_PNG)[0]), daemon=True
         )
         holder.start()
-        time.sleep(0.3)  # the first image holds the only decode turn for SLOW_S
+        assert inside.wait(10), "the first request never reached the model"
         status, body, _ = call(server, "/image", RED_PNG)
         assert status == 503 and body["error"]["code"] == "ServiceUnavailable", body
         assert "1 image(s) are being decoded" in body["error"]["message"]
+        release.set()
         holder.join(10)
         assert first == [200]
         monkeypatch.setattr(predictor, "predict", real_predict)

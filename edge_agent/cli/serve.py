@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-decodes",
         type=int_in(1, 64),
         default=DEFAULT_MAX_DECODES,
-        help="images decoded and run at once; more wait for a turn within the request "
-        f"deadline, then get 503 (default {DEFAULT_MAX_DECODES})",
+        help="images decoded and run at once; more wait up to --request-timeout-s for a turn, "
+        f"then get 503 (default {DEFAULT_MAX_DECODES})",
     )
     parser.add_argument(
         "--request-timeout-s",
