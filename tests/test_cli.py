@@ -97,3 +97,20 @@ def test_python_dash_m():
         cwd=ROOT,
     )
     assert (out.returncode, out.stdout.strip()) == (0, f"edge-agent {__version__}"), out.stderr
+
+
+def test_serve_score_threshold_must_be_a_fraction(capsys):
+    for value in ("5", "-1", "nan", "x"):
+        with pytest.raises(SystemExit) as info:
+            main(["serve", "bundle", "--score-threshold", value])
+        assert info.value.code == 2
+        assert "--score-threshold: expected a number from 0 to 1" in capsys.readouterr().err
+
+
+def test_inspect_model_manifest_into_a_missing_folder_is_exit_2(tmp_path, capsys):
+    from tools.toy_models import mean_colour_classifier
+
+    model = mean_colour_classifier(tmp_path / "m.onnx")
+    out = tmp_path / "nothere" / "manifest.json"
+    assert main(["inspect-model", str(model), "--manifest", str(out)]) == 2
+    assert f"--manifest {out}: no such folder" in capsys.readouterr().err

@@ -29,12 +29,18 @@ def inspect(file: Path, manifest: Path | None = None) -> int:
     if not file.is_file():
         print(f"error: {file}: no such model file", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if manifest is not None and not manifest.parent.is_dir():  # before reading the model
+        print(f"error: --manifest {manifest}: no such folder {manifest.parent}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         print(inspect_model(file, manifest))
     # ModelRuntimeError (a RuntimeError) names the extra when the runtime is not installed;
     # the interpreters raise ValueError or RuntimeError on a file they cannot read.
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the manifest could not be written (permissions, a full disk)
+        print(f"error: --manifest {manifest}: cannot write it: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

@@ -41,6 +41,17 @@ log = logging.getLogger("edge_agent.serve")  # the name docs/serve.md shows
 WATCH_INTERVAL_S = 0.5
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a score threshold from 0 to 1 (as the config's model.score_threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argparse type: a duration in seconds, > 0."""
     try:
@@ -74,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference runtime (default: the one for the bundle's model format)",
     )
     parser.add_argument("--threads", type=int_in(1, 64), default=2, help="runtime threads")
-    parser.add_argument("--score-threshold", type=float, help="override the bundle's threshold")
+    parser.add_argument(
+        "--score-threshold",
+        type=fraction,
+        help="override the bundle's score threshold, 0 to 1 (its per-class ones still win)",
+    )
     parser.add_argument("--project", default="", help="project id echoed in answers")
     parser.add_argument("--iteration", default="", help="iteration name echoed in answers")
     parser.add_argument(
