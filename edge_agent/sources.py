@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_agent.config import SourceConfig
+from edge_agent.config.sources import is_camera, is_stream
 from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame
 
@@ -32,9 +33,6 @@ STREAM_OPEN_TIMEOUT_MS = 10_000
 STREAM_READ_TIMEOUT_MS = 5_000
 #: Longest a wait goes without noticing close() from another thread (`stop` wakes it at once).
 CLOSE_POLL_S = 0.2
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
-#: /dev/v4l/by-id/... names a USB camera stably across reboots; /dev/videoN may change.
-CAMERA_DEVICE_PREFIXES = ("/dev/video", "/dev/v4l/")
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 LIVE_KINDS = ("camera", "stream")
 
@@ -69,11 +67,11 @@ def resolve_kind(cfg: SourceConfig) -> str:
     if cfg.kind != "auto":
         return cfg.kind
     uri = cfg.uri
-    if isinstance(uri, int) or uri.strip().isdigit() or uri.startswith(CAMERA_DEVICE_PREFIXES):
+    if is_camera(uri):
         return "camera"
-    if uri.lower().startswith(STREAM_SCHEMES):
+    if is_stream(uri):
         return "stream"
-    return "folder" if Path(uri).expanduser().is_dir() else "file"
+    return "folder" if Path(str(uri)).expanduser().is_dir() else "file"
 
 
 def open_source(

@@ -248,11 +248,22 @@ def test_cameras_and_stream_urls_stay_valid(uri):
 
 
 def test_uri_forms_are_the_ones_the_sources_module_reads():
+    """check-config and the sources read a uri's kind by the same rule (one copy of it)."""
     pytest.importorskip("cv2")
-    from edge_agent import sources
+    from edge_agent.sources import resolve_kind
 
-    assert config_sources.STREAM_SCHEMES == sources.STREAM_SCHEMES
-    assert config_sources.CAMERA_DEVICE_PREFIXES == sources.CAMERA_DEVICE_PREFIXES
+    for uri, kind in (
+        (0, "camera"),
+        ("2", "camera"),
+        ("/dev/video0", "camera"),
+        ("/dev/v4l/by-id/usb-cam", "camera"),
+        ("RTSP://cam.local/s", "stream"),
+        ("https://cam.local/mjpeg", "stream"),
+        ("/srv/clip.mp4", "file"),
+    ):
+        assert resolve_kind(config_sources.SourceConfig(id="s", uri=uri)) == kind, uri
+        assert config_sources.is_camera(uri) == (kind == "camera"), uri
+        assert config_sources.is_stream(uri) == (kind == "stream"), uri
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,10 @@ from edge_agent.publish.topics import RESERVED_SOURCE_IDS
 
 __all__ = ["SOURCE_ID_CHARS", "SourceConfig", "StageConfig"]
 
-#: URL schemes of live streams, and device paths of cameras: the forms that
-#: edge_agent.sources.resolve_kind reads (that module imports OpenCV, so they are repeated here;
-#: a test keeps them equal). Any other uri is a video file or an image folder.
+#: URL schemes of live streams, and device paths of cameras (/dev/v4l/by-id/... names a USB
+#: camera stably across reboots; /dev/videoN may change): edge_agent.sources.resolve_kind and
+#: check-config read a uri's kind with is_camera / is_stream. Any other uri is a video file or
+#: an image folder.
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 CAMERA_DEVICE_PREFIXES = ("/dev/video", "/dev/v4l/")
 #: No camera or decoder on an edge device delivers more; a larger limit is a unit mistake (a
