@@ -73,7 +73,6 @@ class Predictor:
             self.runtime.close()
             raise BundleError(f"bundle {bundle.source}: {exc}") from exc
         self.thresholds = np.asarray(manifest.class_thresholds(score_threshold), np.float32)
-        self.class_thresholds = tuple(float(t) for t in self.thresholds)
         self.model_id = bundle.model_id
 
     @classmethod

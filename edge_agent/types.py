@@ -168,5 +168,6 @@ class Result:
     counts: dict[str, int] = field(default_factory=dict)  # filled by the "counts" stage
     timing_ms: dict[str, float] = field(default_factory=dict)
     origin: str = ""
-    #: Score threshold per label of the model that made this result (classifier counts use it).
-    class_thresholds: tuple[float, ...] = ()
+    #: Score threshold per label (float32) of the model that made this result; classifier counts
+    #: use it. None for a result made without a model (tests, tools).
+    class_thresholds: np.ndarray | None = None

@@ -24,7 +24,7 @@ def frame_counts(
     if isinstance(predictions, Detections):
         per_class = np.bincount(predictions.class_id, minlength=len(labels))
     else:
-        per_class = predictions.decided(np.asarray(class_thresholds, np.float32)).astype(np.int64)
+        per_class = predictions.decided(class_thresholds).astype(np.int64)
     return {label: int(n) for label, n in zip(labels, per_class, strict=True)}
 
 
@@ -42,8 +42,8 @@ class FrameCounts:
     needs_frame = False
 
     def process(self, result: Result, frame: Frame | None) -> Result:
-        thresholds = np.asarray(result.class_thresholds, np.float32)
-        if len(thresholds) != len(result.labels):  # a result made without a model's thresholds
+        thresholds = result.class_thresholds  # the model's, already float32: no per-frame copy
+        if thresholds is None:  # a result made without a model: every score counts
             thresholds = np.zeros(len(result.labels), np.float32)
         result.counts = frame_counts(result.predictions, result.labels, thresholds)
         return result

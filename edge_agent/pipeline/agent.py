@@ -370,7 +370,7 @@ class Agent:
             predictions=out.predictions,
             timing_ms=out.timing_ms,
             origin=frame.origin,
-            class_thresholds=predictor.class_thresholds,
+            class_thresholds=predictor.thresholds,
         )
 
     def frames_done(self) -> int:
