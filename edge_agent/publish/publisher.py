@@ -72,6 +72,7 @@ class MqttPublisher:
         self._state = "online"  # what (re)connects announce; set_status changes it
         self._closing = False
         self._last_counts: dict[str, dict[str, int]] = {}
+        self._result_topics: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -121,7 +122,10 @@ class MqttPublisher:
         Raises ValueError for a result that breaks the contract (unknown class id, NaN).
         """
         data = payloads.encode(payloads.result_payload(result, self.device_id))
-        self.client.publish(self.topics.result(result.source_id), data, RESULT_QOS, retain=False)
+        topic = self._result_topics.get(result.source_id)
+        if topic is None:  # made once per source: topic_level walks every character
+            topic = self._result_topics[result.source_id] = self.topics.result(result.source_id)
+        self.client.publish(topic, data, RESULT_QOS, retain=False)
 
     def publish_counts(self, source_id: str, counts: dict[str, int], ts: float) -> None:
         """Retained ``<src>/count/<label>`` for each label whose count changed since the last
