@@ -140,3 +140,15 @@ def test_tflite_without_metadata(tmp_path):
 def test_todo_paths():
     data = {"labels": ["a", "TODO"], "input": {"mean": "TODO"}, "x": {"TODO": 1}, "n": 3}
     assert todo_paths(data) == ["labels[1]", "input.mean", "x.TODO"]
+
+
+def test_onnx_image_metadata_is_read_whatever_its_case():
+    """inspect-model and the start-up check read the same keys the same way (the ONNX
+    metadata spec makes keys case-insensitive; files spell values Bgr8 or BGR8)."""
+    from edge_agent.runtimes.metadata import onnx_facts
+
+    facts = onnx_facts(
+        {"image.bitmappixelformat": "BGR8", "IMAGE.NOMINALPIXELRANGE": "nominalrange_0_255"}
+    )
+    assert facts.facts["input.color"].value == "BGR"
+    assert facts.facts["input.scale"].value == 1.0

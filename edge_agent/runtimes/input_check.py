@@ -16,27 +16,19 @@ from edge_agent.runtimes.metadata import (
     ONNX_COLORS,
     ONNX_PIXEL_RANGES,
     ONNX_RANGE_KEY,
+    lookup,
+    metadata_value,
 )
 
 #: How far (as a share of the stated span) the manifest's tensor range may sit from it.
 PIXEL_RANGE_TOLERANCE = 0.05
 
 
-def metadata_value(metadata: Mapping[str, str], key: str) -> str:
-    """The value of ``key`` as the file spells it (keys are case-insensitive, says the spec)."""
-    return next((v for k, v in metadata.items() if k.lower() == key.lower()), "")
-
-
-def _lookup(table: Mapping[str, tuple[float, ...] | str], value: str) -> object:
-    """A table entry by a case-insensitive name (files spell ``Bgr8`` or ``BGR8``)."""
-    return next((v for k, v in table.items() if k.lower() == value.lower()), None)
-
-
 def check_input(spec: InputSpec, metadata: Mapping[str, str]) -> list[Problem]:
     problems = []
     color_name = metadata_value(metadata, ONNX_COLOR_KEY)
-    color = _lookup(ONNX_COLORS, color_name) if color_name else None
-    if isinstance(color, str) and color != spec.color:
+    color = lookup(ONNX_COLORS, color_name) if color_name else None
+    if color is not None and color != spec.color:
         problems.append(
             Problem(
                 "input.color",
@@ -45,8 +37,8 @@ def check_input(spec: InputSpec, metadata: Mapping[str, str]) -> list[Problem]:
             )
         )
     range_name = metadata_value(metadata, ONNX_RANGE_KEY)
-    stated = _lookup(ONNX_PIXEL_RANGES, range_name) if range_name else None
-    if isinstance(stated, tuple) and spec.dtype == "float32":
+    stated = lookup(ONNX_PIXEL_RANGES, range_name) if range_name else None
+    if stated is not None and spec.dtype == "float32":
         mean, std = np.asarray(spec.mean), np.asarray(spec.std)
         low = float(np.min((0.0 - mean) / std))
         high = float(np.max((255.0 * spec.scale - mean) / std))

@@ -19,14 +19,16 @@ from __future__ import annotations
 import ast
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 #: A label file larger than this is not a label file (COCO's is 1 KB; ImageNet-21k's ~300 KB).
 MAX_LABEL_FILE_BYTES = 4 * 1024 * 1024
 #: metadata_props values longer than this are not read as label lists (ImageNet-21k names fit).
 MAX_LABEL_PROP_CHARS = 1_000_000
+T = TypeVar("T")
 #: ONNX metadata_props keys that hold class names, in the order they are tried.
 ONNX_LABEL_KEYS = ("names", "labels", "classes", "class_names")
 #: Windows ML image metadata (Custom Vision ONNX exports): channel order and pixel range.
@@ -94,6 +96,16 @@ def parse_label_list(text: str) -> list[str] | None:
     return None
 
 
+def metadata_value(metadata: Mapping[str, str], key: str) -> str | None:
+    """The value of ``key`` as the file spells it; ONNX metadata keys are case-insensitive."""
+    return next((v for k, v in metadata.items() if k.lower() == key.lower()), None)
+
+
+def lookup(table: Mapping[str, T], name: str) -> T | None:
+    """A table entry by a case-insensitive name (files spell ``Bgr8`` or ``BGR8``)."""
+    return next((v for k, v in table.items() if k.lower() == name.lower()), None)
+
+
 def onnx_facts(props: dict[str, str]) -> FileFacts:
     found = FileFacts()
     for key in ONNX_LABEL_KEYS:
@@ -104,14 +116,16 @@ def onnx_facts(props: dict[str, str]) -> FileFacts:
             else:
                 found.facts["labels"] = Fact(labels, f"metadata_props[{key!r}]")
                 break
-    color = props.get(ONNX_COLOR_KEY)
-    if color in ONNX_COLORS:
-        found.facts["input.color"] = Fact(ONNX_COLORS[color], f"{ONNX_COLOR_KEY}={color}")
+    color = metadata_value(props, ONNX_COLOR_KEY)
+    order = lookup(ONNX_COLORS, color) if color is not None else None
+    if order is not None:
+        found.facts["input.color"] = Fact(order, f"{ONNX_COLOR_KEY}={color}")
     elif color is not None:
         found.notes.append(f"{ONNX_COLOR_KEY}={color}: not an RGB or BGR input")
-    pixel_range = props.get(ONNX_RANGE_KEY)
-    if pixel_range in ONNX_RANGES:
-        scale, mean, std = ONNX_RANGES[pixel_range]
+    pixel_range = metadata_value(props, ONNX_RANGE_KEY)
+    normalisation = lookup(ONNX_RANGES, pixel_range) if pixel_range is not None else None
+    if normalisation is not None:
+        scale, mean, std = normalisation
         where = f"{ONNX_RANGE_KEY}={pixel_range}"
         found.facts["input.scale"] = Fact(scale, where)
         found.facts["input.mean"] = Fact([mean] * 3, where)
