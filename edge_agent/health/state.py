@@ -12,7 +12,9 @@ ONLINE, DEGRADED = "online", "degraded"
 
 
 class HealthState:
-    """Thread-safe; ``on_change(state)`` is called outside the lock on every transition."""
+    """Thread-safe; ``on_change(state)`` is called on every transition, under the lock, so two
+    quick transitions reach the status topic in the order they happened (it must not call back
+    into this object)."""
 
     def __init__(
         self,
@@ -34,20 +36,17 @@ class HealthState:
     def failed(self) -> None:
         with self._lock:
             self._last_failure = self._clock()
-            changed = self._state != DEGRADED
-            self._state = DEGRADED
-        if changed:
-            self._on_change(DEGRADED)
+            if self._state != DEGRADED:
+                self._state = DEGRADED
+                self._on_change(DEGRADED)  # under the lock: transitions are told in order
 
     def succeeded(self) -> None:
         if self._state == ONLINE:  # the per-frame path: no lock when nothing can change
             return
         with self._lock:
-            changed = (
+            if (
                 self._state == DEGRADED
                 and self._clock() - self._last_failure >= self._clear_after_s
-            )
-            if changed:
+            ):
                 self._state = ONLINE
-        if changed:
-            self._on_change(ONLINE)
+                self._on_change(ONLINE)

@@ -119,9 +119,9 @@ class OnnxRuntime:
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.provider = self._session.get_providers()[0]
         log.info("onnxruntime runs %s on %s (%s)", bundle.manifest.model.file, self.provider, why)
-        self._warm_up(spec.width, spec.height, spec.layout, want)
+        self._warm_up(bundle, spec.width, spec.height, spec.layout, want)
 
-    def _warm_up(self, width: int, height: int, layout: str, dtype: type) -> None:
+    def _warm_up(self, bundle: Bundle, width: int, height: int, layout: str, dtype: type) -> None:
         """One inference at load: the first run allocates and optimises, which would
         otherwise land on the first frame and its latency figure."""
         shape = (1, 3, height, width) if layout == "NCHW" else (1, height, width, 3)
@@ -129,7 +129,8 @@ class OnnxRuntime:
             self.run(np.zeros(shape, dtype))
         except Exception as exc:
             raise ModelRuntimeError(
-                f"warm-up inference failed with input shape {shape}: {exc}"
+                f"bundle {bundle.source}: {bundle.manifest.model.file}: the warm-up inference "
+                f"failed with input shape {shape} (manifest input: width, height, layout): {exc}"
             ) from exc
 
     def to_input(self, tensor: np.ndarray) -> np.ndarray:

@@ -115,7 +115,13 @@ class TfliteRuntime:
         self.output_names = sorted(outputs)
         self.delegate = "edgetpu" if delegates else "xnnpack"
         shape = tuple(int(d) for d in self._input["shape"])
-        self.run(np.zeros(shape, want))  # warm-up: first invoke prepares XNNPACK's kernels
+        try:  # warm-up: the first invoke prepares XNNPACK's kernels
+            self.run(np.zeros(shape, want))
+        except (RuntimeError, ValueError) as exc:
+            raise ModelRuntimeError(
+                f"bundle {bundle.source}: {bundle.manifest.model.file}: the warm-up inference "
+                f"failed with input shape {shape}: {exc}"
+            ) from exc
 
     def _named(self, details: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
         """Each tensor by its tensor name and, when the model has a signature, its key."""
