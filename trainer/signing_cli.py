@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import stat
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from edge_agent.bundle.signing import (
     verify_bundle_signature,
 )
 from edge_agent.cli.common import EXIT_OK
-from edge_agent.fsutil import write_atomic
+from edge_agent.fsutil import atomic_writer, write_atomic
 from trainer.cli_support import AGENT_INPUT_ERRORS, INPUT_ERRORS, error
 from trainer.errors import InputError
 
@@ -165,31 +163,22 @@ def pack_bundle(bundle: Path, out: Path) -> Path:
     if out.resolve().is_relative_to(bundle.resolve()):
         raise InputError(f"{out}: the archive must not be written inside the bundle {bundle}")
     names = _members(bundle)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            gz = None
-            if not out.name.lower().endswith(".tar"):
-                # No file name and a fixed time in the gzip header, or bytes differ per run.
-                gz = gzip.GzipFile(
-                    filename="",
-                    mode="wb",
-                    fileobj=raw,
-                    compresslevel=PACK_GZIP_LEVEL,
-                    mtime=PACK_MTIME,
-                )
-            with tarfile.open(fileobj=gz or raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name in names:
-                    _add(tar, bundle, name)
-            if gz is not None:
-                gz.close()  # writes the gzip trailer; leaves ``raw`` open
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, PACK_FILE_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(out, PACK_FILE_MODE) as raw:  # whole or absent, the folder fsynced
+        gz = None
+        if not out.name.lower().endswith(".tar"):
+            # No file name and a fixed time in the gzip header, or bytes differ per run.
+            gz = gzip.GzipFile(
+                filename="",
+                mode="wb",
+                fileobj=raw,
+                compresslevel=PACK_GZIP_LEVEL,
+                mtime=PACK_MTIME,
+            )
+        with tarfile.open(fileobj=gz or raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in names:
+                _add(tar, bundle, name)
+        if gz is not None:
+            gz.close()  # writes the gzip trailer; leaves ``raw`` open
     return out
 
 
