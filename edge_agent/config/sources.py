@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edge_agent.config.base import Section
 from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
@@ -63,16 +63,20 @@ class StageConfig(Section):
 
     type: str = Field(description="Stage type, e.g. counts.")
 
+    _options: BaseModel | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _known_stage(self) -> StageConfig:
-        self.options()
-        return self
-
-    def options(self) -> BaseModel:
         # Imported here: the stage registry imports the analytics stages, which need the config.
         from edge_agent.pipeline.stages import stage_options
 
-        return stage_options(self.type, dict(self.model_extra or {}))
+        self._options = stage_options(self.type, dict(self.model_extra or {}))
+        return self
+
+    def options(self) -> BaseModel:
+        """The stage's options, validated by its own model when the config was loaded."""
+        assert self._options is not None  # set by the validator
+        return self._options
 
 
 class SourceConfig(Section):
