@@ -116,11 +116,12 @@ def _sources_table(rows: list[Row], counts: list[int], seconds: int, source: str
     from edge_agent.bundle import load_bundle
 
     image = first_frame(source)
+    bundles = {row.bundle: load_bundle(row.bundle) for row in rows if row.path == "runtime"}
     out = []
     for row in rows:
         if row.path != "runtime":
             continue
-        bundle = load_bundle(row.bundle)
+        bundle = bundles[row.bundle]  # loaded and hashed once, whatever the thread counts
         for n in counts:
             out.append(sources_row(bundle, row.runtime, row.threads, n, row.fps, image, seconds))
     return format_sources_table(out)
