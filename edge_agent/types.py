@@ -1,4 +1,5 @@
-"""The types that cross a stage boundary: Frame, Detections, Classifications, Result.
+"""The types that cross a stage boundary: Frame, Detections, Classifications, Result, and what
+analytics stages add to a result (Publication, Overlay, SnapshotRequest).
 
 Every stage takes and returns these, so shapes are checked once, at construction, with an
 error that says what was expected and what arrived (the supervision habit).
@@ -7,7 +8,7 @@ error that says what was expected and what arrived (the supervision habit).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -72,14 +73,24 @@ class FrameInfo:
     height: int
 
 
+#: ``tracker_id`` of a detection the tracker has not confirmed (yet): never counted.
+UNCONFIRMED = -1
+
+
 @dataclass
 class Detections:
-    """Boxes in source-frame pixels (xyxy) with confidence, class and optional track id."""
+    """Boxes in source-frame pixels (xyxy) with confidence, class and optional track id.
+
+    ``tracker_id`` is set by the ``track`` stage: a track's id, or UNCONFIRMED (-1) for a box
+    no confirmed track holds. ``data`` holds other per-detection arrays (length N on the first
+    axis) that indexing carries along, such as the zones each box is in.
+    """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     tracker_id: np.ndarray | None = None
+    data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.xyxy = _check_array("xyxy", self.xyxy, np.float32, (None, 4))
@@ -88,6 +99,10 @@ class Detections:
         self.class_id = _check_array("class_id", self.class_id, np.int32, (n,))
         if self.tracker_id is not None:
             self.tracker_id = _check_array("tracker_id", self.tracker_id, np.int64, (n,))
+        for key, value in self.data.items():
+            if not isinstance(value, np.ndarray) or value.ndim == 0 or len(value) != n:
+                got = getattr(value, "shape", type(value).__name__)
+                raise ValueError(f"data[{key!r}] must be an array of length {n}, but got {got}")
 
     @classmethod
     def empty(cls) -> Detections:
@@ -111,7 +126,14 @@ class Detections:
             confidence=self.confidence[index],
             class_id=self.class_id[index],
             tracker_id=None if self.tracker_id is None else self.tracker_id[index],
+            data={key: value[index] for key, value in self.data.items()},
         )
+
+    def confirmed(self) -> np.ndarray:
+        """A mask of the boxes a confirmed track holds (none when the detections are untracked)."""
+        if self.tracker_id is None:
+            return np.zeros(len(self), bool)
+        return np.asarray(self.tracker_id != UNCONFIRMED, bool)
 
     def to_custom_vision_boxes(self, width: int, height: int) -> np.ndarray:
         """Boxes as Azure Custom Vision shapes them: normalised left, top, width, height."""
@@ -153,6 +175,52 @@ class Classifications:
         return np.asarray(passing, bool)
 
 
+#: What a stage may publish beside the result; publish/ maps each kind to its topic, retain flag
+#: and QoS (docs/mqtt.md): ``zone`` -> ``<src>/zone/<zone>/<label>``, ``line`` -> ``<src>/line/
+#: <line>``, ``slot`` -> ``<src>/slot/<slot>``, ``event`` -> ``<src>/event``, ``snapshot`` ->
+#: ``<src>/snapshot``.
+PublicationKind = Literal["zone", "line", "slot", "event", "snapshot"]
+
+
+@dataclass
+class Publication:
+    """One message a stage asks the sinks to publish beside the frame's result.
+
+    ``levels`` are the topic levels after the kind (``(zone, label)`` for a zone count, ``()``
+    for an event); the publisher makes each one topic-safe. ``payload`` is a JSON-ready dict,
+    or JPEG bytes for a snapshot.
+    """
+
+    kind: PublicationKind
+    levels: tuple[str, ...]
+    payload: dict[str, Any] | bytes
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A shape a stage wants drawn on annotated frames: a zone's polygon or a line, in
+    normalised (x, y) points, with a short caption (its counts)."""
+
+    kind: Literal["zone", "line"]
+    name: str
+    points: tuple[tuple[float, float], ...]
+    caption: str = ""
+
+
+@dataclass
+class SnapshotRequest:
+    """Asks the ``snapshot`` stage for an annotated JPEG. ``image``/``predictions`` are a frame
+    kept earlier (an event's best frame); None means this frame. When the snapshot is written,
+    its file name is set as ``event["snapshot"]`` (an event payload published later in the same
+    result) before the publisher sees it."""
+
+    reason: str
+    ts: float
+    image: np.ndarray | None = None
+    predictions: Detections | None = None
+    event: dict[str, Any] | None = None
+
+
 @dataclass
 class Result:
     """What the agent concluded about one frame; payloads.py turns it into the MQTT payload."""
@@ -171,3 +239,8 @@ class Result:
     #: Score threshold per label (float32) of the model that made this result; classifier counts
     #: use it. None for a result made without a model (tests, tools).
     class_thresholds: np.ndarray | None = None
+    #: Filled by analytics stages, in chain order: messages for the publisher, shapes for
+    #: annotated frames, snapshots for the ``snapshot`` stage.
+    publications: list[Publication] = field(default_factory=list)
+    overlays: list[Overlay] = field(default_factory=list)
+    snapshot_requests: list[SnapshotRequest] = field(default_factory=list)

@@ -203,8 +203,8 @@ def test_a_failing_stage_and_sink_are_counted_and_the_agent_finishes(tmp_path, m
 
     original = agent_module.build_chain
 
-    def with_exploding(source_id, specs, stats, on_failure):
-        chain = original(source_id, specs, stats, on_failure)
+    def with_exploding(source_id, specs, stats, on_failure, **kwargs):
+        chain = original(source_id, specs, stats, on_failure, **kwargs)
         return StageChain(source_id, [Exploding(), *chain.stages], stats, on_failure)
 
     monkeypatch.setattr(agent_module, "build_chain", with_exploding)

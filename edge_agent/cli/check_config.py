@@ -8,7 +8,15 @@ from pathlib import Path
 
 from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK, print_config_error
-from edge_agent.config import AgentConfig, ConfigError, check_files, read_config
+from edge_agent.config import (
+    AgentConfig,
+    ConfigError,
+    ConfigIssue,
+    check_files,
+    label_problems,
+    read_config,
+)
+from edge_agent.config.errors import dotted_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +38,12 @@ def check_config(file: Path) -> int:
             raise ConfigError(file, missing)
         cfg = loaded.config
         bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+        unknown = [
+            ConfigIssue(dotted_path(loc), loaded.line_of(*loc), message)
+            for loc, message in label_problems(cfg, bundle.manifest.labels)
+        ]
+        if unknown:
+            raise ConfigError(file, unknown)
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_BAD_INPUT

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.base import Section
+from edge_agent.config.base import ConfigPath, Section
 from edge_agent.config.health import HealthConfig
 from edge_agent.config.ids import DEVICE_ID_CHARS, check_id
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sources import SourceConfig
 from edge_agent.publish.topics import RESERVED_DEVICE_IDS
+
+#: systemd sets this for a unit with ``StateDirectory=`` (/var/lib/edgesight in ours).
+ENV_STATE_DIRECTORY = "STATE_DIRECTORY"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when the agent runs as the service, else the user's
+    XDG state folder (~/.local/state/edgesight), so a run from a shell never needs root."""
+    given = os.environ.get(ENV_STATE_DIRECTORY, "").split(":")[0]
+    if given:
+        return Path(given)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "edgesight"
 
 
 class AgentConfig(Section):
@@ -29,6 +44,13 @@ class AgentConfig(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="When status says degraded."
+    )
+    state_dir: ConfigPath = Field(
+        default_factory=default_state_dir,
+        description="Folder for what must survive a restart: line tallies, snapshots, "
+        "camera-trap exports, one sub-folder per source. Default: $STATE_DIRECTORY (set by "
+        "systemd's StateDirectory=, /var/lib/edgesight for our unit), else "
+        "$XDG_STATE_HOME/edgesight or ~/.local/state/edgesight. Created when first needed.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."

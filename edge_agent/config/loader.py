@@ -57,6 +57,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             if not path.is_absolute():
                 holder[key] = str(base / path)
 
+    fix(data, "state_dir")
     model = data.get("model")
     fix(model, "bundle")
     keys = model.get("public_keys") if isinstance(model, dict) else None

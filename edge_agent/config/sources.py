@@ -149,6 +149,15 @@ class SourceConfig(Section):
         return value
 
     @model_validator(mode="after")
+    def _stages_in_order(self) -> SourceConfig:
+        from edge_agent.pipeline.stages import order_problem  # the registry imports config
+
+        problem = order_problem([s.type for s in self.stages])
+        if problem:
+            raise ValueError(f"stages: {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _delays_ordered(self) -> SourceConfig:
         if self.reconnect_max_delay_s < self.reconnect_initial_delay_s:
             raise ValueError("reconnect_max_delay_s must be >= reconnect_initial_delay_s")

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edge_agent import __version__
-from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.bundle import Bundle, BundleError, load_bundle
+from edge_agent.config.errors import dotted_path
+from edge_agent.config.labels import label_problems
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.handover import END, POLL_S, Handover
@@ -153,10 +155,21 @@ class Agent:
         # OpenCV work (decoding, resizing) runs beside inference: its own worker threads would
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
+        labels = self.bundle.manifest.labels
+        unknown = label_problems(cfg, labels)
+        if unknown:  # check-config says the same with the YAML line
+            raise BundleError(
+                "; ".join(f"{dotted_path(loc)}: {message}" for loc, message in unknown)
+            )
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
             specs = [(s.type, s.options()) for s in source_cfg.stages]
             self._chains[source_cfg.id] = build_chain(
-                source_cfg.id, specs, self.stats, self.health.failed
+                source_cfg.id,
+                specs,
+                self.stats,
+                self.health.failed,
+                labels=labels,
+                state_dir=cfg.state_dir / "sources" / source_cfg.id,
             )
             metrics = self.stats.source(source_cfg.id)
             self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -57,10 +58,16 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class StageContext:
-    """What a stage is built for: its source and the registry to count into."""
+    """What a stage is built for: its source, the registry to count into, the labels of the
+    model loaded at start (a swapped model may bring others: stages read ``result.labels``
+    per frame), and ``state_dir``, this source's folder under the agent's state directory
+    for what must survive a restart (created by the stage that writes there; None when a
+    chain is built without an agent, as tests and tools do: nothing is kept then)."""
 
     source_id: str
     stats: StatsRegistry
+    labels: tuple[str, ...] = ()
+    state_dir: Path | None = None
 
 
 Options = TypeVar("Options", bound=BaseModel)
@@ -72,23 +79,26 @@ class StageType:
     name: str
     options: type[BaseModel]
     build: Builder
+    #: Stage types that must come earlier in the same chain (lines need ``track``).
+    requires: tuple[str, ...] = ()
 
 
 _STAGE_TYPES: dict[str, StageType] = {}
 
 
 def register_stage(
-    name: str, options: type[Options]
+    name: str, options: type[Options], requires: tuple[str, ...] = ()
 ) -> Callable[[Callable[[Options, StageContext], Stage]], Callable[[Options, StageContext], Stage]]:
     """Decorator for a builder ``(options, context) -> Stage``: config ``type: name`` builds it,
-    and the stage's config keys are ``options``' fields (unknown keys are an error)."""
+    and the stage's config keys are ``options``' fields (unknown keys are an error).
+    ``requires`` names stage types that must come before it in a chain (checked at load)."""
 
     def register(
         build: Callable[[Options, StageContext], Stage],
     ) -> Callable[[Options, StageContext], Stage]:
         if name in _STAGE_TYPES:
             raise ValueError(f"stage type {name!r} is registered twice")
-        _STAGE_TYPES[name] = StageType(name, options, build)
+        _STAGE_TYPES[name] = StageType(name, options, build, requires)
         return build
 
     return register
@@ -220,15 +230,27 @@ def _close_all(parts: Sequence[Stage | Sink]) -> None:
             log.exception("closing %s failed", part.name)
 
 
+def order_problem(types: Sequence[str]) -> str | None:
+    """Why a chain of these stage types cannot run (a stage before one it needs), or None."""
+    known = stage_types()
+    for i, name in enumerate(types):
+        missing = [r for r in known[name].requires if r not in types[:i]] if name in known else []
+        if missing:
+            return f"stage {name!r} needs a {missing[0]!r} stage before it in the same source"
+    return None
+
+
 def build_chain(
     source_id: str,
     specs: Sequence[tuple[str, BaseModel]],
     stats: StatsRegistry,
     on_failure: OnFailure = _ignore,
+    labels: Sequence[str] = (),
+    state_dir: Path | None = None,
 ) -> StageChain:
     """The chain for one source from its validated ``(type, options)`` specs."""
     known = stage_types()
-    context = StageContext(source_id, stats)
+    context = StageContext(source_id, stats, tuple(labels), state_dir)
     stages = [known[t].build(o, context) for t, o in specs]
     return StageChain(source_id, stages, stats, on_failure)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.types import Classifications, Detections, Result
+from edge_agent.types import UNCONFIRMED, Classifications, Detections, Result
 
 #: Schema tag of a result payload; bump the number on an incompatible change.
 RESULT_SCHEMA = "edgesight.result/1"
@@ -130,7 +130,7 @@ def _detections(
             "probability": round(float(det.confidence[i]), shape.probability_digits),
             "boundingBox": {"left": left, "top": top, "width": box_w, "height": box_h},
         }
-        if shape.track_ids and det.tracker_id is not None:
+        if shape.track_ids and det.tracker_id is not None and det.tracker_id[i] != UNCONFIRMED:
             pred["trackId"] = int(det.tracker_id[i])
         if passing is not None:
             pred[PASSES_THRESHOLD] = bool(passing[i])

@@ -18,7 +18,7 @@ from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish import payloads, topics
 from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
 from edge_agent.publish.topics import Topics
-from edge_agent.types import Frame, Result
+from edge_agent.types import Frame, Publication, Result
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 STATUS_QOS = 1
 RESULT_QOS = 1
 COUNT_QOS = 1
+#: (retained, QoS) of each kind of stage publication (types.Publication), as docs/mqtt.md
+#: documents them. A snapshot is QoS 0: a newer one replaces it, and it may be large.
+PUBLICATION_FLAGS: dict[str, tuple[bool, int]] = {
+    "zone": (True, 1),
+    "line": (True, 1),
+    "slot": (True, 1),
+    "event": (False, 1),
+    "snapshot": (True, 0),
+}
 #: Default client id is this prefix plus the device id.
 CLIENT_ID_PREFIX = "edgesight-"
 
@@ -73,6 +82,9 @@ class MqttPublisher:
         self._closing = False
         self._last_counts: dict[str, dict[str, int]] = {}
         self._result_topics: dict[str, str] = {}
+        #: The last retained publication per topic (zone, line, slot, snapshot), sent again
+        #: after a reconnect: the broker may have lost its retained messages.
+        self._retained: dict[str, tuple[bytes, int]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -112,9 +124,23 @@ class MqttPublisher:
     # -- publishing ----------------------------------------------------------------------------
 
     def emit(self, result: Result, frame: Frame | None) -> None:
-        """As a sink: the result, then its counts."""
+        """As a sink: the result, then its counts, then what its stages published."""
         self.publish_result(result)
         self.publish_counts(result.source_id, result.counts, result.ts)
+        for publication in result.publications:
+            self.publish(result.source_id, publication)
+
+    def publish(self, source_id: str, publication: Publication) -> None:
+        """One stage publication on its topic (``Topics.publication``), retained and with the
+        QoS of its kind (PUBLICATION_FLAGS). Raises ValueError for an unknown kind."""
+        retain, qos = PUBLICATION_FLAGS[publication.kind]
+        topic = self.topics.publication(source_id, publication.kind, publication.levels)
+        body = publication.payload
+        data = body if isinstance(body, bytes) else payloads.encode(body)
+        if retain:
+            with self._lock:
+                self._retained[topic] = (data, qos)
+        self.client.publish(topic, data, qos, retain=retain)
 
     def publish_result(self, result: Result) -> None:
         """One frame's result to ``<src>/result``, QoS 1, not retained.
@@ -179,6 +205,9 @@ class MqttPublisher:
         with self._lock:
             # Retained counts may be gone (a broker restarted without persistence): republish.
             self._last_counts.clear()
+            retained = list(self._retained.items())
         with self._status_lock:
             if not self._closing:
                 self._send_status(self._status_message(self._state))
+        for topic, (data, qos) in retained:
+            self.client.publish(topic, data, qos, retain=True)

@@ -14,6 +14,8 @@ RESERVED_SOURCE_IDS = frozenset({"cmd"})
 RESERVED_DEVICE_IDS = frozenset({"fleet"})
 
 _TOPIC_WILDCARDS = frozenset("/+#")
+#: Topic levels after ``<src>/<kind>`` for each kind of stage publication.
+PUBLICATION_LEVELS = {"zone": 2, "line": 1, "slot": 1, "event": 0, "snapshot": 0}
 
 
 def _unsafe_in_topic(ch: str) -> bool:
@@ -83,6 +85,29 @@ class Topics:
 
     def count(self, src: str, label: str) -> str:
         return f"{self._source(src)}/count/{topic_level(label)}"
+
+    def zone(self, src: str, zone: str, label: str) -> str:
+        return f"{self._source(src)}/zone/{topic_level(zone)}/{topic_level(label)}"
+
+    def line(self, src: str, line: str) -> str:
+        return f"{self._source(src)}/line/{topic_level(line)}"
+
+    def slot(self, src: str, slot: str) -> str:
+        return f"{self._source(src)}/slot/{topic_level(slot)}"
+
+    def publication(self, src: str, kind: str, levels: tuple[str, ...]) -> str:
+        """The topic of a stage's publication (``types.Publication``): ``<src>/<kind>/<levels>``
+        for zone, line and slot; ``<src>/event`` and ``<src>/snapshot`` take no levels."""
+        want = PUBLICATION_LEVELS.get(kind)
+        if want is None or len(levels) != want:
+            raise ValueError(
+                f"a {kind!r} publication takes {want} topic level(s), but got {levels!r}"
+                if want is not None
+                else f"unknown publication kind {kind!r}; expected one of "
+                f"{sorted(PUBLICATION_LEVELS)}"
+            )
+        tail = "".join(f"/{topic_level(level)}" for level in levels)
+        return f"{self._source(src)}/{kind}{tail}"
 
     def stats(self) -> str:
         return f"{self.base}/stats"
