@@ -27,7 +27,7 @@ from edge_agent.pipeline.stages import Sinks
 from edge_agent.publish.client import describe_code, guarded
 from edge_agent.publish.payloads import result_payload
 from edge_agent.publish.publisher import MqttPublisher
-from edge_agent.types import Detections, Result
+from edge_agent.types import Detections, Publication, Result
 from tests.helpers.mqtt import Broker, Recorder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -508,3 +508,58 @@ def test_guarded_logs_and_swallows(caplog: pytest.LogCaptureFixture) -> None:
     (record,) = [r for r in caplog.records if r.name == LOGGER]
     assert record.levelno == logging.ERROR
     assert "message callback" in record.getMessage() and record.exc_info
+
+
+# -- stage publications (zones, lines, slots, events, snapshots) -------------------------------
+
+
+def test_stage_publications_go_to_their_topics_with_their_flags_and_survive_a_restart(
+    broker: Broker, mqtt_recorder: RecorderFactory, make_publisher: Any, device_id: str
+) -> None:
+    recorder = mqtt_recorder(broker, "edgesight/#")
+    publisher = started(make_publisher, broker)
+    result = make_result(seq=3)
+    jpeg = b"\xff\xd8 not really a jpeg \xff\xd9"
+    result.publications = [
+        Publication("zone", ("aisle 1", "cola"), {"count": 2, "ts": result.ts}),
+        Publication("line", ("door",), {"in": 4, "out": 1, "ts": result.ts}),
+        Publication("slot", ("top-left",), {"state": "out", "ts": result.ts}),
+        Publication("event", (), {"type": "out_of_stock", "id": "e1", "ts": result.ts}),
+        Publication("snapshot", (), jpeg),
+    ]
+    publisher.emit(result, None)
+    base = f"edgesight/{device_id}/cam1"
+    expected = {  # topic: (retained, QoS)
+        f"{base}/zone/aisle_1/cola": (True, 1),
+        f"{base}/line/door": (True, 1),
+        f"{base}/slot/top-left": (True, 1),
+        f"{base}/event": (False, 1),
+        f"{base}/snapshot": (True, 0),
+    }
+    assert recorder.wait_for(lambda: recorder.on(f"{base}/snapshot"))
+    got = {m.topic: m for m in recorder.messages if m.topic in expected}
+    assert {t: got[t].qos for t in expected} == {t: q for t, (_, q) in expected.items()}
+    assert got[f"{base}/snapshot"].payload == jpeg
+    assert json.loads(got[f"{base}/line/door"].payload) == {"in": 4, "out": 1, "ts": result.ts}
+    # A broker restarted without persistence lost them: the retained ones come back after the
+    # reconnect, the event (not retained, already delivered) does not.
+    broker.stop()
+    assert wait_until(lambda: not publisher.connected)
+    broker.start()
+    assert wait_until(lambda: publisher.connected)
+    late = mqtt_recorder(broker, f"{base}/#")
+    retained = {t for t, (keep, _) in expected.items() if keep}
+    assert late.wait_for(lambda: {m.topic for m in late.messages} >= retained)
+    assert all(m.retain for m in late.messages if m.topic in retained)
+    assert not late.on(f"{base}/event")
+    assert late.on(f"{base}/snapshot")[0].payload == jpeg
+
+
+def test_an_unknown_publication_kind_or_level_count_is_a_value_error(
+    broker: Broker, make_publisher: Any
+) -> None:
+    publisher = started(make_publisher, broker)
+    with pytest.raises(ValueError, match="takes 2 topic level"):
+        publisher.publish("cam1", Publication("zone", ("only-zone",), {"count": 1}))
+    with pytest.raises(ValueError, match="unknown publication kind 'bogus'"):
+        publisher.publish("cam1", Publication("bogus", (), {}))  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from edge_agent.publish.payloads import (
     result_payload,
     status_payload,
 )
-from edge_agent.types import Classifications, Detections, Result
+from edge_agent.types import UNCONFIRMED, Classifications, Detections, Result
 
 LABELS = ["cola", "water", "chips"]
 
@@ -125,6 +125,10 @@ def test_track_id_only_when_tracked() -> None:
     assert all(type(p["trackId"]) is int for p in preds)
     untracked = make_detections([[0, 0, 10, 10]])
     assert "trackId" not in result_payload(make_result(untracked), "dev1")["predictions"][0]
+    # A box no confirmed track holds yet has no trackId: -1 is not an object's id.
+    partly = make_detections([[0, 0, 10, 10], [5, 5, 20, 20]], tracker_id=[UNCONFIRMED, 9])
+    preds = result_payload(make_result(partly), "dev1")["predictions"]
+    assert ["trackId" in p for p in preds] == [False, True]
 
 
 def test_result_envelope() -> None:

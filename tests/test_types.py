@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.types import Classifications, Detections, Frame
+from edge_agent.types import UNCONFIRMED, Classifications, Detections, Frame
 
 
 def make_detections(n: int = 3, tracker: bool = False) -> Detections:
@@ -79,3 +79,24 @@ def test_frame_checks_image():
         Frame(np.zeros((4, 6), np.uint8), "cam", 0, 0.0)
     with pytest.raises(ValueError, match="uint8"):
         Frame(np.zeros((4, 6, 3), np.float32), "cam", 0, 0.0)
+
+
+def test_data_arrays_travel_with_indexing_and_must_match_the_length():
+    det = Detections(
+        xyxy=np.array([[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3]], np.float32),
+        confidence=np.array([0.9, 0.8, 0.7], np.float32),
+        class_id=np.array([0, 1, 0], np.int32),
+        tracker_id=np.array([4, UNCONFIRMED, 6], np.int64),
+        data={"zones": np.array([[True, False], [False, False], [True, True]])},
+    )
+    picked = det[det.confirmed()]
+    assert picked.tracker_id.tolist() == [4, 6]
+    assert picked.data["zones"].tolist() == [[True, False], [True, True]]
+    assert det[[2]].data["zones"].tolist() == [[True, True]]
+    with pytest.raises(ValueError, match=r"data\['zones'\] must be an array of length 3"):
+        Detections(det.xyxy, det.confidence, det.class_id, data={"zones": np.zeros(2, bool)})
+
+
+def test_untracked_detections_have_no_confirmed_box():
+    det = Detections(np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.zeros(2, np.int32))
+    assert det.confirmed().tolist() == [False, False]

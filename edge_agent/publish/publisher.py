@@ -133,8 +133,8 @@ class MqttPublisher:
     def publish(self, source_id: str, publication: Publication) -> None:
         """One stage publication on its topic (``Topics.publication``), retained and with the
         QoS of its kind (PUBLICATION_FLAGS). Raises ValueError for an unknown kind."""
-        retain, qos = PUBLICATION_FLAGS[publication.kind]
         topic = self.topics.publication(source_id, publication.kind, publication.levels)
+        retain, qos = PUBLICATION_FLAGS[publication.kind]
         body = publication.payload
         data = body if isinstance(body, bytes) else payloads.encode(body)
         if retain:
