@@ -10,9 +10,9 @@ is replaced by the empty shelf under its mask; an item in the hand is the scene'
 its mask, moved. The sliding bag has no mask in the assets: its pixels are those where the scene
 differs from the empty shelf inside its box (:func:`slide_item`). Nothing hides it while it
 moves, so a detector sees it in every frame, a tracker keeps its id and a line across its path
-(:data:`LINE_X`) is crossed once each way (:data:`CROSSINGS`). Everything is a function of the
-frame number, so the clip is the same on every
-machine and :func:`expected_counts` is the ground truth for each frame.
+(:data:`LINE`) is crossed once each way (:data:`CROSSINGS`). Everything is a function of the
+frame number, so the clip is the same on every machine and :func:`expected_counts` is the ground
+truth for each frame.
 """
 
 from __future__ import annotations
@@ -67,12 +67,16 @@ SLIDE_LABEL = "bag"
 #: gap, stopping 11 px short of the can; its box goes from x 0.141-0.283 to 0.297-0.439).
 SLIDE_DX = 0.156
 #: (frame it starts sliding out, frame it starts sliding back). Each way takes SLIDE_FRAMES
-#: (eased: at most 10 px, an eighth of its width, per frame); it pauses 1 s at the far end.
+#: (eased: at most 10 px, a seventh of its width, per frame); it pauses 1 s at the far end.
 SLIDE = (126, 150)
 SLIDE_FRAMES = 12
 #: The vertical counting line, as a fraction of the frame width: the bag's centre goes from
-#: x 0.212 to 0.368 and back. No other product's centre is within 34 px (0.066) of it.
+#: x 0.212 to 0.368 and back. No other product's centre is within 28 px (0.055) of it, and none
+#: moves sideways.
 LINE_X = 0.3
+#: The line as a segment ((x, y), (x, y)) in fractions of the frame, across the top shelf only
+#: (its board is at y 0.27, the bag's centre at 0.17): products below never reach it.
+LINE: tuple[tuple[float, float], tuple[float, float]] = ((LINE_X, 0.0), (LINE_X, 0.3))
 #: (first frame with the bag's centre past LINE_X, the way it moved): out, then back.
 CROSSINGS: tuple[tuple[int, Literal["right", "left"]], ...] = ((132, "right"), (155, "left"))
 #: A pixel belongs to a product where scene and empty shelf differ by more than this (0-255,
