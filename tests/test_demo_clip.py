@@ -21,7 +21,7 @@ TWINS = [("shelf_bundle", "onnx"), ("shelf_bundle_tflite", "tflite")]
 #: Frames of the hand's part (SCHEDULE), as the clip had them before the slide was added.
 HAND_PART_FRAMES = 120
 #: The frames checked: from the last still frame before the slide to the first after it.
-SLIDE_FRAMES = range(clip.SLIDE[0] - 1, clip.SLIDE[1] + clip.SLIDE_FRAMES + 1)
+CHECKED_FRAMES = range(clip.SLIDE[0] - 1, clip.SLIDE[1] + clip.SLIDE_FRAMES + 1)
 #: The detection matched to the sliding bag must overlap its true box this much in every frame.
 MIN_IOU = 0.5
 #: A detector's box centre may pass the line a frame before or after the true box's does.
@@ -133,7 +133,7 @@ def test_detectors_see_the_sliding_bag_in_every_frame(folder, runtime, assets, c
     w = assets.size[0]
     matched: list[tuple[int, np.ndarray]] = []
     ious, seen = [], set()
-    for i in SLIDE_FRAMES:
+    for i in CHECKED_FRAMES:
         det = results[i].predictions
         iou = box_iou(clip.slide_box(assets, i)[None], det.xyxy)[0]
         j = int(np.argmax(iou))
@@ -151,7 +151,7 @@ def test_detectors_see_the_sliding_bag_in_every_frame(folder, runtime, assets, c
     for (got, _), (want, _) in zip(found, clip.CROSSINGS, strict=True):
         assert abs(got - want) <= CROSSING_TOLERANCE_FRAMES, found
     # The bag is counted as standing still is, all the way.
-    before = results[SLIDE_FRAMES[0]].counts
-    assert all(results[i].counts == before for i in SLIDE_FRAMES), [
-        (i, results[i].counts) for i in SLIDE_FRAMES if results[i].counts != before
+    before = results[CHECKED_FRAMES[0]].counts
+    assert all(results[i].counts == before for i in CHECKED_FRAMES), [
+        (i, results[i].counts) for i in CHECKED_FRAMES if results[i].counts != before
     ]
