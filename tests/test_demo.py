@@ -251,11 +251,9 @@ def test_asset_tool_makes_assets_the_clip_can_use(tmp_path):
     build(tmp_path, index=17, seed=0, size=320)
     assets = clip.load_assets(tmp_path)
     assert assets.size == (320, 320) and len(assets.taken) == 3
-    assert clip.compose_frame(assets, clip.SCHEDULE[0][1] + clip.REACH_FRAMES).shape == (
-        320,
-        320,
-        3,
-    )
+    for i in (clip.SCHEDULE[0][1] + clip.REACH_FRAMES, clip.SLIDE[1] - 1):  # a hand; the slide
+        assert clip.compose_frame(assets, i).shape == (320, 320, 3)
+    assert clip.slide_offset(assets, clip.SLIDE[1] - 1) == round(clip.SLIDE_DX * 320)
 
 
 def test_table_rows_take_each_seconds_most_frequent_count():

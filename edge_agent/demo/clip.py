@@ -1,4 +1,5 @@
-"""The demo's shelf clip: a hand takes three items off a shelf and later puts them back.
+"""The demo's shelf clip: a hand takes three items off a shelf and later puts them back; then one
+bag slides along its shelf by itself, across a counting line, and back.
 
 Composed with OpenCV from small committed assets (``assets/``, written by
 ``python -m tools.build_demo_assets`` from one ``trainer.synth`` shelf scene), so making the clip
@@ -6,8 +7,12 @@ needs neither the trainer nor torch. The assets hold the scene, the same scene r
 products (same random draws, so walls, boards, price tags, warp and lighting match pixel for
 pixel), a mask of each item the hand takes, and every labelled box. An item taken off the shelf
 is replaced by the empty shelf under its mask; an item in the hand is the scene's pixels under
-its mask, moved. Everything is a function of the frame number, so the clip is the same on every
-machine and :func:`expected_counts` is the ground truth for each frame.
+its mask, moved. The sliding bag has no mask in the assets: its pixels are those where the scene
+differs from the empty shelf inside its box (:func:`slide_item`). Nothing hides it while it
+moves, so a detector sees it in every frame, a tracker keeps its id and a line across its path
+(:data:`LINE`) is crossed once each way (:data:`CROSSINGS`). Everything is a function of the
+frame number, so the clip is the same on every machine and :func:`expected_counts` is the ground
+truth for each frame.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ ASSETS_SCHEMA = "edgesight.demo-shelf/1"
 RING_PX = 2
 
 CLIP_FPS = 12
-CLIP_FRAMES = 120  # 10 s
+#: Part of the clip's file name (edge_agent.demo's clip_name): bump it when the drawing changes.
+CLIP_VERSION = 2
+#: The hand's part takes frames 0 to 119 (10 s), the slide the rest.
+CLIP_FRAMES = 174  # 14.5 s
 #: Frames the hand takes to reach an item from the frame edge; pulling back takes as many.
 REACH_FRAMES = 5
 #: (item, frame the hand starts reaching to take it, frame it starts reaching to put it back);
@@ -49,6 +57,35 @@ GRIP_INSET = 0.3
 SKIN = (135, 165, 215)
 SKIN_EDGE = (100, 125, 170)
 SLEEVE = (90, 62, 40)
+
+#: The bag that slides after the hand's part: its index in the assets' boxes (the "MAX" bag,
+#: second from the left on the top shelf; the gap to its right is the only one wide enough to
+#: slide in without passing over another product) and its label.
+SLIDE_BOX = 1
+SLIDE_LABEL = "bag"
+#: How far it slides to the right, as a fraction of the frame width (80 px of 512: into the
+#: gap, stopping 11 px short of the can; its box goes from x 0.141-0.283 to 0.297-0.439).
+SLIDE_DX = 0.156
+#: (frame it starts sliding out, frame it starts sliding back). Each way takes SLIDE_FRAMES
+#: (eased: at most 10 px, a seventh of its width, per frame); it pauses 1 s at the far end.
+SLIDE = (126, 150)
+SLIDE_FRAMES = 12
+#: The vertical counting line, as a fraction of the frame width: the bag's centre goes from
+#: x 0.212 to 0.368 and back. No other product's centre is within 28 px (0.055) of it, and none
+#: moves sideways.
+LINE_X = 0.3
+#: The line as a segment ((x, y), (x, y)) in fractions of the frame, across the top shelf only
+#: (its board is at y 0.27, the bag's centre at 0.17): products below never reach it.
+LINE: tuple[tuple[float, float], tuple[float, float]] = ((LINE_X, 0.0), (LINE_X, 0.3))
+#: (first frame with the bag's centre past LINE_X, the way it moved): out, then back.
+CROSSINGS: tuple[tuple[int, Literal["right", "left"]], ...] = ((132, "right"), (155, "left"))
+#: A pixel belongs to a product where scene and empty shelf differ by more than this (0-255,
+#: per channel): the two JPEGs differ by at most 14 on bare shelf, and by 72 or more on 99% of
+#: the sliding bag.
+CHANGED_MIN = 32
+#: The box grown by this (px) bounds the sliding bag's pixels (tools/build_demo_assets.py's
+#: MARGIN_PX: the perspective warp spreads a product's edge this far).
+MARGIN_PX = 3
 
 Side = Literal["left", "right", "top", "bottom"]
 
@@ -70,6 +107,16 @@ class TakenItem:
     region: tuple[int, int, int, int]  # x1, y1, x2, y2 of the mask
     mask: np.ndarray  # bool, the region's size: the item and a thin ring of shelf round it
     core: np.ndarray  # the mask without that ring: what the hand carries
+
+
+@dataclass(frozen=True)
+class SlidingItem:
+    """The product that slides: its box, its pixels' bounding region and masks as TakenItem's."""
+
+    box: int
+    region: tuple[int, int, int, int]
+    mask: np.ndarray  # what leaves its place: the product and a thin ring round it
+    core: np.ndarray  # what moves: the product
 
 
 @dataclass(frozen=True)
@@ -169,7 +216,9 @@ def hand_in_view(i: int) -> bool:
 
 
 def expected_counts(assets: ShelfAssets, i: int) -> dict[str, int] | None:
-    """Labelled items on the shelf in frame ``i``, per label; None while a hand is in view."""
+    """Labelled items on the shelf in frame ``i``, per label; None while a hand is in view.
+
+    The sliding bag stays on the shelf and in full view, so it changes no count."""
     if hand_in_view(i):
         return None
     counts = Counter(assets.labels)
@@ -177,6 +226,59 @@ def expected_counts(assets: ShelfAssets, i: int) -> dict[str, int] | None:
         if not on_shelf(k, i):
             counts[assets.labels[item.box]] -= 1
     return dict(counts)
+
+
+def _slide_t(i: int) -> float:
+    """How far along its path the sliding bag is in frame ``i``: 0 at its place, 1 at the far
+    end."""
+    out, back = SLIDE
+    if out <= i < out + SLIDE_FRAMES:
+        return _ease((i - out + 1) / SLIDE_FRAMES)
+    if out + SLIDE_FRAMES <= i < back:
+        return 1.0
+    if back <= i < back + SLIDE_FRAMES:
+        return _ease(1 - (i - back + 1) / SLIDE_FRAMES)
+    return 0.0
+
+
+def slide_offset(assets: ShelfAssets, i: int) -> int:
+    """Pixels the sliding bag stands to the right of its place in frame ``i``."""
+    return round(SLIDE_DX * assets.size[0] * _slide_t(i))
+
+
+def slide_box(assets: ShelfAssets, i: int) -> np.ndarray:
+    """The sliding bag's labelled box in frame ``i``: (4,) float32 xyxy pixels."""
+    box = assets.boxes[SLIDE_BOX].copy()
+    box[[0, 2]] += slide_offset(assets, i)
+    return box
+
+
+def slide_item(assets: ShelfAssets) -> SlidingItem:
+    """The sliding bag's pixels: where the scene differs from the empty shelf inside its box
+    (grown by MARGIN_PX, other boxes left out), gaps closed and holes filled, as
+    tools/build_demo_assets.py makes the taken items' masks."""
+    if assets.labels[SLIDE_BOX : SLIDE_BOX + 1] != [SLIDE_LABEL]:
+        raise ValueError(
+            f"the sliding product must be box {SLIDE_BOX} labelled {SLIDE_LABEL!r}, but the "
+            f"assets' box {SLIDE_BOX} is {assets.labels[SLIDE_BOX : SLIDE_BOX + 1]}"
+        )
+    w, h = assets.size
+    bx1, by1, bx2, by2 = (round(float(v)) for v in assets.boxes[SLIDE_BOX])
+    x1, y1 = max(0, bx1 - MARGIN_PX), max(0, by1 - MARGIN_PX)
+    x2, y2 = min(w, bx2 + MARGIN_PX), min(h, by2 + MARGIN_PX)
+    diff = np.abs(assets.scene[y1:y2, x1:x2].astype(np.int16) - assets.empty[y1:y2, x1:x2])
+    changed = (diff.max(axis=2) > CHANGED_MIN).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, kernel)
+    for k, other in enumerate(assets.boxes):
+        if k != SLIDE_BOX:
+            ox1, oy1, ox2, oy2 = (round(float(v)) for v in other)
+            changed[max(0, oy1 - y1) : max(0, oy2 - y1), max(0, ox1 - x1) : max(0, ox2 - x1)] = 0
+    outside = np.pad(1 - changed, 1, constant_values=1)  # a frame of background to flood from
+    cv2.floodFill(outside, None, (0, 0), 2)
+    core = outside[1:-1, 1:-1] != 2  # the product and its holes
+    ring = cv2.dilate(core.astype(np.uint8), np.ones((2 * RING_PX + 1,) * 2, np.uint8)) > 0
+    return SlidingItem(SLIDE_BOX, (x1, y1, x2, y2), ring, core)
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -275,6 +377,12 @@ def _paste(image: np.ndarray, source: np.ndarray, mask: np.ndarray, x: int, y: i
 def compose_frame(assets: ShelfAssets, i: int) -> np.ndarray:
     """Frame ``i`` of the clip (BGR uint8, the scene's size)."""
     frame = assets.scene.copy()
+    dx = slide_offset(assets, i)
+    if dx:
+        slider = slide_item(assets)
+        x1, y1, x2, y2 = slider.region
+        frame[y1:y2, x1:x2][slider.mask] = assets.empty[y1:y2, x1:x2][slider.mask]
+        _paste(frame, assets.scene[y1:y2, x1:x2], slider.core, x1 + dx, y1)
     for k, item in enumerate(assets.taken):
         if not on_shelf(k, i):
             x1, y1, x2, y2 = item.region
