@@ -45,9 +45,9 @@ DEVICE_ID = "demo"
 CLIENT_ID = "edgesight-demo"
 #: Every topic the demo publishes is under this (the default prefix, then the device id).
 DEVICE_TOPIC_PREFIX = f"{MqttConfig().topic_prefix}/{DEVICE_ID}"
-#: Part of the clip's file name: bump it when a clip's drawing changes, so demo folders made
-#: by an older version make the clip again instead of reusing theirs.
-CLIP_VERSION = 1
+#: Part of the clip's file name (bumped in clip.py with the drawing), so demo folders made by
+#: an older version make the clip again instead of reusing theirs.
+CLIP_VERSION = clip.CLIP_VERSION
 ANNOTATED_DIR = "annotated"
 EMBEDDED_HOST = "127.0.0.1"
 
