@@ -4,7 +4,10 @@ the same sequences. bench/bench_tracking.py prints the same figures as a table."
 
 from __future__ import annotations
 
+import runpy
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +154,21 @@ def test_busy_frames_hold_exactly_n_detections():
     frames = busy_frames(50, 20)
     assert {len(f.detections) for f in frames} == {50}
     assert all((f.gt_xyxy[:, 2:] <= [1280, 720]).all() for f in frames)
+
+
+def test_the_bench_prints_its_tables(capsys):
+    """bench/bench_tracking.py runs (short scenes, few frames): a table row per scene kind and
+    rate, and a cost row per load; the figures themselves are not asserted."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_tracking.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--duration", "2", "--cost-frames", "5"]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for kind in SCENE_KINDS:
+        assert out.count(f"{kind} ") == len(RATES)
+    assert "tracker ms p50" in out and out.rstrip().splitlines()[-1].split()[0] == "50"

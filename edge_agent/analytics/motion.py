@@ -37,6 +37,8 @@ MIN_SIZE_PX = 1.0
 # row contiguous so every operation below runs on whole (T, 4) blocks.
 X, V, P00, P01, P11 = range(5)
 STATE_ROWS = 5
+#: The size each coordinate's noise scales with: cx and w with w, cy and h with h.
+_SIZE_COLUMNS = np.array([2, 3, 2, 3])
 
 
 def _cxcywh(xyxy: np.ndarray) -> np.ndarray:
@@ -47,7 +49,8 @@ def _cxcywh(xyxy: np.ndarray) -> np.ndarray:
 
 def _variance(x: np.ndarray, std: float) -> np.ndarray:
     """(T, 4) variance of a noise whose std is ``std`` times the size (w, h, w, h)."""
-    scaled = np.tile(np.maximum(x[:, 2:], MIN_SIZE_PX), 2)
+    scaled = x[:, _SIZE_COLUMNS]
+    np.maximum(scaled, MIN_SIZE_PX, out=scaled)
     scaled *= std
     scaled *= scaled
     return scaled
