@@ -32,7 +32,6 @@ from edge_agent.bench.tracking_scenes import (
 from edge_agent.bench.tracking_score import TrackScores, run_naive, run_ours, score
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext
-from edge_agent.types import Result
 
 RATES = [(5, 0.0), (15, 0.0), (30, 0.0), (30, 0.5)]  # (fps, share of frames dropped)
 LOADS = (10, 50)  # detections per frame for the cost rows
@@ -92,7 +91,7 @@ def cost_rows(frames: int) -> list[str]:
         stage = TrackStage(TrackOptions(), StageContext("bench", StatsRegistry()))
         whole = []
         for f in stream:
-            result = Result("bench", f.seq, f.ts, "m", "detect", LABELS, (1280, 720), f.detections)
+            result = f.result()
             t0 = time.perf_counter()
             stage.process(result, None)
             whole.append(time.perf_counter() - t0)

@@ -168,6 +168,25 @@ def test_a_time_going_backwards_counts_as_no_time_and_does_not_crash():
     assert len(stage.tracker.live_ids()) == 0
 
 
+def test_a_timestamp_that_is_not_a_number_counts_as_no_time():
+    stage = make_stage(lost_s=1.0, birth_hits=1)
+    step(stage, 10.0, dets([box(100)]))
+    step(stage, float("nan"), dets())
+    assert int(step(stage, 10.9, dets([box(100)]))[0]) == 1
+    step(stage, 12.0, dets())
+    assert len(stage.tracker.live_ids()) == 0  # time still runs from the last real clock
+
+
+def test_a_box_that_is_not_a_number_is_nobodys_and_spoils_nothing():
+    stage = make_stage(birth_hits=1)
+    bad = [float("nan"), 100, 150, 220]
+    for i in range(3):
+        det = dets([box(100), bad, box(400)], conf=np.array([0.9, 0.9, np.nan]))
+        ids = step(stage, i / 10, det)
+        assert list(ids) == [1, UNCONFIRMED, UNCONFIRMED]
+    assert list(stage.tracker.live_ids()) == [1]
+
+
 def test_a_clock_jumping_forward_expires_tracks():
     stage = make_stage(lost_s=1.0, birth_hits=1)
     step(stage, 0.0, dets([box(100)]))

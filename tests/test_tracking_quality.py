@@ -154,6 +154,9 @@ def test_busy_frames_hold_exactly_n_detections():
     frames = busy_frames(50, 20)
     assert {len(f.detections) for f in frames} == {50}
     assert all((f.gt_xyxy[:, 2:] <= [1280, 720]).all() for f in frames)
+    result = frames[3].result("cam")
+    assert (result.source_id, result.seq, result.ts) == ("cam", 3, frames[3].ts)
+    assert result.predictions is frames[3].detections and result.frame_size == (1280, 720)
 
 
 def test_the_bench_prints_its_tables(capsys):

@@ -21,6 +21,8 @@ id. What we do differently, and why (docs/tracking.md):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -178,10 +180,15 @@ class Tracker:
     ) -> np.ndarray:
         """Match one frame's boxes to tracks; ``keys`` are class keys (equal keys may match
         when ``class_consistent``). A ``ts`` earlier than the last frame's counts as no time
-        passing (a clock stepped back), so nothing crashes and no track expires early."""
+        passing (a clock stepped back), so nothing crashes and no track expires early; so does
+        a ``ts`` that is not a number. A box with a coordinate or score that is not a number
+        is nobody's (UNCONFIRMED) and starts nothing, rather than poisoning the matching."""
         opt, tracks = self.options, self._tracks
-        dt = 0.0 if self._last_ts is None else max(0.0, ts - self._last_ts)
-        self._last_ts = ts
+        dt = 0.0
+        if math.isfinite(ts):
+            if self._last_ts is not None:
+                dt = max(0.0, ts - self._last_ts)
+            self._last_ts = ts
         self._clock += dt
         if len(tracks):
             expired = self._clock - tracks.last_seen > opt.lost_s + TIME_EPS_S
@@ -192,6 +199,10 @@ class Tracker:
         n = len(xyxy)
         det_track = np.full(n, -1, np.intp)
         high = confidence >= opt.high_threshold
+        finite = np.isfinite(xyxy).all(axis=1)
+        if not finite.all():
+            xyxy, high = np.where(finite[:, np.newaxis], xyxy, 0.0), high & finite
+            confidence = np.where(finite, confidence, 0.0)
         if len(tracks) and n:
             self._associate(xyxy, confidence, keys, high, det_track)
 

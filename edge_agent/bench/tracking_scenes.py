@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from edge_agent.types import Detections
+from edge_agent.types import Detections, Result
 
 SceneKind = Literal["crossing", "occlusion", "reentry", "crowd"]
 SCENE_KINDS: tuple[SceneKind, ...] = ("crossing", "occlusion", "reentry", "crowd")
@@ -67,6 +67,19 @@ class SceneFrame:
     det_gt: np.ndarray  # (N,) the true id each detection came from; -1 for a spurious box
     gt_ids: np.ndarray  # (M,) int64 ids of the objects visible in this frame
     gt_xyxy: np.ndarray  # (M, 4) float64 their exact boxes, clipped to the frame
+
+    def result(self, source_id: str = "bench", labels: list[str] = LABELS) -> Result:
+        """This frame's detections as a fresh Result, to run through a stage chain."""
+        return Result(
+            source_id,
+            self.seq,
+            self.ts,
+            "scene",
+            "detect",
+            list(labels),
+            (FRAME_W, FRAME_H),
+            self.detections,
+        )
 
 
 @dataclass(frozen=True)
