@@ -346,7 +346,11 @@ def test_events_open_on_low_or_out_and_close_on_ok(before: Any, after: Any, kind
 # --- the polygon test, for every slot at once -------------------------------------------------
 
 vertex = st.tuples(st.integers(0, 6), st.integers(0, 6))
-polygon = st.lists(vertex, min_size=3, max_size=6)
+polygon = st.lists(vertex, min_size=3, max_size=6) | st.builds(
+    lambda x, y, w, h: [(x, y), (x + w, y), (x + w, y + h), (x, y + h)],
+    *(st.integers(0, 3),) * 2,
+    *(st.integers(0, 3),) * 2,
+)  # rectangles (some of no area), which skip the edge test
 
 
 @settings(max_examples=200, deadline=None)
@@ -365,6 +369,30 @@ def test_polygons_agree_with_points_in_polygon(polygons: list[list[tuple[int, in
         got = shapes.contain(points, np.full(len(points), s))
         assert np.array_equal(got, want), (p, points[got != want])
         assert not np.any(want & ~near[:, s])  # nothing inside is outside the bounding box
+    # All pairs at once, rectangles decided by their bounding box alone.
+    point, which = shapes.inside(points, np.ones((len(points), len(polygons)), bool))
+    for s, p in enumerate(polygons):
+        want = points_in_polygon(points, np.array(p, np.float64))
+        assert np.array_equal(np.sort(point[which == s]), np.flatnonzero(want)), p
+
+
+@pytest.mark.parametrize(
+    ("polygon", "boxy"),
+    [
+        ([(0, 0), (4, 0), (4, 2), (0, 2)], True),
+        ([(0, 2), (4, 2), (4, 0), (0, 0)], True),  # the other way round
+        ([(0, 0), (4, 0), (4, 2), (0, 2), (0, 2), (0, 2)], True),  # padded
+        ([(0, 0), (2, 0), (4, 0), (4, 2), (0, 2)], False),  # a vertex mid-edge: tested
+        ([(0, 0), (4, 0), (4, 2), (0, 2)] * 2, False),  # twice round: even-odd says empty
+        ([(0, 0), (4, 0), (0, 0), (0, 2)], False),  # no area
+        ([(0, 0), (4, 0), (4, 1), (2, 1), (2, 2), (0, 2)], False),  # an L
+        ([(0, 0), (4, 0), (4, 2)], False),
+    ],
+)
+def test_only_true_rectangles_skip_the_edge_test(polygon: list[Any], boxy: bool) -> None:
+    k = 8
+    padded = np.array([polygon + [polygon[-1]] * (k - len(polygon))], np.float64)
+    assert Polygons(padded).boxy.tolist() == [boxy]
 
 
 # --- options ----------------------------------------------------------------------------------

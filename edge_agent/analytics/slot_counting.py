@@ -94,6 +94,22 @@ class Polygons:
         self.length = np.hypot(self.ex, self.ey)
         self.tol = EDGE_TOLERANCE_PX * self.length
         self.low, self.high = vertices.min(axis=1), vertices.max(axis=1)  # (S, 2) bounds
+        # A polygon that is its own bounding box (four axis-aligned edges between its corners,
+        # enclosing all of it: most shelf slots) needs no edge test: ``near`` decides it,
+        # edges included as ``contain`` would.
+        x, y = self.x1, self.y1
+        cornered = ((x == self.low[:, :1]) | (x == self.high[:, :1])) & (
+            (y == self.low[:, 1:]) | (y == self.high[:, 1:])
+        )
+        straight = (self.ex == 0) | (self.ey == 0)
+        area = np.abs(np.sum(self.x1 * self.y2 - self.x2 * self.y1, axis=1)) / 2
+        box_area = np.prod(self.high - self.low, axis=1)
+        self.boxy = (
+            ((self.length > 0).sum(axis=1) == 4)
+            & np.all(cornered & straight, axis=1)
+            & (box_area > 0)
+            & np.isclose(area, box_area, rtol=1e-9, atol=0)
+        )
 
     def near(self, points: np.ndarray) -> np.ndarray:
         """(N, S) bool: which points lie within each polygon's bounding box (edges included),
@@ -101,6 +117,17 @@ class Polygons:
         x, y = points[:, 0:1], points[:, 1:2]
         low, high = self.low, self.high
         return (x >= low[:, 0]) & (x <= high[:, 0]) & (y >= low[:, 1]) & (y <= high[:, 1])
+
+    def inside(self, points: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(point index, polygon index) of every pair where the point (of ``points``, (N, 2))
+        is inside the polygon, among the pairs ``allowed`` ((N, S) bool) names."""
+        point, polygon = np.nonzero(allowed & self.near(points))
+        tested = ~self.boxy[polygon]
+        if tested.any():
+            keep = ~tested
+            keep[tested] = self.contain(points[point[tested]], polygon[tested])
+            point, polygon = point[keep], polygon[keep]
+        return point, polygon
 
     def contain(self, points: np.ndarray, which: np.ndarray) -> np.ndarray:
         """(P,) bool: whether each of ``points`` (P, 2) is inside polygon ``which`` (P,)."""

@@ -282,10 +282,8 @@ class ShelfSlots:
         polygons = self._pixel_polygons(result.frame_size)
         same_label = class_id[:, None] == class_ids[None, :]  # (boxes, slots)
         for anchor, in_group in self._groups:
-            points = anchor_points(xyxy, anchor)
-            box, slot = np.nonzero(same_label & in_group & polygons.near(points))
-            inside = polygons.contain(points[box], slot)
-            counts += np.bincount(slot[inside], minlength=len(counts))
+            _, slot = polygons.inside(anchor_points(xyxy, anchor), same_label & in_group)
+            counts += np.bincount(slot, minlength=len(counts))
         return counts
 
     def _class_ids_for(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
