@@ -6,11 +6,13 @@ Scenes are scripted frame by frame in capture time (10 fps), so every expectatio
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -502,3 +504,31 @@ def test_a_state_that_cannot_be_saved_is_still_published(tmp_path: Path) -> None
     run = Run(make_stage(state_dir=tmp_path))
     run.hold(6, [])
     assert len(run.events) == 2 and len(run.slots) == 2
+
+
+# --- docs/shelves.md stays true ---------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "shelves.md"
+
+
+def doc_blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_the_guide_example_config_is_valid_and_its_payloads_are_the_stage_s() -> None:
+    import edge_agent.analytics.snapshots  # noqa: F401  (registers "snapshot")
+
+    (config,) = doc_blocks("yaml")
+    stages = yaml.safe_load(config)["sources"][0]["stages"]
+    assert [s["type"] for s in stages] == ["counts", "slots", "snapshot"]
+    for stage in stages:
+        stage_options(stage.pop("type"), stage)
+    slot_doc, event_doc = (json.loads(b) for b in doc_blocks("json"))
+    run = Run(make_stage())
+    run.hold(6, cans(2))
+    slot_payload = next(p for _, name, p in run.slots if name == "cola")
+    assert slot_payload == {**slot_doc, "since": 5.0, "ts": 5.0}
+    assert run.events[0].keys() == event_doc.keys()
+    assert re.fullmatch(r"\d+-[0-9a-f]{6}", event_doc["id"]) and re.fullmatch(
+        r"\d+-[0-9a-f]{6}", run.events[0]["id"]
+    )
