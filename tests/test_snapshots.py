@@ -275,9 +275,9 @@ def test_a_snapshot_that_cannot_be_written_is_counted_logged_once_and_still_publ
         result = stage.process(result, frame)
         assert event["snapshot"] is None and [p.kind for p in result.publications] == ["snapshot"]
     counters = stats.snapshot()["stage"]["shelf/snapshot"]
-    assert counters["snapshot_write_errors"] == 2 and counters["snapshots_written"] == 0
+    assert counters["snapshot_errors"] == 2 and counters["snapshots_written"] == 0
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
-    assert "snapshot not kept" in caplog.messages[0]
+    assert "snapshot not kept in" in caplog.messages[0]
 
 
 def test_counters_follow_the_folder(tmp_path: Path) -> None:
@@ -359,3 +359,16 @@ def test_the_latest_snapshot_is_retained_on_its_topic_as_jpeg_bytes(
         assert late.on(f"{base}/slot/cola")[0].retain and cola["state"] == "out"
     finally:
         publisher.close(timeout_s=1.0)
+
+
+def test_a_kept_picture_that_cannot_be_drawn_costs_only_its_own_snapshot(tmp_path: Path) -> None:
+    stats = StatsRegistry()
+    stage = make_stage(tmp_path, stats)
+    frame, result = frame_and_result(1_790_000_000.0, [("cola", 100, 240)])
+    broken, broken_event = request("entered", image=np.zeros((10, 10), np.uint8))  # not BGR
+    fine, fine_event = request("low_stock")
+    result.snapshot_requests += [broken, fine]
+    result = stage.process(result, frame)
+    assert broken_event["snapshot"] is None and fine_event["snapshot"] is not None
+    assert [p.kind for p in result.publications] == ["snapshot"]
+    assert stats.snapshot()["stage"]["shelf/snapshot"]["snapshot_errors"] == 1

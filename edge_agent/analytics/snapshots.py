@@ -132,16 +132,14 @@ class Snapshots:
         self.options = options
         folder = None if context.state_dir is None else context.state_dir / "snapshots"
         self.store = (
-            None
-            if folder is None or not options.save
-            else (SnapshotStore(folder, options.max_bytes))
+            None if folder is None or not options.save else SnapshotStore(folder, options.max_bytes)
         )
         self._on = None if options.on is None else frozenset(options.on)
         key = f"{context.source_id}/{self.name}"
         stats = context.stats
         self.written = stats.counter("stage", "snapshots_written", key)
         self.removed = stats.counter("stage", "snapshots_removed", key)
-        self.write_errors = stats.counter("stage", "snapshot_write_errors", key)
+        self.errors = stats.counter("stage", "snapshot_errors", key)  # not drawn or not kept
         self.no_picture = stats.counter("stage", "snapshots_without_picture", key)
         self.folder_bytes = stats.gauge("stage", "snapshot_folder_bytes", key)
         self._source = context.source_id
@@ -151,25 +149,20 @@ class Snapshots:
         latest: tuple[float, bytes] | None = None
         this_frame: tuple[bytes, str | None] | None = None  # drawn once for every request
         for request in wanted:
-            if request.image is not None:
-                jpeg = self._render_kept(request, result)
-                name = self._save(jpeg, request)
-            elif frame is None:  # a chain built without the agent's frames (tools)
+            if request.image is None and frame is None:  # a chain built without the agent
                 self.no_picture.inc()
                 continue
-            else:
-                if this_frame is None:
-                    jpeg = render(
-                        frame.image,
-                        result.predictions,
-                        result.labels,
-                        result.counts,
-                        result.overlays,
-                        self.options.max_width,
-                        self.options.quality,
-                    )
-                    this_frame = (jpeg, self._save(jpeg, request))
+            if request.image is None and this_frame is not None:
                 jpeg, name = this_frame
+            else:
+                try:
+                    jpeg = self._render(request, result, frame)
+                except (ValueError, cv2.error) as exc:  # a kept image or boxes that do not fit
+                    self._failed("snapshot not drawn", exc)
+                    continue
+                name = self._save(jpeg, request)
+                if request.image is None:
+                    this_frame = (jpeg, name)
             if request.event is not None and name is not None:
                 request.event["snapshot"] = name  # the event's publication is this dict
             if latest is None or request.ts >= latest[0]:
@@ -178,22 +171,37 @@ class Snapshots:
             result.publications.append(Publication("snapshot", (), latest[1]))
         return result
 
-    def _render_kept(self, request: SnapshotRequest, result: Result) -> bytes:
-        """A frame a stage kept (an event's best frame), with its own boxes and their counts."""
-        assert request.image is not None
-        predictions = request.predictions
-        counts = None
-        if predictions is not None:
-            counts = frame_counts(predictions, result.labels, np.zeros(len(result.labels)))
+    def _render(self, request: SnapshotRequest, result: Result, frame: Frame | None) -> bytes:
+        """This frame with its result, or a frame a stage kept (an event's best frame) with
+        its own boxes and their counts."""
+        predictions: Detections | Classifications | None
+        if request.image is None:
+            assert frame is not None
+            image, predictions, counts = frame.image, result.predictions, result.counts
+        else:
+            image, predictions, counts = request.image, request.predictions, None
+            if predictions is not None:
+                counts = frame_counts(predictions, result.labels, np.zeros(len(result.labels)))
+        options = self.options
         return render(
-            request.image,
+            image,
             predictions,
             result.labels,
             counts,
             result.overlays,
-            self.options.max_width,
-            self.options.quality,
+            options.max_width,
+            options.quality,
         )
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Count a snapshot that failed; log the first failure only."""
+        if self.errors.inc() == 1:
+            log.warning(
+                "source %s: %s (%s); later snapshot failures are only counted",
+                self._source,
+                what,
+                exc,
+            )
 
     def _save(self, jpeg: bytes, request: SnapshotRequest) -> str | None:
         """Keep the JPEG in the folder; its name, or None (no folder, or it failed: counted,
@@ -204,14 +212,7 @@ class Snapshots:
         try:
             name = self.store.save(jpeg, request.ts, request.reason)
         except (OSError, ValueError) as exc:
-            if self.write_errors.inc() == 1:
-                log.warning(
-                    "source %s: snapshot not kept in %s (%s); it is still published, later "
-                    "failures are only counted",
-                    self._source,
-                    self.store.folder,
-                    exc,
-                )
+            self._failed(f"snapshot not kept in {self.store.folder}, still published", exc)
             return None
         finally:
             self.removed.inc(self.store.removed - removed_before)
