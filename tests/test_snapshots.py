@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -338,14 +339,25 @@ def test_the_latest_snapshot_is_retained_on_its_topic_as_jpeg_bytes(
         MqttConfig(host="127.0.0.1", port=broker.port), "dev1", "0.1.0", None, ["shelf"]
     )
     publisher.start()
+    base = "edgesight/dev1/shelf"
     try:
+        early = mqtt_recorder(broker, f"{base}/#")
+        deadline = time.monotonic() + 10
+        while not publisher.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert publisher.connected, "the publisher did not connect"
         chain = make_chain(tmp_path)
         names = []
         for boxes, t0 in (([("cola", 60, 240)], 1_790_000_000.0), ([], 1_790_000_100.0)):
             result = run_until_events(chain, boxes, t0)  # cola low and water out; cola out
             publisher.emit(result, None)
             names += [p.payload["snapshot"] for p in result.publications if p.kind == "event"]  # type: ignore[index]
-        base = "edgesight/dev1/shelf"
+        # Once a subscriber has had both, the broker holds the second as the retained one.
+        assert early.wait_for(
+            lambda: (
+                len(early.on(f"{base}/snapshot")) == 2 and len(early.on(f"{base}/slot/cola")) == 2
+            )
+        )
         late = mqtt_recorder(broker, f"{base}/#")  # subscribes after: gets the retained ones
         assert late.wait_for(lambda: len(late.on(f"{base}/snapshot")) == 1)
         (snapshot,) = late.on(f"{base}/snapshot")
