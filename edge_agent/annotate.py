@@ -1,8 +1,10 @@
-"""Draw predictions on a copy of a frame: boxes with label and score, counts, top classes.
+"""Draw predictions on a copy of a frame: boxes with label, score and track id, counts, top
+classes, and the zones and lines stages add as overlays (with their counts as captions).
 
 Pure functions: the input image is never written to, and the same input gives the same pixels.
-The demo writes its annotated frames with them; MQTT snapshots will reuse them. Sizes (text, line
-width) follow the shorter image side, so a 320 px snapshot and a 1080p frame both stay readable.
+The demo writes its annotated frames with them; the ``snapshot`` stage draws event snapshots
+with them. Sizes (text, line width) follow the shorter image side, so a 320 px snapshot and a
+1080p frame both stay readable.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from edge_agent.types import Classifications, Detections
+from edge_agent.types import UNCONFIRMED, Classifications, Detections, Overlay
 
 BGR = tuple[int, int, int]
 
@@ -44,6 +46,10 @@ LIGHT_LUMA = 150
 PANEL_ALPHA = 0.6
 #: Classes listed by draw_classifications.
 TOP_K = 3
+#: Overlay colours (BGR), none of them a class colour: zones white, lines magenta. A black
+#: halo this many pixels wider keeps them visible on a white shelf or a bright sky.
+OVERLAY_COLOURS: dict[str, BGR] = {"zone": (255, 255, 255), "line": (255, 0, 255)}
+HALO_PX = 2
 
 
 def class_colour(class_id: int) -> BGR:
@@ -131,8 +137,9 @@ def draw_detections(
     labels: Sequence[str],
     counts: Mapping[str, int] | None = None,
 ) -> np.ndarray:
-    """A copy of ``image`` (BGR uint8) with each box, its label and score, in its class colour;
-    with ``counts``, a panel listing them (in ``labels`` order) at the top left.
+    """A copy of ``image`` (BGR uint8) with each box, its label, score and track id (``#7``,
+    when the tracker confirmed one), in its class colour; with ``counts``, a panel listing
+    them (in ``labels`` order) at the top left.
 
     Raises ValueError for an image that is not (H, W, 3) uint8 or a class id with no label.
     """
@@ -155,6 +162,8 @@ def draw_detections(
         colour = class_colour(class_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, style.line, cv2.LINE_AA)
         text = f"{labels[class_id]} {detections.confidence[k]:.2f}"
+        if detections.tracker_id is not None and detections.tracker_id[k] != UNCONFIRMED:
+            text += f" #{detections.tracker_id[k]}"
         _tag(out, text, x1, y1, colour, style)
     if counts is not None:
         index = {label: i for i, label in enumerate(labels)}
@@ -186,4 +195,37 @@ def draw_classifications(
         (f"{labels[i]} {score:.2f}", class_colour(i)) for i, score in classifications.top(top_k)
     ]
     _panel(out, rows, _Style(out))
+    return out
+
+
+def draw_overlays(image: np.ndarray, overlays: Sequence[Overlay]) -> np.ndarray:
+    """A copy of ``image`` with each overlay's shape, its normalised points scaled to the
+    image: a zone's closed outline, a line with a dot at its start (its direction). A caption
+    goes in a tag above the zone's top vertex, or at the line's start.
+
+    Raises ValueError for an image that is not (H, W, 3) uint8 or an unknown overlay kind.
+    """
+    _check_image(image)
+    out = image.copy()
+    style = _Style(out)
+    h, w = out.shape[:2]
+    top = np.array([w - 1, h - 1])
+    for overlay in overlays:
+        colour = OVERLAY_COLOURS.get(overlay.kind)
+        if colour is None:
+            raise ValueError(
+                f"overlay kind must be one of {sorted(OVERLAY_COLOURS)}, but got {overlay.kind!r}"
+            )
+        xy = np.asarray(overlay.points, np.float64).reshape(-1, 2) * (w, h)
+        pts = np.clip(np.round(xy), 0, top).astype(np.int32)
+        closed = overlay.kind == "zone"
+        for shade, width in (((0, 0, 0), style.line + HALO_PX), (colour, style.line)):
+            cv2.polylines(out, [pts], closed, shade, width, cv2.LINE_AA)
+        if closed:
+            anchor = pts[np.lexsort((pts[:, 0], pts[:, 1]))[0]]  # the top vertex, leftmost
+        else:
+            anchor = pts[0]
+            cv2.circle(out, (int(anchor[0]), int(anchor[1])), 2 * style.line, colour, -1)
+        if overlay.caption:
+            _tag(out, overlay.caption, int(anchor[0]), int(anchor[1]), colour, style)
     return out

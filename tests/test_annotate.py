@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.annotate import class_colour, draw_classifications, draw_detections
-from edge_agent.types import Classifications, Detections
+from edge_agent.annotate import (
+    OVERLAY_COLOURS,
+    class_colour,
+    draw_classifications,
+    draw_detections,
+    draw_overlays,
+)
+from edge_agent.types import UNCONFIRMED, Classifications, Detections, Overlay
 
 LABELS = ["can", "bottle", "box"]
 
@@ -95,3 +101,74 @@ def test_same_input_same_pixels():
         draw_detections(image, dets, LABELS, {"bottle": 1}),
         draw_detections(image, dets, LABELS, {"bottle": 1}),
     )
+
+
+# --- track ids and overlays -------------------------------------------------------------------
+
+
+def test_a_confirmed_track_id_is_in_the_tag_an_unconfirmed_one_is_not():
+    image = make_image()
+    plain = make_detections([[60, 100, 160, 200], [200, 100, 300, 200]], class_id=[0, 1])
+    tracked = make_detections([[60, 100, 160, 200], [200, 100, 300, 200]], class_id=[0, 1])
+    tracked.tracker_id = np.array([UNCONFIRMED, 12], np.int64)
+    without, with_ids = (
+        draw_detections(image, plain, LABELS),
+        draw_detections(image, tracked, LABELS),
+    )
+    differs = np.any(without != with_ids, axis=2)
+    ys, xs = np.nonzero(differs)
+    # Only the second box's tag grows (" #12"): right of its label, above the box.
+    assert len(ys) and ys.max() <= 100 and xs.min() >= 200
+    unconfirmed = make_detections([[60, 100, 160, 200]])
+    unconfirmed.tracker_id = np.array([UNCONFIRMED], np.int64)
+    alone = make_detections([[60, 100, 160, 200]])
+    assert np.array_equal(
+        draw_detections(image, unconfirmed, LABELS), draw_detections(image, alone, LABELS)
+    )
+
+
+def near_colour(image: np.ndarray, colour: tuple[int, int, int], tolerance: int = 30) -> np.ndarray:
+    return np.all(np.abs(image.astype(int) - colour) <= tolerance, axis=2)
+
+
+def test_a_zone_is_outlined_and_captioned_above_its_top_vertex():
+    image = make_image()
+    before = image.copy()
+    zone = Overlay("zone", "cola", ((0.25, 0.5), (0.75, 0.5), (0.75, 0.9), (0.25, 0.9)), "cola 4/6")
+    out = draw_overlays(image, [zone])
+    assert np.array_equal(image, before) and out is not image
+    white = near_colour(out, OVERLAY_COLOURS["zone"])
+    # Each edge of the rectangle (x 80..240, y 120..216) is drawn in white.
+    assert white[120, 100:220].mean() > 0.9 and white[216, 100:220].mean() > 0.9
+    assert white[140:200, 80].mean() > 0.9 and white[140:200, 240].mean() > 0.9
+    # Inside and far outside nothing changes; the caption's tag sits right above (80, 120).
+    assert np.array_equal(out[140:200, 100:220], before[140:200, 100:220])
+    assert np.array_equal(out[:90], before[:90]) and np.array_equal(out[225:], before[225:])
+    tag_ys, tag_xs = np.nonzero(np.any(out[:116] != before[:116], axis=2))  # above the halo
+    assert len(tag_ys) and tag_ys.min() > 90 and tag_xs.min() >= 78 and tag_xs.max() < 160
+    assert white[tag_ys.min() : 116, 80:120].mean() > 0.5  # a white tag (with black text)
+    assert np.array_equal(out, draw_overlays(image, [zone]))  # same input, same pixels
+
+
+def test_a_line_is_drawn_with_a_dot_at_its_start():
+    image = make_image()
+    line = Overlay("line", "door", ((0.1, 0.5), (0.9, 0.5)), "")
+    out = draw_overlays(image, [line])
+    magenta = near_colour(out, OVERLAY_COLOURS["line"])
+    assert magenta[120, 40:280].mean() > 0.9
+    # The dot at the start, none at the end; no caption, so nothing above the line.
+    assert magenta[114:127, 32].any() and not magenta[114:127, 290].any()
+    assert np.array_equal(out[:105], image[:105])
+
+
+def test_no_overlays_change_nothing_points_outside_are_clipped_and_bad_kinds_refused():
+    image = make_image(48, 64)
+    assert np.array_equal(draw_overlays(image, []), image)
+    outside = Overlay("zone", "all", ((-0.5, -0.5), (1.5, -0.5), (1.5, 1.5)), "everything")
+    assert draw_overlays(image, [outside]).shape == image.shape
+    with pytest.raises(
+        ValueError, match=r"overlay kind must be one of \['line', 'zone'\], but got"
+    ):
+        draw_overlays(image, [Overlay("circle", "c", ((0.5, 0.5),) * 3)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"image must be a uint8 np.ndarray, but got float32"):
+        draw_overlays(image.astype(np.float32), [])
