@@ -136,10 +136,16 @@ def render() -> str:
     parts.append(STAGES_INTRO)
     for name, stage in sorted(stage_types().items()):
         doc = (stage.options.__doc__ or "").strip()
-        if stage.options.model_fields:
-            parts.append(_section(f"stages: type {name}", stage.options, []))
-        else:
+        if not stage.options.model_fields:
             parts.append(f"## `stages: type {name}`\n\n{doc} No options.\n")
+            continue
+        # A stage's list items (zones, lines, slots) are models of their own: each its table.
+        stage_queue: list[tuple[str, type[BaseModel]]] = [(f"stages: type {name}", stage.options)]
+        while stage_queue:
+            title, model = stage_queue.pop(0)
+            found = []
+            parts.append(_section(title, model, found))
+            stage_queue.extend((f"{t}[]" if t.count(".") else t, m) for t, m in found)
     return "\n".join(parts)
 
 

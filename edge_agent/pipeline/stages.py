@@ -121,7 +121,7 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
         raise ValueError(f"unknown stage type {type_name!r}{hint}; choose one of {sorted(known)}")
     model = known[type_name].options
     try:
-        return model.model_validate(options)
+        return model.model_validate(options, strict=True)  # as the rest of the config
     except ValidationError as exc:
         # The config's own formatter: unknown keys name the nearest known one.
         from edge_agent.config.errors import validation_issues
