@@ -1,0 +1,83 @@
+"""Stages in the config: their order, the labels they name (checked against the model, with the
+YAML line), strict option types, and the state folder they keep things in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.bundle import BundleError
+from edge_agent.cli import main
+from edge_agent.config import ConfigError, parse_config
+from edge_agent.config.agent import ENV_STATE_DIRECTORY, default_state_dir
+from edge_agent.pipeline import Agent
+from tools.toy_models import colour_blocks_bundle
+
+CONFIG = """\
+device_id: shelf-cam-1
+model:
+  bundle: bundle
+sources:
+  - id: aisle3
+    uri: clip.mp4
+    stages:
+      - type: counts
+      - type: slots
+        slots:
+          - name: top
+            polygon: [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]
+            label: red
+            capacity: 4
+"""
+
+
+def issues_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/etc/edgesight/agent.yaml"))
+    return [str(i) for i in info.value.issues]
+
+
+def test_a_label_the_model_lacks_is_named_with_its_line(tmp_path: Path, capsys) -> None:
+    colour_blocks_bundle(tmp_path / "bundle")  # labels red, green, blue
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG.replace("label: red", "label: rde"))
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "line 13: sources[0].stages[1].slots[0].label: label 'rde' is not one of the " in err
+    assert "(did you mean 'red'?)" in err and "['red', 'green', 'blue']" in err
+    config.write_text(CONFIG)
+    assert main(["check-config", str(config)]) == 0
+    assert "stages: counts -> slots)" in capsys.readouterr().out
+
+
+def test_the_agent_refuses_to_start_with_a_label_the_model_lacks(tmp_path: Path) -> None:
+    colour_blocks_bundle(tmp_path / "bundle")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    text = CONFIG.replace("label: red", "label: cola")
+    cfg = parse_config(text + f"state_dir: {tmp_path / 'state'}\n", tmp_path / "agent.yaml")
+    agent = Agent(cfg, publish=False)
+    with pytest.raises(BundleError, match=r"sources\[0\]\.stages\[1\]\.slots\[0\]\.label"):
+        agent.start()
+    agent.close()
+
+
+def test_stage_options_are_strict_like_the_rest_of_the_config() -> None:
+    (issue,) = issues_of(CONFIG.replace("capacity: 4", "capacity: '4'"))
+    assert issue.startswith("line 9: sources[0].stages[1]: ")
+    assert "capacity" in issue
+    (issue,) = issues_of(CONFIG + "      - type: track\n        lost_s: 'soon'\n")
+    assert "lost_s" in issue
+
+
+def test_state_dir_comes_from_systemd_else_the_user_state_folder(monkeypatch) -> None:
+    monkeypatch.setenv(ENV_STATE_DIRECTORY, "/var/lib/edgesight:/var/lib/other")
+    assert default_state_dir() == Path("/var/lib/edgesight")
+    monkeypatch.delenv(ENV_STATE_DIRECTORY)
+    monkeypatch.setenv("XDG_STATE_HOME", "/home/pi/.state")
+    assert default_state_dir() == Path("/home/pi/.state/edgesight")
+    cfg = parse_config(CONFIG + "state_dir: state\n", Path("/etc/edgesight/agent.yaml"))
+    assert cfg.state_dir == Path("/etc/edgesight/state")  # relative to the config file
+    (issue,) = issues_of(CONFIG + "state_dir: ''\n")
+    assert issue.startswith("line 15: state_dir: ") and "must not be empty" in issue
