@@ -51,8 +51,12 @@ def epoch(*args: int, tz: timezone = UTC) -> float:
     return datetime(*args, tzinfo=tz).timestamp()
 
 
-def write_jpeg(path: Path, tags: dict[int, str] | None = None, ifd0: dict[int, str] | None = None,
-               size: tuple[int, int] = (64, 48)) -> Path:  # fmt: skip
+def write_jpeg(
+    path: Path,
+    tags: dict[int, str] | None = None,
+    ifd0: dict[int, str] | None = None,
+    size: tuple[int, int] = (64, 48),
+) -> Path:
     """A JPEG whose Exif IFD holds ``tags`` and IFD0 ``ifd0``; mtime pinned to MTIME."""
     exif = Image.Exif()
     for tag, value in (ifd0 or {}).items():
@@ -177,8 +181,9 @@ def test_broken_exif_and_non_images_give_the_file_time(tmp_path: Path) -> None:
 def test_header_only_never_the_picture(tmp_path: Path) -> None:
     """The picture data after the header is garbage and huge: the time is still read, and a
     header beyond the scan bound is not looked for."""
-    path = write_jpeg(tmp_path / "big.jpg", {T.DateTimeOriginal: "2024:05:01 06:00:00"},
-                      size=(6000, 4000))  # fmt: skip
+    path = write_jpeg(
+        tmp_path / "big.jpg", {T.DateTimeOriginal: "2024:05:01 06:00:00"}, size=(6000, 4000)
+    )
     data = bytearray(path.read_bytes())
     sos = data.index(b"\xff\xda")
     data[sos + 20 :] = b"\x00" * (len(data) - sos - 20)  # scan data destroyed
@@ -204,8 +209,10 @@ def test_odd_dates_are_kept_and_told_once(tmp_path: Path, caplog: pytest.LogCapt
     pictures; the file time (often the copy's) would not. Kept, and logged once per folder."""
     caplog.set_level(logging.INFO, logger="edge_agent.capture_time")
     clock = FolderClock("trap")
-    future = [write_jpeg(tmp_path / f"f{i}.jpg", {T.DateTimeOriginal: f"2099:01:01 00:00:0{i}"})
-              for i in range(2)]  # fmt: skip
+    future = [
+        write_jpeg(tmp_path / f"f{i}.jpg", {T.DateTimeOriginal: f"2099:01:01 00:00:0{i}"})
+        for i in range(2)
+    ]
     old = write_jpeg(tmp_path / "old.jpg", {T.DateTimeOriginal: "1980:01:01 00:00:00"})
     plain = [write_jpeg(tmp_path / f"p{i}.jpg") for i in range(2)]
     assert [clock.time_of(p) for p in future] == [epoch(2099, 1, 1, 0, 0, s) for s in (0, 1)]
@@ -214,11 +221,16 @@ def test_odd_dates_are_kept_and_told_once(tmp_path: Path, caplog: pytest.LogCapt
     assert clock.time_of(tmp_path / "gone.jpg") is None
     records = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert records == [
-        (logging.WARNING, "source trap: f0.jpg was taken at 2099-01-01 00:00:00 UTC by its "
-                          "EXIF: check the camera's clock"),
-        (logging.INFO, "source trap: p0.jpg has no EXIF capture time: using file modification "
-                       "times"),
-    ]  # fmt: skip
+        (
+            logging.WARNING,
+            "source trap: f0.jpg was taken at 2099-01-01 00:00:00 UTC by its "
+            "EXIF: check the camera's clock",
+        ),
+        (
+            logging.INFO,
+            "source trap: p0.jpg has no EXIF capture time: using file modification times",
+        ),
+    ]
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -228,8 +240,10 @@ def test_folder_frames_carry_exif_time_else_file_time(tmp_path: Path) -> None:
     folder = tmp_path / "trap"
     folder.mkdir()
     write_jpeg(folder / "IMG_0001.JPG", {T.DateTimeOriginal: "2024:05:01 06:00:00"})
-    write_jpeg(folder / "IMG_0002.JPG", {T.DateTimeOriginal: "2024:05:01 06:00:01",
-                                         T.SubsecTimeOriginal: "5"})  # fmt: skip
+    write_jpeg(
+        folder / "IMG_0002.JPG",
+        {T.DateTimeOriginal: "2024:05:01 06:00:01", T.SubsecTimeOriginal: "5"},
+    )
     (folder / "IMG_0003.JPG").write_bytes(b"\xff\xd8 not a jpeg" * 10)  # skipped by the source
     write_jpeg(folder / "IMG_0004.JPG")  # no EXIF: MTIME
     source = open_source(SourceConfig(id="trap", uri=str(folder)))

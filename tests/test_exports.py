@@ -26,7 +26,7 @@ import pytest
 from frictionless import Package
 from PIL import ExifTags, Image
 
-from edge_agent.analytics.camtrap import PACKAGE_LINK, PROFILE_URL
+from edge_agent.analytics.camtrap import PACKAGE_LINK, PROFILE_URL, stamp
 from edge_agent.analytics.events import EventsStage, build_events
 from edge_agent.analytics.folder_log import MEGADETECTOR_FILE
 from edge_agent.config import SourceConfig
@@ -688,3 +688,23 @@ def test_export_switches_and_folders(tmp_path: Path) -> None:
     no_state = FolderContext("trap", stats, tuple(LABELS), None, media_folder=folder)
     with pytest.raises(ValueError, match="export_dir 'exports' is relative"):
         build_events(opts, no_state)  # type: ignore[arg-type]
+
+
+def test_a_run_stopped_before_any_image_keeps_the_last_exports(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    first = build(folder, tmp_path / "state", stats, camtrap=COORDS)
+    run(folder, first, stats, SCENE)
+    first.close()
+    out = tmp_path / "state" / "exports"
+    before = (out / MEGADETECTOR_FILE).read_bytes(), os.readlink(out / PACKAGE_LINK)
+    restarted = build(folder, tmp_path / "state", StatsRegistry(), camtrap=COORDS)
+    restarted.close()  # stopped at once: nothing read
+    assert ((out / MEGADETECTOR_FILE).read_bytes(), os.readlink(out / PACKAGE_LINK)) == before
+
+
+def test_camtrap_times_carry_the_local_offset_of_their_date() -> None:
+    os.environ["TZ"] = "Europe/Berlin"  # the fixture restores UTC
+    time.tzset()
+    assert stamp(T0) == "2024-05-01T08:00:00+02:00"
+    assert stamp(T0 - 150 * 86400) == "2023-12-03T07:00:00+01:00"  # winter time

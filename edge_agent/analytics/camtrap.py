@@ -19,11 +19,13 @@ import mimetypes
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,6 +59,16 @@ OBSERVATION_FIELDS = (
     "classificationMethod", "classifiedBy", "classificationTimestamp",
     "classificationProbability", "observationTags", "observationComments",
 )  # fmt: skip
+#: deployments.csv columns taken as they are from CamtrapOptions fields.
+DEPLOYMENT_OPTIONS = {
+    "locationID": "location_id", "locationName": "location_name", "latitude": "latitude",
+    "longitude": "longitude", "coordinateUncertainty": "coordinate_uncertainty_m",
+    "setupBy": "setup_by", "cameraID": "camera_id", "cameraModel": "camera_model",
+    "cameraDelay": "camera_delay_s", "cameraHeight": "camera_height_m",
+    "cameraTilt": "camera_tilt_deg", "cameraHeading": "camera_heading_deg",
+    "detectionDistance": "detection_distance_m", "baitUse": "bait_use",
+    "featureType": "feature_type", "habitat": "habitat",
+}  # fmt: skip
 #: Labels read as people or vehicles when ``observation_types`` does not say; any other label
 #: is an animal (models on camera traps name animals). COCO and MegaDetector names.
 HUMAN_LABELS = frozenset({"person", "people", "human", "pedestrian"})
@@ -186,26 +198,26 @@ class Unreadable:
 
 
 def stamp(ts: float) -> str:
-    """Camtrap DP's datetime: ISO 8601 to the second with the device's UTC offset."""
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    """Camtrap DP's datetime: ISO 8601 to the second with the device's UTC offset at that
+    time (time.strftime: a package of 10,000 images has 30,000 of them)."""
+    local = time.localtime(ts)
+    minutes = local.tm_gmtoff // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, minutes = divmod(abs(minutes), 60)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{sign}{hours:02d}:{minutes:02d}"
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(round(value, 6))
-    return str(value)
+def _bool(value: bool | None) -> str | None:
+    """Camtrap DP writes booleans lower case (csv would write True)."""
+    return None if value is None else "true" if value else "false"
 
 
 def _csv(fields: Sequence[str], rows: Iterable[dict[str, object]]) -> bytes:
+    """A table with ``fields`` as its columns in order; absent or None cells are empty."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(fields)
-    for row in rows:
-        writer.writerow([_cell(row.get(name)) for name in fields])
+    writer = csv.DictWriter(out, fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     return out.getvalue().encode()
 
 
@@ -227,11 +239,12 @@ class CamtrapPackage:
         self.o = options
         self.d = data
         self.deployment = options.deployment_id or data.source_id
+        self._folder_uri = data.folder.absolute().as_uri().rstrip("/") + "/"
 
     def _media_path(self, name: str) -> tuple[str, bool]:
         if self.o.media_url_prefix is not None:
             return self.o.media_url_prefix + name, True
-        return (self.d.folder / name).absolute().as_uri(), False
+        return self._folder_uri + quote(name), False
 
     def _media_row(self, name: str, ts: float, comment: str | None) -> dict[str, object]:
         path, public = self._media_path(name)
@@ -241,9 +254,9 @@ class CamtrapPackage:
             "captureMethod": self.o.capture_method,
             "timestamp": stamp(ts),
             "filePath": path,
-            "filePublic": public,
+            "filePublic": _bool(public),
             "fileName": name,
-            "fileMediatype": mimetypes.guess_type(name)[0] or "image/jpeg",
+            "fileMediatype": mimetypes.guess_type(name)[0] or f"image/{Path(name).suffix[1:]}",
             "mediaComments": comment,
         }
 
@@ -314,30 +327,11 @@ class CamtrapPackage:
 
     def deployments(self, start: float, end: float) -> list[dict[str, object]]:
         o = self.o
-        return [
-            {
-                "deploymentID": self.deployment,
-                "locationID": o.location_id,
-                "locationName": o.location_name,
-                "latitude": o.latitude,
-                "longitude": o.longitude,
-                "coordinateUncertainty": o.coordinate_uncertainty_m,
-                "deploymentStart": stamp(start),
-                "deploymentEnd": stamp(end),
-                "setupBy": o.setup_by,
-                "cameraID": o.camera_id,
-                "cameraModel": o.camera_model,
-                "cameraDelay": o.camera_delay_s,
-                "cameraHeight": o.camera_height_m,
-                "cameraTilt": o.camera_tilt_deg,
-                "cameraHeading": o.camera_heading_deg,
-                "detectionDistance": o.detection_distance_m,
-                "baitUse": o.bait_use,
-                "featureType": o.feature_type,
-                "habitat": o.habitat,
-                "deploymentTags": " | ".join(o.deployment_tags) or None,
-            }
-        ]
+        row = {column: getattr(o, option) for column, option in DEPLOYMENT_OPTIONS.items()}
+        row["baitUse"] = _bool(o.bait_use)
+        tags = " | ".join(o.deployment_tags) or None
+        times = {"deploymentStart": stamp(start), "deploymentEnd": stamp(end)}
+        return [{**row, **times, "deploymentID": self.deployment, "deploymentTags": tags}]
 
     def descriptor(self, start: float, end: float, names: Iterable[str]) -> dict[str, Any]:
         o = self.o

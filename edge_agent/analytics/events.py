@@ -205,12 +205,13 @@ class EventsStage:
             self.finish(result)
         self._last_ts = ts
         counted = self._counted(det, result.labels)
-        if counted.any():
+        seen = bool(counted.any())
+        if seen:
             self._see(result, frame, det, counted)
         if self._open is not None:
             self._send_updates(result)
         if self.folder is not None:
-            seq = self._open.id if self._open is not None and counted.any() else None
+            seq = self._open.id if self._open is not None and seen else None
             self.folder.add(MediaRecord.of(result, det, counted, seq))
             if self.folder.is_last(result.origin):  # the folder is done: so is its last event
                 self.finish(result)

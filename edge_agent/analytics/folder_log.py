@@ -145,13 +145,16 @@ class FolderLog:
             self.write(final=False)
 
     def write(self, final: bool) -> None:
-        """Rewrite the exports (no-op without an export folder or anything new)."""
+        """Rewrite the exports (no-op without an export folder or anything new). They describe
+        this run: a restart reads the folder again from its first image."""
         if self.out_dir is None or not (self._dirty or final):
+            return
+        failures = self.failures(final)
+        if not self.records and not failures:  # stopped before the first image: keep the last
             return
         self._written_at = time.monotonic()  # also after a failed write: no retry every frame
         order = self._index
         records = sorted(self.records.values(), key=lambda r: order.get(r.file, len(order)))
-        failures = self.failures(final)
         detector = records[-1].model if records else ""
         output = batch_output(records, failures, self.categories, detector, datetime.now())
         write_batch_output(self.out_dir / MEGADETECTOR_FILE, output)
