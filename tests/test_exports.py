@@ -2,7 +2,7 @@
 through the events stage with scripted detections: the MegaDetector batch output checked field
 by field against its format, and the Camtrap DP package validated by frictionless.
 
-No network here, and the Camtrap DP 1.0 table schemas and profile are not vendored: the
+No network here, and the Camtrap DP 1.0.2 table schemas and profile are not vendored: the
 schemas below are written from the standard's documentation (https://camtrap-dp.tdwg.org/data,
 /metadata), field by field: name, type, format, required, constraints, keys.
 """
@@ -199,7 +199,7 @@ def test_megadetector_output_field_by_field(tmp_path: Path) -> None:
 
 # ---- Camtrap DP 1.0 ---------------------------------------------------------------------------
 
-#: The 1.0 table schemas, one field a line: name, type, then "required", "unique" and
+#: The 1.0.2 table schemas, one field a line: name, type, then "required", "unique" and
 #: constraints (enum values split by |; a line starting with | goes on). Datetimes are
 #: "%Y-%m-%dT%H:%M:%S%z".
 TABLES = {
@@ -310,7 +310,7 @@ def table_schema(table: str) -> dict[str, Any]:
     ]
     return {
         "fields": fields,
-        "missingValues": [""],
+        "missingValues": ["", "NA", "NaN", "nan"],
         "primaryKey": keys["primaryKey"],
         **({"foreignKeys": foreign} if foreign else {}),
     }
@@ -400,7 +400,7 @@ PROFILE: dict[str, Any] = {
                 "properties": {
                     "name": {"enum": ["deployments", "media", "observations"]},
                     "profile": {"const": "tabular-data-resource"},
-                    "schema": {"type": "string", "pattern": r"/camtrap-dp/1\.0/"},
+                    "schema": {"type": "string", "pattern": r"/camtrap-dp/1\.0\.2/"},
                 },
             },
         },

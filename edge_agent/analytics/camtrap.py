@@ -1,6 +1,11 @@
 """A Camera Trap Data Package (Camtrap DP 1.0, https://camtrap-dp.tdwg.org) of one folder
 source: ``datapackage.json`` with ``deployments.csv``, ``media.csv`` and ``observations.csv``.
 
+It names the 1.0.2 profile and schemas: the 1.0 profile as published has a JSON reference
+(``#$defs/version``) that jsonschema 4.18 and later refuse, so frictionless cannot validate a
+package naming it; 1.0.1 fixed only that, and 1.0.2 adds "NA" and "NaN" as missing values.
+The tables are the same in all three.
+
 Every media file the folder holds is a row of media.csv (one that could not be read too, with
 a comment saying so). Observations are the machine's: one per sequence and label at event
 level (``count`` is the most seen in one image), and one per box at media level (its bbox).
@@ -36,10 +41,10 @@ if TYPE_CHECKING:
     from edge_agent.analytics.events import SequenceRecord
     from edge_agent.analytics.folder_log import MediaRecord
 
-SPEC = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0"
+SPEC = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2"
 PROFILE_URL = f"{SPEC}/camtrap-dp-profile.json"
 TABLES = ("deployments", "media", "observations")
-#: Column order of each table: the fields of the 1.0 table schemas, in their order.
+#: Column order of each table: the fields of the 1.0.x table schemas, in their order.
 DEPLOYMENT_FIELDS = (
     "deploymentID", "locationID", "locationName", "latitude", "longitude",
     "coordinateUncertainty", "deploymentStart", "deploymentEnd", "setupBy", "cameraID",

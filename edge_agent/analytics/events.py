@@ -72,8 +72,9 @@ class EventsOptions(BaseModel):
         description="Write the MegaDetector and Camtrap DP exports; default: for an image "
         "folder source. true on another kind of source is an error.",
     )
-    export_dir: Path = Field(
-        Path("exports"),
+    export_dir: str = Field(
+        "exports",
+        min_length=1,
         description="Folder of the exports; a relative path is inside the source's state "
         "folder (<state_dir>/sources/<id>/).",
     )
@@ -310,9 +311,10 @@ class EventsStage:
 
 
 def _export_dir(options: EventsOptions, context: StageContext) -> Path | None:
-    if options.export_dir.is_absolute():
-        return options.export_dir
-    return None if context.state_dir is None else context.state_dir / options.export_dir
+    path = Path(options.export_dir).expanduser()
+    if path.is_absolute():
+        return path
+    return None if context.state_dir is None else context.state_dir / path
 
 
 @register_stage("events", EventsOptions, requires=("track",))
@@ -329,7 +331,7 @@ def build_events(options: EventsOptions, context: StageContext) -> EventsStage:
         out = _export_dir(options, context) if options.export is not False else None
         if options.export and out is None:
             raise ValueError(
-                f"events: export_dir {str(options.export_dir)!r} is relative but source "
+                f"events: export_dir {options.export_dir!r} is relative but source "
                 f"{context.source_id!r} has no state folder; give an absolute path"
             )
         folder = FolderLog(
