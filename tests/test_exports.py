@@ -676,9 +676,11 @@ def test_export_switches_and_folders(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "trap", {"IMG_0001.JPG": SCENE["IMG_0001.JPG"]})
     stats = StatsRegistry()
     off = build(folder, tmp_path / "off", stats, export=False)
-    run(folder, off, stats, SCENE)
+    (only,) = run(folder, off, stats, SCENE)
     off.close()
     assert not (tmp_path / "off").exists()
+    assert off.folder is not None and off.folder.records == {}  # nothing kept for nothing
+    assert [p.payload["type"] for p in only.publications] == ["start", "end"]  # folder done
     elsewhere = tmp_path / "elsewhere"
     absolute = build(folder, tmp_path / "abs", stats, export_dir=str(elsewhere))
     run(folder, absolute, stats, SCENE)

@@ -212,8 +212,9 @@ class EventsStage:
         if self._open is not None:
             self._send_updates(result)
         if self.folder is not None:
-            seq = self._open.id if self._open is not None and seen else None
-            self.folder.add(MediaRecord.of(result, det, counted, seq))
+            if self.folder.exporting:
+                seq = self._open.id if self._open is not None and seen else None
+                self.folder.add(MediaRecord.of(result, det, counted, seq))
             if self.folder.is_last(result.origin):  # the folder is done: so is its last event
                 self.finish(result)
             self.folder.write_if_due()

@@ -114,6 +114,10 @@ class FolderLog:
             self._index = {name: i for i, name in enumerate(self._listing)}
         return self._listing
 
+    @property
+    def exporting(self) -> bool:
+        return self.out_dir is not None
+
     def add(self, record: MediaRecord) -> None:
         self.listing()
         self.records[record.file] = record
