@@ -111,7 +111,7 @@ def detections(boxes: Sequence[Box]) -> Detections:
 def build(folder: Path, state: Path, stats: StatsRegistry, **options: Any) -> EventsStage:
     opts = stage_options("events", {"labels": ["deer", "boar"], **options})
     context = FolderContext("trap", stats, tuple(LABELS), state, media_folder=folder)
-    return build_events(opts, context)  # type: ignore[arg-type]
+    return build_events(opts, context)
 
 
 def run(folder: Path, stage: EventsStage, stats: StatsRegistry, scene: dict, after=None) -> list:
@@ -689,7 +689,7 @@ def test_export_switches_and_folders(tmp_path: Path) -> None:
     opts = stage_options("events", {"export": True})
     no_state = FolderContext("trap", stats, tuple(LABELS), None, media_folder=folder)
     with pytest.raises(ValueError, match="export_dir 'exports' is relative"):
-        build_events(opts, no_state)  # type: ignore[arg-type]
+        build_events(opts, no_state)
 
 
 def test_a_run_stopped_before_any_image_keeps_the_last_exports(tmp_path: Path) -> None:
