@@ -19,6 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge_agent.capture_time import FolderClock, MediaClock
 from edge_agent.config import SourceConfig
 from edge_agent.config.sources import is_camera, is_stream
 from edge_agent.health.stats import SourceMetrics, StatsRegistry
@@ -141,6 +142,17 @@ def _read_image(path: Path) -> np.ndarray | None:
         return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except (OSError, cv2.error):
         return None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """A folder's images in the order a folder source reads them (natural name order),
+    skipping hidden ones (macOS leaves ._name.jpg beside every photo); [] if unreadable."""
+    try:
+        names = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    except OSError:
+        return []
+    images = [p for p in names if not p.name.startswith(".") and p.is_file()]
+    return sorted(images, key=lambda p: _natural_key(p.name))
 
 
 class FrameSource:
@@ -280,6 +292,7 @@ class VideoFileSource(FrameSource):
         self._cap = _open_file(path)
         if self._cap is None:
             raise self._error(f"OpenCV cannot open {path} (expected a video FFMPEG can decode)")
+        self._clock = MediaClock()  # frames carry media time: a file is read faster than filmed
 
     def _images(self) -> Iterator[_Item]:
         # Loop by reopening: seeking back (CAP_PROP_POS_FRAMES) is inexact with some codecs.
@@ -290,11 +303,13 @@ class VideoFileSource(FrameSource):
                     log.error("source %s: cannot reopen %s; stopping", self.source_id, self._path)
                     return
             index = 0
+            self._clock.start(self._cap.get(cv2.CAP_PROP_FPS))
             while not self._stopped():
                 ok, image = self._cap.read()
                 if not ok:  # end of file; OpenCV does not tell it apart from a broken tail
                     break
-                yield image, f"{self._path.name}#{index}", None
+                ts = self._clock.at(self._cap.get(cv2.CAP_PROP_POS_MSEC), index)
+                yield image, f"{self._path.name}#{index}", ts
                 index += 1
             self._release()
             if self._cfg.on_eof == "stop":
@@ -317,15 +332,10 @@ class ImageFolderSource(FrameSource):
                 f"folder {folder} holds no images (expected files ending in "
                 f"{', '.join(IMAGE_EXTENSIONS)}, any case)"
             )
+        self._clock = FolderClock(self.source_id)  # EXIF time, else the file's
 
     def _list(self) -> list[Path]:
-        """Image files, skipping hidden ones (macOS leaves ._name.jpg beside every photo)."""
-        try:
-            names = [p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-        except OSError:
-            return []
-        images = [p for p in names if not p.name.startswith(".") and p.is_file()]
-        return sorted(images, key=lambda p: _natural_key(p.name))
+        return list_images(self._folder)
 
     def _images(self) -> Iterator[_Item]:
         while True:
@@ -335,7 +345,7 @@ class ImageFolderSource(FrameSource):
                     return
                 image = _read_image(path)
                 good += image is not None
-                yield image, path.name, None
+                yield image, path.name, None if image is None else self._clock.time_of(path)
             if self._cfg.on_eof == "stop" or self._stopped():
                 return
             if good == 0:  # looping would spin on a folder with nothing readable

@@ -1,0 +1,712 @@
+"""A folder of PIR bursts, read by the real folder source (EXIF times, a corrupt file skipped),
+through the events stage with scripted detections: the MegaDetector batch output checked field
+by field against its format, and the Camtrap DP package validated by frictionless.
+
+No network here, and the Camtrap DP 1.0.2 table schemas and profile are not vendored: the
+schemas below are written from the standard's documentation (https://camtrap-dp.tdwg.org/data,
+/metadata), field by field: name, type, format, required, constraints, keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from frictionless import Package
+from PIL import ExifTags, Image
+
+from edge_agent.analytics.camtrap import PACKAGE_LINK, PROFILE_URL, stamp
+from edge_agent.analytics.events import EventsStage, build_events
+from edge_agent.analytics.folder_log import MEGADETECTOR_FILE
+from edge_agent.config import SourceConfig
+from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.stages import StageContext, stage_options
+from edge_agent.sources import open_source
+from edge_agent.types import Detections, Result
+
+LABELS = ["deer", "boar", "person"]
+W, H = 320, 240
+Box = tuple[str, float, int, tuple[float, float, float, float]]
+COORDS = {"latitude": 52.70442, "longitude": 23.84995}
+
+
+@dataclass(frozen=True)
+class FolderContext(StageContext):
+    """StageContext with the image folder of a folder source, as the agent will pass it."""
+
+    media_folder: Path | None = None
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+# ---- the scene --------------------------------------------------------------------------------
+
+#: file -> (EXIF time, boxes); None: a corrupt file. Two deer in a burst, a blank, a boar
+#: with a person the events do not count (labels: deer, boar), and two unreadable files.
+SCENE: dict[str, tuple[str, list[Box]] | None] = {
+    "IMG_0001.JPG": ("06:00:00", [("deer", 0.91, 1, (32, 48, 96, 120))]),
+    "IMG_0002.JPG": (
+        "06:00:01",
+        [("deer", 0.88, 1, (40, 48, 104, 120)), ("deer", 0.62, 2, (200, 100, 280, 200))],
+    ),
+    "IMG_0003.JPG": None,
+    "IMG_0004.JPG": ("06:00:02", [("deer", 0.93, 1, (48, 48, 112, 120))]),
+    "IMG_0005.JPG": ("06:10:00", []),
+    "IMG_0006.JPG": (
+        "06:30:00",
+        [("boar", 0.77, 7, (0, 120, 160, 240)), ("person", 0.51, 9, (250, 10, 300, 90))],
+    ),
+    "IMG_0007.JPG": ("06:30:01", [("boar", 0.81, 7, (10, 120, 170, 240))]),
+    "IMG_0008.JPG": ("06:30:02", []),
+    "IMG_0009.JPG": None,
+}
+T0 = 1_714_543_200.0  # 2024-05-01 06:00:00 UTC
+BAD_MTIME = T0 + 1.5
+
+
+def write_folder(folder: Path, scene: dict[str, tuple[str, list[Box]] | None]) -> Path:
+    folder.mkdir()
+    for name, item in scene.items():
+        if item is None:
+            (folder / name).write_bytes(b"\xff\xd8 truncated by the SD card" * 10)
+            os.utime(folder / name, (BAD_MTIME, BAD_MTIME))
+            continue
+        exif = Image.Exif()
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = f"2024:05:01 {item[0]}"
+        Image.new("RGB", (W, H), (90, 110, 70)).save(folder / name, "JPEG", exif=exif)
+    return folder
+
+
+def detections(boxes: Sequence[Box]) -> Detections:
+    return Detections(
+        np.array([b[3] for b in boxes], np.float32).reshape(-1, 4),
+        np.array([b[1] for b in boxes], np.float32),
+        np.array([LABELS.index(b[0]) for b in boxes], np.int32),
+        tracker_id=np.array([b[2] for b in boxes], np.int64),
+    )
+
+
+def build(folder: Path, state: Path, stats: StatsRegistry, **options: Any) -> EventsStage:
+    opts = stage_options("events", {"labels": ["deer", "boar"], **options})
+    context = FolderContext("trap", stats, tuple(LABELS), state, media_folder=folder)
+    return build_events(opts, context)
+
+
+def run(folder: Path, stage: EventsStage, stats: StatsRegistry, scene: dict, after=None) -> list:
+    """The real folder source's frames with the scene's boxes through the stage; ``after(name)``
+    is called after each image."""
+    source = open_source(SourceConfig(id="trap", uri=str(folder)), metrics=stats.source("trap"))
+    results = []
+    for frame in source.frames():
+        _, boxes = scene[frame.origin]
+        result = Result(
+            "trap",
+            frame.seq,
+            frame.ts,
+            "colour-blocks",
+            "detect",
+            LABELS,
+            (W, H),
+            detections(boxes),
+            origin=frame.origin,
+        )
+        results.append(stage.process(result, frame))
+        if after is not None:
+            after(frame.origin)
+    source.close()
+    return results
+
+
+# ---- MegaDetector -----------------------------------------------------------------------------
+
+
+def check_megadetector_format(output: dict[str, Any]) -> None:
+    """The format's rules (https://lila.science/megadetector-output-format)."""
+    assert set(output) == {"info", "detection_categories", "images"}
+    assert isinstance(output["info"]["format_version"], str)
+    assert float(output["info"]["format_version"]) >= 1.3
+    for cid, name in output["detection_categories"].items():
+        assert int(cid) > 0 and isinstance(name, str) and name  # "0" is the informal empty
+    for image in output["images"]:
+        assert isinstance(image["file"], str)
+        if image.get("failure") is not None:
+            assert isinstance(image["failure"], str) and image["detections"] is None
+            continue
+        assert isinstance(image["detections"], list)
+        for det in image["detections"]:
+            assert set(det) == {"category", "conf", "bbox"}
+            assert det["category"] in output["detection_categories"]
+            assert isinstance(det["conf"], float) and 0 <= det["conf"] <= 1
+            x, y, w, h = det["bbox"]
+            assert 0 <= x <= 1 and 0 <= y <= 1 and 0 <= x + w <= 1.0001 and 0 <= y + h <= 1.0001
+
+
+def md_box(xyxy: tuple[float, float, float, float]) -> list[float]:
+    x1, y1, x2, y2 = xyxy
+    return [round(x1 / W, 4), round(y1 / H, 4), round((x2 - x1) / W, 4), round((y2 - y1) / H, 4)]
+
+
+def test_megadetector_output_field_by_field(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats)
+    run(folder, stage, stats, SCENE)
+    stage.close()
+    path = tmp_path / "state" / "exports" / MEGADETECTOR_FILE
+    output = json.loads(path.read_text())
+    check_megadetector_format(output)
+    info = output["info"]
+    assert (info["format_version"], info["detector"]) == ("1.4", "colour-blocks")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", info["detection_completion_time"])
+    assert output["detection_categories"] == {"1": "deer", "2": "boar", "3": "person"}
+    expected = []
+    for name, item in SCENE.items():
+        if item is not None:
+            dets = [
+                {"category": str(LABELS.index(label) + 1), "conf": conf, "bbox": md_box(xyxy)}
+                for label, conf, _, xyxy in item[1]
+            ]
+            expected.append({"file": name, "detections": dets})
+    # Every box, the person too: the reader chooses; then the two unreadable files.
+    expected += [
+        {"file": f, "failure": "Failure image access", "detections": None}
+        for f in ("IMG_0003.JPG", "IMG_0009.JPG")
+    ]
+    assert output["images"] == expected
+
+
+# ---- Camtrap DP 1.0 ---------------------------------------------------------------------------
+
+#: The 1.0.2 table schemas, one field a line: name, type, then "required", "unique" and
+#: constraints (enum values split by |; a line starting with | goes on). Datetimes are
+#: "%Y-%m-%dT%H:%M:%S%z".
+TABLES = {
+    "deployments": """
+        deploymentID string required unique
+        locationID string
+        locationName string
+        latitude number required minimum=-90 maximum=90
+        longitude number required minimum=-180 maximum=180
+        coordinateUncertainty integer minimum=1
+        deploymentStart datetime required
+        deploymentEnd datetime required
+        setupBy string
+        cameraID string
+        cameraModel string
+        cameraDelay integer minimum=0
+        cameraHeight number minimum=0
+        cameraDepth number minimum=0
+        cameraTilt integer minimum=-90 maximum=90
+        cameraHeading integer minimum=0 maximum=360
+        detectionDistance number minimum=0
+        timestampIssues boolean
+        baitUse boolean
+        featureType string enum=roadPaved|roadDirt|trailHiking|trailGame|roadUnderpass|roadOverpass
+            |roadBridge|culvert|burrow|nestSite|carcass|waterSource|fruitingTree
+        habitat string
+        deploymentGroups string
+        deploymentTags string
+        deploymentComments string
+    """,
+    "media": r"""
+        mediaID string required unique
+        deploymentID string required
+        captureMethod string enum=activityDetection|timeLapse
+        timestamp datetime required
+        filePath string required pattern=^(?=^[^./~])(^((?!\.{2}).)*$).*$
+        filePublic boolean required
+        fileName string
+        fileMediatype string required pattern=^(image|video|audio)/.*$
+        exifData any
+        favorite boolean
+        mediaComments string
+    """,
+    "observations": """
+        observationID string required unique
+        deploymentID string required
+        mediaID string
+        eventID string
+        eventStart datetime required
+        eventEnd datetime required
+        observationLevel string required enum=media|event
+        observationType string required enum=animal|human|vehicle|blank|unknown|unclassified
+        cameraSetupType string enum=setup|calibration
+        scientificName string
+        count integer minimum=1
+        lifeStage string enum=adult|subadult|juvenile
+        sex string enum=female|male
+        behavior string
+        individualID string
+        individualPositionRadius number minimum=0
+        individualPositionAngle number minimum=-90 maximum=90
+        individualSpeed number minimum=0
+        bboxX number minimum=0 maximum=1
+        bboxY number minimum=0 maximum=1
+        bboxWidth number minimum=1e-15 maximum=1
+        bboxHeight number minimum=1e-15 maximum=1
+        classificationMethod string enum=human|machine
+        classifiedBy string
+        classificationTimestamp datetime
+        classificationProbability number minimum=0 maximum=1
+        observationTags string
+        observationComments string
+    """,
+}
+KEYS: dict[str, dict[str, Any]] = {
+    "deployments": {"primaryKey": "deploymentID"},
+    "media": {"primaryKey": "mediaID", "foreignKeys": [("deploymentID", "deployments")]},
+    "observations": {
+        "primaryKey": "observationID",
+        "foreignKeys": [("deploymentID", "deployments"), ("mediaID", "media")],
+    },
+}
+
+
+def table_schema(table: str) -> dict[str, Any]:
+    fields = []
+    for line in re.sub(r"\n\s*\|", "|", TABLES[table]).splitlines():
+        if not line.strip():
+            continue
+        name, kind, *rest = line.split()
+        field: dict[str, Any] = {"name": name, "type": kind}
+        if kind == "datetime":
+            field["format"] = "%Y-%m-%dT%H:%M:%S%z"
+        constraints: dict[str, Any] = {"required": "required" in rest}
+        for word in rest:
+            key, _, value = word.partition("=")
+            if key == "unique":
+                constraints["unique"] = True
+            elif key in ("minimum", "maximum"):
+                constraints[key] = float(value) if kind == "number" else int(value)
+            elif key in ("enum", "pattern"):
+                constraints[key] = value.split("|") if key == "enum" else value
+        fields.append({**field, "constraints": constraints})
+    keys = KEYS[table]
+    foreign = [
+        {"fields": f, "reference": {"resource": r, "fields": f}}
+        for f, r in keys.get("foreignKeys", [])
+    ]
+    return {
+        "fields": fields,
+        "missingValues": ["", "NA", "NaN", "nan"],
+        "primaryKey": keys["primaryKey"],
+        **({"foreignKeys": foreign} if foreign else {}),
+    }
+
+
+#: The profile's own requirements (https://camtrap-dp.tdwg.org/metadata), beside the Data
+#: Package ones frictionless checks.
+PROFILE: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "profile",
+        "created",
+        "contributors",
+        "project",
+        "spatial",
+        "temporal",
+        "taxonomic",
+        "resources",
+    ],
+    "properties": {
+        "profile": {"const": PROFILE_URL},
+        "created": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+        "contributors": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["title"],
+                "properties": {
+                    "role": {
+                        "enum": [
+                            "contact",
+                            "principalInvestigator",
+                            "rightsHolder",
+                            "publisher",
+                            "contributor",
+                        ]
+                    }
+                },
+            },
+        },
+        "project": {
+            "type": "object",
+            "required": [
+                "title",
+                "samplingDesign",
+                "captureMethod",
+                "individualAnimals",
+                "observationLevel",
+            ],
+            "properties": {
+                "samplingDesign": {
+                    "enum": [
+                        "simpleRandom",
+                        "systematicRandom",
+                        "clusteredRandom",
+                        "experimental",
+                        "targeted",
+                        "opportunistic",
+                    ]
+                },
+                "captureMethod": {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"enum": ["activityDetection", "timeLapse"]},
+                },
+                "individualAnimals": {"type": "boolean"},
+                "observationLevel": {"type": "array", "items": {"enum": ["media", "event"]}},
+            },
+        },
+        "spatial": {"type": "object", "required": ["type", "coordinates"]},
+        "temporal": {
+            "type": "object",
+            "required": ["start", "end"],
+            "properties": {
+                "start": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\d$"},
+                "end": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\d$"},
+            },
+        },
+        "taxonomic": {"type": "array", "items": {"type": "object", "required": ["scientificName"]}},
+        "resources": {
+            "type": "array",
+            "minItems": 3,
+            "items": {
+                "required": ["name", "path", "profile", "schema"],
+                "properties": {
+                    "name": {"enum": ["deployments", "media", "observations"]},
+                    "profile": {"const": "tabular-data-resource"},
+                    "schema": {"type": "string", "pattern": r"/camtrap-dp/1\.0\.2/"},
+                },
+            },
+        },
+    },
+}
+
+
+def validate_package(folder: Path) -> dict[str, Any]:
+    """The descriptor against the profile, then every table with frictionless against the
+    schemas above (keys across tables too); the descriptor is returned."""
+    descriptor = json.loads((folder / "datapackage.json").read_text())
+    jsonschema.validate(descriptor, PROFILE)
+    local = dict(descriptor, profile="data-package")  # the profile is a URL: checked above
+    local["resources"] = [dict(r, schema=table_schema(r["name"])) for r in descriptor["resources"]]
+    report = Package(local, basepath=str(folder)).validate()
+    assert report.valid, report.flatten(["type", "note", "rowNumber", "fieldName"])
+    return descriptor
+
+
+def rows(folder: Path, table: str) -> list[dict[str, str]]:
+    with open(folder / f"{table}.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_validator_catches_what_it_should(tmp_path: Path) -> None:
+    """The oracle itself: a broken table or a missing field fails it."""
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats, camtrap=COORDS)
+    run(folder, stage, stats, SCENE)
+    stage.close()
+    package = tmp_path / "state" / "exports" / PACKAGE_LINK
+    validate_package(package)
+    observations = (package / "observations.csv").read_text()
+    (package / "observations.csv").write_text(observations.replace(",machine,", ",robot,", 1))
+    with pytest.raises(AssertionError, match="constraint"):
+        validate_package(package)
+    (package / "observations.csv").write_text(observations.replace("IMG_0004.JPG,", "IMG_X,", 1))
+    with pytest.raises(AssertionError, match="foreign-key"):
+        validate_package(package)
+    descriptor = json.loads((package / "datapackage.json").read_text())
+    del descriptor["spatial"]
+    with pytest.raises(jsonschema.ValidationError, match="spatial"):
+        jsonschema.validate(descriptor, PROFILE)
+
+
+def test_camtrap_package_field_by_field(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    camtrap = {
+        **COORDS,
+        "deployment_id": "trap-a",
+        "coordinate_uncertainty_m": 30,
+        "camera_model": "Reconyx-PC800",
+        "feature_type": "trailGame",
+        "bait_use": False,
+        "scientific_names": {"deer": "Capreolus capreolus"},
+    }
+    stage = build(folder, tmp_path / "state", stats, camtrap=camtrap)
+    run(folder, stage, stats, SCENE)
+    stage.close()
+    package = tmp_path / "state" / "exports" / PACKAGE_LINK
+    descriptor = validate_package(package)
+    assert descriptor["spatial"] == {"type": "Point", "coordinates": [23.84995, 52.70442]}
+    assert descriptor["temporal"] == {"start": "2024-05-01", "end": "2024-05-01"}
+    assert descriptor["taxonomic"] == [{"scientificName": "Capreolus capreolus"}]
+    assert descriptor["project"]["observationLevel"] == ["media", "event"]
+
+    (deployment,) = rows(package, "deployments")
+    assert {k: v for k, v in deployment.items() if v} == {
+        "deploymentID": "trap-a",
+        "latitude": "52.70442",
+        "longitude": "23.84995",
+        "coordinateUncertainty": "30",
+        "deploymentStart": "2024-05-01T06:00:00+00:00",
+        "deploymentEnd": "2024-05-01T06:30:02+00:00",
+        "cameraModel": "Reconyx-PC800",
+        "baitUse": "false",
+        "featureType": "trailGame",
+    }
+
+    media = {m["mediaID"]: m for m in rows(package, "media")}
+    assert sorted(media) == sorted(SCENE)  # the unreadable ones too
+    assert media["IMG_0002.JPG"] == {
+        "mediaID": "IMG_0002.JPG",
+        "deploymentID": "trap-a",
+        "captureMethod": "activityDetection",
+        "timestamp": "2024-05-01T06:00:01+00:00",
+        "filePath": (folder / "IMG_0002.JPG").as_uri(),
+        "filePublic": "false",
+        "fileName": "IMG_0002.JPG",
+        "fileMediatype": "image/jpeg",
+        "exifData": "",
+        "favorite": "",
+        "mediaComments": "",
+    }
+    assert media["IMG_0003.JPG"]["timestamp"] == "2024-05-01T06:00:01+00:00"  # its file time
+    assert "could not read" in media["IMG_0009.JPG"]["mediaComments"]
+
+    observations = rows(package, "observations")
+    events = [o for o in observations if o["observationLevel"] == "event"]
+    assert [
+        (
+            o["observationID"],
+            o["eventStart"],
+            o["eventEnd"],
+            o["observationType"],
+            o["scientificName"],
+            o["count"],
+            o["classificationMethod"],
+            o["classificationProbability"],
+            o["observationTags"],
+            o["mediaID"],
+        )
+        for o in events
+    ] == [
+        (
+            "trap-20240501T060000.000Z-deer",
+            "2024-05-01T06:00:00+00:00",
+            "2024-05-01T06:00:02+00:00",
+            "animal",
+            "Capreolus capreolus",
+            "2",
+            "machine",
+            "0.93",
+            "label:deer | tracks:2",
+            "",
+        ),
+        (
+            "trap-20240501T063000.000Z-boar",
+            "2024-05-01T06:30:00+00:00",
+            "2024-05-01T06:30:01+00:00",
+            "animal",
+            "",
+            "1",
+            "machine",
+            "0.81",
+            "label:boar | tracks:1",
+            "",
+        ),
+    ]
+    boxes = [o for o in observations if o["observationLevel"] == "media"]
+    assert [
+        (
+            o["observationID"],
+            o["eventID"],
+            o["eventStart"],
+            o["count"],
+            o["classificationProbability"],
+            o["observationTags"],
+        )
+        for o in boxes
+    ] == [
+        (
+            "IMG_0001.JPG#0",
+            events[0]["eventID"],
+            "2024-05-01T06:00:00+00:00",
+            "1",
+            "0.91",
+            "label:deer | track:1",
+        ),
+        (
+            "IMG_0002.JPG#0",
+            events[0]["eventID"],
+            "2024-05-01T06:00:01+00:00",
+            "1",
+            "0.88",
+            "label:deer | track:1",
+        ),
+        (
+            "IMG_0002.JPG#1",
+            events[0]["eventID"],
+            "2024-05-01T06:00:01+00:00",
+            "1",
+            "0.62",
+            "label:deer | track:2",
+        ),
+        (
+            "IMG_0004.JPG#0",
+            events[0]["eventID"],
+            "2024-05-01T06:00:02+00:00",
+            "1",
+            "0.93",
+            "label:deer | track:1",
+        ),
+        (
+            "IMG_0006.JPG#0",
+            events[1]["eventID"],
+            "2024-05-01T06:30:00+00:00",
+            "1",
+            "0.77",
+            "label:boar | track:7",
+        ),
+        (
+            "IMG_0007.JPG#0",
+            events[1]["eventID"],
+            "2024-05-01T06:30:01+00:00",
+            "1",
+            "0.81",
+            "label:boar | track:7",
+        ),
+    ]  # the person is not counted: labels are deer and boar
+    first = boxes[2]
+    assert [first[k] for k in ("bboxX", "bboxY", "bboxWidth", "bboxHeight")] == [
+        "0.625",
+        "0.4167",
+        "0.25",
+        "0.4167",
+    ]
+    assert first["classifiedBy"] == "colour-blocks" and first["mediaID"] == "IMG_0002.JPG"
+
+
+def test_exports_mid_run_are_complete_and_valid(tmp_path: Path) -> None:
+    """What a killed agent leaves: after each image the files on disk are whole, list the
+    images read so far (the corrupt one in the middle as a failure), and the package holds
+    the sequences that ended."""
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats, camtrap=COORDS, export_every_s=0)
+    out = tmp_path / "state" / "exports"
+    seen: dict[str, tuple[list[str], list[str]]] = {}
+
+    def snapshot(name: str) -> None:
+        output = json.loads((out / MEGADETECTOR_FILE).read_text())
+        check_megadetector_format(output)
+        validate_package(out / PACKAGE_LINK)
+        observations = rows(out / PACKAGE_LINK, "observations")
+        events = [o["eventID"] for o in observations if o["observationLevel"] == "event"]
+        seen[name] = ([i["file"] for i in output["images"]], events)
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [
+            os.readlink(out / PACKAGE_LINK)
+        ]  # one package folder: no leftovers
+
+    run(folder, stage, stats, SCENE, after=snapshot)
+    assert seen["IMG_0004.JPG"] == (
+        ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0004.JPG", "IMG_0003.JPG"],
+        [],
+    )
+    assert seen["IMG_0005.JPG"][1] == ["trap-20240501T060000.000Z"]  # ended on IMG_0005
+    assert "IMG_0009.JPG" not in seen["IMG_0008.JPG"][0]  # not known to be bad before the end
+    stage.close()
+    output = json.loads((out / MEGADETECTOR_FILE).read_text())
+    assert [i["file"] for i in output["images"] if i.get("failure")] == [
+        "IMG_0003.JPG",
+        "IMG_0009.JPG",
+    ]
+
+
+def test_last_image_ends_the_last_event_in_its_result(tmp_path: Path) -> None:
+    scene = {k: v for k, v in SCENE.items() if k <= "IMG_0007.JPG"}
+    folder = write_folder(tmp_path / "trap", scene)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats)
+    results = run(folder, stage, stats, scene)
+    last = results[-1]
+    assert [(p.payload["type"], p.payload["label"]) for p in last.publications] == [("end", "boar")]
+    assert len(last.snapshot_requests) == 1
+
+
+def test_no_coordinates_no_package(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats)
+    with caplog.at_level(logging.INFO, logger="edge_agent.analytics.folder_log"):
+        run(folder, stage, stats, SCENE)
+        stage.close()
+    out = tmp_path / "state" / "exports"
+    assert sorted(p.name for p in out.iterdir()) == [MEGADETECTOR_FILE]
+    assert "latitude and longitude are not set" in caplog.text
+
+
+def test_export_switches_and_folders(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "trap", {"IMG_0001.JPG": SCENE["IMG_0001.JPG"]})
+    stats = StatsRegistry()
+    off = build(folder, tmp_path / "off", stats, export=False)
+    (only,) = run(folder, off, stats, SCENE)
+    off.close()
+    assert not (tmp_path / "off").exists()
+    assert off.folder is not None and off.folder.records == {}  # nothing kept for nothing
+    assert [p.payload["type"] for p in only.publications] == ["start", "end"]  # folder done
+    elsewhere = tmp_path / "elsewhere"
+    absolute = build(folder, tmp_path / "abs", stats, export_dir=str(elsewhere))
+    run(folder, absolute, stats, SCENE)
+    absolute.close()
+    assert (elsewhere / MEGADETECTOR_FILE).is_file() and not (tmp_path / "abs").exists()
+    opts = stage_options("events", {"export": True})
+    no_state = FolderContext("trap", stats, tuple(LABELS), None, media_folder=folder)
+    with pytest.raises(ValueError, match="export_dir 'exports' is relative"):
+        build_events(opts, no_state)
+
+
+def test_a_run_stopped_before_any_image_keeps_the_last_exports(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "trap", SCENE)
+    stats = StatsRegistry()
+    first = build(folder, tmp_path / "state", stats, camtrap=COORDS)
+    run(folder, first, stats, SCENE)
+    first.close()
+    out = tmp_path / "state" / "exports"
+    before = (out / MEGADETECTOR_FILE).read_bytes(), os.readlink(out / PACKAGE_LINK)
+    restarted = build(folder, tmp_path / "state", StatsRegistry(), camtrap=COORDS)
+    restarted.close()  # stopped at once: nothing read
+    assert ((out / MEGADETECTOR_FILE).read_bytes(), os.readlink(out / PACKAGE_LINK)) == before
+
+
+def test_camtrap_times_carry_the_local_offset_of_their_date() -> None:
+    os.environ["TZ"] = "Europe/Berlin"  # the fixture restores UTC
+    time.tzset()
+    assert stamp(T0) == "2024-05-01T08:00:00+02:00"
+    assert stamp(T0 - 150 * 86400) == "2023-12-03T07:00:00+01:00"  # winter time
