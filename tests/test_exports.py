@@ -16,7 +16,6 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,6 @@ LABELS = ["deer", "boar", "person"]
 W, H = 320, 240
 Box = tuple[str, float, int, tuple[float, float, float, float]]
 COORDS = {"latitude": 52.70442, "longitude": 23.84995}
-
-
-@dataclass(frozen=True)
-class FolderContext(StageContext):
-    """StageContext with the image folder of a folder source, as the agent will pass it."""
-
-    media_folder: Path | None = None
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +102,7 @@ def detections(boxes: Sequence[Box]) -> Detections:
 
 def build(folder: Path, state: Path, stats: StatsRegistry, **options: Any) -> EventsStage:
     opts = stage_options("events", {"labels": ["deer", "boar"], **options})
-    context = FolderContext("trap", stats, tuple(LABELS), state, media_folder=folder)
+    context = StageContext("trap", stats, tuple(LABELS), state, media_folder=folder)
     return build_events(opts, context)
 
 
@@ -687,7 +679,7 @@ def test_export_switches_and_folders(tmp_path: Path) -> None:
     absolute.close()
     assert (elsewhere / MEGADETECTOR_FILE).is_file() and not (tmp_path / "abs").exists()
     opts = stage_options("events", {"export": True})
-    no_state = FolderContext("trap", stats, tuple(LABELS), None, media_folder=folder)
+    no_state = StageContext("trap", stats, tuple(LABELS), None, media_folder=folder)
     with pytest.raises(ValueError, match="export_dir 'exports' is relative"):
         build_events(opts, no_state)
 

@@ -321,7 +321,7 @@ def _export_dir(options: EventsOptions, context: StageContext) -> Path | None:
 @register_stage("events", EventsOptions, requires=("track",))
 def build_events(options: EventsOptions, context: StageContext) -> EventsStage:
     # The image folder of a folder source; StageContext will carry it (None otherwise).
-    media_folder: Path | None = getattr(context, "media_folder", None)
+    media_folder = context.media_folder
     if options.export and media_folder is None:
         raise ValueError(
             f"events: export: true needs an image folder source, but source "

@@ -220,6 +220,11 @@ class Snapshots:
         self.written.inc()
         return name
 
+    def finish(self, result: Result) -> Result:
+        """When the source ends: the snapshots of what earlier stages concluded (an event's
+        end with its kept best frame); there is no frame of its own."""
+        return self.process(result, None)
+
     def close(self) -> None:
         pass
 

@@ -27,6 +27,8 @@ def path_problem(path: Path, want: Want) -> str | None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return f"{path} does not exist"
+    except ValueError:  # a NUL character: no file can have that name
+        return f"{str(path)!r} is not a valid path (it holds a NUL character)"
     except OSError as exc:
         return f"{path} cannot be read: {exc.strerror}"
     is_dir = stat.S_ISDIR(mode)

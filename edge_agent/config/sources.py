@@ -143,6 +143,8 @@ class SourceConfig(Section):
             return value
         if not value.strip():
             raise ValueError("must not be empty: give a camera index, a path or a URL")
+        if "\0" in value:  # no path or URL holds one; the OS refuses it with a bare ValueError
+            raise ValueError("must not contain a NUL character (\\0)")
         problem = stream_url_problem(value) if is_stream(value) else None
         if problem:
             raise ValueError(problem)

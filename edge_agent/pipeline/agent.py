@@ -17,6 +17,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -31,7 +32,7 @@ from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.model_slot import ModelSlot
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
-from edge_agent.sources import Source, open_source
+from edge_agent.sources import Source, SourceError, open_source, resolve_kind
 from edge_agent.types import Frame, FrameInfo, Result
 
 if TYPE_CHECKING:
@@ -163,14 +164,19 @@ class Agent:
             )
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
             specs = [(s.type, s.options()) for s in source_cfg.stages]
-            self._chains[source_cfg.id] = build_chain(
-                source_cfg.id,
-                specs,
-                self.stats,
-                self.health.failed,
-                labels=labels,
-                state_dir=cfg.state_dir / "sources" / source_cfg.id,
-            )
+            folder = resolve_kind(source_cfg) == "folder"
+            try:
+                self._chains[source_cfg.id] = build_chain(
+                    source_cfg.id,
+                    specs,
+                    self.stats,
+                    self.health.failed,
+                    labels=labels,
+                    state_dir=cfg.state_dir / "sources" / source_cfg.id,
+                    media_folder=Path(str(source_cfg.uri)).expanduser() if folder else None,
+                )
+            except ValueError as exc:
+                raise SourceError(f"source {source_cfg.id!r}: stages: {exc}") from None
             metrics = self.stats.source(source_cfg.id)
             self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))
         sinks: list[Sink] = []
@@ -232,13 +238,18 @@ class Agent:
         for source in self._sources:
             source.close()
         self._sources = []
+        post_stuck = False
         if self._post_thread is not None:
             try:  # after every frame already inferred
                 self._post_q.put(None, timeout=THREAD_JOIN_TIMEOUT_S)
             except queue.Full:
                 log.error("the post thread is stuck; %d result(s) not published", POST_QUEUE_FRAMES)
             self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
+            post_stuck = self._post_thread.is_alive()
             self._post_thread = None
+        if not post_stuck:  # the stages are the post thread's: never run them beside it
+            for source_id in list(self._chains):  # live sources stopped: conclude what is open
+                self._finish_source(source_id)
         # Also after a start() that failed half-way: whatever was built is closed, once.
         for chain in self._chains.values():
             chain.close()
@@ -323,6 +334,7 @@ class Agent:
             if isinstance(item, str):
                 n = self.stats.source(item).results.value
                 log.info("source %s finished after %d frame(s)", item, n)
+                self._finish_source(item)
                 continue
             metrics = self.stats.source(item.frame.source_id)
             try:  # whatever fails, the post thread goes on: inference would wait for it forever
@@ -342,6 +354,14 @@ class Agent:
         self.health.succeeded()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _finish_source(self, source_id: str) -> None:
+        """A source ended (or the agent stops): its stages conclude (an open camera-trap
+        sequence ends) and the sinks publish that. Guarded like every stage and sink."""
+        chain = self._chains.get(source_id)
+        concluded = chain.finish() if chain is not None else None
+        if concluded is not None:
+            self._sinks.finish(concluded)
 
     def _observe(self, timing_ms: dict[str, float]) -> None:
         self._model.preprocess_ms.observe(timing_ms.get("preprocess", 0.0))

@@ -16,17 +16,18 @@ added without touching ``pipeline/``.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from edge_agent.health.stats import StageMetrics, StatsRegistry
-from edge_agent.types import Frame, Result
+from edge_agent.types import Detections, Frame, Result
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class StageContext:
     stats: StatsRegistry
     labels: tuple[str, ...] = ()
     state_dir: Path | None = None
+    #: The folder an image-folder source reads (camera-trap exports list its pictures); None
+    #: for any other source.
+    media_folder: Path | None = None
 
 
 Options = TypeVar("Options", bound=BaseModel)
@@ -121,7 +125,9 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
         raise ValueError(f"unknown stage type {type_name!r}{hint}; choose one of {sorted(known)}")
     model = known[type_name].options
     try:
-        return model.model_validate(options, strict=True)  # as the rest of the config
+        # Strict as the rest of the config ("5" is not 5), in JSON mode: a YAML list is a
+        # JSON array, which strict JSON validation accepts for tuple fields too.
+        return model.model_validate_json(json.dumps(options), strict=True)
     except ValidationError as exc:
         # The config's own formatter: unknown keys name the nearest known one.
         from edge_agent.config.errors import validation_issues
@@ -162,7 +168,13 @@ class _Guard:
 
 
 class StageChain:
-    """One source's stages in order."""
+    """One source's stages in order.
+
+    A stage may also have ``finish(result) -> result``: called once when the source ends (a
+    file or folder done, the agent stopping) on a frame-less result, so what it holds open (a
+    camera-trap sequence) is concluded and published. Every later stage with a ``finish``
+    (the snapshot stage) sees that result too.
+    """
 
     def __init__(
         self,
@@ -182,6 +194,7 @@ class StageChain:
             for s in self.stages
         ]
         self.needs_frame = any(s.needs_frame for s in self.stages)
+        self._last: Result | None = None
 
     def process(self, result: Result, frame: Frame | None) -> Result:
         for stage, guard in zip(self.stages, self._guards, strict=True):
@@ -191,7 +204,33 @@ class StageChain:
             except Exception:
                 guard.failed(result)
             guard.metrics.ms.observe((time.perf_counter() - t0) * 1000)
+        self._last = result
         return result
+
+    def finish(self) -> Result | None:
+        """Let every stage with a ``finish`` conclude; the frame-less result holding what they
+        published, or None when nothing was (or no frame ever came)."""
+        last, self._last = self._last, None
+        if last is None:
+            return None
+        result = replace(
+            last,
+            predictions=Detections.empty() if last.task == "detect" else last.predictions,
+            counts={},
+            timing_ms={},
+            publications=[],
+            overlays=[],
+            snapshot_requests=[],
+        )
+        for stage, guard in zip(self.stages, self._guards, strict=True):
+            finish = getattr(stage, "finish", None)
+            if finish is None:
+                continue
+            try:
+                result = finish(result)
+            except Exception:
+                guard.failed(result)
+        return result if result.publications else None
 
     def close(self) -> None:
         _close_all(self.stages)
@@ -217,6 +256,18 @@ class Sinks:
             except Exception:
                 guard.failed(result)
             guard.metrics.ms.observe((time.perf_counter() - t0) * 1000)
+
+    def finish(self, result: Result) -> None:
+        """A source's concluding publications (``StageChain.finish``) to every sink that has a
+        ``finish(result)``: it is not a frame, so ``emit`` (results, tables) never sees it."""
+        for sink, guard in zip(self.sinks, self._guards, strict=True):
+            finish = getattr(sink, "finish", None)
+            if finish is None:
+                continue
+            try:
+                finish(result)
+            except Exception:
+                guard.failed(result)
 
     def close(self) -> None:
         _close_all(self.sinks)
@@ -247,10 +298,12 @@ def build_chain(
     on_failure: OnFailure = _ignore,
     labels: Sequence[str] = (),
     state_dir: Path | None = None,
+    media_folder: Path | None = None,
 ) -> StageChain:
-    """The chain for one source from its validated ``(type, options)`` specs."""
+    """The chain for one source from its validated ``(type, options)`` specs; ValueError when
+    a stage cannot work with this source (say, folder exports on a camera)."""
     known = stage_types()
-    context = StageContext(source_id, stats, tuple(labels), state_dir)
+    context = StageContext(source_id, stats, tuple(labels), state_dir, media_folder)
     stages = [known[t].build(o, context) for t, o in specs]
     return StageChain(source_id, stages, stats, on_failure)
 

@@ -130,6 +130,11 @@ class MqttPublisher:
         for publication in result.publications:
             self.publish(result.source_id, publication)
 
+    def finish(self, result: Result) -> None:
+        """As a sink, when a source ends: what its stages concluded (no result, no counts)."""
+        for publication in result.publications:
+            self.publish(result.source_id, publication)
+
     def publish(self, source_id: str, publication: Publication) -> None:
         """One stage publication on its topic (``Topics.publication``), retained and with the
         QoS of its kind (PUBLICATION_FLAGS). Raises ValueError for an unknown kind."""
