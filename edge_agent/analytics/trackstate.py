@@ -1,0 +1,92 @@
+"""Per-track state for analytics stages: numpy columns with one row per tracker id, and labels
+as small ints that survive a model swap. Zones and lines keep their state here so one frame's
+tracks are updated with array operations, never a Python loop over detections, and so a year
+of track ids cannot grow memory (``stale_rows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+#: Tracks held at most; past it the longest unseen are forgotten first (a year of ids must not
+#: grow memory even if a tracker never ends its tracks).
+MAX_TRACKS = 10_000
+
+Column = tuple[DTypeLike, tuple[int, ...], Any]
+
+
+class TrackTable:
+    """Per-track state as numpy columns, one row per tracker id (kept sorted by id), so a stage
+    updates a whole frame's tracks with array operations instead of a Python loop."""
+
+    def __init__(self, columns: Mapping[str, Column]) -> None:
+        self._spec = dict(columns)
+        self.ids = np.zeros(0, np.int64)
+        self.cols = {k: np.full((0, *shape), fill, dt) for k, (dt, shape, fill) in columns.items()}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The row of each id, and a mask of the ids new here (rows added with fill values)."""
+        pos = np.searchsorted(self.ids, ids)
+        found = np.zeros(len(ids), bool)
+        inside = pos < len(self.ids)
+        found[inside] = self.ids[pos[inside]] == ids[inside]
+        if not found.all():
+            grown = np.concatenate([self.ids, np.unique(ids[~found])])
+            order = np.argsort(grown, kind="stable")
+            added = len(grown) - len(self.ids)
+            self.ids = grown[order]
+            for key, (dtype, shape, fill) in self._spec.items():
+                col = np.concatenate([self.cols[key], np.full((added, *shape), fill, dtype)])
+                self.cols[key] = col[order]
+            pos = np.searchsorted(self.ids, ids)
+        return pos, ~found
+
+    def drop(self, mask: np.ndarray) -> None:
+        keep = ~mask
+        self.ids = self.ids[keep]
+        self.cols = {key: col[keep] for key, col in self.cols.items()}
+
+    def swap(self, i: int, j: int) -> None:
+        """Exchange two rows' state (not their ids): the tracker gave each the other's object."""
+        for col in self.cols.values():
+            col[[i, j]] = col[[j, i]]
+
+
+def stale_rows(last_frame: np.ndarray, frame: int, lost_frames: int) -> np.ndarray:
+    """Rows unseen for more than ``lost_frames``, plus the longest unseen past MAX_TRACKS."""
+    stale = frame - last_frame > lost_frames
+    extra = len(last_frame) - int(stale.sum()) - MAX_TRACKS
+    if extra > 0:
+        stale[np.argsort(last_frame, kind="stable")[: int(stale.sum()) + extra]] = True
+    return stale
+
+
+class LabelIndex:
+    """Labels as small ints for arrays, kept across model swaps (a swap may bring new ones)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._labels: list[str] | None = None
+        self.of_class = np.zeros(0, np.int32)
+
+    def update(self, labels: list[str]) -> bool:
+        """Map this frame's class ids to label indices; True when the labels changed."""
+        if labels == self._labels:
+            return False
+        self._labels = list(labels)
+        self.of_class = np.array([self.add(name) for name in labels], np.int32)
+        return True
+
+    def add(self, name: str) -> int:
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+        return self._index[name]

@@ -1,0 +1,338 @@
+"""Who is in which zone, for how long: the ``zones`` stage (after ``track``).
+
+A zone is a polygon in normalised coordinates. A confirmed track is tested by one point of its
+box (``anchor``, bottom centre by default: where a person stands). Membership changes only
+after ``inertia`` consecutive frames on the other side of the border, so a box flickering on
+the border neither enters nor leaves. A track the detector misses for a while (occluded) keeps
+its place for ``lost_frames`` frames; coming back with the same id it has never left. Past that
+it exits at the time it was last seen. Counts per zone and label are kept as entries minus
+exits, each visit counted under the label it entered with, so ``count == entries - exits``
+holds exactly. docs/zones-lines.md has the options, payloads and the reasoning.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
+from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
+from edge_agent.geometry import Anchor, anchor_points, points_in_polygon
+from edge_agent.pipeline.stages import StageContext, register_stage
+from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
+
+#: Vertices a zone may have: enough for any room's outline, few enough to test every box fast.
+MAX_POLYGON_POINTS = 64
+#: Area (fraction of the frame) below which a polygon is refused as degenerate: 1e-6 of a
+#: 640x480 frame is a third of a pixel, where nothing can stand.
+MIN_ZONE_AREA = 1e-6
+Coord = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Coord, Coord]
+
+
+def check_name(value: str) -> str:
+    """A zone or line name: one clean topic level and file name (as source ids are)."""
+    return check_id(value, SOURCE_ID_CHARS, ())
+
+
+def unique_names(items: list[Any], what: str) -> list[Any]:
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise ValueError(f"{what} names must be unique, but {item.name!r} appears twice")
+        seen.add(item.name)
+    return items
+
+
+def _polygon_problem(points: np.ndarray) -> str | None:
+    """Why a polygon cannot be a zone (no area, edges that cross), or None."""
+    x, y = points[:, 0], points[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
+    if area < MIN_ZONE_AREA:
+        return f"encloses no area ({area:.3g} of the frame); give 3 or more points not on a line"
+    a, b = points, np.roll(points, -1, axis=0)  # edge i runs a[i] -> b[i]
+
+    def orient(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (
+            r[..., 0] - p[..., 0]
+        )
+
+    ai, bi, aj, bj = a[:, None], b[:, None], a[None, :], b[None, :]
+    cross = (orient(ai, bi, aj) * orient(ai, bi, bj) < 0) & (
+        orient(aj, bj, ai) * orient(aj, bj, bi) < 0
+    )
+    i, j = np.nonzero(np.triu(cross, 1))
+    if len(i):
+        return (
+            f"edges {int(i[0])}-{int(i[0]) + 1} and {int(j[0])}-{(int(j[0]) + 1) % len(points)} "
+            "cross; list the points in order around the zone"
+        )
+    return None
+
+
+class Zone(BaseModel):
+    """One zone: a polygon and how tracks are counted in it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str = Field(description="Zone name, used as a topic level: letters, digits, _ and -.")
+    polygon: list[Point] = Field(
+        min_length=3,
+        max_length=MAX_POLYGON_POINTS,
+        description="Corners [[x, y], ...] in order around the zone, normalised (0..1, x right, "
+        "y down); at least 3, enclosing an area, edges not crossing.",
+    )
+    anchor: Anchor = Field(
+        "bottom_center",
+        description="The point of a box that must be inside: bottom_center (where a person or "
+        "car stands), center, top_center, center_left, ... (the nine box points).",
+    )
+    inertia: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Consecutive frames a track must be inside before it enters, and outside "
+        "before it leaves (1: at once).",
+    )
+    labels: list[str] | None = Field(
+        None, min_length=1, description="Labels counted in this zone (default: every label)."
+    )
+    loiter_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds inside after which one loitering event is published per visit "
+        "(default: none).",
+    )
+
+    _check_name = field_validator("name")(check_name)
+
+    @field_validator("polygon")
+    @classmethod
+    def _usable_polygon(cls, value: list[Point]) -> list[Point]:
+        problem = _polygon_problem(np.asarray(value, np.float64))
+        if problem:
+            raise ValueError(f"polygon {problem}")
+        return value
+
+
+class ZonesOptions(BaseModel):
+    """Counts confirmed tracks in polygons: current count, entries, exits, dwell time and
+    loitering, per zone and label (needs a ``track`` stage before it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zones: list[Zone] = Field(min_length=1, description="The zones, each with its own name.")
+    lost_frames: int = Field(
+        30,
+        ge=0,
+        description="Frames a track may go unseen (occluded, missed) and keep its place in a "
+        "zone; after that it exits at the time it was last seen.",
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique(cls, value: list[Zone]) -> list[Zone]:
+        return unique_names(value, "zone")
+
+    def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
+        return [
+            (("zones", i, "labels", j), label)
+            for i, zone in enumerate(self.zones)
+            for j, label in enumerate(zone.labels or ())
+        ]
+
+
+@dataclass
+class _Tally:
+    entries: int = 0
+    exits: int = 0
+    dwell_sum_s: float = 0.0
+    dwell_max_s: float = 0.0
+
+
+class ZoneCounter:
+    """The ``zones`` stage for one source (see the module docstring)."""
+
+    name = "zones"
+    needs_frame = False
+
+    def __init__(self, options: ZonesOptions, context: StageContext) -> None:
+        self.zones = options.zones
+        self.lost_frames = options.lost_frames
+        self.polygons = [np.asarray(z.polygon, np.float64) for z in self.zones]
+        self.inertia = np.array([z.inertia for z in self.zones], np.int32)
+        self.loiter_s = np.array([z.loiter_s or np.nan for z in self.zones])
+        self.by_anchor: dict[str, list[int]] = {}
+        for i, zone in enumerate(self.zones):
+            self.by_anchor.setdefault(zone.anchor, []).append(i)
+        n = len(self.zones)
+        self.table = TrackTable(
+            {
+                "last_frame": (np.int64, (), 0),
+                "last_ts": (np.float64, (), 0.0),
+                "inside": (bool, (n,), False),
+                "streak": (np.int32, (n,), 0),
+                "streak_ts": (np.float64, (n,), 0.0),
+                "enter_ts": (np.float64, (n,), 0.0),
+                "label": (np.int32, (n,), -1),
+                "loitered": (bool, (n,), False),
+            }
+        )
+        self.labels = LabelIndex()
+        self.allowed = np.zeros((0, n), bool)  # (class, zone): the zone counts this class
+        self.tallies: dict[tuple[int, int], _Tally] = {}
+        self.frame = 0
+        self.since: float | None = None
+        self.overlays = [self._overlay(z) for z in range(n)]
+
+    def process(self, result: Result, frame: Frame | None) -> Result:
+        det = result.predictions
+        if not isinstance(det, Detections) or det.tracker_id is None:
+            return result  # classifications (and untracked boxes) pass through untouched
+        self.frame += 1
+        self.since = result.ts if self.since is None else self.since
+        changed: set[tuple[int, int]] = set()
+        if self.labels.update(result.labels):
+            self._labels_changed(result.labels, changed)
+        member = np.zeros((len(det), len(self.zones)), bool)
+        idx = np.flatnonzero(det.confirmed())
+        if len(idx):
+            member[idx] = self._observe(det, idx, result, changed)
+        self._forget(changed)
+        det.data["zones"] = member
+        for z, lab in changed:
+            result.publications.append(self._publication(z, lab, result.ts))
+        for z in {z for z, _ in changed}:
+            self.overlays[z] = self._overlay(z)
+        result.overlays.extend(self.overlays)
+        return result
+
+    def _labels_changed(self, labels: list[str], changed: set[tuple[int, int]]) -> None:
+        """New labels (the first frame, a model swap): every zone's state is published for each
+        label it counts, so no retained message from an earlier run is left standing."""
+        self.allowed = np.array(
+            [[z.labels is None or name in z.labels for z in self.zones] for name in labels], bool
+        ).reshape(len(labels), len(self.zones))
+        for z, zone in enumerate(self.zones):
+            for name in zone.labels or labels:
+                changed.add((z, self.labels.add(name)))
+        changed.update(self.tallies)
+
+    def _observe(
+        self, det: Detections, idx: np.ndarray, result: Result, changed: set[tuple[int, int]]
+    ) -> np.ndarray:
+        """Update the confirmed tracks seen this frame; returns their membership (k, zones)."""
+        assert det.tracker_id is not None
+        ts = result.ts
+        rows, _ = self.table.rows(det.tracker_id[idx])
+        lab = self.labels.of_class[det.class_id[idx]]
+        geo = self.allowed[det.class_id[idx]]
+        size = np.asarray(result.frame_size, np.float64)
+        for anchor, zone_ids in self.by_anchor.items():
+            points = anchor_points(det.xyxy[idx], anchor) / size
+            for z in zone_ids:
+                geo[:, z] &= points_in_polygon(points, self.polygons[z])
+        c = self.table.cols
+        inside, streak, streak_ts = c["inside"][rows], c["streak"][rows], c["streak_ts"][rows]
+        enter_ts, label, loitered = c["enter_ts"][rows], c["label"][rows], c["loitered"][rows]
+        contrary = geo != inside
+        streak_ts = np.where(contrary & (streak == 0), ts, streak_ts)
+        streak = np.where(contrary, streak + 1, 0).astype(np.int32)
+        flip = streak >= self.inertia
+        if flip.any():
+            for r, z in zip(*np.nonzero(flip & inside), strict=True):
+                self._exit(int(z), int(label[r, z]), streak_ts[r, z] - enter_ts[r, z], changed)
+            enter = flip & ~inside
+            enter_ts = np.where(enter, streak_ts, enter_ts)
+            label = np.where(enter, lab[:, None], label)
+            loitered &= ~enter
+            for r, z in zip(*np.nonzero(enter), strict=True):
+                self.tallies.setdefault((int(z), int(lab[r])), _Tally()).entries += 1
+                changed.add((int(z), int(lab[r])))
+            inside = inside ^ flip
+            streak[flip] = 0
+        due = inside & ~loitered & (ts - enter_ts >= self.loiter_s)
+        for r, z in zip(*np.nonzero(due), strict=True):
+            loitered[r, z] = True
+            self._loitering(
+                result, int(z), int(label[r, z]), int(det.tracker_id[idx[r]]), enter_ts[r, z]
+            )
+        c["inside"][rows], c["streak"][rows], c["streak_ts"][rows] = inside, streak, streak_ts
+        c["enter_ts"][rows], c["label"][rows], c["loitered"][rows] = enter_ts, label, loitered
+        c["last_frame"][rows], c["last_ts"][rows] = self.frame, ts
+        return inside
+
+    def _exit(self, z: int, lab: int, dwell_s: float, changed: set[tuple[int, int]]) -> None:
+        tally = self.tallies.setdefault((z, lab), _Tally())
+        tally.exits += 1
+        tally.dwell_sum_s += max(dwell_s, 0.0)
+        tally.dwell_max_s = max(tally.dwell_max_s, dwell_s)
+        changed.add((z, lab))
+
+    def _forget(self, changed: set[tuple[int, int]]) -> None:
+        """Tracks unseen past ``lost_frames`` leave their zones, as of when last seen."""
+        c = self.table.cols
+        stale = stale_rows(c["last_frame"], self.frame, self.lost_frames)
+        if not stale.any():
+            return
+        for r, z in zip(*np.nonzero(stale[:, None] & c["inside"]), strict=True):
+            self._exit(
+                int(z), int(c["label"][r, z]), c["last_ts"][r] - c["enter_ts"][r, z], changed
+            )
+        self.table.drop(stale)
+
+    def _loitering(self, result: Result, z: int, lab: int, track: int, start: float) -> None:
+        event: dict[str, Any] = {
+            "type": "loitering",
+            "id": uuid.uuid4().hex,
+            "zone": self.zones[z].name,
+            "label": self.labels.names[lab],
+            "track_id": track,
+            "start": start,
+            "dwell_s": round(result.ts - start, 3),
+            "loiter_s": self.zones[z].loiter_s,
+            "ts": result.ts,
+        }
+        result.publications.append(Publication("event", (), event))
+        result.snapshot_requests.append(SnapshotRequest("loitering", result.ts, event=event))
+
+    def _publication(self, z: int, lab: int, ts: float) -> Publication:
+        tally = self.tallies.get((z, lab), _Tally())
+        c = self.table.cols
+        here = c["inside"][:, z] & (c["label"][:, z] == lab)
+        done = tally.exits
+        payload = {
+            "count": tally.entries - tally.exits,
+            "entries": tally.entries,
+            "exits": tally.exits,
+            "current_since": float(c["enter_ts"][here, z].min()) if here.any() else None,
+            "dwell_s": {
+                "mean": round(tally.dwell_sum_s / done, 3) if done else None,
+                "max": round(tally.dwell_max_s, 3) if done else None,
+            },
+            "since": self.since,
+            "ts": ts,
+        }
+        return Publication("zone", (self.zones[z].name, self.labels.names[lab]), payload)
+
+    def _overlay(self, z: int) -> Overlay:
+        counts = [
+            f"{self.labels.names[lab]} {t.entries - t.exits}"
+            for (zone, lab), t in sorted(self.tallies.items())
+            if zone == z and t.entries > t.exits
+        ]
+        zone = self.zones[z]
+        points = tuple((float(x), float(y)) for x, y in zone.polygon)
+        return Overlay("zone", zone.name, points, ", ".join(counts) or "empty")
+
+    def close(self) -> None:
+        pass
+
+
+@register_stage("zones", ZonesOptions, requires=("track",))
+def build_zones(options: ZonesOptions, context: StageContext) -> ZoneCounter:
+    return ZoneCounter(options, context)
