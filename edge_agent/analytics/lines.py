@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from edge_agent.analytics.tallies import IN, OUT, PERIODS, Period, TallyStore
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
 from edge_agent.analytics.zones import Point, check_name, unique_names
-from edge_agent.geometry import Anchor, anchor_points, side_of_segment
+from edge_agent.geometry import Anchor, anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result
 
@@ -44,6 +44,12 @@ EDGE_MARGIN = 0.005
 #: and the exchanged ids explain the motion at least this much better (cost ratio).
 SWAP_MIN_JUMP = 0.01
 SWAP_GAIN = 0.5
+
+#: Per (track, line) state and per track state, each packed in one float64 array so a frame's
+#: tracks are read and written with one gather and one scatter: at 50 boxes numpy's per-call
+#: cost, not the arithmetic, is what the frame pays.
+SIGN, SETTLED, PENDING, FLIP_T, EDGE, DONE_IN, DONE_OUT, POS_X, POS_Y = range(9)
+LAST_FRAME, SEEN, CX, CY, VX, VY, KNOWN_W, KNOWN_H, LABEL = range(9)
 
 
 class Line(BaseModel):
@@ -136,31 +142,20 @@ def _room(points: np.ndarray, direction: np.ndarray) -> float:
     return float(np.where(direction != 0, steps, np.inf).min())
 
 
-def at_the_border(
-    boxes: np.ndarray, known: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """How normalised ``boxes`` (k, 4) meet the frame border, given each track's ``known``
-    (width, height) from when it was not clipped (0: never seen whole).
-
-    Returns the boxes with a clipped side extended back to the known size (a box leaving the
-    frame keeps moving at its true speed instead of shrinking against the edge), which borders
-    each touches (k, 4: left, top, right, bottom), the middle of the box's side on each border
-    (k * 4, 2: to tell on which side of a line that border lies) and the new known sizes.
-    """
-    touch = np.concatenate([boxes[:, :2] <= EDGE_MARGIN, boxes[:, 2:] >= 1 - EDGE_MARGIN], 1)
-    low, high = touch[:, :2], touch[:, 2:]
+def extend_clipped(
+    boxes: np.ndarray, known: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised ``boxes`` (k, 4) with a side clipped by the frame border (``low``: at the
+    left/top border, ``high``: right/bottom, each (k, 2)) extended back to the track's
+    ``known`` (width, height) from when it was not clipped (0: never seen whole), so a box
+    leaving the frame keeps moving at its true speed instead of shrinking against the edge.
+    Returns the boxes and the known sizes after this frame."""
     seen = boxes[:, 2:] - boxes[:, :2]
-    longer = known > seen
+    grow = np.maximum(known - seen, 0)
     whole = boxes.copy()
-    whole[:, 2:] = np.where(high & ~low & longer, boxes[:, :2] + known, boxes[:, 2:])
-    whole[:, :2] = np.where(low & ~high & longer, boxes[:, 2:] - known, boxes[:, :2])
-    cx, cy = (
-        np.clip((boxes[:, 0] + boxes[:, 2]) / 2, 0, 1),
-        np.clip((boxes[:, 1] + boxes[:, 3]) / 2, 0, 1),
-    )
-    zero, one = np.zeros_like(cx), np.ones_like(cx)
-    contact = np.stack([zero, cy, cx, zero, one, cy, cx, one], 1).reshape(-1, 2)
-    return whole, touch, contact, np.where(low | high, known, seen)
+    whole[:, 2:] += grow * (high & ~low)
+    whole[:, :2] -= grow * (low & ~high)
+    return whole, np.where(low | high, known, seen)
 
 
 class LineCounter:
@@ -176,39 +171,46 @@ class LineCounter:
         self.b = np.array([ln.end for ln in self.lines], np.float64)
         self.length = np.hypot(*(self.b - self.a).T)
         unit = (self.b - self.a) / self.length[:, None]
-        normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # towards side +1 (screen-right)
+        self.normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # towards side +1
+        self.offset = (self.a * self.normal).sum(1)  # signed distance = p . normal - offset
+        self.band = np.array([ln.hysteresis for ln in self.lines])
+        self.min_frames = np.array([ln.min_frames for ln in self.lines], np.float64)
         self.in_side = [1 if ln.in_side == "right" else -1 for ln in self.lines]
+        self.anchors = sorted({ln.anchor for ln in self.lines})
+        self.anchor_of = np.array([self.anchors.index(ln.anchor) for ln in self.lines])
         # clipped[l, s]: the band on side s (0: -1, 1: +1) does not fit inside the frame.
         self.clipped = np.array(
             [
                 [_room(np.stack([a, b]), s * n) <= ln.hysteresis + EDGE_MARGIN for s in (-1, 1)]
-                for a, b, n, ln in zip(self.a, self.b, normal, self.lines, strict=True)
+                for a, b, n, ln in zip(self.a, self.b, self.normal, self.lines, strict=True)
             ]
         )
-        n = len(self.lines)
+        line_state = np.zeros(9)
+        line_state[FLIP_T] = np.nan
         self.table = TrackTable(
             {
-                "last_frame": (np.int64, (), 0),
-                "seen": (np.int32, (), 0),
-                "centre": (np.float64, (2,), 0.0),
-                "size": (np.float64, (2,), 0.0),
-                "vel": (np.float64, (2,), 0.0),
-                "label": (np.int32, (), -1),
-                "pos": (np.float64, (n, 2), 0.0),
-                "sign": (np.int8, (n,), 0),
-                "settled": (np.int8, (n,), 0),
-                "pending": (np.int16, (n,), 0),
-                "flip_t": (np.float64, (n,), np.nan),
-                "edge": (np.int8, (n,), 0),
-                "done": (bool, (n, 2), False),
+                "track": (np.float64, (9,), 0.0),
+                "line": (np.float64, (len(self.lines), 9), line_state),
             }
         )
         self.labels = LabelIndex()
-        self.allowed = np.zeros((0, n), bool)
+        self.allowed = np.zeros((0, len(self.lines)), bool)
         self.store = TallyStore(None if context.state_dir is None else context.state_dir / "lines")
         self.tallies = [self.store.load(ln.name, tuple(ln.periods)) for ln in self.lines]
+        # borders[s][b, l]: border b (left, top, right, bottom) reaches side s (0: -1, 1: +1)
+        # of line l, and that side's band does not fit in the frame: touching it counts there.
+        corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
+        corner_side = np.sign(corners @ self.normal.T - self.offset)  # (4 corners, lines)
+        ends = [(0, 3), (0, 1), (1, 2), (2, 3)]  # each border's two corners
+        self.borders = [
+            np.array([(corner_side[list(e)] == s).any(0) for e in ends]) & self.clipped[:, k]
+            for k, s in ((0, -1), (1, 1))
+        ]
+        self.edge_lines = bool(self.clipped.any())
         self.frame = 0
-        self.overlays = [self._overlay(i) for i in range(n)]
+        self._size: tuple[int, int] = (0, 0)
+        self._scale = np.ones(4)
+        self.overlays = [self._overlay(i) for i in range(len(self.lines))]
 
     def process(self, result: Result, frame: Frame | None) -> Result:
         det = result.predictions
@@ -220,17 +222,19 @@ class LineCounter:
             changed = set(range(len(self.lines)))  # replace what an earlier run left retained
         if self.labels.update(result.labels):
             self.allowed = np.array(
-                [
-                    [ln.labels is None or name in ln.labels for ln in self.lines]
-                    for name in result.labels
-                ],
+                [[ln.labels is None or n in ln.labels for ln in self.lines] for n in result.labels],
                 bool,
             ).reshape(len(result.labels), len(self.lines))
         idx = np.flatnonzero(det.confirmed())
         if len(idx):
-            self._observe(det, idx, np.asarray(result.frame_size, np.float64), changed)
+            if result.frame_size != self._size:  # boxes are divided by it: computed once
+                self._size = result.frame_size
+                self._scale = 1 / np.tile(np.asarray(result.frame_size, np.float64), 2)
+            self._observe(det, idx, self._scale, changed)
         self._vanished(changed)
-        self.table.drop(stale_rows(self.table.cols["last_frame"], self.frame, self.lost_frames))
+        self.table.drop(
+            stale_rows(self.table.cols["track"][:, LAST_FRAME], self.frame, self.lost_frames)
+        )
         for i in sorted(changed):
             payload = {**self.tallies[i].payload(), "ts": result.ts}
             result.publications.append(Publication("line", (self.lines[i].name,), payload))
@@ -241,127 +245,152 @@ class LineCounter:
         return result
 
     def _observe(
-        self, det: Detections, idx: np.ndarray, size: np.ndarray, changed: set[int]
+        self, det: Detections, idx: np.ndarray, scale: np.ndarray, changed: set[int]
     ) -> None:
+        """Update every line's state of the confirmed tracks seen this frame, all at once."""
         assert det.tracker_id is not None
-        c = self.table.cols
         rows, new = self.table.rows(det.tracker_id[idx])
-        boxes, touch, contact, c["size"][rows] = at_the_border(
-            det.xyxy[idx] / np.tile(size, 2), c["size"][rows]
-        )
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        self._swaps(rows, new, centre)
+        boxes = det.xyxy[idx] * scale  # normalised, float64
+        track = self.table.cols["track"][rows]
+        if self._swaps(rows, new, track, boxes):
+            track = self.table.cols["track"][rows]
+        state = self.table.cols["line"][rows]
+        ok = self.allowed[det.class_id[idx]]
+        old = state.copy() if np.count_nonzero(ok) < ok.size else None
+        low, high = boxes[:, :2] <= EDGE_MARGIN, boxes[:, 2:] >= 1 - EDGE_MARGIN
+        touching = np.count_nonzero(low) + np.count_nonzero(high) > 0
+        if touching:
+            boxes, track[:, KNOWN_W : KNOWN_H + 1] = extend_clipped(
+                boxes, track[:, KNOWN_W : KNOWN_H + 1], low, high
+            )
+        else:
+            track[:, KNOWN_W : KNOWN_H + 1] = boxes[:, 2:] - boxes[:, :2]
+        points = [anchor_points(boxes, a) for a in self.anchors]
+        p = points[0][:, None, :] if len(points) == 1 else np.stack(points, 1)[:, self.anchor_of]
+        d = (p * self.normal).sum(2) - self.offset  # (k, lines) signed distance
+        prev = state[..., SIGN]
+        sign = np.sign(d)
+        if np.count_nonzero(sign) < sign.size:  # exactly on the line: still on the last side
+            sign = np.where(sign == 0, np.where(prev == 0, 1, prev), sign)
+        flipped = np.nonzero(sign * prev < 0)
+        if len(flipped[0]):  # where the step from the last position crossed the line, along it
+            r, i = flipped
+            p0, p1 = state[r, i, POS_X : POS_Y + 1], p[r, i if p.shape[1] > 1 else 0]
+            d0 = (p0 * self.normal[i]).sum(1) - self.offset[i]
+            state[r, i, FLIP_T] = self._along(i, p0 + (d0 / (d0 - d[r, i]))[:, None] * (p1 - p0))
+        obs = np.where(np.abs(d) > self.band, sign, 0.0)  # beyond the band: its side
+        settled = state[..., SETTLED]
+        state[..., EDGE] = 0
+        if touching and self.edge_lines:
+            edge, settled = self._edges(state, new, low, high, p, sign, obs)
+            obs = np.where(obs != 0, obs, edge)
+        settled = np.where(settled == 0, obs, settled)
+        state[..., PENDING] = (state[..., PENDING] + 1) * (obs * settled < 0)
+        state[..., SETTLED], state[..., SIGN], state[..., POS_X : POS_Y + 1] = settled, sign, p
+        if old is not None:  # a line that does not count a label keeps its state as it was
+            state = np.where(ok[..., None], state, old)
         lab = self.labels.of_class[det.class_id[idx]]
-        allowed = self.allowed[det.class_id[idx]]
-        points = {a: anchor_points(boxes, a) for a in {ln.anchor for ln in self.lines}}
-        for i, line in enumerate(self.lines):
-            ok = allowed[:, i]
-            if ok.any():
-                side = np.sign(side_of_segment(contact, self.a[i], self.b[i])).reshape(-1, 4)
-                at_edge = [
-                    self.clipped[i, k] & (touch[ok] & (side[ok] == s)).any(1)
-                    for k, s in ((0, -1), (1, 1))
-                ]
-                self._line(i, rows[ok], new[ok], points[line.anchor][ok], at_edge, lab[ok], changed)
-        gap = np.maximum(self.frame - c["last_frame"][rows], 1)[:, None]
-        c["vel"][rows] = np.where(c["seen"][rows, None] > 0, (centre - c["centre"][rows]) / gap, 0)
-        c["centre"][rows], c["label"][rows], c["last_frame"][rows] = centre, lab, self.frame
-        c["seen"][rows] = np.minimum(c["seen"][rows] + 1, 1000)
+        ready_rows, ready_lines = np.nonzero(state[..., PENDING] >= self.min_frames)
+        self._confirm(state, ready_rows, ready_lines, lab, changed)
+        self.table.cols["line"][rows] = state
+        centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        gap = np.maximum(self.frame - track[:, LAST_FRAME], 1)
+        seen_before = track[:, SEEN] > 0
+        track[:, VX : VY + 1] = (centre - track[:, CX : CY + 1]) * (seen_before / gap)[:, None]
+        track[:, CX : CY + 1], track[:, LAST_FRAME], track[:, LABEL] = centre, self.frame, lab
+        track[:, SEEN] += 1
+        self.table.cols["track"][rows] = track
 
-    def _swaps(self, rows: np.ndarray, new: np.ndarray, centre: np.ndarray) -> None:
+    def _edges(
+        self,
+        state: np.ndarray,
+        new: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        p: np.ndarray,
+        sign: np.ndarray,
+        obs: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The frame-edge rules (module docstring): which tracks count as beyond the band
+        because they touch a frame border that reaches that side of a line whose band leaves
+        the frame, and the side tracks first seen there come from. Returns (edge, settled)."""
+        touch = np.concatenate([low, high], 1)  # (k, 4): left, top, right, bottom
+        at = [touch @ self.borders[k] for k in (0, 1)]  # (k, lines): at the edge on side -/+
+        edge = np.where(at[1] & (sign > 0), 1.0, np.where(at[0] & (sign < 0), -1.0, 0.0))
+        state[..., EDGE] = edge
+        settled = state[..., SETTLED]
+        if np.count_nonzero(new):  # first seen at an edge where the band does not fit
+            for s, k in ((-1, 0), (1, 1)):
+                came = new[:, None] & (settled == 0) & at[k] & (obs != -s)
+                settled = np.where(came, s, settled)
+                r, i = np.nonzero(came & (sign != s))
+                state[r, i, FLIP_T] = self._along(i, p[r, i if p.shape[1] > 1 else 0])
+        return edge, settled
+
+    def _swaps(
+        self, rows: np.ndarray, new: np.ndarray, track: np.ndarray, boxes: np.ndarray
+    ) -> bool:
         """Exchange the state of id pairs the tracker swapped (see the module docstring)."""
-        c = self.table.cols
-        pred = c["centre"][rows] + c["vel"][rows]
-        jump = np.hypot(*(centre - pred).T)
-        cand = np.flatnonzero(
-            ~new
-            & (c["last_frame"][rows] == self.frame - 1)
-            & (c["seen"][rows] >= 2)
-            & (jump > SWAP_MIN_JUMP)
-        )
+        centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        pred = track[:, CX : CY + 1] + track[:, VX : VY + 1]
+        miss = centre - pred
+        jump2 = np.einsum("ij,ij->i", miss, miss)
+        jumped = jump2 > SWAP_MIN_JUMP**2
+        if np.count_nonzero(jumped) < 2:
+            return False
+        recent = (track[:, LAST_FRAME] == self.frame - 1) & (track[:, SEEN] >= 2)
+        cand = np.flatnonzero(jumped & recent & ~new)
         if len(cand) < 2:
-            return
+            return False
+        jump = np.sqrt(jump2[cand])
         cross = np.hypot(*(centre[cand, None] - pred[None, cand]).transpose(2, 0, 1))  # [i, j]
-        keep = jump[cand][:, None] + jump[cand][None, :]
-        ratio = (cross + cross.T) / keep
+        ratio = (cross + cross.T) / (jump[:, None] + jump[None, :])
         used: set[int] = set()
         pairs = [(ratio[i, j], i, j) for i, j in itertools.combinations(range(len(cand)), 2)]
         for score, i, j in sorted(pairs):
             if score < SWAP_GAIN and i not in used and j not in used:
                 used.update((i, j))
                 self.table.swap(int(rows[cand[i]]), int(rows[cand[j]]))
-
-    def _line(
-        self,
-        i: int,
-        rows: np.ndarray,
-        new: np.ndarray,
-        p: np.ndarray,
-        at_edge: list[np.ndarray],
-        lab: np.ndarray,
-        changed: set[int],
-    ) -> None:
-        """One line's update for the tracks seen this frame (anchors ``p``, normalised)."""
-        line, c = self.lines[i], self.table.cols
-        d = side_of_segment(p, self.a[i], self.b[i]) / self.length[i]
-        prev = c["sign"][rows, i]
-        sign = np.sign(d).astype(np.int8)
-        sign = np.where(sign == 0, np.where(prev == 0, 1, prev), sign).astype(np.int8)
-        flipped = np.flatnonzero((prev != 0) & (sign != prev))
-        if len(flipped):  # where the step from the last position crossed the line, along it
-            p0, p1 = c["pos"][rows[flipped], i], p[flipped]
-            d0 = side_of_segment(p0, self.a[i], self.b[i]) / self.length[i]
-            q = p0 + (d0 / (d0 - d[flipped]))[:, None] * (p1 - p0)
-            c["flip_t"][rows[flipped], i] = self._along(i, q)
-        edge = np.where(at_edge[1] & (sign > 0), 1, np.where(at_edge[0] & (sign < 0), -1, 0))
-        beyond = np.where(d > line.hysteresis, 1, np.where(d < -line.hysteresis, -1, 0))
-        obs = np.where(beyond != 0, beyond, edge)
-        settled = c["settled"][rows, i]
-        born = new & (settled == 0)
-        if born.any():  # first seen at an edge where the band does not fit: came from there
-            for s, k in ((-1, 0), (1, 1)):
-                came = born & at_edge[k] & (beyond != -s)
-                settled = np.where(came, s, settled)
-                fresh = rows[came & (sign != s)]
-                c["flip_t"][fresh, i] = self._along(i, p[came & (sign != s)])
-        settled = np.where((settled == 0) & (obs != 0), obs, settled).astype(np.int8)
-        grow = (settled != 0) & (obs == -settled)
-        c["pending"][rows, i] = np.where(grow, c["pending"][rows, i] + 1, 0)
-        c["settled"][rows, i], c["sign"][rows, i], c["pos"][rows, i] = settled, sign, p
-        c["edge"][rows, i] = edge
-        self._confirm(i, rows, lab, changed)
+        return bool(used)
 
     def _vanished(self, changed: set[int]) -> None:
         """Tracks gone through a frame edge beyond a line: each frame gone confirms the side."""
-        c = self.table.cols
-        gone = (
-            (c["last_frame"] < self.frame)[:, None]
-            & (c["edge"] != 0)
-            & (c["edge"] == -c["settled"])
-        )
-        if gone.any():
-            c["pending"][gone] += 1
-            for i in range(len(self.lines)):
-                rows = np.flatnonzero(gone[:, i])
-                self._confirm(i, rows, c["label"][rows], changed)
+        state = self.table.cols["line"]
+        edge = state[..., EDGE]
+        if not np.count_nonzero(edge):
+            return
+        gone = (self.table.cols["track"][:, LAST_FRAME] < self.frame)[:, None] & (edge != 0)
+        gone &= edge == -state[..., SETTLED]
+        if np.count_nonzero(gone):
+            state[..., PENDING] += gone
+            rows, lines = np.nonzero(gone & (state[..., PENDING] >= self.min_frames))
+            labels = self.table.cols["track"][:, LABEL].astype(np.int64)
+            self._confirm(state, rows, lines, labels, changed)
 
-    def _confirm(self, i: int, rows: np.ndarray, lab: np.ndarray, changed: set[int]) -> None:
-        """Settle the tracks ``min_frames`` on the new side; count those that crossed here."""
-        c = self.table.cols
-        ready = c["pending"][rows, i] >= self.lines[i].min_frames
-        for r, label in zip(rows[ready], lab[ready], strict=True):
-            to = -int(c["settled"][r, i])
-            t = c["flip_t"][r, i]
+    def _confirm(
+        self,
+        state: np.ndarray,
+        rows: np.ndarray,
+        lines: np.ndarray,
+        lab: np.ndarray,
+        changed: set[int],
+    ) -> None:
+        """Settle the tracks ``min_frames`` on the new side; count those that crossed the
+        segment itself, once per direction. ``lab`` is indexed by row of ``state``."""
+        for r, i in zip(rows.tolist(), lines.tolist(), strict=True):
+            to = -state[r, i, SETTLED]
+            t = state[r, i, FLIP_T]
             direction = IN if to == self.in_side[i] else OUT
-            if 0 <= t <= 1 and not c["done"][r, i, direction]:
-                c["done"][r, i, direction] = True
-                self.tallies[i].add(self.labels.names[label], direction)
+            done = DONE_IN if direction == IN else DONE_OUT
+            if 0 <= t <= 1 and not state[r, i, done]:
+                state[r, i, done] = 1
+                self.tallies[i].add(self.labels.names[int(lab[r])], direction)
                 changed.add(i)
-            c["settled"][r, i], c["pending"][r, i], c["flip_t"][r, i] = to, 0, np.nan
+            state[r, i, SETTLED], state[r, i, PENDING], state[r, i, FLIP_T] = to, 0, np.nan
 
-    def _along(self, i: int, q: np.ndarray) -> np.ndarray:
-        """Where points on the line lie along the segment: 0 at start, 1 at end."""
-        return ((q - self.a[i]) @ (self.b[i] - self.a[i])) / self.length[i] ** 2
+    def _along(self, i: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Where points on lines ``i`` lie along their segments: 0 at start, 1 at end."""
+        return ((q - self.a[i]) * (self.b[i] - self.a[i])).sum(1) / self.length[i] ** 2
 
     def _overlay(self, i: int) -> Overlay:
         total_in, total_out = self.tallies[i].total.totals()

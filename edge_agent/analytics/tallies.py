@@ -49,6 +49,15 @@ def period_start(period: Period, ts: float) -> float:
     return float(midnight)
 
 
+def next_start(period: Period, start: float) -> float:
+    """When the period after the one beginning at ``start`` begins (a day is 23 to 25 hours;
+    an hour is 3600 s unless the UTC offset moves by a fraction of an hour inside it)."""
+    if period == "hour":
+        after = start + 3600
+        return after if period_start("hour", after) == after else period_start("hour", after + 1800)
+    return period_start("day", start + 26 * 3600)
+
+
 def local_iso(ts: float) -> str:
     """``ts`` as local time with its UTC offset, e.g. ``2024-06-01T14:00:00+02:00``."""
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
@@ -90,6 +99,9 @@ class LineTallies:
         self.total = Tally(0.0)
         self.current: dict[Period, Tally] = {}
         self.previous: dict[Period, Tally] = {}
+        #: When each current period ends: until then a frame costs one comparison per period,
+        #: not a localtime() and mktime() call.
+        self._ends: dict[Period, float] = {}
 
     def advance(self, ts: float) -> bool:
         """Move to the periods holding ``ts``; True if any period began (the state changed).
@@ -99,15 +111,17 @@ class LineTallies:
             self.since = self.total.start = ts
             changed = True
         for period in self.periods:
+            if ts < self._ends.get(period, -math.inf):
+                continue  # same period (or the clock stepped back: keep counting in it)
             start = period_start(period, ts)
             now = self.current.get(period)
-            if now is not None and now.start >= start:
-                continue  # same period (or the clock stepped back: keep counting in it)
-            before = period_start(period, start - 1)
-            kept = now if now is not None and now.start == before else Tally(before)
-            self.previous[period] = kept
-            self.current[period] = Tally(start)
-            changed = True
+            if now is None or now.start < start:
+                before = period_start(period, start - 1)
+                kept = now if now is not None and now.start == before else Tally(before)
+                self.previous[period] = kept
+                self.current[period] = now = Tally(start)
+                changed = True
+            self._ends[period] = next_start(period, now.start)
         return changed
 
     def add(self, label: str, direction: int) -> None:

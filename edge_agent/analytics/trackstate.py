@@ -34,10 +34,11 @@ class TrackTable:
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The row of each id, and a mask of the ids new here (rows added with fill values)."""
         pos = np.searchsorted(self.ids, ids)
-        found = np.zeros(len(ids), bool)
-        inside = pos < len(self.ids)
-        found[inside] = self.ids[pos[inside]] == ids[inside]
-        if not found.all():
+        if len(self.ids):
+            found = self.ids[np.minimum(pos, len(self.ids) - 1)] == ids
+        else:
+            found = np.zeros(len(ids), bool)
+        if np.count_nonzero(found) < len(ids):
             grown = np.concatenate([self.ids, np.unique(ids[~found])])
             order = np.argsort(grown, kind="stable")
             added = len(grown) - len(self.ids)
@@ -49,6 +50,8 @@ class TrackTable:
         return pos, ~found
 
     def drop(self, mask: np.ndarray) -> None:
+        if not np.count_nonzero(mask):
+            return
         keep = ~mask
         self.ids = self.ids[keep]
         self.cols = {key: col[keep] for key, col in self.cols.items()}
@@ -62,9 +65,9 @@ class TrackTable:
 def stale_rows(last_frame: np.ndarray, frame: int, lost_frames: int) -> np.ndarray:
     """Rows unseen for more than ``lost_frames``, plus the longest unseen past MAX_TRACKS."""
     stale = frame - last_frame > lost_frames
-    extra = len(last_frame) - int(stale.sum()) - MAX_TRACKS
+    extra = len(last_frame) - np.count_nonzero(stale) - MAX_TRACKS
     if extra > 0:
-        stale[np.argsort(last_frame, kind="stable")[: int(stale.sum()) + extra]] = True
+        stale[np.argsort(last_frame, kind="stable")[: np.count_nonzero(stale) + extra]] = True
     return stale
 
 

@@ -1,0 +1,343 @@
+"""The zones stage: entries after ``inertia`` frames, exits likewise, exact counts and dwell
+times, occlusions that do not end a visit, loitering events, and the options' checks.
+
+Scenes are scripted with known tracker ids and foot positions, so every count and dwell time
+below is computed by hand from the scene; a random scene is also checked against a plain
+per-track restatement of the documented rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge_agent.analytics.zones import Polygons, Zone, ZoneCounter, ZonesOptions
+from edge_agent.config import ConfigError, parse_config
+from edge_agent.geometry import anchor_points, points_in_polygon
+from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.stages import StageContext, stage_types
+from edge_agent.types import Classifications, Detections, Result
+
+W, H = 640, 480
+LABELS = ["person", "car"]
+FPS = 10.0
+T0 = 1_700_000_000.0
+SQUARE = [[0.4, 0.4], [0.6, 0.4], [0.6, 0.9], [0.4, 0.9]]
+
+Obj = tuple[int, float, float, int]  # (track id, foot x, foot y, class)
+
+
+def ts(seq: int) -> float:
+    return T0 + seq / FPS
+
+
+def result(objs: list[Obj], seq: int) -> Result:
+    """Boxes 0.1 wide and 0.3 tall standing on each object's foot point."""
+    xyxy = np.array([[x - 0.05, y - 0.3, x + 0.05, y] for _, x, y, _ in objs], np.float32)
+    det = Detections(
+        xyxy=xyxy.reshape(-1, 4) * [W, H, W, H],
+        confidence=np.full(len(objs), 0.9, np.float32),
+        class_id=np.array([c for *_, c in objs], np.int32),
+        tracker_id=np.array([t for t, *_ in objs], np.int64),
+    )
+    return Result("cam", seq, ts(seq), "m", "detect", LABELS, (W, H), det)
+
+
+def stage(*zones: dict, lost_frames: int = 30) -> ZoneCounter:
+    zones = zones or ({"name": "desk", "polygon": SQUARE},)
+    opts = ZonesOptions.model_validate({"zones": list(zones), "lost_frames": lost_frames})
+    return ZoneCounter(opts, StageContext("cam", StatsRegistry(), tuple(LABELS)))
+
+
+def run(counter: ZoneCounter, frames: list[list[Obj]], start: int = 0) -> list[Result]:
+    return [counter.process(result(objs, start + i), None) for i, objs in enumerate(frames)]
+
+
+def zone_msgs(results: list[Result], level: tuple[str, str] = ("desk", "person")) -> list[dict]:
+    """(seq, payload) of every zone publication on that topic, in order."""
+    return [
+        {"seq": r.seq, **p.payload}
+        for r in results
+        for p in r.publications
+        if p.kind == "zone" and p.levels == level and isinstance(p.payload, dict)
+    ]
+
+
+def walk(tid: int, x0: float, dx: float, n: int, y: float = 0.6, cls: int = 0) -> list[Obj]:
+    return [(tid, x0 + dx * i, y, cls) for i in range(n)]
+
+
+def test_registered_after_track():
+    assert stage_types()["zones"].requires == ("track",)
+
+
+def test_entry_and_exit_after_inertia_with_exact_dwell():
+    """Feet at x = 0.21 + 0.02 i: inside the square for i = 10..19, outside from 20."""
+    out = run(stage(), [[o] for o in walk(1, 0.21, 0.02, 30)])
+    msgs = zone_msgs(out)
+    assert [m["seq"] for m in msgs] == [0, 12, 22]  # first frame, then inertia 3 each way
+    assert [m["count"] for m in msgs] == [0, 1, 0]
+    assert msgs[1]["current_since"] == ts(10)  # the visit began on the first frame inside
+    assert msgs[2] == {
+        "seq": 22,
+        "count": 0,
+        "entries": 1,
+        "exits": 1,
+        "current_since": None,
+        "dwell_s": {"mean": 1.0, "max": 1.0},  # ts(20) - ts(10): from first in to first out
+        "since": T0,
+        "ts": ts(22),
+    }
+
+
+def test_a_box_flickering_on_the_border_never_enters():
+    flicker = [[(1, 0.39 if i % 2 else 0.41, 0.6, 0)] for i in range(100)]
+    counter = stage()
+    assert [m["count"] for m in zone_msgs(run(counter, flicker))] == [0]
+    quick = stage({"name": "desk", "polygon": SQUARE, "inertia": 1})  # the control
+    assert len(zone_msgs(run(quick, flicker))) == 100  # in, out, in, ... every frame
+
+
+def test_leaving_and_re_entering_counts_two_visits():
+    path = walk(1, 0.21, 0.02, 30) + walk(1, 0.79, -0.02, 30)  # in at 10, out 20, in 39, out 49
+    msgs = zone_msgs(run(stage(), [[o] for o in path]))
+    assert [(m["count"], m["entries"], m["exits"]) for m in msgs] == [
+        (0, 0, 0),
+        (1, 1, 0),
+        (0, 1, 1),
+        (1, 2, 1),
+        (0, 2, 2),
+    ]
+    assert msgs[-1]["dwell_s"] == {"mean": 1.0, "max": 1.0}
+
+
+def test_an_occluded_track_keeps_its_place_then_exits_when_last_seen():
+    stay = [[(1, 0.5, 0.6, 0)]] * 20
+    frames = stay + [[]] * 25 + stay + [[]] * 40  # hidden 25 frames (< 30), then gone
+    msgs = zone_msgs(run(stage(lost_frames=30), frames))
+    assert [(m["seq"], m["count"], m["entries"], m["exits"]) for m in msgs] == [
+        (0, 0, 0, 0),
+        (2, 1, 1, 0),
+        (64 + 31, 0, 1, 1),  # 31 frames after it was last seen (frame 64)
+    ]
+    assert msgs[-1]["dwell_s"]["max"] == pytest.approx(ts(64) - ts(0))
+
+
+def test_counts_per_label_and_the_zone_labels_filter():
+    both = stage(
+        {"name": "desk", "polygon": SQUARE},
+        {"name": "bay", "polygon": SQUARE, "labels": ["car"]},
+    )
+    frames = [[(1, 0.5, 0.6, 0), (2, 0.45, 0.7, 1), (3, 0.55, 0.8, 0)]] * 5
+    out = run(both, frames)
+    assert zone_msgs(out, ("desk", "person"))[-1]["count"] == 2
+    assert zone_msgs(out, ("desk", "car"))[-1]["count"] == 1
+    assert zone_msgs(out, ("bay", "car"))[-1]["count"] == 1
+    assert not zone_msgs(out, ("bay", "person"))  # not counted there, not published
+    levels = {p.levels for p in out[0].publications}
+    assert levels == {("desk", "person"), ("desk", "car"), ("bay", "car")}  # all at start
+    assert not out[1].publications and not out[3].publications  # only when something changed
+    captions = {o.name: o.caption for o in out[-1].overlays}
+    assert captions == {"desk": "person 2, car 1", "bay": "car 1"}
+    assert {o.name: o.caption for o in out[0].overlays} == {"desk": "empty", "bay": "empty"}
+
+
+def test_a_class_change_inside_keeps_the_visit_under_its_entry_label():
+    frames = [[(1, 0.5, 0.6, 0)]] * 5 + [[(1, 0.5, 0.6, 1)]] * 5 + [[(1, 0.8, 0.6, 1)]] * 5
+    out = run(stage(), frames)
+    person = zone_msgs(out)
+    assert [(m["seq"], m["count"], m["entries"], m["exits"]) for m in person] == [
+        (0, 0, 0, 0),
+        (2, 1, 1, 0),
+        (12, 0, 1, 1),  # left as a car, but the visit began as a person
+    ]
+    assert [m["entries"] for m in zone_msgs(out, ("desk", "car"))] == [0]
+
+
+def test_anchor_decides_membership():
+    """Feet at y 0.95 (below the square), centre at 0.8 (inside)."""
+    frames = [[(1, 0.5, 0.95, 0)]] * 5
+    feet = zone_msgs(run(stage(), frames))
+    centre = zone_msgs(run(stage({"name": "desk", "polygon": SQUARE, "anchor": "center"}), frames))
+    assert (feet[-1]["count"], centre[-1]["count"]) == (0, 1)
+
+
+def test_membership_goes_into_the_detections_for_later_stages():
+    counter = stage(
+        {"name": "desk", "polygon": SQUARE, "inertia": 1},
+        {"name": "left", "polygon": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]},
+    )
+    out = run(counter, [[(1, 0.45, 0.6, 0), (-1, 0.45, 0.6, 0), (2, 0.9, 0.6, 0)]] * 3)
+    zones = out[-1].predictions.data["zones"]  # type: ignore[union-attr]
+    assert zones.dtype == bool and zones.tolist() == [[True, True], [False, False], [False, False]]
+
+
+def test_loitering_fires_once_per_visit_with_a_snapshot_request():
+    counter = stage({"name": "desk", "polygon": SQUARE, "loiter_s": 2.0})
+    stay = [[(7, 0.5, 0.6, 0)]] * 40
+    out = run(counter, stay + [[(7, 0.8, 0.6, 0)]] * 5 + stay)
+    events = [(r, p.payload) for r in out for p in r.publications if p.kind == "event"]
+    assert [r.seq for r, _ in events] == [20, 45 + 20]  # 2.0 s after each visit began
+    first = events[0][1]
+    assert isinstance(first, dict)
+    assert {k: v for k, v in first.items() if k != "id"} == {
+        "type": "loitering",
+        "zone": "desk",
+        "label": "person",
+        "track_id": 7,
+        "start": ts(0),
+        "dwell_s": 2.0,
+        "loiter_s": 2.0,
+        "ts": ts(20),
+    }
+    ids = {e["id"] for _, e in events}  # type: ignore[index]
+    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+    request = events[0][0].snapshot_requests[0]
+    assert request.reason == "loitering" and request.event is first and request.ts == ts(20)
+
+
+def test_classifications_and_untracked_boxes_pass_through():
+    counter = stage()
+    r = Result("cam", 0, T0, "m", "classify", LABELS, (W, H), Classifications(np.ones(2)))
+    assert counter.process(r, None) is r and not r.publications
+    untracked = result([(1, 0.5, 0.6, 0)], 0)
+    untracked.predictions.tracker_id = None  # type: ignore[union-attr]
+    assert not counter.process(untracked, None).publications
+
+
+def test_track_state_is_bounded(monkeypatch):
+    monkeypatch.setattr("edge_agent.analytics.trackstate.MAX_TRACKS", 20)
+    counter = stage(lost_frames=1000)
+    out = run(counter, [[(i, 0.5, 0.6, 0)] for i in range(1, 200)])
+    assert len(counter.table) <= 20
+    last = zone_msgs(out)[-1]
+    assert last["count"] == last["entries"] - last["exits"] >= 0
+
+
+def reference(frames: list[list[Obj]], polygon: list, inertia: int, lost: int) -> list[tuple]:
+    """The documented rule, one track at a time: (entries, exits) after each frame."""
+    state: dict[int, dict] = {}
+    entries = exits = 0
+    history = []
+    for seq, objs in enumerate(frames):
+        for tid, x, y, _ in objs:
+            s = state.setdefault(tid, {"inside": False, "streak": 0})
+            box = np.array([[x - 0.05, y - 0.3, x + 0.05, y]], np.float32) * [W, H, W, H]
+            point = anchor_points(box, "bottom_center") / [W, H]
+            geo = bool(points_in_polygon(point, np.array(polygon))[0])
+            s["streak"] = s["streak"] + 1 if geo != s["inside"] else 0
+            if s["streak"] >= inertia:
+                entries, exits = entries + (not s["inside"]), exits + s["inside"]
+                s["inside"], s["streak"] = geo, 0
+            s["seen"] = seq
+        for tid in [t for t, s in state.items() if seq - s["seen"] > lost]:
+            exits += state.pop(tid)["inside"]
+        history.append((entries, exits))
+    return history
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_scenes_match_the_rule_restated_per_track(seed):
+    rng = np.random.default_rng(seed)
+    n_frames, n_tracks = 300, 12
+    pos = rng.uniform(0.2, 0.8, (n_tracks, 2))
+    frames = []
+    for _ in range(n_frames):
+        pos = np.clip(pos + rng.normal(0, 0.03, pos.shape), 0.05, 0.95)
+        seen = rng.random(n_tracks) > 0.2  # missed one frame in five
+        alive = np.arange(n_tracks) < n_tracks * (0.5 + 0.5 * rng.random())
+        frames.append([(t + 1, *pos[t], 0) for t in np.flatnonzero(seen & alive)])
+    inertia, lost = int(rng.integers(1, 5)), int(rng.integers(0, 10))
+    counter = stage({"name": "desk", "polygon": SQUARE, "inertia": inertia}, lost_frames=lost)
+    out = run(counter, frames)
+    expected = reference(frames, SQUARE, inertia, lost)
+    got, state = [], (0, 0)
+    for r in out:
+        for m in zone_msgs([r]):
+            state = (m["entries"], m["exits"])
+        got.append(state)
+    assert got == expected
+    assert expected[-1][0] >= 3  # the scene does exercise the rule
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_all_zones_at_once_agree_with_the_geometry_module(seed):
+    """Polygons tests every zone in one pass; it must answer as points_in_polygon does,
+    including points exactly on edges and vertices (inside) and concave corners."""
+    rng = np.random.default_rng(seed)
+    zones = []
+    for z in range(4):
+        k = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+        radius = rng.uniform(0.1, 0.4, k)  # star-shaped: concave, never self-crossing
+        centre = rng.uniform(0.4, 0.6, 2)
+        poly = np.clip(centre + radius[:, None] * np.c_[np.cos(angles), np.sin(angles)], 0, 1)
+        anchor = ["bottom_center", "center"][z % 2]
+        zones.append(Zone(name=f"z{z}", polygon=[tuple(p) for p in poly.round(3)], anchor=anchor))
+    zones.append(Zone(name="sq", polygon=[(0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75)]))
+    points = [rng.uniform(0, 1, (400, 2))]
+    for zone in zones:  # vertices, points on the edges and on their lines beyond the ends
+        poly = np.array(zone.polygon)
+        t, edge = rng.uniform(0, 1, (len(poly), 1)), np.roll(poly, -1, axis=0) - poly
+        points += [poly, poly + t * edge, poly - t * edge, poly + (1 + t) * edge]
+    feet = np.concatenate(points)
+    size = np.array([W, H], np.float64)
+    for anchor, dy in (("bottom_center", 0.0), ("center", 0.15)):
+        boxes = np.c_[feet[:, 0] - 0.05, feet[:, 1] - 0.3 + dy, feet[:, 0] + 0.05, feet[:, 1] + dy]
+        got = Polygons(zones).contains(boxes * np.tile(size, 2), size)
+        for z, zone in enumerate(zones):
+            if zone.anchor == anchor:
+                pts = anchor_points(boxes * np.tile(size, 2), anchor) / size
+                want = points_in_polygon(pts, np.array(zone.polygon))
+                assert (got[:, z] == want).all(), (zone.name, np.flatnonzero(got[:, z] != want))
+
+
+def zone_error(zone: dict) -> str:
+    with pytest.raises(ValidationError) as info:
+        ZonesOptions.model_validate({"zones": [{"name": "desk", "polygon": SQUARE, **zone}]})
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("zone", "error"),
+    [
+        ({"polygon": [[0.1, 0.1], [0.5, 0.5]]}, "polygon needs 3 to 64 points [x, y], but got 2"),
+        ({"polygon": [[0.1, 0.1], [0.3, 0.3], [0.5, 0.5]]}, "polygon encloses no area (0 of"),
+        ({"polygon": [[0.1, 0.1], [0.5, 0.5], [0.5, 0.1], [0.1, 0.7]]}, "edges 0-1 and 2-3 cross"),
+        ({"polygon": [[0.1, 0.1], [0.5, 1.5], [0.5, 0.1]]}, "less than or equal to 1"),
+        ({"name": "desk/1"}, "character '/' at position 5 is not allowed in 'desk/1'"),
+        ({"anchor": "feet"}, "'bottom_center'"),
+        ({"inertia": 0}, "greater than or equal to 1"),
+        ({"labels": []}, "at least 1 item"),
+        ({"loiter_s": 0}, "greater than 0"),
+    ],
+)
+def test_bad_zones_are_refused_naming_the_field(zone, error):
+    assert error in zone_error(zone)
+    assert f"zones.0.{next(iter(zone))}" in zone_error(zone)
+
+
+def test_zone_names_unique_and_labels_named_for_the_model_check():
+    desk = {"name": "desk", "polygon": SQUARE}
+    with pytest.raises(ValidationError, match="zone names must be unique, but 'desk' appears"):
+        ZonesOptions.model_validate({"zones": [desk, desk]})
+    opts = ZonesOptions.model_validate({"zones": [desk, {**desk, "name": "b", "labels": ["cat"]}]})
+    assert opts.labels_named() == [(("zones", 1, "labels", 0), "cat")]
+
+
+def test_config_errors_name_the_yaml_line():
+    text = (
+        "model:\n  bundle: b\nsources:\n  - id: cam\n    uri: clip.mp4\n    stages:\n"
+        "      - type: zones\n        zones:\n          - name: desk\n"
+        "            polygon: [[0.1, 0.1], [0.5, 0.5]]\n"
+        "mqtt:\n  host: broker\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/etc/edgesight/agent.yaml"))
+    assert [str(i) for i in info.value.issues] == [
+        "line 7: sources[0].stages[0]: stage 'zones': zones[0].polygon: "
+        "polygon needs 3 to 64 points [x, y], but got 2"
+    ]
