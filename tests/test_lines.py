@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from edge_agent.analytics import lines as lines_module
 from edge_agent.analytics import tallies as tallies_module
 from edge_agent.analytics.lines import LineCounter, LinesOptions
+from edge_agent.config import ConfigError, parse_config
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext, stage_options, stage_types
 from edge_agent.types import Classifications, Detections, Result
@@ -344,4 +345,19 @@ def test_line_names_unique_and_labels_named_for_the_model_check():
     assert opts.labels_named() == [
         (("lines", 1, "labels", 0), "cat"),
         (("lines", 1, "labels", 1), "dog"),
+    ]
+
+
+def test_config_errors_name_the_yaml_line():
+    text = (
+        "model:\n  bundle: b\nsources:\n  - id: cam\n    uri: clip.mp4\n    stages:\n"
+        "      - type: lines\n        lines:\n          - name: door\n"
+        "            start: [0.5, 0.5]\n            end: [0.5, 0.5]\n            in_side: left\n"
+        "mqtt:\n  host: broker\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/etc/edgesight/agent.yaml"))
+    assert [str(i) for i in info.value.issues] == [
+        "line 7: sources[0].stages[0]: stage 'lines': lines[0].end: "
+        "end must be at least 0.01 from start, but the line is 0 long"
     ]

@@ -179,3 +179,22 @@ def test_local_iso_carries_the_offset(tz):
     tz(INDIA)
     assert local_iso(0.0) == datetime.fromtimestamp(0.0).astimezone().isoformat(timespec="seconds")
     assert local_iso(0.0).endswith("+05:30")
+
+
+def test_after_a_restart_the_periods_move_on_to_the_current_time(tmp_path, tz):
+    tz(BERLIN)
+    store = TallyStore(tmp_path)
+    t = store.load("door", ("hour", "day"))
+    t.advance(local("2024-06-01 09:10:00"))
+    t.add("person", IN)
+    store.changed("door")
+    store.flush()
+    back = TallyStore(tmp_path).load("door", ("hour", "day"))
+    assert back.advance(local("2024-06-01 09:50:00")) is False  # the same hour: nothing new
+    assert back.payload()["hour"]["in"] == 1
+    assert back.advance(local("2024-06-02 10:30:00")) is True  # the next day, after an outage
+    body = back.payload()
+    assert (body["in"], body["hour"]["in"], body["day"]["in"]) == (1, 0, 0)
+    assert body["day"]["previous"]["in"] == 1  # yesterday, kept: it was the day just before
+    assert body["hour"]["previous"]["in"] == 0  # 09:00-10:00 today: nothing ran then
+    assert body["hour"]["previous"]["start_local"] == "2024-06-02T09:00:00+02:00"
