@@ -19,9 +19,10 @@ from pydantic import ValidationError
 from edge_agent.analytics import lines as lines_module
 from edge_agent.analytics import tallies as tallies_module
 from edge_agent.analytics.lines import LineCounter, LinesOptions
-from edge_agent.config import ConfigError, parse_config
+from edge_agent.config import ConfigError, label_problems, parse_config
+from edge_agent.config.loader import read_config_text
 from edge_agent.health.stats import StatsRegistry
-from edge_agent.pipeline.stages import StageContext, stage_options, stage_types
+from edge_agent.pipeline.stages import StageContext, build_chain, stage_options, stage_types
 from edge_agent.types import Classifications, Detections, Result
 
 W, H = 640, 480
@@ -260,8 +261,7 @@ def test_track_state_is_bounded(monkeypatch):
     for seq, objs in enumerate(many):
         counter.process(result(objs, seq), None)
     assert len(counter.table) <= 50
-    short = stage()
-    short_opts = LinesOptions.model_validate({**short_lines_spec(), "lost_frames": 5})
+    short_opts = LinesOptions.model_validate({**short_lines_spec(), "lost_s": 0.55}, strict=True)
     short = LineCounter(short_opts, StageContext("cam", StatsRegistry()))
     for seq, objs in enumerate(many[:100]):
         short.process(result(objs, seq), None)
@@ -318,7 +318,10 @@ def test_a_damaged_tally_file_is_moved_aside_and_counting_goes_on(tmp_path, capl
     ("line", "error"),
     [
         ({"end": [0.5, 0.995]}, "end must be at least 0.01 from start, but the line is 0.005 long"),
-        ({"end": [0.5, 1.2]}, "less than or equal to 1"),
+        (
+            {"end": [0.5, 1.2]},
+            "a point is [x, y], each from 0 to 1 (normalised), but got [0.5, 1.2]",
+        ),
         ({"name": "front door"}, "character ' ' at position 6 is not allowed"),
         ({"in_side": "up"}, "'left' or 'right'"),
         ({"hysteresis": -0.1}, "greater than or equal to 0"),
@@ -329,7 +332,7 @@ def test_a_damaged_tally_file_is_moved_aside_and_counting_goes_on(tmp_path, capl
 def test_bad_lines_are_refused_naming_the_field(line, error):
     spec = {"name": "door", "start": [0.5, 1.0], "end": [0.5, 0.0], "in_side": "right", **line}
     with pytest.raises(ValidationError) as info:
-        LinesOptions.model_validate({"lines": [spec]})
+        LinesOptions.model_validate({"lines": [spec]}, strict=True)
     assert error in str(info.value)
     key = next(iter(line))
     assert info.value.errors()[0]["loc"][:3] == ("lines", 0, key)
@@ -338,7 +341,7 @@ def test_bad_lines_are_refused_naming_the_field(line, error):
 def test_line_names_unique_and_labels_named_for_the_model_check():
     spec = {"name": "door", "start": [0.5, 1.0], "end": [0.5, 0.0], "in_side": "right"}
     with pytest.raises(ValidationError, match="line names must be unique, but 'door' appears"):
-        LinesOptions.model_validate({"lines": [spec, spec]})
+        LinesOptions.model_validate({"lines": [spec, spec]}, strict=True)
     opts = LinesOptions.model_validate(
         {"lines": [spec, {**spec, "name": "b", "labels": ["cat", "dog"]}]}
     )
@@ -361,3 +364,51 @@ def test_config_errors_name_the_yaml_line():
         "line 7: sources[0].stages[0]: stage 'lines': lines[0].end: "
         "end must be at least 0.01 from start, but the line is 0 long"
     ]
+
+
+def test_a_label_the_model_lacks_is_named_with_its_yaml_line():
+    """The lead's model check (config/labels.py) reads labels_named(): a typo in a zone's or a
+    line's labels is reported at the line of that very label."""
+    text = (
+        "model:\n  bundle: b\nsources:\n  - id: cam\n    uri: clip.mp4\n    stages:\n"
+        "      - type: track\n"
+        "      - type: zones\n        zones:\n          - name: desk\n"
+        "            polygon: [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\n"
+        "            labels: [person, persn]\n"
+        "      - type: lines\n        lines:\n          - name: door\n"
+        "            start: [0.5, 1.0]\n            end: [0.5, 0.0]\n            in_side: left\n"
+        "            labels:\n              - car\n              - bycicle\n"
+        "mqtt:\n  host: broker\n"
+    )
+    loaded = read_config_text(text, Path("/etc/edgesight/agent.yaml"))
+    problems = label_problems(loaded.config, ["person", "car", "bicycle"])
+    assert [(loaded.line_of(*loc), loc[-4:]) for loc, _ in problems] == [
+        (12, ("zones", 0, "labels", 1)),
+        (21, ("lines", 0, "labels", 1)),
+    ]
+    assert (
+        "label 'bycicle' is not one of the model's labels (did you mean 'bicycle'?)"
+        in (problems[1][1])
+    )
+
+
+def test_behind_the_real_tracker_two_people_passing_count_one_each_way():
+    """The chain as configured: track -> lines -> zones, on boxes without ids."""
+    specs = [
+        ("track", stage_options("track", {})),
+        ("lines", stage_options("lines", {"lines": [{"name": "door", "start": [0.5, 1.0],
+                                                     "end": [0.5, 0.0], "in_side": "right"}]})),
+        ("zones", stage_options("zones", {"zones": [{"name": "right", "polygon": [
+            [0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]}]})),
+    ]  # fmt: skip
+    chain = build_chain("cam", specs, StatsRegistry(), labels=LABELS)
+    out = []
+    for seq, (a, b) in enumerate(zip(*passing(None), strict=True)):
+        r = result([a, b], seq)
+        r.predictions.tracker_id = None  # type: ignore[union-attr]
+        out.append(chain.process(r, None))
+    body = last_line(out)
+    assert (body["in"], body["out"]) == (1, 1)
+    zone = [p.payload for r in out for p in r.publications if p.kind == "zone"][-1]
+    assert isinstance(zone, dict)  # one walked out of the right half, the other into it
+    assert (zone["count"], zone["entries"], zone["exits"]) == (1, 2, 1)

@@ -18,7 +18,7 @@ from edge_agent.analytics.zones import Polygons, Zone, ZoneCounter, ZonesOptions
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.geometry import anchor_points, points_in_polygon
 from edge_agent.health.stats import StatsRegistry
-from edge_agent.pipeline.stages import StageContext, stage_types
+from edge_agent.pipeline.stages import StageContext, stage_options, stage_types
 from edge_agent.types import Classifications, Detections, Result
 
 W, H = 640, 480
@@ -46,9 +46,10 @@ def result(objs: list[Obj], seq: int) -> Result:
     return Result("cam", seq, ts(seq), "m", "detect", LABELS, (W, H), det)
 
 
-def stage(*zones: dict, lost_frames: int = 30) -> ZoneCounter:
+def stage(*zones: dict, lost_s: float = 3.0) -> ZoneCounter:
     zones = zones or ({"name": "desk", "polygon": SQUARE},)
-    opts = ZonesOptions.model_validate({"zones": list(zones), "lost_frames": lost_frames})
+    opts = stage_options("zones", {"zones": list(zones), "lost_s": lost_s})
+    assert isinstance(opts, ZonesOptions)
     return ZoneCounter(opts, StageContext("cam", StatsRegistry(), tuple(LABELS)))
 
 
@@ -116,12 +117,12 @@ def test_leaving_and_re_entering_counts_two_visits():
 
 def test_an_occluded_track_keeps_its_place_then_exits_when_last_seen():
     stay = [[(1, 0.5, 0.6, 0)]] * 20
-    frames = stay + [[]] * 25 + stay + [[]] * 40  # hidden 25 frames (< 30), then gone
-    msgs = zone_msgs(run(stage(lost_frames=30), frames))
+    frames = stay + [[]] * 25 + stay + [[]] * 40  # hidden 2.5 s (< 2.95), then gone
+    msgs = zone_msgs(run(stage(lost_s=2.95), frames))
     assert [(m["seq"], m["count"], m["entries"], m["exits"]) for m in msgs] == [
         (0, 0, 0, 0),
         (2, 1, 1, 0),
-        (64 + 31, 0, 1, 1),  # 31 frames after it was last seen (frame 64)
+        (64 + 30, 0, 1, 1),  # 3.0 s after it was last seen (frame 64)
     ]
     assert msgs[-1]["dwell_s"]["max"] == pytest.approx(ts(64) - ts(0))
 
@@ -210,7 +211,7 @@ def test_classifications_and_untracked_boxes_pass_through():
 
 def test_track_state_is_bounded(monkeypatch):
     monkeypatch.setattr("edge_agent.analytics.trackstate.MAX_TRACKS", 20)
-    counter = stage(lost_frames=1000)
+    counter = stage(lost_s=1000.0)
     out = run(counter, [[(i, 0.5, 0.6, 0)] for i in range(1, 200)])
     assert len(counter.table) <= 20
     last = zone_msgs(out)[-1]
@@ -218,7 +219,8 @@ def test_track_state_is_bounded(monkeypatch):
 
 
 def reference(frames: list[list[Obj]], polygon: list, inertia: int, lost: int) -> list[tuple]:
-    """The documented rule, one track at a time: (entries, exits) after each frame."""
+    """The documented rule, one track at a time: (entries, exits) after each frame (``lost``
+    in frames: the stage is given the same in seconds)."""
     state: dict[int, dict] = {}
     entries = exits = 0
     history = []
@@ -251,7 +253,9 @@ def test_random_scenes_match_the_rule_restated_per_track(seed):
         alive = np.arange(n_tracks) < n_tracks * (0.5 + 0.5 * rng.random())
         frames.append([(t + 1, *pos[t], 0) for t in np.flatnonzero(seen & alive)])
     inertia, lost = int(rng.integers(1, 5)), int(rng.integers(0, 10))
-    counter = stage({"name": "desk", "polygon": SQUARE, "inertia": inertia}, lost_frames=lost)
+    counter = stage(
+        {"name": "desk", "polygon": SQUARE, "inertia": inertia}, lost_s=(lost + 0.5) / FPS
+    )
     out = run(counter, frames)
     expected = reference(frames, SQUARE, inertia, lost)
     got, state = [], (0, 0)
@@ -276,8 +280,8 @@ def test_all_zones_at_once_agree_with_the_geometry_module(seed):
         centre = rng.uniform(0.4, 0.6, 2)
         poly = np.clip(centre + radius[:, None] * np.c_[np.cos(angles), np.sin(angles)], 0, 1)
         anchor = ["bottom_center", "center"][z % 2]
-        zones.append(Zone(name=f"z{z}", polygon=[tuple(p) for p in poly.round(3)], anchor=anchor))
-    zones.append(Zone(name="sq", polygon=[(0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75)]))
+        zones.append(Zone(name=f"z{z}", polygon=poly.round(3).tolist(), anchor=anchor))
+    zones.append(Zone(name="sq", polygon=[[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]]))
     points = [rng.uniform(0, 1, (400, 2))]
     for zone in zones:  # vertices, points on the edges and on their lines beyond the ends
         poly = np.array(zone.polygon)
@@ -297,7 +301,9 @@ def test_all_zones_at_once_agree_with_the_geometry_module(seed):
 
 def zone_error(zone: dict) -> str:
     with pytest.raises(ValidationError) as info:
-        ZonesOptions.model_validate({"zones": [{"name": "desk", "polygon": SQUARE, **zone}]})
+        ZonesOptions.model_validate(
+            {"zones": [{"name": "desk", "polygon": SQUARE, **zone}]}, strict=True
+        )
     return str(info.value)
 
 
@@ -307,7 +313,8 @@ def zone_error(zone: dict) -> str:
         ({"polygon": [[0.1, 0.1], [0.5, 0.5]]}, "polygon needs 3 to 64 points [x, y], but got 2"),
         ({"polygon": [[0.1, 0.1], [0.3, 0.3], [0.5, 0.5]]}, "polygon encloses no area (0 of"),
         ({"polygon": [[0.1, 0.1], [0.5, 0.5], [0.5, 0.1], [0.1, 0.7]]}, "edges 0-1 and 2-3 cross"),
-        ({"polygon": [[0.1, 0.1], [0.5, 1.5], [0.5, 0.1]]}, "less than or equal to 1"),
+        ({"polygon": [[0.1, 0.1], [0.5, 1.5], [0.5, 0.1]]}, "a point is [x, y], each from 0 to 1"),
+        ({"polygon": [[0.1, 0.1], [0.5], [0.5, 0.1]]}, "a point is [x, y], each from 0 to 1"),
         ({"name": "desk/1"}, "character '/' at position 5 is not allowed in 'desk/1'"),
         ({"anchor": "feet"}, "'bottom_center'"),
         ({"inertia": 0}, "greater than or equal to 1"),
@@ -323,8 +330,10 @@ def test_bad_zones_are_refused_naming_the_field(zone, error):
 def test_zone_names_unique_and_labels_named_for_the_model_check():
     desk = {"name": "desk", "polygon": SQUARE}
     with pytest.raises(ValidationError, match="zone names must be unique, but 'desk' appears"):
-        ZonesOptions.model_validate({"zones": [desk, desk]})
-    opts = ZonesOptions.model_validate({"zones": [desk, {**desk, "name": "b", "labels": ["cat"]}]})
+        ZonesOptions.model_validate({"zones": [desk, desk]}, strict=True)
+    opts = ZonesOptions.model_validate(
+        {"zones": [desk, {**desk, "name": "b", "labels": ["cat"]}]}, strict=True
+    )
     assert opts.labels_named() == [(("zones", 1, "labels", 0), "cat")]
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from edge_agent.analytics.tallies import IN, OUT, PERIODS, Period, TallyStore
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
-from edge_agent.analytics.zones import Point, check_name, unique_names
+from edge_agent.analytics.zones import Point, check_name, check_point, unique_names
 from edge_agent.geometry import Anchor, anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result
@@ -49,7 +49,7 @@ SWAP_GAIN = 0.5
 #: tracks are read and written with one gather and one scatter: at 50 boxes numpy's per-call
 #: cost, not the arithmetic, is what the frame pays.
 SIGN, SETTLED, PENDING, FLIP_T, EDGE, DONE_IN, DONE_OUT, POS_X, POS_Y = range(9)
-LAST_FRAME, SEEN, CX, CY, VX, VY, KNOWN_W, KNOWN_H, LABEL = range(9)
+LAST_FRAME, LAST_TS, SEEN, CX, CY, VX, VY, KNOWN_W, KNOWN_H, LABEL = range(10)
 
 
 class Line(BaseModel):
@@ -86,10 +86,12 @@ class Line(BaseModel):
     )
 
     _check_name = field_validator("name")(check_name)
+    _check_start = field_validator("start")(check_point)
 
     @field_validator("end")
     @classmethod
     def _long_enough(cls, value: Point, info: ValidationInfo) -> Point:
+        check_point(value)
         start = info.data.get("start")
         if start is not None:
             length = float(np.hypot(value[0] - start[0], value[1] - start[1]))
@@ -115,11 +117,13 @@ class LinesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lines: list[Line] = Field(min_length=1, description="The lines, each with its own name.")
-    lost_frames: int = Field(
-        300,
-        ge=1,
-        description="Frames a track may go unseen and keep its line state (its side, the "
-        "crossings it counted); longer than the tracker keeps a lost track.",
+    lost_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds (capture time) a track may go unseen and keep its line state (its "
+        "side, the crossings it counted); at least the track stage's lost_s, so a track "
+        "that comes back is never counted twice.",
     )
 
     @field_validator("lines")
@@ -166,7 +170,7 @@ class LineCounter:
 
     def __init__(self, options: LinesOptions, context: StageContext) -> None:
         self.lines = options.lines
-        self.lost_frames = options.lost_frames
+        self.lost_s = options.lost_s
         self.a = np.array([ln.start for ln in self.lines], np.float64)
         self.b = np.array([ln.end for ln in self.lines], np.float64)
         self.length = np.hypot(*(self.b - self.a).T)
@@ -189,7 +193,7 @@ class LineCounter:
         line_state[FLIP_T] = np.nan
         self.table = TrackTable(
             {
-                "track": (np.float64, (9,), 0.0),
+                "track": (np.float64, (10,), 0.0),
                 "line": (np.float64, (len(self.lines), 9), line_state),
             }
         )
@@ -230,11 +234,9 @@ class LineCounter:
             if result.frame_size != self._size:  # boxes are divided by it: computed once
                 self._size = result.frame_size
                 self._scale = 1 / np.tile(np.asarray(result.frame_size, np.float64), 2)
-            self._observe(det, idx, self._scale, changed)
+            self._observe(det, idx, result.ts, changed)
         self._vanished(changed)
-        self.table.drop(
-            stale_rows(self.table.cols["track"][:, LAST_FRAME], self.frame, self.lost_frames)
-        )
+        self.table.drop(stale_rows(self.table.cols["track"][:, LAST_TS], result.ts, self.lost_s))
         for i in sorted(changed):
             payload = {**self.tallies[i].payload(), "ts": result.ts}
             result.publications.append(Publication("line", (self.lines[i].name,), payload))
@@ -244,13 +246,11 @@ class LineCounter:
         self.store.save_due()
         return result
 
-    def _observe(
-        self, det: Detections, idx: np.ndarray, scale: np.ndarray, changed: set[int]
-    ) -> None:
+    def _observe(self, det: Detections, idx: np.ndarray, ts: float, changed: set[int]) -> None:
         """Update every line's state of the confirmed tracks seen this frame, all at once."""
         assert det.tracker_id is not None
         rows, new = self.table.rows(det.tracker_id[idx])
-        boxes = det.xyxy[idx] * scale  # normalised, float64
+        boxes = det.xyxy[idx] * self._scale  # normalised, float64
         track = self.table.cols["track"][rows]
         if self._swaps(rows, new, track, boxes):
             track = self.table.cols["track"][rows]
@@ -297,7 +297,8 @@ class LineCounter:
         gap = np.maximum(self.frame - track[:, LAST_FRAME], 1)
         seen_before = track[:, SEEN] > 0
         track[:, VX : VY + 1] = (centre - track[:, CX : CY + 1]) * (seen_before / gap)[:, None]
-        track[:, CX : CY + 1], track[:, LAST_FRAME], track[:, LABEL] = centre, self.frame, lab
+        track[:, CX : CY + 1], track[:, LABEL] = centre, lab
+        track[:, LAST_FRAME], track[:, LAST_TS] = self.frame, ts
         track[:, SEEN] += 1
         self.table.cols["track"][rows] = track
 
@@ -395,7 +396,8 @@ class LineCounter:
     def _overlay(self, i: int) -> Overlay:
         total_in, total_out = self.tallies[i].total.totals()
         line = self.lines[i]
-        return Overlay("line", line.name, (line.start, line.end), f"in {total_in} out {total_out}")
+        points = ((line.start[0], line.start[1]), (line.end[0], line.end[1]))
+        return Overlay("line", line.name, points, f"in {total_in} out {total_out}")
 
     def close(self) -> None:
         self.store.flush()

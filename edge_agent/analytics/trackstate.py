@@ -62,12 +62,13 @@ class TrackTable:
             col[[i, j]] = col[[j, i]]
 
 
-def stale_rows(last_frame: np.ndarray, frame: int, lost_frames: int) -> np.ndarray:
-    """Rows unseen for more than ``lost_frames``, plus the longest unseen past MAX_TRACKS."""
-    stale = frame - last_frame > lost_frames
-    extra = len(last_frame) - np.count_nonzero(stale) - MAX_TRACKS
+def stale_rows(last_seen: np.ndarray, now: float, keep_s: float) -> np.ndarray:
+    """Rows last seen more than ``keep_s`` seconds before ``now`` (capture times), plus the
+    longest unseen past MAX_TRACKS."""
+    stale = now - last_seen > keep_s
+    extra = len(last_seen) - np.count_nonzero(stale) - MAX_TRACKS
     if extra > 0:
-        stale[np.argsort(last_frame, kind="stable")[: np.count_nonzero(stale) + extra]] = True
+        stale[np.argsort(last_seen, kind="stable")[: np.count_nonzero(stale) + extra]] = True
     return stale
 
 

@@ -4,8 +4,8 @@ A zone is a polygon in normalised coordinates. A confirmed track is tested by on
 box (``anchor``, bottom centre by default: where a person stands). Membership changes only
 after ``inertia`` consecutive frames on the other side of the border, so a box flickering on
 the border neither enters nor leaves. A track the detector misses for a while (occluded) keeps
-its place for ``lost_frames`` frames; coming back with the same id it has never left. Past that
-it exits at the time it was last seen. Counts per zone and label are kept as entries minus
+its place for ``lost_s`` seconds; coming back with the same id it has never left. Past that it
+exits at the time it was last seen. Counts per zone and label are kept as entries minus
 exits, each visit counted under the label it entered with, so ``count == entries - exits``
 holds exactly. docs/zones-lines.md has the options, payloads and the reasoning.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,8 +34,15 @@ MIN_ZONE_AREA = 1e-6
 #: with one gather and one scatter (numpy's per-call cost, not the arithmetic, is the budget).
 INSIDE, STREAK, STREAK_TS, ENTER_TS, LABEL, LOITERED = range(6)
 
-Coord = Annotated[float, Field(ge=0.0, le=1.0)]
-Point = tuple[Coord, Coord]
+#: [x, y], normalised: a plain list (YAML's, as stage options are validated strictly), checked
+#: by ``check_point`` so the config reference shows it as a list of floats.
+Point = list[float]
+
+
+def check_point(value: Point) -> Point:
+    if len(value) != 2 or not all(0.0 <= v <= 1.0 for v in value):
+        raise ValueError(f"a point is [x, y], each from 0 to 1 (normalised), but got {value}")
+    return value
 
 
 def check_name(value: str) -> str:
@@ -115,6 +122,8 @@ class Zone(BaseModel):
     @field_validator("polygon")
     @classmethod
     def _usable_polygon(cls, value: list[Point]) -> list[Point]:
+        for point in value:
+            check_point(point)
         if not 3 <= len(value) <= MAX_POLYGON_POINTS:
             raise ValueError(
                 f"polygon needs 3 to {MAX_POLYGON_POINTS} points [x, y], but got {len(value)}"
@@ -132,11 +141,13 @@ class ZonesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     zones: list[Zone] = Field(min_length=1, description="The zones, each with its own name.")
-    lost_frames: int = Field(
-        30,
+    lost_s: float = Field(
+        2.0,
         ge=0,
-        description="Frames a track may go unseen (occluded, missed) and keep its place in a "
-        "zone; after that it exits at the time it was last seen.",
+        le=3600,
+        description="Seconds (capture time) a track may go unseen (occluded, missed) and keep "
+        "its place in a zone, at least the track stage's lost_s; after that it exits at the "
+        "time it was last seen.",
     )
 
     @field_validator("zones")
@@ -216,7 +227,7 @@ class ZoneCounter:
 
     def __init__(self, options: ZonesOptions, context: StageContext) -> None:
         self.zones = options.zones
-        self.lost_frames = options.lost_frames
+        self.lost_s = options.lost_s
         self.polygons = Polygons(self.zones)
         self.inertia = np.array([z.inertia for z in self.zones], np.float64)
         self.loiter_s = np.array([z.loiter_s or np.inf for z in self.zones])
@@ -225,12 +236,11 @@ class ZoneCounter:
         state = np.zeros(6)
         state[LABEL] = -1
         self.table = TrackTable(
-            {"seen": (np.float64, (2,), 0.0), "zone": (np.float64, (n, 6), state)}
-        )  # seen: (frame, ts) of the last sighting
+            {"seen": (np.float64, (), 0.0), "zone": (np.float64, (n, 6), state)}
+        )  # seen: capture time of the last sighting
         self.labels = LabelIndex()
         self.allowed = np.zeros((0, n), bool)  # (class, zone): the zone counts this class
         self.tallies: dict[tuple[int, int], _Tally] = {}
-        self.frame = 0
         self.since: float | None = None
         self.overlays = [self._overlay(z) for z in range(n)]
 
@@ -238,7 +248,6 @@ class ZoneCounter:
         det = result.predictions
         if not isinstance(det, Detections) or det.tracker_id is None:
             return result  # classifications (and untracked boxes) pass through untouched
-        self.frame += 1
         self.since = result.ts if self.since is None else self.since
         changed: set[tuple[int, int]] = set()
         if self.labels.update(result.labels):
@@ -247,7 +256,7 @@ class ZoneCounter:
         idx = np.flatnonzero(det.confirmed())
         if len(idx):
             member[idx] = self._observe(det, idx, result, changed)
-        self._forget(changed)
+        self._forget(result.ts, changed)
         det.data["zones"] = member
         for z, lab in sorted(changed):
             result.publications.append(self._publication(z, lab, result.ts))
@@ -298,7 +307,7 @@ class ZoneCounter:
                 track = int(det.tracker_id[idx[r]])
                 self._loitering(result, int(z), int(s[r, z, LABEL]), track, s[r, z, ENTER_TS])
         self.table.cols["zone"][rows] = s
-        self.table.cols["seen"][rows] = (self.frame, ts)
+        self.table.cols["seen"][rows] = ts
         return inside
 
     def _flip(
@@ -327,15 +336,15 @@ class ZoneCounter:
         tally.dwell_max_s = max(tally.dwell_max_s, dwell_s)
         changed.add((z, lab))
 
-    def _forget(self, changed: set[tuple[int, int]]) -> None:
-        """Tracks unseen past ``lost_frames`` leave their zones, as of when last seen."""
+    def _forget(self, ts: float, changed: set[tuple[int, int]]) -> None:
+        """Tracks unseen past ``lost_s`` leave their zones, as of when last seen."""
         seen = self.table.cols["seen"]
-        stale = stale_rows(seen[:, 0], self.frame, self.lost_frames)
+        stale = stale_rows(seen, ts, self.lost_s)
         if not stale.any():
             return
         s = self.table.cols["zone"]
         for r, z in zip(*np.nonzero(stale[:, None] & (s[..., INSIDE] > 0)), strict=True):
-            self._exit(int(z), int(s[r, z, LABEL]), seen[r, 1] - s[r, z, ENTER_TS], changed)
+            self._exit(int(z), int(s[r, z, LABEL]), seen[r] - s[r, z, ENTER_TS], changed)
         self.table.drop(stale)
 
     def _loitering(self, result: Result, z: int, lab: int, track: int, start: float) -> None:
