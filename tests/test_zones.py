@@ -350,3 +350,14 @@ def test_config_errors_name_the_yaml_line():
         "line 7: sources[0].stages[0]: stage 'zones': zones[0].polygon: "
         "polygon needs 3 to 64 points [x, y], but got 2"
     ]
+
+
+def test_a_model_swap_republishes_every_zone_and_label():
+    counter = stage()
+    run(counter, [[(1, 0.5, 0.6, 0)]] * 4)  # a person enters the desk
+    swapped = result([(1, 0.5, 0.6, 0)], 4)
+    swapped.labels = ["dog", "person"]  # the new model's labels; class 0 is now a dog
+    counter.process(swapped, None)
+    levels = {p.levels: p.payload for p in swapped.publications if isinstance(p.payload, dict)}
+    assert set(levels) == {("desk", "dog"), ("desk", "person")}
+    assert levels[("desk", "person")]["count"] == 1  # the visit goes on under its label
