@@ -22,7 +22,13 @@ from edge_agent.analytics.lines import LineCounter, LinesOptions
 from edge_agent.config import ConfigError, label_problems, parse_config
 from edge_agent.config.loader import read_config_text
 from edge_agent.health.stats import StatsRegistry
-from edge_agent.pipeline.stages import StageContext, build_chain, stage_options, stage_types
+from edge_agent.pipeline.stages import (
+    StageChain,
+    StageContext,
+    build_chain,
+    stage_options,
+    stage_types,
+)
 from edge_agent.types import Classifications, Detections, Result
 
 W, H = 640, 480
@@ -297,6 +303,19 @@ def test_tallies_are_saved_every_few_seconds_not_every_frame(tmp_path, monkeypat
     clock[0] = tallies_module.SAVE_INTERVAL_S
     run(counter, [(9, (0.1, 0.1, 0.2, 0.2), 0)], start=30)
     assert json.loads(path.read_text())["labels"] == {"person": [1, 0]}
+
+
+def test_tallies_are_saved_when_the_source_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(tallies_module.time, "monotonic", lambda: 0.0)  # the clock stands still
+    counter = stage(tmp_path)
+    chain = StageChain("cam", [counter], StatsRegistry())
+    for seq, obj in enumerate(walker(1, (0.2, 0.6), (0.02, 0), 30)):
+        chain.process(result([obj], seq), None)
+    assert not (tmp_path / "lines" / "door.json").exists()  # not yet: every few seconds
+    chain.finish()
+    assert json.loads((tmp_path / "lines" / "door.json").read_text())["labels"] == {
+        "person": [1, 0]
+    }
 
 
 def test_a_damaged_tally_file_is_moved_aside_and_counting_goes_on(tmp_path, caplog):

@@ -399,6 +399,12 @@ class LineCounter:
         points = ((line.start[0], line.start[1]), (line.end[0], line.end[1]))
         return Overlay("line", line.name, points, f"in {total_in} out {total_out}")
 
+    def finish(self, result: Result) -> Result:
+        """The source ended (a file or folder done): save the tallies now, not at close, which
+        may be much later if other sources run on."""
+        self.store.flush()
+        return result
+
     def close(self) -> None:
         self.store.flush()
 
