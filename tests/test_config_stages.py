@@ -81,3 +81,29 @@ def test_state_dir_comes_from_systemd_else_the_user_state_folder(monkeypatch) ->
     assert cfg.state_dir == Path("/etc/edgesight/state")  # relative to the config file
     (issue,) = issues_of(CONFIG + "state_dir: ''\n")
     assert issue.startswith("line 15: state_dir: ") and "must not be empty" in issue
+
+
+TRACKED = CONFIG.replace(
+    "      - type: counts\n",
+    "      - type: counts\n      - type: track\n        lost_s: 3\n",
+)
+
+
+def test_a_stage_that_needs_tracks_needs_a_track_stage_before_it() -> None:
+    zones = "      - type: zones\n        zones:\n          - name: door\n"
+    zones += "            polygon: [[0, 0], [1, 0], [1, 1]]\n"
+    (issue,) = issues_of(CONFIG + zones)
+    assert issue.startswith("line 5: sources[0]: ")
+    assert "stage 'zones' needs a 'track' stage before it in the same source" in issue
+    parse_config(TRACKED + zones + "        lost_s: 3\n", Path("/etc/edgesight/agent.yaml"))
+
+
+def test_names_are_unique_across_stages_and_zones_remember_tracks_as_long_as_the_tracker():
+    zone = (
+        "      - type: zones\n        lost_s: {lost}\n        zones:\n          - name: door\n"
+        "            polygon: [[0, 0], [1, 0], [1, 1]]\n"
+    )
+    (issue,) = issues_of(TRACKED + zone.format(lost=3) + zone.format(lost=3))
+    assert "zones names must be unique in a source, but ['door'] appear more than once" in issue
+    (issue,) = issues_of(TRACKED + zone.format(lost=1))
+    assert "zones.lost_s (1 s) must be at least track.lost_s (3 s)" in issue

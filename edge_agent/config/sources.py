@@ -79,6 +79,44 @@ class StageConfig(Section):
         return self._options
 
 
+#: Stage types whose options list named things, each named thing one topic (and one state
+#: file) per source: ``<src>/zone/<name>/...``, ``<src>/line/<name>``, ``<src>/slot/<name>``.
+NAMED_LISTS = {"zones": "zones", "lines": "lines", "slots": "slots"}
+
+
+def _names_problem(stages: list[StageConfig]) -> str | None:
+    """Two zones (or lines, or slots) of one source with one name would share a topic and a
+    tally file, each overwriting the other: refused even across two stages of a type."""
+    for type_name, key in NAMED_LISTS.items():
+        names = [
+            item.name
+            for stage in stages
+            if stage.type == type_name
+            for item in getattr(stage.options(), key, ())
+        ]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            return f"{key} names must be unique in a source, but {dupes} appear more than once"
+    return None
+
+
+def _lost_problem(stages: list[StageConfig]) -> str | None:
+    """A zone or line that forgets a track sooner than the tracker does would count one object
+    twice when it is hidden between the two times (it exits, then enters again)."""
+    track = next((s.options() for s in stages if s.type == "track"), None)
+    track_lost = getattr(track, "lost_s", None)
+    if track_lost is None:
+        return None
+    for stage in stages:
+        lost = getattr(stage.options(), "lost_s", None) if stage.type != "track" else None
+        if lost is not None and lost < track_lost:
+            return (
+                f"{stage.type}.lost_s ({lost:g} s) must be at least track.lost_s "
+                f"({track_lost:g} s): a track hidden in between would be counted twice"
+            )
+    return None
+
+
 class SourceConfig(Section):
     id: str = Field(
         description="Name of the source, one MQTT topic level as written: letters, digits, '_' "
@@ -155,6 +193,9 @@ class SourceConfig(Section):
         from edge_agent.pipeline.stages import order_problem  # the registry imports config
 
         problem = order_problem([s.type for s in self.stages])
+        if problem:
+            raise ValueError(f"stages: {problem}")
+        problem = _names_problem(self.stages) or _lost_problem(self.stages)
         if problem:
             raise ValueError(f"stages: {problem}")
         return self
