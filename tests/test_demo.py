@@ -18,6 +18,7 @@ import pytest
 
 import edge_agent.demo as demo
 from edge_agent.cli import main
+from edge_agent.demo import analytics as demo_analytics
 from edge_agent.demo import clip
 from edge_agent.demo.broker import EmbeddedBroker, free_port, port_is_free
 from edge_agent.demo.report import CountsTable
@@ -114,6 +115,26 @@ def test_demo_publishes_every_frame_to_a_running_broker(tmp_path, broker, mqtt_r
     check_outputs(tmp_path, printed, sc)
     check_counts(sc, result_payloads(rec, sc))
     assert json.loads(rec.on(TOPICS.status())[-1].payload)["state"] == "offline"
+    check_story(tmp_path, printed, rec, sc)
+
+
+def check_story(out: Path, printed: str, rec, sc: demo.Scenario) -> None:
+    """The counting stages: the sliding bag crosses the line once each way, each emptied slot
+    goes out of stock once and is restocked once (the hands passing fire nothing), and each
+    event has its annotated snapshot, printed, published and on disk."""
+    assert "line top-shelf: 1 in, 1 out" in printed
+    base = f"{demo.DEVICE_TOPIC_PREFIX}/{sc.source_id}"
+    assert rec.wait_for(lambda: rec.json(f"{base}/line/top-shelf"))
+    line = rec.json(f"{base}/line/top-shelf")[-1]
+    assert (line["in"], line["out"]) == (1, 1) and line["labels"] == {"bag": {"in": 1, "out": 1}}
+    events = [e for e in rec.json(f"{base}/event") if "slot" in e]
+    for slot, _, _ in demo_analytics.SLOTS:
+        assert [e["type"] for e in events if e["slot"] == slot] == ["out_of_stock", "restocked"]
+        assert f"slot {slot}: out of stock" in printed and f"slot {slot}: restocked" in printed
+    folder = out / demo.STATE_DIR / "sources" / sc.source_id / "snapshots"
+    assert {e["snapshot"] for e in events} == {p.name for p in folder.glob("*.jpg")}
+    assert f"snapshots: {folder.resolve()} (4 JPEGs)" in printed
+    assert rec.on(f"{base}/snapshot")[-1].payload[:2] == b"\xff\xd8"
 
 
 def test_demo_starts_an_embedded_broker_when_none_listens(

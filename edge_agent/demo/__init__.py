@@ -1,10 +1,13 @@
 """``edge-agent demo``: the whole agent path on a generated clip, offline, in seconds.
 
-A hand takes three items off a shelf and later puts them back (clip.py composes the clip from
-committed assets on the first run). The bundled shelf detector counts the products frame by
-frame and the agent publishes every result over MQTT: to the broker at --mqtt-host/--mqtt-port,
-or, when none answers there, to an embedded amqtt broker it starts on 127.0.0.1. Meanwhile a
-table of counts per second of video prints live and annotated frames go to ``OUT/annotated/``.
+A hand takes three items off a shelf and later puts them back, then a bag slides along the top
+shelf across a counting line and back (clip.py composes the clip from committed assets on the
+first run). The bundled shelf detector counts the products frame by frame; the source's stages
+track them, count the line's crossings and watch two shelf slots go out of stock and come back,
+with annotated snapshots (analytics.py). The agent publishes everything over MQTT: to the
+broker at --mqtt-host/--mqtt-port, or, when none answers there, to an embedded amqtt broker it
+starts on 127.0.0.1. Meanwhile a table of counts per second of video prints live, with the slot
+events and line crossings as they happen, and annotated frames go to ``OUT/annotated/``.
 
 The detector (:data:`BUNDLE`) is an SSDLite trained by our own trainer on synthetic shelves
 (tools/build_demo_bundle.sh rebuilds it). Labels always come from the bundle's manifest.
@@ -25,6 +28,7 @@ from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
 from edge_agent.demo import clip
+from edge_agent.demo.analytics import LINE_NAME, Happenings, demo_stages
 from edge_agent.demo.broker import (
     BrokerUnavailable,
     EmbeddedBroker,
@@ -49,6 +53,8 @@ DEVICE_TOPIC_PREFIX = f"{MqttConfig().topic_prefix}/{DEVICE_ID}"
 #: an older version make the clip again instead of reusing theirs.
 CLIP_VERSION = clip.CLIP_VERSION
 ANNOTATED_DIR = "annotated"
+#: The agent's state folder inside the demo's output folder (snapshots, line tallies).
+STATE_DIR = "state"
 EMBEDDED_HOST = "127.0.0.1"
 
 
@@ -73,7 +79,8 @@ def scenario() -> Scenario:
     return Scenario(
         "shelf",
         BUNDLE,
-        "a hand takes three items off a shelf and puts them back",
+        "a hand takes three items off a shelf and puts them back, then a bag slides across "
+        "the counting line and back",
         clip.CLIP_FPS,
         clip.CLIP_FRAMES,
         clip.write_clip,
@@ -152,6 +159,10 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
     clip_path = ensure_clip(sc, out)
     frames = AnnotatedFrames(out / ANNOTATED_DIR)
     frames.clear()
+    # The line's tallies and the slots' states survive a restart: a replay starts afresh.
+    state = out / STATE_DIR
+    shutil.rmtree(state, ignore_errors=True)
+    happenings = Happenings(sc.fps)
     table = CountsTable(labels, sc.fps)
     realtime = REALTIME if realtime is None else realtime
     with ExitStack() as stack:  # the broker, if embedded, closes after the agent
@@ -161,10 +172,14 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
             model=ModelConfig(bundle=sc.bundle),
             sources=[
                 SourceConfig(
-                    id=sc.source_id, uri=str(clip_path), fps_limit=sc.fps if realtime else None
+                    id=sc.source_id,
+                    uri=str(clip_path),
+                    fps_limit=sc.fps if realtime else None,
+                    stages=demo_stages(labels),
                 )
             ],
             mqtt=MqttConfig(host=target.host, port=target.port, client_id=CLIENT_ID),
+            state_dir=state,
         )
         if target.broker != "none":
             print(
@@ -177,7 +192,7 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
             flush=True,
         )
         table.header()
-        agent = Agent(cfg, sinks=[table, frames])
+        agent = Agent(cfg, sinks=[table, frames, happenings])
         started = time.monotonic()
         try:
             with agent:
@@ -191,6 +206,7 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
         elapsed = time.monotonic() - started
         table.finish()
     _summary(sc, table, elapsed, frames, target, agent)
+    _story(happenings, state / "sources" / sc.source_id / "snapshots")
     totals = agent.stats.totals()
     failed = totals["frame_errors"] + totals["stage_errors"] + totals["sink_errors"]
     return EXIT_OK if agent.frames_done() == sc.frames and not failed else EXIT_FAILED
@@ -237,3 +253,13 @@ def _summary(
             "'edgesight[demo]', or pass --mqtt-host/--mqtt-port)",
             file=sys.stderr,
         )
+
+
+def _story(happenings: Happenings, snapshots: Path) -> None:
+    """What the counting stages concluded: the line's totals, the slot events, snapshots."""
+    line = happenings.line
+    print(f"line {LINE_NAME}: {line['in']} in, {line['out']} out")
+    slot_events = [e for e in happenings.events if " slot " in e]
+    print(f"slot events: {'; '.join(slot_events) if slot_events else 'none'}")
+    written = sorted(snapshots.glob("*.jpg")) if snapshots.is_dir() else []
+    print(f"snapshots: {snapshots.resolve()} ({len(written)} JPEGs)")
