@@ -64,7 +64,7 @@ STAGES: list[dict[str, Any]] = [
             }
             for i in range(6)
         ],
-    },  # fmt: skip
+    },
     {"type": "events", "gap_s": 60},
 ]
 
