@@ -20,11 +20,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.analytics.slot_counting import Polygons, SlotLevel
+from edge_agent.analytics.slot_level import SlotLevel
 from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
 from edge_agent.fsutil import write_atomic
 from edge_agent.geometry import Anchor, anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
+from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
 
 log = logging.getLogger(__name__)
@@ -238,15 +239,10 @@ class ShelfSlots:
         folder = None if context.state_dir is None else context.state_dir / "slots"
         specs = options.slots
         self.slots = [_Slot(spec, folder) for spec in specs]
-        k = max(len(spec.polygon) for spec in specs)
-        self._polygons = np.array(
-            [spec.polygon + [spec.polygon[-1]] * (k - len(spec.polygon)) for spec in specs],
-            np.float64,
-        )  # (S, K, 2) normalised, padded (Polygons)
-        anchors = sorted({spec.anchor for spec in specs})
-        self._groups = [(a, np.array([s.anchor == a for s in specs])) for a in anchors]
+        self._anchors = sorted({spec.anchor for spec in specs})
+        self._groups = [self._anchors.index(spec.anchor) for spec in specs]
         self._size: tuple[int, int] | None = None
-        self._pixels = Polygons(self._polygons)
+        self._pixels = PolygonSet([spec.polygon for spec in specs], self._groups)
         self._labels: list[str] | None = None
         self._class_ids = np.full(len(specs), -1, np.int64)
         self._of_slots = np.zeros(0, bool)
@@ -279,12 +275,10 @@ class ShelfSlots:
         if not wanted.any():
             return counts
         xyxy, class_id = predictions.xyxy[wanted], predictions.class_id[wanted]
-        polygons = self._pixel_polygons(result.frame_size)
-        same_label = class_id[:, None] == class_ids[None, :]  # (boxes, slots)
-        for anchor, in_group in self._groups:
-            _, slot = polygons.inside(anchor_points(xyxy, anchor), same_label & in_group)
-            counts += np.bincount(slot, minlength=len(counts))
-        return counts
+        points = np.stack([anchor_points(xyxy, anchor) for anchor in self._anchors])
+        inside = self._pixel_polygons(result.frame_size).contains(points)  # (boxes, slots)
+        inside &= class_id[:, None] == class_ids[None, :]
+        return counts + np.count_nonzero(inside, axis=0)
 
     def _class_ids_for(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each slot's class id in this model (-1 when it lacks the label: a swapped model),
@@ -304,9 +298,12 @@ class ShelfSlots:
                     )
         return self._class_ids, self._of_slots
 
-    def _pixel_polygons(self, size: tuple[int, int]) -> Polygons:
+    def _pixel_polygons(self, size: tuple[int, int]) -> PolygonSet:
+        """The slots' polygons in pixels of this frame size (the edge tolerance is in pixels)."""
         if size != self._size:
-            self._pixels = Polygons(self._polygons * np.array(size, np.float64))
+            scale = np.array(size, np.float64)
+            polygons = [np.asarray(s.spec.polygon, np.float64) * scale for s in self.slots]
+            self._pixels = PolygonSet(polygons, self._groups)
             self._size = size
         return self._pixels
 

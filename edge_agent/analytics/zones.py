@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
 from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
-from edge_agent.geometry import EDGE_TOLERANCE_PX, Anchor, anchor_points
+from edge_agent.geometry import Anchor, anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
+from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
 
 #: Vertices a zone may have: enough for any room's outline, few enough to test every box fast.
@@ -163,54 +164,6 @@ class ZonesOptions(BaseModel):
         ]
 
 
-class Polygons:
-    """Every zone's polygon tested at once: (k, zones) membership of k boxes' anchors.
-
-    The same rule as ``geometry.points_in_polygon`` (even-odd ray cast, points on an edge or a
-    vertex inside; tests/test_zones.py compares them) but over all zones' edges in one pass:
-    that function costs about 80 us per call at 50 points, whatever the polygon, and a stage
-    with three zones must not spend half the frame's analytics budget on it.
-    """
-
-    def __init__(self, zones: list[Zone]) -> None:
-        self.anchors = sorted({z.anchor for z in zones})
-        edges: list[np.ndarray] = []
-        owner: list[int] = []
-        starts: list[int] = []
-        for zone in zones:
-            pts = np.asarray(zone.polygon, np.float64)
-            pts = pts[np.any(pts != np.roll(pts, -1, axis=0), axis=1)]  # no zero-length edges
-            starts.append(len(edges))
-            edges.extend(np.concatenate([pts, np.roll(pts, -1, axis=0)], 1))
-            owner.extend([self.anchors.index(zone.anchor)] * len(pts))
-        x1, y1, x2, y2 = np.array(edges).T
-        self.x1, self.y1, self.y2 = x1, y1, y2
-        self.ex, self.ey = x2 - x1, y2 - y1
-        self.slope = np.divide(self.ex, self.ey, out=np.zeros_like(x1), where=self.ey != 0)
-        self.len2 = self.ex**2 + self.ey**2
-        self.tol = EDGE_TOLERANCE_PX * np.sqrt(self.len2)
-        self.owner, self.starts = np.array(owner), np.array(starts)
-
-    def contains(self, boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """(k, zones) bool: whether each box's anchor (normalised by ``size``) is inside."""
-        pts = [anchor_points(boxes, a) / size for a in self.anchors]
-        if len(pts) == 1:
-            px, py = pts[0][:, :1], pts[0][:, 1:]
-        else:
-            px = np.stack([p[:, 0] for p in pts], 1)[:, self.owner]
-            py = np.stack([p[:, 1] for p in pts], 1)[:, self.owner]
-        dx, dy = px - self.x1, py - self.y1
-        straddles = (self.y1 > py) != (self.y2 > py)
-        odd = np.logical_xor.reduceat(straddles & (dx < dy * self.slope), self.starts, 1)
-        cross = np.abs(self.ex * dy - self.ey * dx)
-        near = cross <= self.tol  # on an edge's line: rare, so the rest of the test is too
-        if np.count_nonzero(near):
-            along = self.ex * dx + self.ey * dy
-            near &= (along >= -self.tol) & (along <= self.len2 + self.tol)
-            odd |= np.logical_or.reduceat(near, self.starts, 1)
-        return odd
-
-
 @dataclass
 class _Tally:
     entries: int = 0
@@ -228,7 +181,10 @@ class ZoneCounter:
     def __init__(self, options: ZonesOptions, context: StageContext) -> None:
         self.zones = options.zones
         self.lost_s = options.lost_s
-        self.polygons = Polygons(self.zones)
+        self.anchors = sorted({z.anchor for z in self.zones})
+        self.polygons = PolygonSet(
+            [z.polygon for z in self.zones], [self.anchors.index(z.anchor) for z in self.zones]
+        )
         self.inertia = np.array([z.inertia for z in self.zones], np.float64)
         self.loiter_s = np.array([z.loiter_s or np.inf for z in self.zones])
         self.loiters = any(z.loiter_s for z in self.zones)
@@ -284,7 +240,10 @@ class ZoneCounter:
         ts = result.ts
         rows, _ = self.table.rows(det.tracker_id[idx])
         cls = det.class_id[idx]
-        geo = self.polygons.contains(det.xyxy[idx], np.asarray(result.frame_size, np.float64))
+        size = np.asarray(result.frame_size, np.float64)
+        boxes = det.xyxy[idx]
+        points = np.stack([anchor_points(boxes, a) for a in self.anchors]) / size
+        geo = self.polygons.contains(points)  # normalised, as the polygons are (G, k, 2)
         geo &= self.allowed[cls]
         s = self.table.cols["zone"][rows]  # (k, zones, fields), a copy
         inside = s[..., INSIDE] > 0
