@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.analytics.zones import ZoneCounter, ZonesOptions
+from edge_agent.analytics.zone_options import ZonesOptions
+from edge_agent.analytics.zones import ZoneCounter
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.geometry import anchor_points, points_in_polygon
 from edge_agent.health.stats import StatsRegistry
