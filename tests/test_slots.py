@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from edge_agent.analytics.slot_level import SlotLevel
-from edge_agent.analytics.slots import SlotsOptions, SlotSpec, build_slots, event_type
+from edge_agent.analytics.slot_options import SlotsOptions, SlotSpec
+from edge_agent.analytics.slots import build_slots, event_type
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext, order_problem, stage_options, stage_types
 from edge_agent.types import (
