@@ -186,7 +186,8 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     on the boundary, so those are found separately (near an edge's line and between its ends,
     or at a vertex) and counted in. This agrees with ``cv2.pointPolygonTest(contour, point,
     False) >= 0`` (tests/test_geometry.py compares them on a half-pixel grid); OpenCV is not
-    used here because it takes one point per call, a Python loop over detections.
+    used here because it takes one point per call, a Python loop over detections. For many
+    polygons at once (zones, shelf slots) ``polygons.PolygonSet`` applies this same rule.
     """
     pts = _check("points", points, 2)
     poly = _check("polygon", polygon, 2)

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.analytics import lines as lines_module
+from edge_agent.analytics import id_swaps
 from edge_agent.analytics import tallies as tallies_module
-from edge_agent.analytics.lines import LineCounter, LinesOptions
+from edge_agent.analytics.line_options import LinesOptions
+from edge_agent.analytics.lines import LineCounter
 from edge_agent.config import ConfigError, label_problems, parse_config
 from edge_agent.config.loader import read_config_text
 from edge_agent.health.stats import StatsRegistry
@@ -178,12 +179,12 @@ def test_two_people_passing_each_other_count_once_each_whatever_the_ids_do(swap_
 
 
 def test_without_the_swap_check_an_id_switch_would_add_crossings(monkeypatch):
-    monkeypatch.setattr(lines_module, "SWAP_GAIN", 0.0)
+    monkeypatch.setattr(id_swaps, "SWAP_GAIN", 0.0)
     counter = stage()
     run(counter, *passing(16))
     assert totals(counter) == (2, 2)  # each id "crossed" both ways
     lost = stage()
-    monkeypatch.setattr(lines_module, "SWAP_GAIN", 0.0)
+    monkeypatch.setattr(id_swaps, "SWAP_GAIN", 0.0)
     run(lost, *passing(20))
     assert totals(lost) == (0, 0)  # each id turned back on the line
 

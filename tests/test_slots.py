@@ -13,12 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from edge_agent.analytics.slot_counting import Polygons, SlotLevel
-from edge_agent.analytics.slots import SlotsOptions, SlotSpec, build_slots, event_type
-from edge_agent.geometry import points_in_polygon
+from edge_agent.analytics.slot_level import SlotLevel
+from edge_agent.analytics.slot_options import SlotsOptions, SlotSpec
+from edge_agent.analytics.slots import build_slots, event_type
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext, order_problem, stage_options, stage_types
 from edge_agent.types import (
@@ -343,58 +341,6 @@ def test_no_debounce_follows_every_frame() -> None:
 )
 def test_events_open_on_low_or_out_and_close_on_ok(before: Any, after: Any, kind: Any) -> None:
     assert event_type(before, after) == kind
-
-
-# --- the polygon test, for every slot at once -------------------------------------------------
-
-vertex = st.tuples(st.integers(0, 6), st.integers(0, 6))
-polygon = st.lists(vertex, min_size=3, max_size=6) | st.builds(
-    lambda x, y, w, h: [(x, y), (x + w, y), (x + w, y + h), (x, y + h)],
-    *(st.integers(0, 3),) * 2,
-    *(st.integers(0, 3),) * 2,
-)  # rectangles (some of no area), which skip the edge test
-
-
-@settings(max_examples=200, deadline=None)
-@given(polygons=st.lists(polygon, min_size=1, max_size=4))
-def test_polygons_agree_with_points_in_polygon(polygons: list[list[tuple[int, int]]]) -> None:
-    """Half-pixel grid points: on vertices, on edges, inside and out, of concave, repeated
-    and self-crossing polygons, each against every polygon (padded to one vertex count)."""
-    k = max(len(p) for p in polygons)
-    padded = np.array([p + [p[-1]] * (k - len(p)) for p in polygons], np.float64)
-    grid = np.stack(np.meshgrid(np.arange(-1, 7.5, 0.5), np.arange(-1, 7.5, 0.5)), -1)
-    points = grid.reshape(-1, 2)
-    shapes = Polygons(padded)
-    near = shapes.near(points)
-    for s, p in enumerate(polygons):
-        want = points_in_polygon(points, np.array(p, np.float64))
-        got = shapes.contain(points, np.full(len(points), s))
-        assert np.array_equal(got, want), (p, points[got != want])
-        assert not np.any(want & ~near[:, s])  # nothing inside is outside the bounding box
-    # All pairs at once, rectangles decided by their bounding box alone.
-    point, which = shapes.inside(points, np.ones((len(points), len(polygons)), bool))
-    for s, p in enumerate(polygons):
-        want = points_in_polygon(points, np.array(p, np.float64))
-        assert np.array_equal(np.sort(point[which == s]), np.flatnonzero(want)), p
-
-
-@pytest.mark.parametrize(
-    ("polygon", "boxy"),
-    [
-        ([(0, 0), (4, 0), (4, 2), (0, 2)], True),
-        ([(0, 2), (4, 2), (4, 0), (0, 0)], True),  # the other way round
-        ([(0, 0), (4, 0), (4, 2), (0, 2), (0, 2), (0, 2)], True),  # padded
-        ([(0, 0), (2, 0), (4, 0), (4, 2), (0, 2)], False),  # a vertex mid-edge: tested
-        ([(0, 0), (4, 0), (4, 2), (0, 2)] * 2, False),  # twice round: even-odd says empty
-        ([(0, 0), (4, 0), (0, 0), (0, 2)], False),  # no area
-        ([(0, 0), (4, 0), (4, 1), (2, 1), (2, 2), (0, 2)], False),  # an L
-        ([(0, 0), (4, 0), (4, 2)], False),
-    ],
-)
-def test_only_true_rectangles_skip_the_edge_test(polygon: list[Any], boxy: bool) -> None:
-    k = 8
-    padded = np.array([polygon + [polygon[-1]] * (k - len(polygon))], np.float64)
-    assert Polygons(padded).boxy.tolist() == [boxy]
 
 
 # --- options ----------------------------------------------------------------------------------

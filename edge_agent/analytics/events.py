@@ -6,7 +6,8 @@ MegaDetector batch output and a Camtrap DP package of the whole folder (folder_l
 A sequence opens on the first counted box and ends at the first frame more than ``gap_s``
 after the last counted box (Wildlife Insights groups pictures 60 s apart the same way), when
 time goes backwards (a folder read again), when a folder's last image has been processed, or
-at close. Times are capture times: EXIF for pictures, media time for video files.
+at close. Times are capture times: EXIF for pictures, media time for video files. The options
+are in event_options.py.
 """
 
 from __future__ import annotations
@@ -21,87 +22,16 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.analytics.camtrap import CamtrapOptions
+from edge_agent.analytics.event_options import EventsOptions
 from edge_agent.analytics.folder_log import FolderLog, MediaRecord
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import Detections, Frame, Publication, Result, SnapshotRequest
 
 log = logging.getLogger(__name__)
 
-#: Wildlife Insights' default gap between two sequences, in seconds.
-GAP_S = 60.0
 #: Best frames are kept at most this wide or tall (px): one per open event lives in memory.
 SNAPSHOT_MAX_SIDE = 1280
-
-
-class EventsOptions(BaseModel):
-    """Camera-trap events: sequences of frames with animals, told on MQTT with a snapshot, and
-    for an image-folder source a MegaDetector results file and a Camtrap DP package."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gap_s: float = Field(
-        GAP_S,
-        gt=0,
-        description="A sequence ends at the first frame more than this many seconds (capture "
-        "time) after its last counted box; the next box opens a new one.",
-    )
-    labels: tuple[str, ...] | None = Field(
-        None,
-        min_length=1,
-        description="Labels that open and extend sequences; default: every label.",
-    )
-    min_confidence: float = Field(
-        0.0, ge=0, le=1, description="Boxes below this confidence are not counted."
-    )
-    update_every_s: float = Field(
-        10.0,
-        ge=0,
-        description="An 'update' goes out when an event's counts changed, at most this often "
-        "(capture time); 0 sends every change.",
-    )
-    snapshot: bool = Field(
-        True,
-        description="Keep each event's best frame and ask the snapshot stage for it at the "
-        "end (needs a 'snapshot' stage after this one).",
-    )
-    export: bool | None = Field(
-        None,
-        description="Write the MegaDetector and Camtrap DP exports; default: for an image "
-        "folder source. true on another kind of source is an error.",
-    )
-    export_dir: str = Field(
-        "exports",
-        min_length=1,
-        description="Folder of the exports; a relative path is inside the source's state "
-        "folder (<state_dir>/sources/<id>/).",
-    )
-    export_every_s: float = Field(
-        30.0,
-        ge=0,
-        description="While images are processed, the exports are rewritten at most this often "
-        "(seconds of the device's clock), and always when the folder is done or the agent stops.",
-    )
-    camtrap: CamtrapOptions = Field(
-        default_factory=CamtrapOptions,
-        description="Deployment and project metadata for Camtrap DP; the package is written "
-        "only when camtrap.latitude and camtrap.longitude are set.",
-    )
-
-    @field_validator("labels")
-    @classmethod
-    def _distinct(cls, labels: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if labels is not None and len(set(labels)) != len(labels):
-            raise ValueError(f"expected distinct labels, but got {list(labels)}")
-        return labels
-
-    def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
-        named: list[tuple[tuple[Any, ...], str]] = [
-            (("labels", i), label) for i, label in enumerate(self.labels or ())
-        ]
-        return named + [(("camtrap", *loc), label) for loc, label in self.camtrap.labels_named()]
 
 
 @dataclass(frozen=True)

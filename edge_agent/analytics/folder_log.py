@@ -27,7 +27,8 @@ from edge_agent.health.stats import SourceMetrics
 from edge_agent.types import Detections, Result
 
 if TYPE_CHECKING:
-    from edge_agent.analytics.events import EventsOptions, SequenceRecord
+    from edge_agent.analytics.event_options import EventsOptions
+    from edge_agent.analytics.events import SequenceRecord
 
 log = logging.getLogger(__name__)
 

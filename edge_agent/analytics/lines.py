@@ -19,147 +19,29 @@ Three situations need more than that:
   *other* was heading (by their last velocities) have their line state exchanged, so the state
   follows the object, and a swap neither adds crossings nor loses them.
 - **Restarts.** Totals and the hour and day tallies are kept in the state folder (tallies.py).
+
+The options are in line_options.py, the frame-edge geometry in line_edges.py and the id-switch
+test in id_swaps.py; this module keeps the per-track state and applies the rules.
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from edge_agent.analytics.tallies import IN, OUT, PERIODS, Period, TallyStore
+from edge_agent.analytics.id_swaps import off_course, swapped_pairs
+from edge_agent.analytics.line_edges import EDGE_MARGIN, clipped_bands, edge_borders, extend_clipped
+from edge_agent.analytics.line_options import LinesOptions
+from edge_agent.analytics.tallies import IN, OUT, TallyStore
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
-from edge_agent.analytics.zones import Point, check_name, check_point, unique_names
-from edge_agent.geometry import Anchor, anchor_points
+from edge_agent.geometry import anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result
-
-#: Shortest line accepted (normalised): shorter, "which side" is decided by pixel noise.
-MIN_LINE_LENGTH = 0.01
-#: A box side this close to the frame border (fraction of the frame) is clipped by it.
-EDGE_MARGIN = 0.005
-#: Id-switch test: each id moved at least this far (normalised) from where its velocity said,
-#: and the exchanged ids explain the motion at least this much better (cost ratio).
-SWAP_MIN_JUMP = 0.01
-SWAP_GAIN = 0.5
 
 #: Per (track, line) state and per track state, each packed in one float64 array so a frame's
 #: tracks are read and written with one gather and one scatter: at 50 boxes numpy's per-call
 #: cost, not the arithmetic, is what the frame pays.
 SIGN, SETTLED, PENDING, FLIP_T, EDGE, DONE_IN, DONE_OUT, POS_X, POS_Y = range(9)
 LAST_FRAME, LAST_TS, SEEN, CX, CY, VX, VY, KNOWN_W, KNOWN_H, LABEL = range(10)
-
-
-class Line(BaseModel):
-    """One counting line: a segment, which side is "in", and how crossings are confirmed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    name: str = Field(description="Line name, used as a topic level: letters, digits, _ and -.")
-    start: Point = Field(description="One end [x, y], normalised (0..1, x right, y down).")
-    end: Point = Field(description="The other end [x, y]; at least 0.01 away from start.")
-    in_side: Literal["left", "right"] = Field(
-        description="The side that is 'in', as seen on screen looking from start towards end."
-    )
-    anchor: Anchor = Field(
-        "bottom_center",
-        description="The point of a box that crosses: bottom_center (feet, wheels on the "
-        "ground), center, top_center, ... (the nine box points).",
-    )
-    min_frames: int = Field(
-        2, ge=1, le=100, description="Consecutive frames beyond the band on the new side."
-    )
-    hysteresis: float = Field(
-        0.02,
-        ge=0.0,
-        le=0.25,
-        description="Half-width of the band around the line (normalised distance) a track "
-        "must get past on the new side before a crossing counts.",
-    )
-    labels: list[str] | None = Field(
-        None, min_length=1, description="Labels counted on this line (default: every label)."
-    )
-    periods: list[Period] = Field(
-        list(PERIODS), description="Tallies kept beside the totals: hour, day (local time)."
-    )
-
-    _check_name = field_validator("name")(check_name)
-    _check_start = field_validator("start")(check_point)
-
-    @field_validator("end")
-    @classmethod
-    def _long_enough(cls, value: Point, info: ValidationInfo) -> Point:
-        check_point(value)
-        start = info.data.get("start")
-        if start is not None:
-            length = float(np.hypot(value[0] - start[0], value[1] - start[1]))
-            if length < MIN_LINE_LENGTH:
-                raise ValueError(
-                    f"end must be at least {MIN_LINE_LENGTH} from start, but the line is "
-                    f"{length:.3g} long"
-                )
-        return value
-
-    @field_validator("periods")
-    @classmethod
-    def _unique_periods(cls, value: list[Period]) -> list[Period]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"each period may appear once, but got {value}")
-        return value
-
-
-class LinesOptions(BaseModel):
-    """Counts confirmed tracks crossing lines, in and out, per label, with hourly and daily
-    tallies kept across restarts (needs a ``track`` stage before it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lines: list[Line] = Field(min_length=1, description="The lines, each with its own name.")
-    lost_s: float = Field(
-        60.0,
-        gt=0,
-        le=3600,
-        description="Seconds (capture time) a track may go unseen and keep its line state (its "
-        "side, the crossings it counted); at least the track stage's lost_s, so a track "
-        "that comes back is never counted twice.",
-    )
-
-    @field_validator("lines")
-    @classmethod
-    def _unique(cls, value: list[Line]) -> list[Line]:
-        return unique_names(value, "line")
-
-    def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
-        return [
-            (("lines", i, "labels", j), label)
-            for i, line in enumerate(self.lines)
-            for j, label in enumerate(line.labels or ())
-        ]
-
-
-def _room(points: np.ndarray, direction: np.ndarray) -> float:
-    """How far one can go from any of ``points`` along ``direction`` inside the unit square."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        steps = np.where(direction > 0, (1 - points) / direction, -points / direction)
-    return float(np.where(direction != 0, steps, np.inf).min())
-
-
-def extend_clipped(
-    boxes: np.ndarray, known: np.ndarray, low: np.ndarray, high: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised ``boxes`` (k, 4) with a side clipped by the frame border (``low``: at the
-    left/top border, ``high``: right/bottom, each (k, 2)) extended back to the track's
-    ``known`` (width, height) from when it was not clipped (0: never seen whole), so a box
-    leaving the frame keeps moving at its true speed instead of shrinking against the edge.
-    Returns the boxes and the known sizes after this frame."""
-    seen = boxes[:, 2:] - boxes[:, :2]
-    grow = np.maximum(known - seen, 0)
-    whole = boxes.copy()
-    whole[:, 2:] += grow * (high & ~low)
-    whole[:, :2] -= grow * (low & ~high)
-    return whole, np.where(low | high, known, seen)
 
 
 class LineCounter:
@@ -183,12 +65,7 @@ class LineCounter:
         self.anchors = sorted({ln.anchor for ln in self.lines})
         self.anchor_of = np.array([self.anchors.index(ln.anchor) for ln in self.lines])
         # clipped[l, s]: the band on side s (0: -1, 1: +1) does not fit inside the frame.
-        self.clipped = np.array(
-            [
-                [_room(np.stack([a, b]), s * n) <= ln.hysteresis + EDGE_MARGIN for s in (-1, 1)]
-                for a, b, n, ln in zip(self.a, self.b, self.normal, self.lines, strict=True)
-            ]
-        )
+        self.clipped = clipped_bands(self.a, self.b, self.normal, self.band)
         line_state = np.zeros(9)
         line_state[FLIP_T] = np.nan
         self.table = TrackTable(
@@ -201,15 +78,8 @@ class LineCounter:
         self.allowed = np.zeros((0, len(self.lines)), bool)
         self.store = TallyStore(None if context.state_dir is None else context.state_dir / "lines")
         self.tallies = [self.store.load(ln.name, tuple(ln.periods)) for ln in self.lines]
-        # borders[s][b, l]: border b (left, top, right, bottom) reaches side s (0: -1, 1: +1)
-        # of line l, and that side's band does not fit in the frame: touching it counts there.
-        corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
-        corner_side = np.sign(corners @ self.normal.T - self.offset)  # (4 corners, lines)
-        ends = [(0, 3), (0, 1), (1, 2), (2, 3)]  # each border's two corners
-        self.borders = [
-            np.array([(corner_side[list(e)] == s).any(0) for e in ends]) & self.clipped[:, k]
-            for k, s in ((0, -1), (1, 1))
-        ]
+        # borders[s][b, l]: border b reaches side s of line l, where the band leaves the frame.
+        self.borders = edge_borders(self.normal, self.offset, self.clipped)
         self.edge_lines = bool(self.clipped.any())
         self.frame = 0
         self._size: tuple[int, int] = (0, 0)
@@ -331,28 +201,17 @@ class LineCounter:
     def _swaps(
         self, rows: np.ndarray, new: np.ndarray, track: np.ndarray, boxes: np.ndarray
     ) -> bool:
-        """Exchange the state of id pairs the tracker swapped (see the module docstring)."""
+        """Exchange the state of id pairs the tracker swapped (id_swaps.py)."""
         centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
         pred = track[:, CX : CY + 1] + track[:, VX : VY + 1]
-        miss = centre - pred
-        jump2 = np.einsum("ij,ij->i", miss, miss)
-        jumped = jump2 > SWAP_MIN_JUMP**2
+        jumped = off_course(centre, pred)
         if np.count_nonzero(jumped) < 2:
             return False
         recent = (track[:, LAST_FRAME] == self.frame - 1) & (track[:, SEEN] >= 2)
-        cand = np.flatnonzero(jumped & recent & ~new)
-        if len(cand) < 2:
-            return False
-        jump = np.sqrt(jump2[cand])
-        cross = np.hypot(*(centre[cand, None] - pred[None, cand]).transpose(2, 0, 1))  # [i, j]
-        ratio = (cross + cross.T) / (jump[:, None] + jump[None, :])
-        used: set[int] = set()
-        pairs = [(ratio[i, j], i, j) for i, j in itertools.combinations(range(len(cand)), 2)]
-        for score, i, j in sorted(pairs):
-            if score < SWAP_GAIN and i not in used and j not in used:
-                used.update((i, j))
-                self.table.swap(int(rows[cand[i]]), int(rows[cand[j]]))
-        return bool(used)
+        pairs = swapped_pairs(centre, pred, np.flatnonzero(jumped & recent & ~new))
+        for i, j in pairs:
+            self.table.swap(int(rows[i]), int(rows[j]))
+        return bool(pairs)
 
     def _vanished(self, changed: set[int]) -> None:
         """Tracks gone through a frame edge beyond a line: each frame gone confirms the side."""

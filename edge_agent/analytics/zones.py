@@ -7,7 +7,8 @@ the border neither enters nor leaves. A track the detector misses for a while (o
 its place for ``lost_s`` seconds; coming back with the same id it has never left. Past that it
 exits at the time it was last seen. Counts per zone and label are kept as entries minus
 exits, each visit counted under the label it entered with, so ``count == entries - exits``
-holds exactly. docs/zones-lines.md has the options, payloads and the reasoning.
+holds exactly. The options and their checks are in zone_options.py; docs/zones-lines.md has
+the options, payloads and the reasoning.
 """
 
 from __future__ import annotations
@@ -17,198 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
-from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
-from edge_agent.geometry import EDGE_TOLERANCE_PX, Anchor, anchor_points
+from edge_agent.analytics.zone_options import ZonesOptions
+from edge_agent.geometry import anchor_points
 from edge_agent.pipeline.stages import StageContext, register_stage
+from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
 
-#: Vertices a zone may have: enough for any room's outline, few enough to test every box fast.
-MAX_POLYGON_POINTS = 64
-#: Area (fraction of the frame) below which a polygon is refused as degenerate: 1e-6 of a
-#: 640x480 frame is a third of a pixel, where nothing can stand.
-MIN_ZONE_AREA = 1e-6
 #: Per (track, zone) state, packed in one float64 array so a frame's tracks are read and written
 #: with one gather and one scatter (numpy's per-call cost, not the arithmetic, is the budget).
 INSIDE, STREAK, STREAK_TS, ENTER_TS, LABEL, LOITERED = range(6)
-
-#: [x, y], normalised: a plain list (YAML's, as stage options are validated strictly), checked
-#: by ``check_point`` so the config reference shows it as a list of floats.
-Point = list[float]
-
-
-def check_point(value: Point) -> Point:
-    if len(value) != 2 or not all(0.0 <= v <= 1.0 for v in value):
-        raise ValueError(f"a point is [x, y], each from 0 to 1 (normalised), but got {value}")
-    return value
-
-
-def check_name(value: str) -> str:
-    """A zone or line name: one clean topic level and file name (as source ids are)."""
-    return check_id(value, SOURCE_ID_CHARS, ())
-
-
-def unique_names(items: list[Any], what: str) -> list[Any]:
-    seen: set[str] = set()
-    for item in items:
-        if item.name in seen:
-            raise ValueError(f"{what} names must be unique, but {item.name!r} appears twice")
-        seen.add(item.name)
-    return items
-
-
-def _polygon_problem(points: np.ndarray) -> str | None:
-    """Why a polygon cannot be a zone (no area, edges that cross), or None."""
-    x, y = points[:, 0], points[:, 1]
-    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
-    if area < MIN_ZONE_AREA:
-        return f"encloses no area ({area:.3g} of the frame); give 3 or more points not on a line"
-    a, b = points, np.roll(points, -1, axis=0)  # edge i runs a[i] -> b[i]
-
-    def orient(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
-        return (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (
-            r[..., 0] - p[..., 0]
-        )
-
-    ai, bi, aj, bj = a[:, None], b[:, None], a[None, :], b[None, :]
-    cross = (orient(ai, bi, aj) * orient(ai, bi, bj) < 0) & (
-        orient(aj, bj, ai) * orient(aj, bj, bi) < 0
-    )
-    i, j = np.nonzero(np.triu(cross, 1))
-    if len(i):
-        return (
-            f"edges {int(i[0])}-{int(i[0]) + 1} and {int(j[0])}-{(int(j[0]) + 1) % len(points)} "
-            "cross; list the points in order around the zone"
-        )
-    return None
-
-
-class Zone(BaseModel):
-    """One zone: a polygon and how tracks are counted in it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    name: str = Field(description="Zone name, used as a topic level: letters, digits, _ and -.")
-    polygon: list[Point] = Field(
-        description="Corners [[x, y], ...] in order around the zone, normalised (0..1, x right, "
-        f"y down); 3 to {MAX_POLYGON_POINTS}, enclosing an area, edges not crossing.",
-    )
-    anchor: Anchor = Field(
-        "bottom_center",
-        description="The point of a box that must be inside: bottom_center (where a person or "
-        "car stands), center, top_center, center_left, ... (the nine box points).",
-    )
-    inertia: int = Field(
-        3,
-        ge=1,
-        le=1000,
-        description="Consecutive frames a track must be inside before it enters, and outside "
-        "before it leaves (1: at once).",
-    )
-    labels: list[str] | None = Field(
-        None, min_length=1, description="Labels counted in this zone (default: every label)."
-    )
-    loiter_s: float | None = Field(
-        None,
-        gt=0,
-        description="Seconds inside after which one loitering event is published per visit "
-        "(default: none).",
-    )
-
-    _check_name = field_validator("name")(check_name)
-
-    @field_validator("polygon")
-    @classmethod
-    def _usable_polygon(cls, value: list[Point]) -> list[Point]:
-        for point in value:
-            check_point(point)
-        if not 3 <= len(value) <= MAX_POLYGON_POINTS:
-            raise ValueError(
-                f"polygon needs 3 to {MAX_POLYGON_POINTS} points [x, y], but got {len(value)}"
-            )
-        problem = _polygon_problem(np.asarray(value, np.float64))
-        if problem:
-            raise ValueError(f"polygon {problem}")
-        return value
-
-
-class ZonesOptions(BaseModel):
-    """Counts confirmed tracks in polygons: current count, entries, exits, dwell time and
-    loitering, per zone and label (needs a ``track`` stage before it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    zones: list[Zone] = Field(min_length=1, description="The zones, each with its own name.")
-    lost_s: float = Field(
-        2.0,
-        ge=0,
-        le=3600,
-        description="Seconds (capture time) a track may go unseen (occluded, missed) and keep "
-        "its place in a zone, at least the track stage's lost_s; after that it exits at the "
-        "time it was last seen.",
-    )
-
-    @field_validator("zones")
-    @classmethod
-    def _unique(cls, value: list[Zone]) -> list[Zone]:
-        return unique_names(value, "zone")
-
-    def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
-        return [
-            (("zones", i, "labels", j), label)
-            for i, zone in enumerate(self.zones)
-            for j, label in enumerate(zone.labels or ())
-        ]
-
-
-class Polygons:
-    """Every zone's polygon tested at once: (k, zones) membership of k boxes' anchors.
-
-    The same rule as ``geometry.points_in_polygon`` (even-odd ray cast, points on an edge or a
-    vertex inside; tests/test_zones.py compares them) but over all zones' edges in one pass:
-    that function costs about 80 us per call at 50 points, whatever the polygon, and a stage
-    with three zones must not spend half the frame's analytics budget on it.
-    """
-
-    def __init__(self, zones: list[Zone]) -> None:
-        self.anchors = sorted({z.anchor for z in zones})
-        edges: list[np.ndarray] = []
-        owner: list[int] = []
-        starts: list[int] = []
-        for zone in zones:
-            pts = np.asarray(zone.polygon, np.float64)
-            pts = pts[np.any(pts != np.roll(pts, -1, axis=0), axis=1)]  # no zero-length edges
-            starts.append(len(edges))
-            edges.extend(np.concatenate([pts, np.roll(pts, -1, axis=0)], 1))
-            owner.extend([self.anchors.index(zone.anchor)] * len(pts))
-        x1, y1, x2, y2 = np.array(edges).T
-        self.x1, self.y1, self.y2 = x1, y1, y2
-        self.ex, self.ey = x2 - x1, y2 - y1
-        self.slope = np.divide(self.ex, self.ey, out=np.zeros_like(x1), where=self.ey != 0)
-        self.len2 = self.ex**2 + self.ey**2
-        self.tol = EDGE_TOLERANCE_PX * np.sqrt(self.len2)
-        self.owner, self.starts = np.array(owner), np.array(starts)
-
-    def contains(self, boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """(k, zones) bool: whether each box's anchor (normalised by ``size``) is inside."""
-        pts = [anchor_points(boxes, a) / size for a in self.anchors]
-        if len(pts) == 1:
-            px, py = pts[0][:, :1], pts[0][:, 1:]
-        else:
-            px = np.stack([p[:, 0] for p in pts], 1)[:, self.owner]
-            py = np.stack([p[:, 1] for p in pts], 1)[:, self.owner]
-        dx, dy = px - self.x1, py - self.y1
-        straddles = (self.y1 > py) != (self.y2 > py)
-        odd = np.logical_xor.reduceat(straddles & (dx < dy * self.slope), self.starts, 1)
-        cross = np.abs(self.ex * dy - self.ey * dx)
-        near = cross <= self.tol  # on an edge's line: rare, so the rest of the test is too
-        if np.count_nonzero(near):
-            along = self.ex * dx + self.ey * dy
-            near &= (along >= -self.tol) & (along <= self.len2 + self.tol)
-            odd |= np.logical_or.reduceat(near, self.starts, 1)
-        return odd
 
 
 @dataclass
@@ -228,7 +48,10 @@ class ZoneCounter:
     def __init__(self, options: ZonesOptions, context: StageContext) -> None:
         self.zones = options.zones
         self.lost_s = options.lost_s
-        self.polygons = Polygons(self.zones)
+        self.anchors = sorted({z.anchor for z in self.zones})
+        self.polygons = PolygonSet(
+            [z.polygon for z in self.zones], [self.anchors.index(z.anchor) for z in self.zones]
+        )
         self.inertia = np.array([z.inertia for z in self.zones], np.float64)
         self.loiter_s = np.array([z.loiter_s or np.inf for z in self.zones])
         self.loiters = any(z.loiter_s for z in self.zones)
@@ -284,7 +107,10 @@ class ZoneCounter:
         ts = result.ts
         rows, _ = self.table.rows(det.tracker_id[idx])
         cls = det.class_id[idx]
-        geo = self.polygons.contains(det.xyxy[idx], np.asarray(result.frame_size, np.float64))
+        size = np.asarray(result.frame_size, np.float64)
+        boxes = det.xyxy[idx]
+        points = np.stack([anchor_points(boxes, a) for a in self.anchors]) / size
+        geo = self.polygons.contains(points)  # normalised, as the polygons are (G, k, 2)
         geo &= self.allowed[cls]
         s = self.table.cols["zone"][rows]  # (k, zones, fields), a copy
         inside = s[..., INSIDE] > 0
