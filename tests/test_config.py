@@ -180,8 +180,7 @@ def test_stages_default_to_counting_and_are_checked_by_the_registry():
         "      - type: trakcer\n",
     )
     problems = issues_of(text)
-    assert problems[0].startswith("line 10: sources[0].stages[0]: ")
-    assert "stage 'counts': every: unknown key; this takes no keys" in problems[0]
+    assert problems[0] == "line 11: sources[0].stages[0].every: unknown key; this takes no keys"
     assert problems[1].startswith("line 12: sources[0].stages[1]: ")
     assert "unknown stage type 'trakcer' (did you mean 'track'?); choose one of [" in problems[1]
     assert "'counts'" in problems[1]

@@ -381,7 +381,7 @@ def test_config_errors_name_the_yaml_line():
     with pytest.raises(ConfigError) as info:
         parse_config(text, Path("/etc/edgesight/agent.yaml"))
     assert [str(i) for i in info.value.issues] == [
-        "line 7: sources[0].stages[0]: stage 'lines': lines[0].end: "
+        "line 11: sources[0].stages[0].lines[0].end: "
         "end must be at least 0.01 from start, but the line is 0 long"
     ]
 

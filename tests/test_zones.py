@@ -316,7 +316,7 @@ def test_config_errors_name_the_yaml_line():
     with pytest.raises(ConfigError) as info:
         parse_config(text, Path("/etc/edgesight/agent.yaml"))
     assert [str(i) for i in info.value.issues] == [
-        "line 7: sources[0].stages[0]: stage 'zones': zones[0].polygon: "
+        "line 10: sources[0].stages[0].zones[0].polygon: "
         "polygon needs 3 to 64 points [x, y], but got 2"
     ]
 

@@ -31,10 +31,23 @@ class ConfigIssue:
     path: str
     line: int | None
     message: str
+    #: The path as keys and indices, for locating it again inside a larger document.
+    loc: tuple[Any, ...] = ()
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
         return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class StageOptionsError(ValueError):
+    """A stage's options refused: ``issues`` are located inside the stage's own keys, so the
+    config's formatter can point at the line of ``lost_s`` rather than of the stage."""
+
+    def __init__(self, stage_type: str, issues: list[ConfigIssue]) -> None:
+        self.stage_type = stage_type
+        self.issues = issues
+        problems = "; ".join(f"{i.path or stage_type}: {i.message}" for i in issues)
+        super().__init__(f"stage {stage_type!r}: {problems}")
 
 
 class ConfigError(ValueError):
@@ -175,12 +188,17 @@ def validation_issues(
     issues = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, StageOptionsError):  # each at its own key's line
+            for issue in inner.issues:
+                full = (*loc, *issue.loc)
+                issues.append(ConfigIssue(dotted_path(full), line_for(full), issue.message, full))
+            continue
         holder = None
         if model is not None:
             loc, holder = _walk(model, loc)
         loc, msg = _message(err, loc, holder)
-        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
-        issues.append(ConfigIssue(path.replace(".[", "["), line_for(loc), msg))
+        issues.append(ConfigIssue(dotted_path(loc), line_for(loc), msg, loc))
     return issues
 
 

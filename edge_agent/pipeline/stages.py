@@ -129,14 +129,11 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
         # JSON array, which strict JSON validation accepts for tuple fields too.
         return model.model_validate_json(json.dumps(options), strict=True)
     except ValidationError as exc:
-        # The config's own formatter: unknown keys name the nearest known one.
-        from edge_agent.config.errors import validation_issues
+        # The config's own formatter: unknown keys name the nearest known one, and each
+        # problem keeps its path inside the stage so the file's line can be found.
+        from edge_agent.config.errors import StageOptionsError, validation_issues
 
-        problems = "; ".join(
-            f"{issue.path or type_name}: {issue.message}"
-            for issue in validation_issues(exc, model=model)
-        )
-        raise ValueError(f"stage {type_name!r}: {problems}") from None
+        raise StageOptionsError(type_name, validation_issues(exc, model=model)) from None
 
 
 OnFailure = Callable[[], None]
