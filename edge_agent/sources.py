@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_agent.capture_time import FolderClock, MediaClock
 from edge_agent.config import SourceConfig
-from edge_agent.config.sources import is_camera, is_stream
+from edge_agent.config.sources import source_kind
 from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame
 
@@ -65,14 +65,7 @@ class SourceError(RuntimeError):
 
 def resolve_kind(cfg: SourceConfig) -> str:
     """The kind `auto` stands for, decided from the form of the uri (explicit kinds win)."""
-    if cfg.kind != "auto":
-        return cfg.kind
-    uri = cfg.uri
-    if is_camera(uri):
-        return "camera"
-    if is_stream(uri):
-        return "stream"
-    return "folder" if Path(str(uri)).expanduser().is_dir() else "file"
+    return source_kind(cfg)
 
 
 def open_source(

@@ -15,6 +15,7 @@ from edge_agent.config import (
     check_files,
     label_problems,
     read_config,
+    source_problems,
 )
 from edge_agent.config.errors import dotted_path
 
@@ -38,9 +39,9 @@ def check_config(file: Path) -> int:
             raise ConfigError(file, missing)
         cfg = loaded.config
         bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+        found = label_problems(cfg, bundle.manifest.labels) + source_problems(cfg)
         unknown = [
-            ConfigIssue(dotted_path(loc), loaded.line_of(*loc), message)
-            for loc, message in label_problems(cfg, bundle.manifest.labels)
+            ConfigIssue(dotted_path(loc), loaded.line_of(*loc), message) for loc, message in found
         ]
         if unknown:
             raise ConfigError(file, unknown)

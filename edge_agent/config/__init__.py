@@ -7,7 +7,7 @@ and unknown keys are refused. The names below are the package's public face.
 from edge_agent.config.agent import AgentConfig
 from edge_agent.config.errors import ConfigError, ConfigIssue
 from edge_agent.config.files import check_files
-from edge_agent.config.labels import label_problems
+from edge_agent.config.labels import label_problems, source_problems
 from edge_agent.config.loader import LoadedConfig, load_config, parse_config, read_config
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig, TlsConfig
@@ -29,4 +29,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_config",
+    "source_problems",
 ]

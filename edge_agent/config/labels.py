@@ -1,5 +1,9 @@
-"""Labels a config names (a line counting only ``person``, a shelf slot holding ``cola``) checked
-against the model's: a label the model does not have would count nothing, silently, forever.
+"""What a config's stages need of the model and of their source, checked before anything runs.
+
+Labels a config names (a line counting only ``person``, a shelf slot holding ``cola``) are
+checked against the model's: a label the model does not have would count nothing, silently,
+forever. And a stage that only works on some kinds of source (camera-trap exports list an image
+folder's pictures) says so: ``source_problem(kind) -> str | None`` on its options model.
 
 A stage's options model says which labels it names with ``labels_named() -> [(loc, label)]``,
 ``loc`` being the path of the key inside the stage's options. Checked by ``check-config`` (with
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_agent.config.agent import AgentConfig
+from edge_agent.config.sources import source_kind
 
 Loc = tuple[Any, ...]
 
@@ -36,4 +41,17 @@ def label_problems(cfg: AgentConfig, labels: Sequence[str]) -> list[tuple[Loc, s
                             f"the model has {list(labels)}",
                         )
                     )
+    return problems
+
+
+def source_problems(cfg: AgentConfig) -> list[tuple[Loc, str]]:
+    """``(config path, message)`` for every stage that cannot work on its source's kind."""
+    problems: list[tuple[Loc, str]] = []
+    for i, source in enumerate(cfg.sources):
+        kind = source_kind(source)
+        for j, stage in enumerate(source.stages):
+            check = getattr(stage.options(), "source_problem", None)
+            problem = check(kind) if check is not None else None
+            if problem:
+                problems.append((("sources", i, "stages", j), problem))
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -37,6 +38,18 @@ def is_camera(uri: str | int) -> bool:
 def is_stream(uri: str | int) -> bool:
     """A URL of a live stream (rtsp, http)."""
     return isinstance(uri, str) and uri.lower().startswith(STREAM_SCHEMES)
+
+
+def source_kind(cfg: SourceConfig) -> str:
+    """The kind ``auto`` stands for, decided from the form of the uri (explicit kinds win): a
+    path is a folder when one is there, else a file."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    if is_camera(cfg.uri):
+        return "camera"
+    if is_stream(cfg.uri):
+        return "stream"
+    return "folder" if Path(str(cfg.uri)).expanduser().is_dir() else "file"
 
 
 def stream_url_problem(uri: str) -> str | None:

@@ -25,7 +25,7 @@ import cv2
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.config.errors import dotted_path
-from edge_agent.config.labels import label_problems
+from edge_agent.config.labels import label_problems, source_problems
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.handover import END, POLL_S, Handover
@@ -157,7 +157,7 @@ class Agent:
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
         labels = self.bundle.manifest.labels
-        unknown = label_problems(cfg, labels)
+        unknown = label_problems(cfg, labels) + source_problems(cfg)
         if unknown:  # check-config says the same with the YAML line
             raise BundleError(
                 "; ".join(f"{dotted_path(loc)}: {message}" for loc, message in unknown)
