@@ -5,8 +5,6 @@ last velocities), much better than where it was heading itself."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 #: Each id moved at least this far (normalised) from where its velocity said, and the
@@ -34,11 +32,14 @@ def swapped_pairs(
     jump = np.sqrt(np.einsum("ij,ij->i", miss, miss))
     cross = np.hypot(*(here[:, None] - pred[None, :]).transpose(2, 0, 1))  # [i, j]
     ratio = (cross + cross.T) / (jump[:, None] + jump[None, :])
+    # Each pair once (i < j); only pairs under SWAP_GAIN can be taken, usually none, so only
+    # those are sorted, by score and then index, in Python.
+    first, second = np.nonzero(np.triu(ratio < SWAP_GAIN, 1))
+    pairs = sorted(zip(ratio[first, second].tolist(), first.tolist(), second.tolist(), strict=True))
     used: set[int] = set()
     found: list[tuple[int, int]] = []
-    pairs = [(ratio[i, j], i, j) for i, j in itertools.combinations(range(len(candidates)), 2)]
-    for score, i, j in sorted(pairs):
-        if score < SWAP_GAIN and i not in used and j not in used:
+    for _, i, j in pairs:
+        if i not in used and j not in used:
             used.update((i, j))
             found.append((int(candidates[i]), int(candidates[j])))
     return found

@@ -22,7 +22,7 @@ import numpy as np
 from edge_agent.analytics.slot_level import SlotLevel
 from edge_agent.analytics.slot_options import SlotsOptions, SlotSpec, State
 from edge_agent.fsutil import write_atomic
-from edge_agent.geometry import anchor_points
+from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
@@ -166,7 +166,7 @@ class ShelfSlots:
         if not wanted.any():
             return counts
         xyxy, class_id = predictions.xyxy[wanted], predictions.class_id[wanted]
-        points = np.stack([anchor_points(xyxy, anchor) for anchor in self._anchors])
+        points = anchor_point_sets(xyxy, self._anchors)
         inside = self._pixel_polygons(result.frame_size).contains(points)  # (boxes, slots)
         inside &= class_id[:, None] == class_ids[None, :]
         return counts + np.count_nonzero(inside, axis=0)

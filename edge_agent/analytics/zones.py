@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
 from edge_agent.analytics.zone_options import ZonesOptions
-from edge_agent.geometry import anchor_points
+from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
@@ -109,7 +109,7 @@ class ZoneCounter:
         cls = det.class_id[idx]
         size = np.asarray(result.frame_size, np.float64)
         boxes = det.xyxy[idx]
-        points = np.stack([anchor_points(boxes, a) for a in self.anchors]) / size
+        points = anchor_point_sets(boxes, self.anchors) / size
         geo = self.polygons.contains(points)  # normalised, as the polygons are (G, k, 2)
         geo &= self.allowed[cls]
         s = self.table.cols["zone"][rows]  # (k, zones, fields), a copy
