@@ -21,6 +21,7 @@ id. What we do differently, and why (docs/tracking.md):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -294,7 +295,11 @@ class TrackStage:
         if self.tracker.ids_given != before:
             self._confirmed.inc(self.tracker.ids_given - before)
         self._live.set(len(self.tracker.live_ids()))
-        result.predictions = Detections(det.xyxy, det.confidence, det.class_id, ids, det.data)
+        # A copy holding the same arrays: the new ids are (N,) int64 by construction, so the
+        # shape checks of a new Detections (5 us a frame) would find nothing.
+        tracked = copy.copy(det)
+        tracked.tracker_id = ids
+        result.predictions = tracked
         return result
 
     def close(self) -> None:
