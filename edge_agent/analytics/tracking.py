@@ -157,7 +157,7 @@ class Tracker:
         """ByteTrack's cascade on one IoU matrix (predicted track boxes x detections)."""
         opt, tracks = self.options, self._tracks
         iou = box_iou(motion.boxes(tracks.state), xyxy)
-        if opt.class_consistent:
+        if opt.class_consistent and _mixed(tracks.keys, keys):
             iou[tracks.keys[:, np.newaxis] != keys[np.newaxis, :]] = 0.0
         confirmed = tracks.ids > 0
         # 1. confirmed tracks (seen or lost) x confident boxes
@@ -175,6 +175,10 @@ class Tracker:
     def live_ids(self) -> np.ndarray:
         """Ids of the confirmed tracks kept now, seen in this frame or lost for under lost_s."""
         return self._tracks.ids[self._tracks.ids > 0]
+
+    def live_count(self) -> int:
+        """How many ``live_ids`` there are."""
+        return int(np.count_nonzero(self._tracks.ids > 0))
 
     def update(
         self, xyxy: np.ndarray, confidence: np.ndarray, keys: np.ndarray, ts: float
@@ -244,6 +248,12 @@ class Tracker:
         return out
 
 
+def _mixed(track_keys: np.ndarray, keys: np.ndarray) -> bool:
+    """Whether some track and box have different class keys (with one label, as most counting
+    cameras see, no pair is forbidden and the mask over the IoU matrix is skipped)."""
+    return bool(np.count_nonzero(keys != keys[0]) or np.count_nonzero(track_keys != keys[0]))
+
+
 class ClassKeys:
     """Label names interned as integers, so tracks match by *name* across model swaps: a new
     model that lists "person" third instead of first keeps every person's track. A class id
@@ -294,7 +304,7 @@ class TrackStage:
         ids = self.tracker.update(det.xyxy, det.confidence, keys, result.ts)
         if self.tracker.ids_given != before:
             self._confirmed.inc(self.tracker.ids_given - before)
-        self._live.set(len(self.tracker.live_ids()))
+        self._live.set(self.tracker.live_count())
         # A copy holding the same arrays: the new ids are (N,) int64 by construction, so the
         # shape checks of a new Detections (5 us a frame) would find nothing.
         tracked = copy.copy(det)
