@@ -26,7 +26,7 @@ import numpy as np
 from edge_agent.analytics.event_options import EventsOptions
 from edge_agent.analytics.folder_log import FolderLog, MediaRecord
 from edge_agent.pipeline.stages import StageContext, register_stage
-from edge_agent.types import Detections, Frame, Publication, Result, SnapshotRequest
+from edge_agent.types import UNCONFIRMED, Detections, Frame, Publication, Result, SnapshotRequest
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class EventsStage:
             wanted = self._wanted
             allowed = np.array([wanted is None or label in wanted for label in key] + [False])
             self._allowed[key] = allowed
-        classes = np.where(det.class_id < len(key), det.class_id, len(key))  # unknown: never
+        classes = np.minimum(det.class_id, len(key))  # an unknown class: the last, never
         return np.asarray(allowed[classes] & (det.confidence >= self.o.min_confidence), bool)
 
     def process(self, result: Result, frame: Frame | None) -> Result:
@@ -136,7 +136,7 @@ class EventsStage:
             self.finish(result)
         self._last_ts = ts
         counted = self._counted(det, result.labels)
-        seen = bool(counted.any())
+        seen = np.count_nonzero(counted) > 0
         if seen:
             self._see(result, frame, det, counted)
         if self._open is not None:
@@ -160,24 +160,24 @@ class EventsStage:
         seq.end = ts
         classes = det.class_id[counted]
         conf = det.confidence[counted]
-        held = det.confirmed()[counted]
         tracks = det.tracker_id[counted] if det.tracker_id is not None else None
         kept: tuple[np.ndarray, float] | None = None
-        for c in np.unique(classes):
+        for c in sorted(set(classes.tolist())):
             mine = classes == c
-            label = result.labels[int(c)]
+            label = result.labels[c]
             tally = seq.labels.get(label)
             new = tally is None
             if tally is None:
                 tally = Tally(f"{seq.id}-{label}", label, result.model, ts, ts)
                 seq.labels[label] = tally
-            n = int(mine.sum())
+            n = int(np.count_nonzero(mine))
+            mine_conf = conf[mine]
             tally.last_ts = ts
             tally.max_count = max(tally.max_count, n)
-            tally.max_conf = max(tally.max_conf, float(conf[mine].max()))
+            tally.max_conf = max(tally.max_conf, float(mine_conf.max()))
             if tracks is not None:
-                tally.tracks.update(int(t) for t in tracks[mine & held])
-            score = (n, float(conf[mine].sum()))
+                tally.tracks.update(tracks[mine & (tracks != UNCONFIRMED)].tolist())
+            score = (n, float(mine_conf.sum()))
             if (
                 frame is not None
                 and self.o.snapshot
