@@ -30,16 +30,20 @@ def swapped_pairs(
     here, pred = centre[candidates], predicted[candidates]
     miss = here - pred
     jump = np.sqrt(np.einsum("ij,ij->i", miss, miss))
-    cross = np.hypot(*(here[:, None] - pred[None, :]).transpose(2, 0, 1))  # [i, j]
+    cross = np.hypot(here[:, 0:1] - pred[:, 0], here[:, 1:2] - pred[:, 1])  # [i, j]
     ratio = (cross + cross.T) / (jump[:, None] + jump[None, :])
-    # Each pair once (i < j); only pairs under SWAP_GAIN can be taken, usually none, so only
-    # those are sorted, by score and then index, in Python.
-    first, second = np.nonzero(np.triu(ratio < SWAP_GAIN, 1))
-    pairs = sorted(zip(ratio[first, second].tolist(), first.tolist(), second.tolist(), strict=True))
+    # Only pairs under SWAP_GAIN can be taken, usually none, so only those are sorted (by
+    # score, then indices) in Python; ratio is symmetric, so each pair is taken as i < j.
+    below = ratio < SWAP_GAIN
+    if not np.count_nonzero(below):
+        return []
+    first, second = np.nonzero(below)
+    scores = ratio[first, second].tolist()
+    pairs = sorted(zip(scores, first.tolist(), second.tolist(), strict=True))
     used: set[int] = set()
     found: list[tuple[int, int]] = []
     for _, i, j in pairs:
-        if i not in used and j not in used:
+        if i < j and i not in used and j not in used:
             used.update((i, j))
             found.append((int(candidates[i]), int(candidates[j])))
     return found

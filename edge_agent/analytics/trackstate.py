@@ -35,7 +35,7 @@ class TrackTable:
         """The row of each id, and a mask of the ids new here (rows added with fill values)."""
         pos = np.searchsorted(self.ids, ids)
         if len(self.ids):
-            found = self.ids[np.minimum(pos, len(self.ids) - 1)] == ids
+            found = self.ids.take(pos, mode="clip") == ids
         else:
             found = np.zeros(len(ids), bool)
         if np.count_nonzero(found) < len(ids):
