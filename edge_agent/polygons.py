@@ -71,7 +71,9 @@ class _Edges:
             starts.append(len(owner))
             edges.append(np.concatenate([poly[moving], ends[moving]], axis=1))
             owner.extend([int(s)] * int(np.count_nonzero(moving)))
-        x1, y1, x2, y2 = np.concatenate(edges).T if edges else np.zeros((4, 0))
+        # One row per edge, (E, 1), against one column per point: every pass below runs over
+        # (E, N) arrays whose rows are the points, the long axis, in memory order.
+        x1, y1, x2, y2 = np.concatenate(edges).T[:, :, np.newaxis] if edges else np.zeros((4, 0, 1))
         self.x1, self.y1, self.y2 = x1, y1, y2
         self.ex, self.ey = x2 - x1, y2 - y1
         # x of the edge at the ray's y is x1 + (py - y1) * slope (only read where it straddles)
@@ -88,19 +90,19 @@ class _Edges:
         """(N, len(which)) bool: ``points_in_polygon``'s rule over every edge at once, each
         polygon's answer reduced over its run of edges."""
         if single:
-            px, py = pts[0, :, 0:1], pts[0, :, 1:2]  # (N, 1) against (E,) edges: (N, E)
+            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (E, 1) edges: (E, N)
         else:
-            px, py = pts[:, :, 0].T[:, self.group], pts[:, :, 1].T[:, self.group]
+            px, py = pts[self.group, :, 0], pts[self.group, :, 1]
         dx, dy = px - self.x1, py - self.y1
         crossed = (self.y1 > py) != (self.y2 > py)  # the edge spans the ray's y, half-open
         crossed &= dx < dy * self.slope  # and lies on the ray, towards +x
-        inside = np.logical_xor.reduceat(crossed, self.starts, axis=1)
+        inside = np.logical_xor.reduceat(crossed, self.starts, axis=0)
         on_line = np.abs(self.ex * dy - self.ey * dx) <= self.tol
         if np.count_nonzero(on_line):  # rare, so the rest of the edge test is too
             along = self.ex * dx + self.ey * dy
             on_line &= (along >= -self.tol) & (along <= self.len2 + self.tol)
-            inside |= np.logical_or.reduceat(on_line, self.starts, axis=1)
-        return inside
+            inside |= np.logical_or.reduceat(on_line, self.starts, axis=0)
+        return inside.T
 
 
 class PolygonSet:
@@ -167,15 +169,15 @@ class PolygonSet:
     def _in_boxes(self, pts: np.ndarray, which: np.ndarray, single: bool) -> np.ndarray:
         """(N, len(which)) bool: points inside the polygons' widened bounding boxes."""
         if single:
-            px, py = pts[0, :, 0:1], pts[0, :, 1:2]
+            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (S, 1) boxes: (S, N)
         else:
-            px, py = pts[self.groups[which], :, 0].T, pts[self.groups[which], :, 1].T
-        low, high = self.low[which], self.high[which]
+            px, py = pts[self.groups[which], :, 0], pts[self.groups[which], :, 1]
+        low, high = self.low[which, :, np.newaxis], self.high[which, :, np.newaxis]
         inside = px >= low[:, 0]
         inside &= px <= high[:, 0]
         inside &= py >= low[:, 1]
         inside &= py <= high[:, 1]
-        return inside
+        return inside.T
 
     def _edge_pass(self, edges: _Edges, pts: np.ndarray, single: bool) -> np.ndarray:
         """(N, len(edges.which)) bool; when the pass is large, only the points inside some
