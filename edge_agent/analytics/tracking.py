@@ -197,15 +197,15 @@ class Tracker:
         self._clock += dt
         if len(tracks):
             expired = self._clock - tracks.last_seen > opt.lost_s + TIME_EPS_S
-            if expired.any():
+            if np.count_nonzero(expired):
                 tracks.keep(~expired)
             motion.predict(tracks.state, dt)
 
         n = len(xyxy)
         det_track = np.full(n, -1, np.intp)
         high = confidence >= opt.high_threshold
-        finite = np.isfinite(xyxy).all(axis=1)
-        if not finite.all():
+        if not np.isfinite(xyxy).all():
+            finite = np.isfinite(xyxy).all(axis=1)
             xyxy, high = np.where(finite[:, np.newaxis], xyxy, 0.0), high & finite
             confidence = np.where(finite, confidence, 0.0)
         if len(tracks) and n:
@@ -223,7 +223,7 @@ class Tracker:
         # An unconfirmed track must be matched in every frame until it is confirmed
         # (ByteTrack): clutter rarely repeats in the same place, an object does.
         keep = (tracks.ids > 0) | tracks.active
-        if not keep.all():
+        if np.count_nonzero(keep) < len(keep):
             det_track[matched] = (np.cumsum(keep) - 1)[rows]
             tracks.keep(keep)
 
