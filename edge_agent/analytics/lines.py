@@ -32,7 +32,7 @@ from edge_agent.analytics.id_swaps import off_course, swapped_pairs
 from edge_agent.analytics.line_edges import EDGE_MARGIN, clipped_bands, edge_borders, extend_clipped
 from edge_agent.analytics.line_options import LinesOptions
 from edge_agent.analytics.tallies import IN, OUT, TallyStore
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
+from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
 from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import UNCONFIRMED, Detections, Frame, Overlay, Publication, Result
@@ -114,7 +114,9 @@ class LineCounter:
                 ids, cls, xyxy = det.tracker_id[held], det.class_id[held], det.xyxy[held]
                 self._observe(ids, cls, xyxy, result.ts, changed)
         self._vanished(changed)
-        self.table.drop(stale_rows(self.table.cols["track"][:, LAST_TS], result.ts, self.lost_s))
+        last_ts = self.table.cols["track"][:, LAST_TS]
+        if any_stale(last_ts, result.ts, self.lost_s):
+            self.table.drop(stale_rows(last_ts, result.ts, self.lost_s))
         for i in sorted(changed):
             payload = {**self.tallies[i].payload(), "ts": result.ts}
             result.publications.append(Publication("line", (self.lines[i].name,), payload))

@@ -152,25 +152,29 @@ class Tracker:
         confidence: np.ndarray,
         keys: np.ndarray,
         high: np.ndarray,
+        confirmed: np.ndarray,
         det_track: np.ndarray,
     ) -> None:
-        """ByteTrack's cascade on one IoU matrix (predicted track boxes x detections)."""
+        """ByteTrack's cascade on one IoU matrix (predicted track boxes x detections). A stage
+        with no tracks or no boxes to match is skipped before its masks are made."""
         opt, tracks = self.options, self._tracks
         iou = box_iou(motion.boxes(tracks.state), xyxy)
         if opt.class_consistent and _mixed(tracks.keys, keys):
             iou[tracks.keys[:, np.newaxis] != keys[np.newaxis, :]] = 0.0
-        confirmed = tracks.ids > 0
+        n_high = np.count_nonzero(high)
         # 1. confirmed tracks (seen or lost) x confident boxes
         match_stage(iou, confirmed.nonzero()[0], high.nonzero()[0], opt.match_iou, det_track)
         # 2. confirmed tracks seen last frame and still free x low-confidence boxes
-        low = (~high & (confidence >= opt.low_threshold)).nonzero()[0]
-        if len(low):
-            free = confirmed & tracks.active
-            free[det_track[det_track >= 0]] = False
-            match_stage(iou, free.nonzero()[0], low, LOW_MATCH_IOU, det_track)
+        if n_high < len(high):
+            low = (~high & (confidence >= opt.low_threshold)).nonzero()[0]
+            if len(low):
+                free = confirmed & tracks.active
+                free[det_track[det_track >= 0]] = False
+                match_stage(iou, free.nonzero()[0], low, LOW_MATCH_IOU, det_track)
         # 3. unconfirmed tracks x confident boxes nobody took
-        left = (high & (det_track < 0)).nonzero()[0]
-        match_stage(iou, (~confirmed).nonzero()[0], left, opt.match_iou, det_track)
+        if np.count_nonzero(confirmed) < len(confirmed):
+            left = (high & (det_track < 0)).nonzero()[0]
+            match_stage(iou, (~confirmed).nonzero()[0], left, opt.match_iou, det_track)
 
     def live_ids(self) -> np.ndarray:
         """Ids of the confirmed tracks kept now, seen in this frame or lost for under lost_s."""
@@ -196,9 +200,8 @@ class Tracker:
             self._last_ts = ts
         self._clock += dt
         if len(tracks):
-            expired = self._clock - tracks.last_seen > opt.lost_s + TIME_EPS_S
-            if np.count_nonzero(expired):
-                tracks.keep(~expired)
+            if self._clock - tracks.last_seen.min() > opt.lost_s + TIME_EPS_S:
+                tracks.keep(self._clock - tracks.last_seen <= opt.lost_s + TIME_EPS_S)
             motion.predict(tracks.state, dt)
 
         n = len(xyxy)
@@ -208,8 +211,10 @@ class Tracker:
             finite = np.isfinite(xyxy).all(axis=1)
             xyxy, high = np.where(finite[:, np.newaxis], xyxy, 0.0), high & finite
             confidence = np.where(finite, confidence, 0.0)
+        confirmed = tracks.ids > 0
+        waiting = np.count_nonzero(confirmed) < len(tracks)  # unconfirmed tracks
         if len(tracks) and n:
-            self._associate(xyxy, confidence, keys, high, det_track)
+            self._associate(xyxy, confidence, keys, high, confirmed, det_track)
 
         matched = (det_track >= 0).nonzero()[0]
         rows = det_track[matched]
@@ -222,19 +227,20 @@ class Tracker:
         tracks.active[rows] = True
         # An unconfirmed track must be matched in every frame until it is confirmed
         # (ByteTrack): clutter rarely repeats in the same place, an object does.
-        keep = (tracks.ids > 0) | tracks.active
-        if np.count_nonzero(keep) < len(keep):
+        keep = confirmed | tracks.active
+        if waiting and np.count_nonzero(keep) < len(keep):
             det_track[matched] = (np.cumsum(keep) - 1)[rows]
             tracks.keep(keep)
 
-        born = (high & (det_track < 0)).nonzero()[0]
+        born = (high & (det_track < 0)).nonzero()[0] if len(matched) < n else matched[:0]
         if len(born):
             det_track[born] = np.arange(len(tracks), len(tracks) + len(born))
             tracks.add(xyxy[born], keys[born], self._clock)
-        ripe = ((tracks.ids == 0) & (tracks.hits >= opt.birth_hits)).nonzero()[0]
-        if len(ripe):
-            tracks.ids[ripe] = self._ids.take(len(ripe))
-            self.ids_given += len(ripe)
+        if waiting or len(born):
+            ripe = ((tracks.ids == 0) & (tracks.hits >= opt.birth_hits)).nonzero()[0]
+            if len(ripe):
+                tracks.ids[ripe] = self._ids.take(len(ripe))
+                self.ids_given += len(ripe)
 
         if len(tracks) == 0:
             return np.full(n, UNCONFIRMED, np.int64)

@@ -72,6 +72,14 @@ def stale_rows(last_seen: np.ndarray, now: float, keep_s: float) -> np.ndarray:
     return stale
 
 
+def any_stale(last_seen: np.ndarray, now: float, keep_s: float) -> bool:
+    """Whether ``stale_rows`` would find a row, by one reduction rather than a mask (most
+    frames find none). ``fmin`` skips NaN times, which ``stale_rows`` never finds stale."""
+    if len(last_seen) > MAX_TRACKS:
+        return True
+    return len(last_seen) > 0 and bool(now - np.fmin.reduce(last_seen) > keep_s)
+
+
 class LabelIndex:
     """Labels as small ints for arrays, kept across model swaps (a swap may bring new ones)."""
 

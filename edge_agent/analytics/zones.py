@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
+from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
 from edge_agent.analytics.zone_options import ZonesOptions
 from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
@@ -140,9 +140,8 @@ class ZoneCounter:
         inside = s[..., INSIDE] > 0
         contrary = geo != inside
         if np.count_nonzero(contrary):
-            streak = s[..., STREAK]
-            np.copyto(s[..., STREAK_TS], ts, where=contrary & (streak == 0))
-            streak = np.where(contrary, streak + 1, 0)
+            streak = np.where(contrary, s[..., STREAK] + 1, 0)
+            np.copyto(s[..., STREAK_TS], ts, where=streak == 1)  # a streak begins
             flip = streak >= self.inertia
             s[..., STREAK] = np.where(flip, 0, streak)
             if np.count_nonzero(flip):
@@ -151,7 +150,8 @@ class ZoneCounter:
         else:
             s[..., STREAK] = 0
         if self.loiters:
-            due = inside & (s[..., LOITERED] == 0) & (ts - s[..., ENTER_TS] >= self.loiter_s)
+            due = inside > s[..., LOITERED]  # inside and not yet told (LOITERED is 0 or 1)
+            due &= ts - s[..., ENTER_TS] >= self.loiter_s
             if np.count_nonzero(due):
                 for r, z in zip(*np.nonzero(due), strict=True):
                     s[r, z, LOITERED] = 1
@@ -195,9 +195,9 @@ class ZoneCounter:
     def _forget(self, ts: float, changed: set[tuple[int, int]]) -> None:
         """Tracks unseen past ``lost_s`` leave their zones, as of when last seen."""
         seen = self.table.cols["seen"]
-        stale = stale_rows(seen, ts, self.lost_s)
-        if not np.count_nonzero(stale):
+        if not any_stale(seen, ts, self.lost_s):
             return
+        stale = stale_rows(seen, ts, self.lost_s)
         s = self.table.cols["zone"]
         for r, z in zip(*np.nonzero(stale[:, None] & (s[..., INSIDE] > 0)), strict=True):
             self._exit(int(z), int(s[r, z, LABEL]), seen[r] - s[r, z, ENTER_TS], changed)
