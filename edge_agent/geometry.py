@@ -127,12 +127,14 @@ def xyxy_to_custom_vision(xyxy: np.ndarray, width: int, height: int) -> np.ndarr
 
 def box_area(xyxy: np.ndarray) -> np.ndarray:
     """(N,) areas, float64; a box with x2 < x1 or y2 < y1 has area 0, not a negative one."""
-    x1, y1, x2, y2 = _check("xyxy", xyxy, 4).T
-    return _area(x1, y1, x2, y2)
+    return _areas(_check("xyxy", xyxy, 4).T)
 
 
-def _area(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray) -> np.ndarray:
-    return np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+def _areas(rows: np.ndarray) -> np.ndarray:
+    """(N,) areas of boxes given as coordinate rows (4, N): x1, y1, x2, y2."""
+    size = rows[2:] - rows[:2]
+    np.maximum(size, 0.0, out=size)
+    return size[0] * size[1]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -145,8 +147,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # One coordinate at a time into (N, M) arrays: half the time of broadcasting (N, M, 2)
     # corner arrays, and the tracker calls this every frame. The coordinates are copied into
     # rows first: broadcasting a strided column costs a third more than a contiguous one.
-    ax1, ay1, ax2, ay2 = _check("a", a, 4).T.copy()[:, :, np.newaxis]
-    bx1, by1, bx2, by2 = _check("b", b, 4).T.copy()[:, np.newaxis, :]
+    rows_a, rows_b = _check("a", a, 4).T.copy(), _check("b", b, 4).T.copy()
+    ax1, ay1, ax2, ay2 = rows_a[:, :, np.newaxis]
+    bx1, by1, bx2, by2 = rows_b[:, np.newaxis, :]
     width = np.minimum(ax2, bx2)
     width -= np.maximum(ax1, bx1)
     np.maximum(width, 0.0, out=width)
@@ -154,7 +157,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     height -= np.maximum(ay1, by1)
     np.maximum(height, 0.0, out=height)
     inter = width * height
-    union = _area(ax1, ay1, ax2, ay2) + _area(bx1, by1, bx2, by2)
+    union = _areas(rows_a)[:, np.newaxis] + _areas(rows_b)[np.newaxis, :]
     union -= inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 

@@ -108,9 +108,9 @@ def correct(state: np.ndarray, rows: np.ndarray, xyxy: np.ndarray) -> None:
     x += k0 * z
     v += k1 * z
     p11 -= k1 * p01  # uses P01 before its own update
-    k0 -= 1
-    p01 *= -k0
-    p00 *= -k0
+    k0 = 1 - k0
+    p01 *= k0
+    p00 *= k0
 
 
 def boxes(state: np.ndarray) -> np.ndarray:
