@@ -125,7 +125,7 @@ class EventsStage:
             allowed = np.array([wanted is None or label in wanted for label in key] + [False])
             self._allowed[key] = allowed
         classes = np.minimum(det.class_id, len(key))  # an unknown class: the last, never
-        return np.asarray(allowed[classes] & (det.confidence >= self.o.min_confidence), bool)
+        return allowed[classes] & (det.confidence >= self.o.min_confidence)
 
     def process(self, result: Result, frame: Frame | None) -> Result:
         det = result.predictions
@@ -136,9 +136,10 @@ class EventsStage:
             self.finish(result)
         self._last_ts = ts
         counted = self._counted(det, result.labels)
-        seen = np.count_nonzero(counted) > 0
+        n_counted = np.count_nonzero(counted)
+        seen = n_counted > 0
         if seen:
-            self._see(result, frame, det, counted)
+            self._see(result, frame, det, counted, n_counted == len(det))
         if self._open is not None:
             self._send_updates(result)
         if self.folder is not None:
@@ -151,16 +152,23 @@ class EventsStage:
         return result
 
     def _see(
-        self, result: Result, frame: Frame | None, det: Detections, counted: np.ndarray
+        self,
+        result: Result,
+        frame: Frame | None,
+        det: Detections,
+        counted: np.ndarray,
+        every: bool,
     ) -> None:
+        """Count this frame's ``counted`` boxes (``every`` box, as most frames: no gathers)."""
         ts = result.ts
         seq = self._open
         if seq is None:
             seq = self._open = SequenceRecord(sequence_id(self.source_id, ts), ts, ts)
         seq.end = ts
-        classes = det.class_id[counted]
-        conf = det.confidence[counted]
-        tracks = det.tracker_id[counted] if det.tracker_id is not None else None
+        classes, conf, tracks = det.class_id, det.confidence, det.tracker_id
+        if not every:
+            classes, conf = classes[counted], conf[counted]
+            tracks = None if tracks is None else tracks[counted]
         kept: tuple[np.ndarray, float] | None = None
         for c in sorted(set(classes.tolist())):
             mine = classes == c

@@ -180,7 +180,8 @@ class LineCounter:
             state = np.where(ok[..., None], state, old)
         lab = self.labels.of_class[cls]
         ready_rows, ready_lines = np.nonzero(state[..., PENDING] >= self.min_frames)
-        self._confirm(state, ready_rows, ready_lines, lab, changed)
+        if len(ready_rows):
+            self._confirm(state, ready_rows, ready_lines, lab, changed)
         self.table.cols["line"][rows] = state
         gap = np.maximum(self.frame - track[:, LAST_FRAME], 1)
         seen_before = track[:, SEEN] > 0

@@ -205,6 +205,7 @@ class Tracker:
             motion.predict(tracks.state, dt)
 
         n = len(xyxy)
+        xyxy = np.asarray(xyxy, np.float64)  # once, not in each use below
         det_track = np.full(n, -1, np.intp)
         high = confidence >= opt.high_threshold
         if not np.isfinite(xyxy).all():

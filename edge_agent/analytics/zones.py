@@ -173,7 +173,7 @@ class ZoneCounter:
         rows, zones = np.nonzero(flip)
         for r, z in zip(rows.tolist(), zones.tolist(), strict=True):
             if inside[r, z]:
-                dwell = s[r, z, STREAK_TS] - s[r, z, ENTER_TS]
+                dwell = float(s[r, z, STREAK_TS] - s[r, z, ENTER_TS])
                 self._exit(z, int(s[r, z, LABEL]), dwell, changed)
                 s[r, z, INSIDE] = 0
             else:
