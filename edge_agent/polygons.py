@@ -54,6 +54,29 @@ def _is_rectangle(poly: np.ndarray) -> bool:
     )
 
 
+class _Boxes:
+    """The widened bounding boxes of some of the polygons, as (S, 1) columns to test against
+    rows of points."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, which: np.ndarray, groups: np.ndarray):
+        self.which = which  # the polygons' indices in the set
+        self.group = groups[which]
+        self.x_low, self.y_low = low[which, 0, np.newaxis], low[which, 1, np.newaxis]
+        self.x_high, self.y_high = high[which, 0, np.newaxis], high[which, 1, np.newaxis]
+
+    def test(self, pts: np.ndarray, single: bool) -> np.ndarray:
+        """(N, len(which)) bool: points inside the boxes."""
+        if single:
+            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (S, 1) boxes: (S, N)
+        else:
+            px, py = pts[self.group, :, 0], pts[self.group, :, 1]
+        inside = px >= self.x_low
+        inside &= px <= self.x_high
+        inside &= py >= self.y_low
+        inside &= py <= self.y_high
+        return inside.T
+
+
 class _Edges:
     """The edges of some of the polygons, end to end, without zero-length ones: those cross no
     ray and lie on no line, and their vertex starts the next edge that moves (the rule's
@@ -138,9 +161,12 @@ class PolygonSet:
         self.high = np.array([p.max(axis=0) for p in polys]) + EDGE_TOLERANCE_PX
         #: (S,) bool: can be decided by the bounding box alone.
         self.rectangle = np.array([_is_rectangle(p) for p in polys], bool)
-        self._rects = np.flatnonzero(self.rectangle)
+        self._rects = _Boxes(self.low, self.high, np.flatnonzero(self.rectangle), self.groups)
         self._all = _Edges(polys, np.arange(self.size), self.groups)
         self._others = _Edges(polys, np.flatnonzero(~self.rectangle), self.groups)
+        #: the boxes of each edge pass's polygons, for its prefilter
+        self._all_boxes = _Boxes(self.low, self.high, self._all.which, self.groups)
+        self._others_boxes = _Boxes(self.low, self.high, self._others.which, self.groups)
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """(N, S) bool: which points are inside which polygon (edges and vertices included).
@@ -158,33 +184,20 @@ class PolygonSet:
             )
         single, n = pts.shape[0] == 1, pts.shape[1]
         if not len(self._others.which):
-            return self._in_boxes(pts, self._rects, single)
-        if n * 4 * len(self._rects) < RECTANGLE_PATH_MIN_PAIRS:
-            return self._edge_pass(self._all, pts, single)
+            return self._rects.test(pts, single)
+        if n * 4 * len(self._rects.which) < RECTANGLE_PATH_MIN_PAIRS:
+            return self._edge_pass(self._all, self._all_boxes, pts, single)
         out = np.empty((n, self.size), bool)
-        out[:, self._rects] = self._in_boxes(pts, self._rects, single)
-        out[:, self._others.which] = self._edge_pass(self._others, pts, single)
+        out[:, self._rects.which] = self._rects.test(pts, single)
+        out[:, self._others.which] = self._edge_pass(self._others, self._others_boxes, pts, single)
         return out
 
-    def _in_boxes(self, pts: np.ndarray, which: np.ndarray, single: bool) -> np.ndarray:
-        """(N, len(which)) bool: points inside the polygons' widened bounding boxes."""
-        if single:
-            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (S, 1) boxes: (S, N)
-        else:
-            px, py = pts[self.groups[which], :, 0], pts[self.groups[which], :, 1]
-        low, high = self.low[which, :, np.newaxis], self.high[which, :, np.newaxis]
-        inside = px >= low[:, 0]
-        inside &= px <= high[:, 0]
-        inside &= py >= low[:, 1]
-        inside &= py <= high[:, 1]
-        return inside.T
-
-    def _edge_pass(self, edges: _Edges, pts: np.ndarray, single: bool) -> np.ndarray:
+    def _edge_pass(self, edges: _Edges, boxes: _Boxes, pts: np.ndarray, single: bool) -> np.ndarray:
         """(N, len(edges.which)) bool; when the pass is large, only the points inside some
         polygon's bounding box enter it."""
         n = pts.shape[1]
         if n * len(edges) >= PREFILTER_MIN_PAIRS:
-            rows = np.flatnonzero(self._in_boxes(pts, edges.which, single).any(axis=1))
+            rows = np.flatnonzero(boxes.test(pts, single).any(axis=1))
             if len(rows) < n:
                 out = np.zeros((n, len(edges.which)), bool)
                 if len(rows):
