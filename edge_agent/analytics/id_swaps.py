@@ -37,7 +37,7 @@ def swapped_pairs(
     below = ratio < SWAP_GAIN
     if not np.count_nonzero(below):
         return []
-    first, second = np.nonzero(below)
+    first, second = below.nonzero()
     scores = ratio[first, second].tolist()
     pairs = sorted(zip(scores, first.tolist(), second.tolist(), strict=True))
     used: set[int] = set()

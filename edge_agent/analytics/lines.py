@@ -160,7 +160,7 @@ class LineCounter:
         sign = np.sign(d)
         if np.count_nonzero(sign) < sign.size:  # exactly on the line: still on the last side
             sign = np.where(sign == 0, np.where(prev == 0, 1, prev), sign)
-        flipped = np.nonzero(sign * prev < 0)
+        flipped = (sign * prev < 0.0).nonzero()
         if len(flipped[0]):  # where the step from the last position crossed the line, along it
             r, i = flipped
             p0, p1 = state[r, i, POS_X : POS_Y + 1], p[r, i if p.shape[1] > 1 else 0]
@@ -169,17 +169,17 @@ class LineCounter:
             state[r, i, FLIP_T] = self._along(i, p0 + (d0 / (d0 - d[r, i]))[:, None] * (p1 - p0))
         obs = np.where(np.abs(d) > self.band, sign, 0.0)  # beyond the band: its side
         settled = state[..., SETTLED]
-        state[..., EDGE] = 0
+        state[..., EDGE] = 0.0
         if touching and self.edge_lines:
             edge, settled = self._edges(state, new, low, high, p, sign, obs)
             obs = np.where(obs != 0, obs, edge)
-        settled = np.where(settled == 0, obs, settled)
-        state[..., PENDING] = (state[..., PENDING] + 1) * (obs * settled < 0)
+        settled = np.where(settled == 0.0, obs, settled)
+        state[..., PENDING] = (state[..., PENDING] + 1.0) * (obs * settled < 0.0)
         state[..., SETTLED], state[..., SIGN], state[..., POS_X : POS_Y + 1] = settled, sign, p
         if old is not None:  # a line that does not count a label keeps its state as it was
             state = np.where(ok[..., None], state, old)
         lab = self.labels.of_class[cls]
-        ready_rows, ready_lines = np.nonzero(state[..., PENDING] >= self.min_frames)
+        ready_rows, ready_lines = (state[..., PENDING] >= self.min_frames).nonzero()
         if len(ready_rows):
             self._confirm(state, ready_rows, ready_lines, lab, changed)
         self.table.cols["line"][rows] = state
@@ -227,7 +227,7 @@ class LineCounter:
         if np.count_nonzero(jumped) < 2:
             return False
         recent = (track[:, LAST_FRAME] == self.frame - 1) & (track[:, SEEN] >= 2)
-        pairs = swapped_pairs(centre, pred, np.flatnonzero(jumped & recent & ~new))
+        pairs = swapped_pairs(centre, pred, (jumped & recent & ~new).nonzero()[0])
         for i, j in pairs:
             self.table.swap(int(rows[i]), int(rows[j]))
         return bool(pairs)

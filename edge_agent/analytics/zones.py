@@ -137,13 +137,13 @@ class ZoneCounter:
         if not self.every_label:
             geo &= self.allowed[cls]
         s = self.table.cols["zone"][rows]  # (k, zones, fields), a copy
-        inside = s[..., INSIDE] > 0
+        inside = s[..., INSIDE] > 0.0
         contrary = geo != inside
         if np.count_nonzero(contrary):
-            streak = np.where(contrary, s[..., STREAK] + 1, 0)
-            np.copyto(s[..., STREAK_TS], ts, where=streak == 1)  # a streak begins
+            streak = np.where(contrary, s[..., STREAK] + 1.0, 0.0)
+            np.copyto(s[..., STREAK_TS], ts, where=streak == 1.0)  # a streak begins
             flip = streak >= self.inertia
-            s[..., STREAK] = np.where(flip, 0, streak)
+            s[..., STREAK] = np.where(flip, 0.0, streak)
             if np.count_nonzero(flip):
                 self._flip(s, flip, inside, self.labels.of_class[cls], changed)
                 inside ^= flip
@@ -170,7 +170,7 @@ class ZoneCounter:
         changed: set[tuple[int, int]],
     ) -> None:
         """Count the entries and exits of this frame (a few: a loop is fine)."""
-        rows, zones = np.nonzero(flip)
+        rows, zones = flip.nonzero()
         for r, z in zip(rows.tolist(), zones.tolist(), strict=True):
             if inside[r, z]:
                 dwell = float(s[r, z, STREAK_TS] - s[r, z, ENTER_TS])
