@@ -107,7 +107,7 @@ class _Tracks:
     def __init__(self) -> None:
         self.state = motion.empty_state()
         self.ids = np.zeros(0, np.int64)  # 0 while unconfirmed
-        self.hits = np.zeros(0, np.int64)
+        self.hits = np.zeros(0, np.int64)  # matches while unconfirmed (then no longer read)
         self.last_seen = np.zeros(0)  # tracker clock, s
         self.keys = np.zeros(0, np.int64)  # class keys (label names, interned)
         self.active = np.zeros(0, bool)  # matched in the previous frame
@@ -220,7 +220,8 @@ class Tracker:
         matched = (det_track >= 0).nonzero()[0]
         rows = det_track[matched]
         motion.correct(tracks.state, rows, xyxy[matched])
-        tracks.hits[rows] += 1
+        if waiting:
+            tracks.hits[rows] += 1
         tracks.last_seen[rows] = self._clock
         if not opt.class_consistent:
             tracks.keys[rows] = keys[matched]
