@@ -17,7 +17,7 @@ def off_course(centre: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """(k,) bool: the tracks whose ``centre`` (k, 2) is more than ``SWAP_MIN_JUMP`` from where
     they were ``predicted`` to be; only those can have swapped."""
     miss = centre - predicted
-    return np.asarray(np.einsum("ij,ij->i", miss, miss) > SWAP_MIN_JUMP**2, bool)
+    return np.einsum("ij,ij->i", miss, miss) > SWAP_MIN_JUMP**2
 
 
 def swapped_pairs(

@@ -135,7 +135,7 @@ class LineCounter:
         boxes = xyxy * self._scale  # normalised, float64
         track = self.table.cols["track"][rows]
         centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-        if self._swaps(rows, new, track, centre):
+        if self._swaps(rows, track, centre):
             track = self.table.cols["track"][rows]
         state = self.table.cols["line"][rows]
         old = None
@@ -217,17 +217,17 @@ class LineCounter:
                 state[r, i, FLIP_T] = self._along(i, p[r, i if p.shape[1] > 1 else 0])
         return edge, settled
 
-    def _swaps(
-        self, rows: np.ndarray, new: np.ndarray, track: np.ndarray, centre: np.ndarray
-    ) -> bool:
+    def _swaps(self, rows: np.ndarray, track: np.ndarray, centre: np.ndarray) -> bool:
         """Exchange the state of id pairs the tracker swapped (id_swaps.py); ``centre`` is
-        where each box's centre is now, normalised."""
+        where each box's centre is now, normalised. Only tracks seen twice, the last time in
+        the previous frame, have a velocity to go by (a row new in the table has SEEN 0)."""
         pred = track[:, CX : CY + 1] + track[:, VX : VY + 1]
         jumped = off_course(centre, pred)
         if np.count_nonzero(jumped) < 2:
             return False
-        recent = (track[:, LAST_FRAME] == self.frame - 1) & (track[:, SEEN] >= 2)
-        pairs = swapped_pairs(centre, pred, (jumped & recent & ~new).nonzero()[0])
+        jumped &= track[:, LAST_FRAME] == self.frame - 1
+        jumped &= track[:, SEEN] >= 2
+        pairs = swapped_pairs(centre, pred, jumped.nonzero()[0])
         for i, j in pairs:
             self.table.swap(int(rows[i]), int(rows[j]))
         return bool(pairs)
