@@ -247,7 +247,8 @@ class Tracker:
         if len(tracks) == 0:
             return np.full(n, UNCONFIRMED, np.int64)
         out = tracks.ids[det_track]  # det_track -1 picks the last row: overwritten below
-        out[(det_track < 0) | (out == 0)] = UNCONFIRMED
+        if len(matched) < n or waiting or len(born):  # else every box has a confirmed track
+            out[(det_track < 0) | (out == 0)] = UNCONFIRMED
         if len(tracks) > MAX_TRACKS:  # keep the most recently seen
             newest = np.argsort(-tracks.last_seen, kind="stable")[:MAX_TRACKS]
             mask = np.zeros(len(tracks), bool)
