@@ -214,6 +214,7 @@ class ZoneCounter:
             "dwell_s": round(result.ts - start, 3),
             "loiter_s": self.zones[z].loiter_s,
             "ts": result.ts,
+            "snapshot": None,  # the snapshot stage sets the file name, as for every event
         }
         result.publications.append(Publication("event", (), event))
         result.snapshot_requests.append(SnapshotRequest("loitering", result.ts, event=event))
