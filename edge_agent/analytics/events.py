@@ -170,33 +170,32 @@ class EventsStage:
             classes, conf = classes[counted], conf[counted]
             tracks = None if tracks is None else tracks[counted]
         kept: tuple[np.ndarray, float] | None = None
-        for c in sorted(set(classes.tolist())):
-            mine = classes == c
+        present = sorted(set(classes.tolist()))
+        for c in present:
+            mine = classes == c if len(present) > 1 else slice(None)  # one label: every box
             label = result.labels[c]
             tally = seq.labels.get(label)
             new = tally is None
             if tally is None:
                 tally = Tally(f"{seq.id}-{label}", label, result.model, ts, ts)
                 seq.labels[label] = tally
-            n = int(np.count_nonzero(mine))
             mine_conf = conf[mine]
+            n = len(mine_conf)
             tally.last_ts = ts
             tally.max_count = max(tally.max_count, n)
             tally.max_conf = max(tally.max_conf, float(mine_conf.max()))
             if tracks is not None:
-                tally.tracks.update(tracks[mine & (tracks != UNCONFIRMED)].tolist())
-            score = (n, float(mine_conf.sum()))
-            if (
-                frame is not None
-                and self.o.snapshot
-                and (tally.best is None or score > tally.best.score)
-            ):
-                if kept is None:
-                    kept = _keep(frame.image)
-                image, scale = kept
-                shown = det[counted]
-                shown.xyxy = shown.xyxy * np.float32(scale)
-                tally.best = Best(score, ts, image, shown)
+                mine_tracks = tracks[mine]
+                tally.tracks.update(mine_tracks[mine_tracks != UNCONFIRMED].tolist())
+            if frame is not None and self.o.snapshot:  # keep the best frame
+                score = (n, float(mine_conf.sum()))
+                if tally.best is None or score > tally.best.score:
+                    if kept is None:
+                        kept = _keep(frame.image)
+                    image, scale = kept
+                    shown = det[counted]
+                    shown.xyxy = shown.xyxy * np.float32(scale)
+                    tally.best = Best(score, ts, image, shown)
             if new:
                 self._send(result, tally, "start")
 
