@@ -33,7 +33,7 @@ class TrackTable:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The row of each id, and a mask of the ids new here (rows added with fill values)."""
-        pos = np.searchsorted(self.ids, ids)
+        pos = self.ids.searchsorted(ids)
         if len(self.ids):
             found = self.ids.take(pos, mode="clip") == ids
         else:
@@ -46,7 +46,7 @@ class TrackTable:
             for key, (dtype, shape, fill) in self._spec.items():
                 col = np.concatenate([self.cols[key], np.full((added, *shape), fill, dtype)])
                 self.cols[key] = col[order]
-            pos = np.searchsorted(self.ids, ids)
+            pos = self.ids.searchsorted(ids)
         return pos, ~found
 
     def drop(self, mask: np.ndarray) -> None:

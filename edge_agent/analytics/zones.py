@@ -222,13 +222,14 @@ class ZoneCounter:
     def _publication(self, z: int, lab: int, ts: float) -> Publication:
         tally = self.tallies.get((z, lab), _Tally())
         s = self.table.cols["zone"][:, z]
-        here = (s[:, INSIDE] > 0) & (s[:, LABEL] == lab)
+        here = (s[:, INSIDE] > 0.0) & (s[:, LABEL] == float(lab))
+        entered = s[:, ENTER_TS][here]
         done = tally.exits
         payload = {
             "count": tally.entries - tally.exits,
             "entries": tally.entries,
             "exits": tally.exits,
-            "current_since": float(s[here, ENTER_TS].min()) if np.count_nonzero(here) else None,
+            "current_since": float(np.minimum.reduce(entered)) if len(entered) else None,
             "dwell_s": {
                 "mean": round(tally.dwell_sum_s / done, 3) if done else None,
                 "max": round(tally.dwell_max_s, 3) if done else None,
