@@ -228,10 +228,11 @@ class Tracker:
         tracks.active[rows] = True
         # An unconfirmed track must be matched in every frame until it is confirmed
         # (ByteTrack): clutter rarely repeats in the same place, an object does.
-        keep = confirmed | tracks.active
-        if waiting and np.count_nonzero(keep) < len(keep):
-            det_track[matched] = (np.cumsum(keep) - 1)[rows]
-            tracks.keep(keep)
+        if waiting:
+            keep = confirmed | tracks.active
+            if np.count_nonzero(keep) < len(keep):
+                det_track[matched] = (np.cumsum(keep) - 1)[rows]
+                tracks.keep(keep)
 
         born = (high & (det_track < 0)).nonzero()[0] if len(matched) < n else matched[:0]
         if len(born):
