@@ -10,9 +10,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 _EMPTY = np.zeros(0, np.intp)
-#: How much a row's best IoU must beat its second best for the plain answer to be taken
-#: (``_obvious``): far above float rounding (1e-16), so the assignment solver, which adds and
-#: compares sums, could not pick another answer through rounding either.
+#: How much a row's best IoU must beat every other entry of the row for the plain answer to
+#: be taken (``_obvious``): far above float rounding (1e-16), so the assignment solver, which
+#: adds and compares sums, could not pick another answer through rounding either.
 OBVIOUS_MARGIN = 1e-9
 
 
@@ -25,20 +25,19 @@ def _obvious(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     choice for one of them sums less: it is the one optimal assignment, the solver's answer
     (rows without overlap add 0 wherever they go, and ``match`` drops such pairs). With more
     rows than columns the same holds for columns. At 50 people walking by, about 98 % of
-    frames are such (bench/bench_analytics.py), and this costs 7 us where the solver costs 15.
+    frames are such (bench/bench_analytics.py), and this costs 8 us where the solver costs 14.
     """
     wide = iou.shape[0] <= iou.shape[1]
     m = iou if wide else iou.T
-    at = np.arange(len(m))
     best = m.argmax(axis=1)
-    top = m[at, best]
-    rest = m.copy()
-    rest[at, best] = -1.0  # below any IoU: a row's second best, or -1 with one column
-    second = rest[at, rest.argmax(axis=1)]  # argmax and a gather: a third of max(axis=1)
-    overlapping = top > 0
-    if np.count_nonzero(overlapping & (top - second <= OBVIOUS_MARGIN)):
-        return None
+    top = m[np.arange(len(m)), best]
+    overlapping = top > 0.0
+    # Each overlapping row has exactly one entry within the margin of its best (the best):
+    # counted over the whole matrix at once, rows without overlap taking no part.
+    close_to_best = np.where(overlapping, top - OBVIOUS_MARGIN, np.inf)
     rows = overlapping.nonzero()[0]
+    if np.count_nonzero(m >= close_to_best[:, np.newaxis]) > len(rows):
+        return None
     cols = best[rows]
     if len(cols) > 1 and np.bincount(cols).max() > 1:
         return None
