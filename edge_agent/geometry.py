@@ -58,6 +58,14 @@ def _check(name: str, value: np.ndarray, last: int) -> np.ndarray:
     return array
 
 
+def _rows(name: str, value: np.ndarray, last: int) -> np.ndarray:
+    """``value`` (N, last) as float64 rows (last, N), contiguous, in one copy; or ValueError."""
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[1] != last:
+        raise ValueError(f"{name} must have shape (N, {last}), but got shape {array.shape}")
+    return array.T.astype(np.float64, order="C")
+
+
 # --- conversions ------------------------------------------------------------------------------
 
 
@@ -182,7 +190,7 @@ def anchor_point_sets(xyxy: np.ndarray, anchors: Sequence[Anchor | str]) -> np.n
     (G, N, 2) order: numpy walks an axis of length 2 one call of its inner loop at a time, so
     arithmetic on this layout (here, and by callers, as ``PolygonSet`` does) runs faster.
     """
-    coords = _check("xyxy", xyxy, 4).T.copy()  # (4, N)
+    coords = _rows("xyxy", xyxy, 4)  # (4, N)
     low = coords[:2]
     return (low + _fractions(tuple(anchors)) * (coords[2:] - low)).transpose(0, 2, 1)
 

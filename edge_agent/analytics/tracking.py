@@ -205,9 +205,10 @@ class Tracker:
 
         n = len(xyxy)
         xyxy = np.asarray(xyxy, np.float64)  # once, not in each use below
-        det_track = np.full(n, -1, np.intp)
+        det_track = np.empty(n, np.intp)
+        det_track.fill(-1)
         high = confidence >= opt.high_threshold
-        if not np.isfinite(xyxy).all():
+        if np.count_nonzero(np.isfinite(xyxy)) < xyxy.size:
             finite = np.isfinite(xyxy).all(axis=1)
             xyxy, high = np.where(finite[:, np.newaxis], xyxy, 0.0), high & finite
             confidence = np.where(finite, confidence, 0.0)
