@@ -61,6 +61,7 @@ class LineCounter:
         unit = (self.b - self.a) / self.length[:, None]
         self.normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # towards side +1
         self.offset = (self.a * self.normal).sum(1)  # signed distance = p . normal - offset
+        self.normal_x, self.normal_y = self.normal[:, 0].copy(), self.normal[:, 1].copy()
         self.band = np.array([ln.hysteresis for ln in self.lines])
         self.min_frames = np.array([ln.min_frames for ln in self.lines], np.float64)
         self.in_side = [1 if ln.in_side == "right" else -1 for ln in self.lines]
@@ -155,7 +156,7 @@ class LineCounter:
         p = points[0][:, None, :] if len(points) == 1 else points[self.anchor_of].transpose(1, 0, 2)
         # (k, lines) signed distance, p . normal - offset, the dot product spelled out: a
         # reduction over an axis of two costs more than the arithmetic
-        d = p[..., 0] * self.normal[:, 0] + p[..., 1] * self.normal[:, 1] - self.offset
+        d = p[..., 0] * self.normal_x + p[..., 1] * self.normal_y - self.offset
         prev = state[..., SIGN]
         sign = np.sign(d)
         if np.count_nonzero(sign) < sign.size:  # exactly on the line: still on the last side
@@ -183,8 +184,8 @@ class LineCounter:
         if len(ready_rows):
             self._confirm(state, ready_rows, ready_lines, lab, changed)
         self.table.cols["line"][rows] = state
-        gap = np.maximum(self.frame - track[:, LAST_FRAME], 1)
-        seen_before = track[:, SEEN] > 0
+        gap = np.maximum(float(self.frame) - track[:, LAST_FRAME], 1.0)
+        seen_before = track[:, SEEN] > 0.0
         track[:, VX : VY + 1] = (centre - track[:, CX : CY + 1]) * (seen_before / gap)[:, None]
         track[:, CX : CY + 1], track[:, LABEL] = centre, lab
         track[:, LAST_FRAME : LAST_TS + 1] = self.frame, ts
