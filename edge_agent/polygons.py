@@ -25,12 +25,13 @@ import numpy as np
 from edge_agent.geometry import EDGE_TOLERANCE_PX
 
 #: (points x rectangle edges) from which deciding rectangles apart pays for its extra numpy
-#: calls (about 7 us). Measured at 50 points: 3 zones, one a rectangle, 18 us in one edge pass
-#: and 27 us apart; 20 shelf slots, 16 of them rectangles, 52 us in one pass and 31 us apart.
+#: calls. Measured at 50 points: 3 zones, one a rectangle, 17 us in one edge pass and 20 us
+#: apart; 20 shelf slots, 16 of them rectangles, 44 us in one pass and 25 us apart.
 RECTANGLE_PATH_MIN_PAIRS = 800
-#: (points x edges) from which the bounding-box prefilter pays for its own dozen numpy calls.
-#: Measured with small polygons: 5 of 16 edges, 200 points, 48 us with it and 238 us without;
-#: 3 of 8 edges, 50 points, 25 us with it and 20 us without.
+#: (points x edges) from which the bounding-box prefilter pays for its own numpy calls, which
+#: depends on how many points it leaves out. Measured at 50 points: 3 zones covering most of
+#: the frame (12 edges), 22 us with it and 15 us without; 2 small polygons (8 edges), 10 us with
+#: it and 20 us without; at 200 points, 5 small polygons (16 edges), 24 us and 42 us.
 PREFILTER_MIN_PAIRS = 2048
 
 
@@ -58,7 +59,9 @@ class _Boxes:
     """The widened bounding boxes of some of the polygons, as (S, 1) columns to test against
     rows of points."""
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, which: np.ndarray, groups: np.ndarray):
+    def __init__(
+        self, low: np.ndarray, high: np.ndarray, which: np.ndarray, groups: np.ndarray
+    ) -> None:
         self.which = which  # the polygons' indices in the set
         self.group = groups[which]
         self.x_low, self.y_low = low[which, 0, np.newaxis], low[which, 1, np.newaxis]

@@ -58,7 +58,7 @@ class LineCounter:
         self.span = self.b - self.a
         self.length = np.hypot(*self.span.T)
         self.length2 = self.length**2
-        unit = (self.b - self.a) / self.length[:, None]
+        unit = self.span / self.length[:, None]
         self.normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # towards side +1
         self.offset = (self.a * self.normal).sum(1)  # signed distance = p . normal - offset
         self.normal_x, self.normal_y = self.normal[:, 0].copy(), self.normal[:, 1].copy()

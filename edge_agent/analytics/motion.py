@@ -89,7 +89,7 @@ def correct(state: np.ndarray, rows: np.ndarray, xyxy: np.ndarray) -> None:
 
     Runs on every track at once: an unmatched track gets an infinitely noisy measurement of
     where it already is, so its gain is 0 and nothing changes (cheaper than gathering and
-    scattering the matched rows; most frames every track is matched).
+    scattering the matched rows, and in most frames every track is matched).
     """
     if len(rows) == 0:
         return

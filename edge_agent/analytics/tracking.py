@@ -106,7 +106,7 @@ class _Tracks:
     def __init__(self) -> None:
         self.state = motion.empty_state()
         self.ids = np.zeros(0, np.int64)  # 0 while unconfirmed
-        self.hits = np.zeros(0, np.int64)  # matches while unconfirmed (then no longer read)
+        self.hits = np.zeros(0, np.int64)  # matches, counted while any track is unconfirmed
         self.last_seen = np.zeros(0)  # tracker clock, s
         self.keys = np.zeros(0, np.int64)  # class keys (label names, interned)
         self.active = np.zeros(0, bool)  # matched in the previous frame
@@ -261,7 +261,7 @@ class Tracker:
 def _with_ids(det: Detections, ids: np.ndarray) -> Detections:
     """``det`` with ``tracker_id`` set to ``ids``, holding the same arrays otherwise: a shallow
     copy. The ids are (N,) int64 by construction, so the shape checks of a new Detections
-    would find nothing; ``copy.copy``'s generic path costs as much (5 us a frame)."""
+    would find nothing; they, like ``copy.copy``'s generic path, cost 5 us a frame."""
     tracked = object.__new__(Detections)
     tracked.__dict__.update(det.__dict__)
     tracked.tracker_id = ids

@@ -200,7 +200,7 @@ class ZoneCounter:
         stale = stale_rows(seen, ts, self.lost_s)
         s = self.table.cols["zone"]
         for r, z in zip(*np.nonzero(stale[:, None] & (s[..., INSIDE] > 0)), strict=True):
-            self._exit(int(z), int(s[r, z, LABEL]), seen[r] - s[r, z, ENTER_TS], changed)
+            self._exit(int(z), int(s[r, z, LABEL]), float(seen[r] - s[r, z, ENTER_TS]), changed)
         self.table.drop(stale)
 
     def _loitering(self, result: Result, z: int, lab: int, track: int, start: float) -> None:
