@@ -31,7 +31,7 @@ RECTANGLE_PATH_MIN_PAIRS = 800
 #: (points x edges) from which the bounding-box prefilter pays for its own numpy calls, which
 #: depends on how many points it leaves out. Measured at 50 points: 3 zones covering most of
 #: the frame (12 edges), 22 us with it and 15 us without; 2 small polygons (8 edges), 10 us with
-#: it and 20 us without; at 200 points, 5 small polygons (16 edges), 24 us and 42 us.
+#: it and 20 us without; at 200 points, 5 small polygons (17 edges), 24 us and 42 us.
 PREFILTER_MIN_PAIRS = 2048
 
 
