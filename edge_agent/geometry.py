@@ -13,6 +13,8 @@ past float32's 24-bit mantissa, and "exactly on the line" must mean exactly.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -54,6 +56,14 @@ def _check(name: str, value: np.ndarray, last: int) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != last:
         raise ValueError(f"{name} must have shape (N, {last}), but got shape {array.shape}")
     return array
+
+
+def _rows(name: str, value: np.ndarray, last: int) -> np.ndarray:
+    """``value`` (N, last) as float64 rows (last, N), contiguous, in one copy; or ValueError."""
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[1] != last:
+        raise ValueError(f"{name} must have shape (N, {last}), but got shape {array.shape}")
+    return array.T.astype(np.float64, order="C")
 
 
 # --- conversions ------------------------------------------------------------------------------
@@ -125,8 +135,14 @@ def xyxy_to_custom_vision(xyxy: np.ndarray, width: int, height: int) -> np.ndarr
 
 def box_area(xyxy: np.ndarray) -> np.ndarray:
     """(N,) areas, float64; a box with x2 < x1 or y2 < y1 has area 0, not a negative one."""
-    boxes = _check("xyxy", xyxy, 4)
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return _areas(_check("xyxy", xyxy, 4).T)
+
+
+def _areas(rows: np.ndarray) -> np.ndarray:
+    """(N,) areas of boxes given as coordinate rows (4, N): x1, y1, x2, y2."""
+    size = rows[2:] - rows[:2]
+    np.maximum(size, 0.0, out=size)
+    return size[0] * size[1]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -136,19 +152,24 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     When the union is empty (two zero-area boxes) the IoU is 0, never NaN: such a pair
     overlaps in no area, and 0 keeps matching code from pairing degenerate boxes.
     """
+    # The tracker calls this every frame, and at 50 boxes numpy's per-call cost is most of it:
+    # both sets' coordinates are copied into contiguous rows (4, N + M), so that their areas
+    # take one pass and x and y go through each step together as (2, N, M) blocks.
     boxes_a, boxes_b = _check("a", a, 4), _check("b", b, 4)
-    # One coordinate at a time into preallocated (N, M) arrays: half the time of broadcasting
-    # (N, M, 2) corner arrays, and the tracker calls this every frame.
-    ax1, ay1, ax2, ay2 = (c[:, np.newaxis] for c in boxes_a.T)
-    bx1, by1, bx2, by2 = (c[np.newaxis, :] for c in boxes_b.T)
-    width = np.minimum(ax2, bx2)
-    width -= np.maximum(ax1, bx1)
-    np.maximum(width, 0, out=width)
-    height = np.minimum(ay2, by2)
-    height -= np.maximum(ay1, by1)
-    np.maximum(height, 0, out=height)
-    inter = width * height
-    union = box_area(boxes_a)[:, np.newaxis] + box_area(boxes_b)[np.newaxis, :] - inter
+    n = len(boxes_a)
+    rows = np.concatenate([boxes_a, boxes_b]).T.copy()
+    corners_a, corners_b = rows[:, :n, np.newaxis], rows[:, np.newaxis, n:]
+    size = np.minimum(corners_a[2:], corners_b[2:])  # (2, N, M) width and height of the overlap
+    size -= np.maximum(corners_a[:2], corners_b[:2])
+    np.maximum(size, 0.0, out=size)
+    inter = size[0] * size[1]
+    areas = _areas(rows)
+    union = areas[:n, np.newaxis] + areas[np.newaxis, n:]
+    union -= inter
+    if 0.0 < areas.min(initial=np.inf) and areas.max(initial=0.0) < np.inf:
+        # Every box has a finite area > 0, so every union does too (it is at least the larger
+        # area): the plain division, half the cost of the guarded one below.
+        return np.divide(inter, union, out=inter)
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -158,16 +179,31 @@ def anchor_points(xyxy: np.ndarray, anchor: Anchor | str = "bottom_center") -> n
     ``bottom_center`` is the default for zones and lines on the ground: the middle of the box's
     lower edge (y2, since y grows downwards) is where the object stands.
     """
-    boxes = _check("xyxy", xyxy, 4)
-    try:
-        fx, fy = ANCHOR_FRACTIONS[anchor]
-    except KeyError:
-        raise ValueError(
-            f"anchor must be one of {', '.join(ANCHOR_FRACTIONS)}, got {anchor!r}"
-        ) from None
-    x = boxes[:, 0] + fx * (boxes[:, 2] - boxes[:, 0])
-    y = boxes[:, 1] + fy * (boxes[:, 3] - boxes[:, 1])
-    return np.stack([x, y], axis=1)
+    return anchor_point_sets(xyxy, (anchor,))[0]
+
+
+def anchor_point_sets(xyxy: np.ndarray, anchors: Sequence[Anchor | str]) -> np.ndarray:
+    """(G, N, 2) float64: ``anchor_points`` of every box for each of the G ``anchors``, in a few
+    numpy calls whatever G (zones, lines and slots each test several anchors every frame).
+
+    Computed and stored as (G, 2, N), x and y each a contiguous row, and returned as a view in
+    (G, N, 2) order: numpy walks an axis of length 2 one call of its inner loop at a time, so
+    arithmetic on this layout (here, and by callers, as ``PolygonSet`` does) runs faster.
+    """
+    coords = _rows("xyxy", xyxy, 4)  # (4, N)
+    low = coords[:2]
+    return (low + _fractions(tuple(anchors)) * (coords[2:] - low)).transpose(0, 2, 1)
+
+
+@functools.cache
+def _fractions(anchors: tuple[str, ...]) -> np.ndarray:
+    """(G, 2, 1) fractions of the anchors, broadcast over the boxes."""
+    unknown = [a for a in anchors if a not in ANCHOR_FRACTIONS]
+    if unknown:
+        raise ValueError(f"anchor must be one of {', '.join(ANCHOR_FRACTIONS)}, got {unknown[0]!r}")
+    fractions = np.array([ANCHOR_FRACTIONS[a] for a in anchors], np.float64).reshape(-1, 2, 1)
+    fractions.flags.writeable = False  # shared by every caller
+    return fractions
 
 
 def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:

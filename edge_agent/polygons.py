@@ -25,12 +25,13 @@ import numpy as np
 from edge_agent.geometry import EDGE_TOLERANCE_PX
 
 #: (points x rectangle edges) from which deciding rectangles apart pays for its extra numpy
-#: calls (about 7 us). Measured at 50 points: 3 zones, one a rectangle, 18 us in one edge pass
-#: and 27 us apart; 20 shelf slots, 16 of them rectangles, 52 us in one pass and 31 us apart.
+#: calls. Measured at 50 points: 3 zones, one a rectangle, 17 us in one edge pass and 20 us
+#: apart; 20 shelf slots, 16 of them rectangles, 44 us in one pass and 25 us apart.
 RECTANGLE_PATH_MIN_PAIRS = 800
-#: (points x edges) from which the bounding-box prefilter pays for its own dozen numpy calls.
-#: Measured with small polygons: 5 of 16 edges, 200 points, 48 us with it and 238 us without;
-#: 3 of 8 edges, 50 points, 25 us with it and 20 us without.
+#: (points x edges) from which the bounding-box prefilter pays for its own numpy calls, which
+#: depends on how many points it leaves out. Measured at 50 points: 3 zones covering most of
+#: the frame (12 edges), 22 us with it and 15 us without; 2 small polygons (8 edges), 10 us with
+#: it and 20 us without; at 200 points, 5 small polygons (17 edges), 24 us and 42 us.
 PREFILTER_MIN_PAIRS = 2048
 
 
@@ -54,6 +55,31 @@ def _is_rectangle(poly: np.ndarray) -> bool:
     )
 
 
+class _Boxes:
+    """The widened bounding boxes of some of the polygons, as (S, 1) columns to test against
+    rows of points."""
+
+    def __init__(
+        self, low: np.ndarray, high: np.ndarray, which: np.ndarray, groups: np.ndarray
+    ) -> None:
+        self.which = which  # the polygons' indices in the set
+        self.group = groups[which]
+        self.x_low, self.y_low = low[which, 0, np.newaxis], low[which, 1, np.newaxis]
+        self.x_high, self.y_high = high[which, 0, np.newaxis], high[which, 1, np.newaxis]
+
+    def test(self, pts: np.ndarray, single: bool) -> np.ndarray:
+        """(N, len(which)) bool: points inside the boxes."""
+        if single:
+            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (S, 1) boxes: (S, N)
+        else:
+            px, py = pts[self.group, :, 0], pts[self.group, :, 1]
+        inside = px >= self.x_low
+        inside &= px <= self.x_high
+        inside &= py >= self.y_low
+        inside &= py <= self.y_high
+        return inside.T
+
+
 class _Edges:
     """The edges of some of the polygons, end to end, without zero-length ones: those cross no
     ray and lie on no line, and their vertex starts the next edge that moves (the rule's
@@ -71,7 +97,9 @@ class _Edges:
             starts.append(len(owner))
             edges.append(np.concatenate([poly[moving], ends[moving]], axis=1))
             owner.extend([int(s)] * int(np.count_nonzero(moving)))
-        x1, y1, x2, y2 = np.concatenate(edges).T if edges else np.zeros((4, 0))
+        # One row per edge, (E, 1), against one column per point: every pass below runs over
+        # (E, N) arrays whose rows are the points, the long axis, in memory order.
+        x1, y1, x2, y2 = np.concatenate(edges).T[:, :, np.newaxis] if edges else np.zeros((4, 0, 1))
         self.x1, self.y1, self.y2 = x1, y1, y2
         self.ex, self.ey = x2 - x1, y2 - y1
         # x of the edge at the ray's y is x1 + (py - y1) * slope (only read where it straddles)
@@ -88,19 +116,19 @@ class _Edges:
         """(N, len(which)) bool: ``points_in_polygon``'s rule over every edge at once, each
         polygon's answer reduced over its run of edges."""
         if single:
-            px, py = pts[0, :, 0:1], pts[0, :, 1:2]  # (N, 1) against (E,) edges: (N, E)
+            px, py = pts[0, :, 0], pts[0, :, 1]  # (N,) against (E, 1) edges: (E, N)
         else:
-            px, py = pts[:, :, 0].T[:, self.group], pts[:, :, 1].T[:, self.group]
+            px, py = pts[self.group, :, 0], pts[self.group, :, 1]
         dx, dy = px - self.x1, py - self.y1
         crossed = (self.y1 > py) != (self.y2 > py)  # the edge spans the ray's y, half-open
         crossed &= dx < dy * self.slope  # and lies on the ray, towards +x
-        inside = np.logical_xor.reduceat(crossed, self.starts, axis=1)
+        inside = np.logical_xor.reduceat(crossed, self.starts, axis=0)
         on_line = np.abs(self.ex * dy - self.ey * dx) <= self.tol
         if np.count_nonzero(on_line):  # rare, so the rest of the edge test is too
             along = self.ex * dx + self.ey * dy
             on_line &= (along >= -self.tol) & (along <= self.len2 + self.tol)
-            inside |= np.logical_or.reduceat(on_line, self.starts, axis=1)
-        return inside
+            inside |= np.logical_or.reduceat(on_line, self.starts, axis=0)
+        return inside.T
 
 
 class PolygonSet:
@@ -136,9 +164,12 @@ class PolygonSet:
         self.high = np.array([p.max(axis=0) for p in polys]) + EDGE_TOLERANCE_PX
         #: (S,) bool: can be decided by the bounding box alone.
         self.rectangle = np.array([_is_rectangle(p) for p in polys], bool)
-        self._rects = np.flatnonzero(self.rectangle)
+        self._rects = _Boxes(self.low, self.high, np.flatnonzero(self.rectangle), self.groups)
         self._all = _Edges(polys, np.arange(self.size), self.groups)
         self._others = _Edges(polys, np.flatnonzero(~self.rectangle), self.groups)
+        #: the boxes of each edge pass's polygons, for its prefilter
+        self._all_boxes = _Boxes(self.low, self.high, self._all.which, self.groups)
+        self._others_boxes = _Boxes(self.low, self.high, self._others.which, self.groups)
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """(N, S) bool: which points are inside which polygon (edges and vertices included).
@@ -156,33 +187,20 @@ class PolygonSet:
             )
         single, n = pts.shape[0] == 1, pts.shape[1]
         if not len(self._others.which):
-            return self._in_boxes(pts, self._rects, single)
-        if n * 4 * len(self._rects) < RECTANGLE_PATH_MIN_PAIRS:
-            return self._edge_pass(self._all, pts, single)
+            return self._rects.test(pts, single)
+        if n * 4 * len(self._rects.which) < RECTANGLE_PATH_MIN_PAIRS:
+            return self._edge_pass(self._all, self._all_boxes, pts, single)
         out = np.empty((n, self.size), bool)
-        out[:, self._rects] = self._in_boxes(pts, self._rects, single)
-        out[:, self._others.which] = self._edge_pass(self._others, pts, single)
+        out[:, self._rects.which] = self._rects.test(pts, single)
+        out[:, self._others.which] = self._edge_pass(self._others, self._others_boxes, pts, single)
         return out
 
-    def _in_boxes(self, pts: np.ndarray, which: np.ndarray, single: bool) -> np.ndarray:
-        """(N, len(which)) bool: points inside the polygons' widened bounding boxes."""
-        if single:
-            px, py = pts[0, :, 0:1], pts[0, :, 1:2]
-        else:
-            px, py = pts[self.groups[which], :, 0].T, pts[self.groups[which], :, 1].T
-        low, high = self.low[which], self.high[which]
-        inside = px >= low[:, 0]
-        inside &= px <= high[:, 0]
-        inside &= py >= low[:, 1]
-        inside &= py <= high[:, 1]
-        return inside
-
-    def _edge_pass(self, edges: _Edges, pts: np.ndarray, single: bool) -> np.ndarray:
+    def _edge_pass(self, edges: _Edges, boxes: _Boxes, pts: np.ndarray, single: bool) -> np.ndarray:
         """(N, len(edges.which)) bool; when the pass is large, only the points inside some
         polygon's bounding box enter it."""
         n = pts.shape[1]
         if n * len(edges) >= PREFILTER_MIN_PAIRS:
-            rows = np.flatnonzero(self._in_boxes(pts, edges.which, single).any(axis=1))
+            rows = np.flatnonzero(boxes.test(pts, single).any(axis=1))
             if len(rows) < n:
                 out = np.zeros((n, len(edges.which)), bool)
                 if len(rows):

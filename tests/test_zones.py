@@ -194,6 +194,7 @@ def test_loitering_fires_once_per_visit_with_a_snapshot_request():
         "dwell_s": 2.0,
         "loiter_s": 2.0,
         "ts": ts(20),
+        "snapshot": None,
     }
     ids = {e["id"] for _, e in events}  # type: ignore[index]
     assert len(ids) == 2 and all(len(i) == 32 for i in ids)

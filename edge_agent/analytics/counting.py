@@ -25,7 +25,7 @@ def frame_counts(
         per_class = np.bincount(predictions.class_id, minlength=len(labels))
     else:
         per_class = predictions.decided(class_thresholds).astype(np.int64)
-    return {label: int(n) for label, n in zip(labels, per_class, strict=True)}
+    return dict(zip(labels, per_class.tolist(), strict=True))
 
 
 class CountsOptions(BaseModel):

@@ -26,7 +26,7 @@ import numpy as np
 from edge_agent.analytics.event_options import EventsOptions
 from edge_agent.analytics.folder_log import FolderLog, MediaRecord
 from edge_agent.pipeline.stages import StageContext, register_stage
-from edge_agent.types import Detections, Frame, Publication, Result, SnapshotRequest
+from edge_agent.types import UNCONFIRMED, Detections, Frame, Publication, Result, SnapshotRequest
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class EventsStage:
             wanted = self._wanted
             allowed = np.array([wanted is None or label in wanted for label in key] + [False])
             self._allowed[key] = allowed
-        classes = np.where(det.class_id < len(key), det.class_id, len(key))  # unknown: never
-        return np.asarray(allowed[classes] & (det.confidence >= self.o.min_confidence), bool)
+        classes = np.minimum(det.class_id, len(key))  # an unknown class: the last, never
+        return allowed[classes] & (det.confidence >= self.o.min_confidence)
 
     def process(self, result: Result, frame: Frame | None) -> Result:
         det = result.predictions
@@ -136,9 +136,10 @@ class EventsStage:
             self.finish(result)
         self._last_ts = ts
         counted = self._counted(det, result.labels)
-        seen = bool(counted.any())
+        n_counted = np.count_nonzero(counted)
+        seen = n_counted > 0
         if seen:
-            self._see(result, frame, det, counted)
+            self._see(result, frame, det, counted, n_counted == len(det))
         if self._open is not None:
             self._send_updates(result)
         if self.folder is not None:
@@ -151,44 +152,50 @@ class EventsStage:
         return result
 
     def _see(
-        self, result: Result, frame: Frame | None, det: Detections, counted: np.ndarray
+        self,
+        result: Result,
+        frame: Frame | None,
+        det: Detections,
+        counted: np.ndarray,
+        every: bool,
     ) -> None:
+        """Count this frame's ``counted`` boxes (``every`` box, as most frames: no gathers)."""
         ts = result.ts
         seq = self._open
         if seq is None:
             seq = self._open = SequenceRecord(sequence_id(self.source_id, ts), ts, ts)
         seq.end = ts
-        classes = det.class_id[counted]
-        conf = det.confidence[counted]
-        held = det.confirmed()[counted]
-        tracks = det.tracker_id[counted] if det.tracker_id is not None else None
+        classes, conf, tracks = det.class_id, det.confidence, det.tracker_id
+        if not every:
+            classes, conf = classes[counted], conf[counted]
+            tracks = None if tracks is None else tracks[counted]
         kept: tuple[np.ndarray, float] | None = None
-        for c in np.unique(classes):
-            mine = classes == c
-            label = result.labels[int(c)]
+        present = sorted(set(classes.tolist()))
+        for c in present:
+            mine = classes == c if len(present) > 1 else slice(None)  # one label: every box
+            label = result.labels[c]
             tally = seq.labels.get(label)
             new = tally is None
             if tally is None:
                 tally = Tally(f"{seq.id}-{label}", label, result.model, ts, ts)
                 seq.labels[label] = tally
-            n = int(mine.sum())
+            mine_conf = conf[mine]
+            n = len(mine_conf)
             tally.last_ts = ts
             tally.max_count = max(tally.max_count, n)
-            tally.max_conf = max(tally.max_conf, float(conf[mine].max()))
+            tally.max_conf = max(tally.max_conf, float(mine_conf.max()))
             if tracks is not None:
-                tally.tracks.update(int(t) for t in tracks[mine & held])
-            score = (n, float(conf[mine].sum()))
-            if (
-                frame is not None
-                and self.o.snapshot
-                and (tally.best is None or score > tally.best.score)
-            ):
-                if kept is None:
-                    kept = _keep(frame.image)
-                image, scale = kept
-                shown = det[counted]
-                shown.xyxy = shown.xyxy * np.float32(scale)
-                tally.best = Best(score, ts, image, shown)
+                mine_tracks = tracks[mine]
+                tally.tracks.update(mine_tracks[mine_tracks != UNCONFIRMED].tolist())
+            if frame is not None and self.o.snapshot:  # keep the best frame
+                score = (n, float(mine_conf.sum()))
+                if tally.best is None or score > tally.best.score:
+                    if kept is None:
+                        kept = _keep(frame.image)
+                    image, scale = kept
+                    shown = det[counted]
+                    shown.xyxy = shown.xyxy * np.float32(scale)
+                    tally.best = Best(score, ts, image, shown)
             if new:
                 self._send(result, tally, "start")
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_agent.analytics.camtrap import PackageInput, Unreadable, write_package
+from edge_agent.analytics.camtrap import PACKAGE_LINK, PackageInput, Unreadable, write_package
 from edge_agent.analytics.megadetector import Categories, batch_output, write_batch_output
 from edge_agent.capture_time import file_capture_time
 from edge_agent.health.stats import SourceMetrics
@@ -104,6 +104,7 @@ class FolderLog:
         self._dirty = False
         self._written_at = -float("inf")
         self._told_camtrap = False
+        self._told_where = False
 
     def listing(self) -> list[str]:
         """The folder's images as the source reads them, listed on first use (as the source
@@ -165,19 +166,24 @@ class FolderLog:
         write_batch_output(self.out_dir / MEGADETECTOR_FILE, output)
         self._dirty = False
         camtrap = self.o.camtrap
-        if not camtrap.enabled:
-            if not self._told_camtrap:
-                self._told_camtrap = True
-                log.info(
-                    "source %s: no Camtrap DP package: events.camtrap.latitude and longitude "
-                    "are not set (Camtrap DP 1.0 requires them)",
-                    self.source_id,
-                )
-            return
-        unreadable = [Unreadable(f, self._time_of(f)) for f in failures]
-        ended = sorted(self.sequences.values(), key=lambda s: s.start)
-        data = PackageInput(self.source_id, self.folder, records, ended, unreadable)
-        write_package(self.out_dir, camtrap, data)
+        if camtrap.enabled:
+            unreadable = [Unreadable(f, self._time_of(f)) for f in failures]
+            ended = sorted(self.sequences.values(), key=lambda s: s.start)
+            data = PackageInput(self.source_id, self.folder, records, ended, unreadable)
+            write_package(self.out_dir, camtrap, data)
+        elif not self._told_camtrap:
+            self._told_camtrap = True
+            log.info(
+                "source %s: no Camtrap DP package: events.camtrap.latitude and longitude "
+                "are not set (Camtrap DP 1.0 requires them)",
+                self.source_id,
+            )
+        if not self._told_where:  # once: where to find them, which nothing else tells
+            self._told_where = True
+            files = MEGADETECTOR_FILE + (f", {PACKAGE_LINK}/" if camtrap.enabled else "")
+            log.info(
+                "source %s: camera-trap exports in %s (%s)", self.source_id, self.out_dir, files
+            )
 
     def _time_of(self, name: str) -> float | None:
         try:

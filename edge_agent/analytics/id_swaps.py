@@ -5,8 +5,6 @@ last velocities), much better than where it was heading itself."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 #: Each id moved at least this far (normalised) from where its velocity said, and the
@@ -19,7 +17,7 @@ def off_course(centre: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """(k,) bool: the tracks whose ``centre`` (k, 2) is more than ``SWAP_MIN_JUMP`` from where
     they were ``predicted`` to be; only those can have swapped."""
     miss = centre - predicted
-    return np.asarray(np.einsum("ij,ij->i", miss, miss) > SWAP_MIN_JUMP**2, bool)
+    return np.einsum("ij,ij->i", miss, miss) > SWAP_MIN_JUMP**2
 
 
 def swapped_pairs(
@@ -32,13 +30,20 @@ def swapped_pairs(
     here, pred = centre[candidates], predicted[candidates]
     miss = here - pred
     jump = np.sqrt(np.einsum("ij,ij->i", miss, miss))
-    cross = np.hypot(*(here[:, None] - pred[None, :]).transpose(2, 0, 1))  # [i, j]
+    cross = np.hypot(here[:, 0:1] - pred[:, 0], here[:, 1:2] - pred[:, 1])  # [i, j]
     ratio = (cross + cross.T) / (jump[:, None] + jump[None, :])
+    # Only pairs under SWAP_GAIN can be taken, usually none, so only those are sorted (by
+    # score, then indices) in Python; ratio is symmetric, so each pair is taken as i < j.
+    below = ratio < SWAP_GAIN
+    if not np.count_nonzero(below):
+        return []
+    first, second = below.nonzero()
+    scores = ratio[first, second].tolist()
+    pairs = sorted(zip(scores, first.tolist(), second.tolist(), strict=True))
     used: set[int] = set()
     found: list[tuple[int, int]] = []
-    pairs = [(ratio[i, j], i, j) for i, j in itertools.combinations(range(len(candidates)), 2)]
-    for score, i, j in sorted(pairs):
-        if score < SWAP_GAIN and i not in used and j not in used:
+    for _, i, j in pairs:
+        if i < j and i not in used and j not in used:
             used.update((i, j))
             found.append((int(candidates[i]), int(candidates[j])))
     return found

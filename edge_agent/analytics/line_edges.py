@@ -31,8 +31,8 @@ def extend_clipped(
     seen = boxes[:, 2:] - boxes[:, :2]
     grow = np.maximum(known - seen, 0)
     whole = boxes.copy()
-    whole[:, 2:] += grow * (high & ~low)
-    whole[:, :2] -= grow * (low & ~high)
+    whole[:, 2:] += grow * (high > low)  # clipped on the high side only
+    whole[:, :2] -= grow * (low > high)
     return whole, np.where(low | high, known, seen)
 
 

@@ -32,10 +32,10 @@ from edge_agent.analytics.id_swaps import off_course, swapped_pairs
 from edge_agent.analytics.line_edges import EDGE_MARGIN, clipped_bands, edge_borders, extend_clipped
 from edge_agent.analytics.line_options import LinesOptions
 from edge_agent.analytics.tallies import IN, OUT, TallyStore
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
-from edge_agent.geometry import anchor_points
+from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
+from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
-from edge_agent.types import Detections, Frame, Overlay, Publication, Result
+from edge_agent.types import UNCONFIRMED, Detections, Frame, Overlay, Publication, Result
 
 #: Per (track, line) state and per track state, each packed in one float64 array so a frame's
 #: tracks are read and written with one gather and one scatter: at 50 boxes numpy's per-call
@@ -55,10 +55,13 @@ class LineCounter:
         self.lost_s = options.lost_s
         self.a = np.array([ln.start for ln in self.lines], np.float64)
         self.b = np.array([ln.end for ln in self.lines], np.float64)
-        self.length = np.hypot(*(self.b - self.a).T)
-        unit = (self.b - self.a) / self.length[:, None]
+        self.span = self.b - self.a
+        self.length = np.hypot(*self.span.T)
+        self.length2 = self.length**2
+        unit = self.span / self.length[:, None]
         self.normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)  # towards side +1
         self.offset = (self.a * self.normal).sum(1)  # signed distance = p . normal - offset
+        self.normal_x, self.normal_y = self.normal[:, 0].copy(), self.normal[:, 1].copy()
         self.band = np.array([ln.hysteresis for ln in self.lines])
         self.min_frames = np.array([ln.min_frames for ln in self.lines], np.float64)
         self.in_side = [1 if ln.in_side == "right" else -1 for ln in self.lines]
@@ -76,6 +79,7 @@ class LineCounter:
         )
         self.labels = LabelIndex()
         self.allowed = np.zeros((0, len(self.lines)), bool)
+        self.every_label = all(ln.labels is None for ln in self.lines)  # then allowed is all True
         self.store = TallyStore(None if context.state_dir is None else context.state_dir / "lines")
         self.tallies = [self.store.load(ln.name, tuple(ln.periods)) for ln in self.lines]
         # borders[s][b, l]: border b reaches side s of line l, where the band leaves the frame.
@@ -99,14 +103,21 @@ class LineCounter:
                 [[ln.labels is None or n in ln.labels for ln in self.lines] for n in result.labels],
                 bool,
             ).reshape(len(result.labels), len(self.lines))
-        idx = np.flatnonzero(det.confirmed())
-        if len(idx):
+        held = det.tracker_id != UNCONFIRMED
+        n_held = np.count_nonzero(held)
+        if n_held:
             if result.frame_size != self._size:  # boxes are divided by it: computed once
                 self._size = result.frame_size
                 self._scale = 1 / np.tile(np.asarray(result.frame_size, np.float64), 2)
-            self._observe(det, idx, result.ts, changed)
+            if n_held == len(det):  # every box confirmed, as most frames: no gathers
+                self._observe(det.tracker_id, det.class_id, det.xyxy, result.ts, changed)
+            else:
+                ids, cls, xyxy = det.tracker_id[held], det.class_id[held], det.xyxy[held]
+                self._observe(ids, cls, xyxy, result.ts, changed)
         self._vanished(changed)
-        self.table.drop(stale_rows(self.table.cols["track"][:, LAST_TS], result.ts, self.lost_s))
+        last_ts = self.table.cols["track"][:, LAST_TS]
+        if any_stale(last_ts, result.ts, self.lost_s):
+            self.table.drop(stale_rows(last_ts, result.ts, self.lost_s))
         for i in sorted(changed):
             payload = {**self.tallies[i].payload(), "ts": result.ts}
             result.publications.append(Publication("line", (self.lines[i].name,), payload))
@@ -116,59 +127,68 @@ class LineCounter:
         self.store.save_due()
         return result
 
-    def _observe(self, det: Detections, idx: np.ndarray, ts: float, changed: set[int]) -> None:
-        """Update every line's state of the confirmed tracks seen this frame, all at once."""
-        assert det.tracker_id is not None
-        rows, new = self.table.rows(det.tracker_id[idx])
-        boxes = det.xyxy[idx] * self._scale  # normalised, float64
+    def _observe(
+        self, ids: np.ndarray, cls: np.ndarray, xyxy: np.ndarray, ts: float, changed: set[int]
+    ) -> None:
+        """Update every line's state of the confirmed tracks ``ids`` seen this frame (classes
+        ``cls`` at boxes ``xyxy``), all at once."""
+        rows, new = self.table.rows(ids)
+        boxes = xyxy * self._scale  # normalised, float64
         track = self.table.cols["track"][rows]
-        if self._swaps(rows, new, track, boxes):
+        centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        if self._swaps(rows, track, centre):
             track = self.table.cols["track"][rows]
         state = self.table.cols["line"][rows]
-        ok = self.allowed[det.class_id[idx]]
-        old = state.copy() if np.count_nonzero(ok) < ok.size else None
+        old = None
+        if not self.every_label:
+            ok = self.allowed[cls]
+            old = state.copy() if np.count_nonzero(ok) < ok.size else None
         low, high = boxes[:, :2] <= EDGE_MARGIN, boxes[:, 2:] >= 1 - EDGE_MARGIN
         touching = np.count_nonzero(low) + np.count_nonzero(high) > 0
         if touching:
             boxes, track[:, KNOWN_W : KNOWN_H + 1] = extend_clipped(
                 boxes, track[:, KNOWN_W : KNOWN_H + 1], low, high
             )
+            centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
         else:
             track[:, KNOWN_W : KNOWN_H + 1] = boxes[:, 2:] - boxes[:, :2]
-        points = [anchor_points(boxes, a) for a in self.anchors]
-        p = points[0][:, None, :] if len(points) == 1 else np.stack(points, 1)[:, self.anchor_of]
-        d = (p * self.normal).sum(2) - self.offset  # (k, lines) signed distance
+        points = anchor_point_sets(boxes, self.anchors)
+        p = points[0][:, None, :] if len(points) == 1 else points[self.anchor_of].transpose(1, 0, 2)
+        # (k, lines) signed distance, p . normal - offset, the dot product spelled out: a
+        # reduction over an axis of two costs more than the arithmetic
+        d = p[..., 0] * self.normal_x + p[..., 1] * self.normal_y - self.offset
         prev = state[..., SIGN]
         sign = np.sign(d)
         if np.count_nonzero(sign) < sign.size:  # exactly on the line: still on the last side
             sign = np.where(sign == 0, np.where(prev == 0, 1, prev), sign)
-        flipped = np.nonzero(sign * prev < 0)
+        flipped = (sign * prev < 0.0).nonzero()
         if len(flipped[0]):  # where the step from the last position crossed the line, along it
             r, i = flipped
             p0, p1 = state[r, i, POS_X : POS_Y + 1], p[r, i if p.shape[1] > 1 else 0]
-            d0 = (p0 * self.normal[i]).sum(1) - self.offset[i]
+            normal = self.normal[i]
+            d0 = p0[:, 0] * normal[:, 0] + p0[:, 1] * normal[:, 1] - self.offset[i]
             state[r, i, FLIP_T] = self._along(i, p0 + (d0 / (d0 - d[r, i]))[:, None] * (p1 - p0))
         obs = np.where(np.abs(d) > self.band, sign, 0.0)  # beyond the band: its side
         settled = state[..., SETTLED]
-        state[..., EDGE] = 0
+        state[..., EDGE] = 0.0
         if touching and self.edge_lines:
             edge, settled = self._edges(state, new, low, high, p, sign, obs)
             obs = np.where(obs != 0, obs, edge)
-        settled = np.where(settled == 0, obs, settled)
-        state[..., PENDING] = (state[..., PENDING] + 1) * (obs * settled < 0)
+        settled = np.where(settled == 0.0, obs, settled)
+        state[..., PENDING] = (state[..., PENDING] + 1.0) * (obs * settled < 0.0)
         state[..., SETTLED], state[..., SIGN], state[..., POS_X : POS_Y + 1] = settled, sign, p
         if old is not None:  # a line that does not count a label keeps its state as it was
             state = np.where(ok[..., None], state, old)
-        lab = self.labels.of_class[det.class_id[idx]]
-        ready_rows, ready_lines = np.nonzero(state[..., PENDING] >= self.min_frames)
-        self._confirm(state, ready_rows, ready_lines, lab, changed)
+        lab = self.labels.of_class[cls]
+        ready_rows, ready_lines = (state[..., PENDING] >= self.min_frames).nonzero()
+        if len(ready_rows):
+            self._confirm(state, ready_rows, ready_lines, lab, changed)
         self.table.cols["line"][rows] = state
-        centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-        gap = np.maximum(self.frame - track[:, LAST_FRAME], 1)
-        seen_before = track[:, SEEN] > 0
+        gap = np.maximum(float(self.frame) - track[:, LAST_FRAME], 1.0)
+        seen_before = track[:, SEEN] > 0.0
         track[:, VX : VY + 1] = (centre - track[:, CX : CY + 1]) * (seen_before / gap)[:, None]
         track[:, CX : CY + 1], track[:, LABEL] = centre, lab
-        track[:, LAST_FRAME], track[:, LAST_TS] = self.frame, ts
+        track[:, LAST_FRAME : LAST_TS + 1] = self.frame, ts
         track[:, SEEN] += 1
         self.table.cols["track"][rows] = track
 
@@ -198,17 +218,17 @@ class LineCounter:
                 state[r, i, FLIP_T] = self._along(i, p[r, i if p.shape[1] > 1 else 0])
         return edge, settled
 
-    def _swaps(
-        self, rows: np.ndarray, new: np.ndarray, track: np.ndarray, boxes: np.ndarray
-    ) -> bool:
-        """Exchange the state of id pairs the tracker swapped (id_swaps.py)."""
-        centre = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+    def _swaps(self, rows: np.ndarray, track: np.ndarray, centre: np.ndarray) -> bool:
+        """Exchange the state of id pairs the tracker swapped (id_swaps.py); ``centre`` is
+        where each box's centre is now, normalised. Only tracks seen twice, the last time in
+        the previous frame, have a velocity to go by (a row new in the table has SEEN 0)."""
         pred = track[:, CX : CY + 1] + track[:, VX : VY + 1]
         jumped = off_course(centre, pred)
         if np.count_nonzero(jumped) < 2:
             return False
-        recent = (track[:, LAST_FRAME] == self.frame - 1) & (track[:, SEEN] >= 2)
-        pairs = swapped_pairs(centre, pred, np.flatnonzero(jumped & recent & ~new))
+        jumped &= track[:, LAST_FRAME] == self.frame - 1
+        jumped &= track[:, SEEN] >= 2
+        pairs = swapped_pairs(centre, pred, jumped.nonzero()[0])
         for i, j in pairs:
             self.table.swap(int(rows[i]), int(rows[j]))
         return bool(pairs)
@@ -250,7 +270,9 @@ class LineCounter:
 
     def _along(self, i: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Where points on lines ``i`` lie along their segments: 0 at start, 1 at end."""
-        return ((q - self.a[i]) * (self.b[i] - self.a[i])).sum(1) / self.length[i] ** 2
+        along = q - self.a[i]
+        along *= self.span[i]
+        return (along[:, 0] + along[:, 1]) / self.length2[i]
 
     def _overlay(self, i: int) -> Overlay:
         total_in, total_out = self.tallies[i].total.totals()

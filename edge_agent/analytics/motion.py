@@ -43,8 +43,10 @@ _SIZE_COLUMNS = np.array([2, 3, 2, 3])
 
 def _cxcywh(xyxy: np.ndarray) -> np.ndarray:
     boxes = np.asarray(xyxy, np.float64)
-    size = boxes[:, 2:] - boxes[:, :2]
-    return np.concatenate([boxes[:, :2] + size / 2, size], axis=1)
+    out = np.empty_like(boxes)
+    size = np.subtract(boxes[:, 2:], boxes[:, :2], out=out[:, 2:])
+    np.add(boxes[:, :2], size / 2, out=out[:, :2])
+    return out
 
 
 def _variance(x: np.ndarray, std: float) -> np.ndarray:
@@ -87,15 +89,18 @@ def correct(state: np.ndarray, rows: np.ndarray, xyxy: np.ndarray) -> None:
 
     Runs on every track at once: an unmatched track gets an infinitely noisy measurement of
     where it already is, so its gain is 0 and nothing changes (cheaper than gathering and
-    scattering the matched rows).
+    scattering the matched rows, and in most frames every track is matched).
     """
     if len(rows) == 0:
         return
     x, v, p00, p01, p11 = state
     z = x.copy()
     z[rows] = _cxcywh(xyxy)
-    noise = np.full_like(x, np.inf)
-    noise[rows] = _variance(x[rows], MEASUREMENT_STD)
+    noise = _variance(x, MEASUREMENT_STD)
+    if len(rows) < len(x):
+        unmatched = np.ones(len(x), bool)
+        unmatched[rows] = False
+        noise[unmatched] = np.inf
     innovation_var = p00 + noise
     k0 = p00 / innovation_var
     k1 = p01 / innovation_var
@@ -103,9 +108,9 @@ def correct(state: np.ndarray, rows: np.ndarray, xyxy: np.ndarray) -> None:
     x += k0 * z
     v += k1 * z
     p11 -= k1 * p01  # uses P01 before its own update
-    k0 -= 1
-    p01 *= -k0
-    p00 *= -k0
+    k0 = 1 - k0
+    p01 *= k0
+    p00 *= k0
 
 
 def boxes(state: np.ndarray) -> np.ndarray:

@@ -47,11 +47,14 @@ class SlotLevel:
         self._last = ts
         cutoff = ts - self.debounce_s
         for queue, sign in ((self._most, 1), (self._least, -1)):
-            if queue:
-                queue[-1][1] = ts  # the previous frame's count held until this frame
-            while queue and sign * queue[-1][0] <= sign * seen:
-                queue.pop()  # never again the window's extreme: this frame outlasts it
-            queue.append([seen, math.inf])
+            if queue and queue[-1][0] == seen:  # the count goes on: so does its entry, the
+                queue[-1][1] = math.inf  # last (counts in a queue are strictly monotonic)
+            else:
+                if queue:
+                    queue[-1][1] = ts  # the previous frame's count held until this frame
+                while queue and sign * queue[-1][0] <= sign * seen:
+                    queue.pop()  # never again the window's extreme: this frame outlasts it
+                queue.append([seen, math.inf])
             while queue[0][1] <= cutoff:
                 queue.popleft()
         if self._start > cutoff:

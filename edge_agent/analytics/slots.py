@@ -22,7 +22,7 @@ import numpy as np
 from edge_agent.analytics.slot_level import SlotLevel
 from edge_agent.analytics.slot_options import SlotsOptions, SlotSpec, State
 from edge_agent.fsutil import write_atomic
-from edge_agent.geometry import anchor_points
+from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.polygons import PolygonSet
 from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
@@ -137,6 +137,8 @@ class ShelfSlots:
         self._labels: list[str] | None = None
         self._class_ids = np.full(len(specs), -1, np.int64)
         self._of_slots = np.zeros(0, bool)
+        self._no_boxes = np.full(len(specs), -1, np.int64)  # the counts of a frame without any
+        self._one_class = False  # every slot holds the same label, which the model has
         self._warned: set[str] = set()
 
     def process(self, result: Result, frame: Frame | None) -> Result:
@@ -151,7 +153,7 @@ class ShelfSlots:
                     result.publications.append(Publication("event", (), event))
                     request = SnapshotRequest(event["type"], result.ts, event=event)
                     result.snapshot_requests.append(request)
-            result.overlays.append(slot.overlay)
+        result.overlays.extend([slot.overlay for slot in self.slots])
         return result
 
     def _seen(self, result: Result) -> np.ndarray:
@@ -161,15 +163,18 @@ class ShelfSlots:
             self._warn("task", "shelf slots need a detection model; nothing is counted")
             return np.full(len(self.slots), -1, np.int64)
         class_ids, of_slots = self._class_ids_for(result.labels)
-        counts = np.where(class_ids >= 0, 0, -1)
-        wanted = of_slots[predictions.class_id]
-        if not wanted.any():
-            return counts
-        xyxy, class_id = predictions.xyxy[wanted], predictions.class_id[wanted]
-        points = np.stack([anchor_points(xyxy, anchor) for anchor in self._anchors])
+        xyxy, class_id = predictions.xyxy, predictions.class_id
+        wanted = of_slots[class_id]
+        n_wanted = np.count_nonzero(wanted)
+        if n_wanted == 0:
+            return self._no_boxes.copy()
+        if n_wanted < len(wanted):
+            xyxy, class_id = xyxy[wanted], class_id[wanted]
+        points = anchor_point_sets(xyxy, self._anchors)
         inside = self._pixel_polygons(result.frame_size).contains(points)  # (boxes, slots)
-        inside &= class_id[:, None] == class_ids[None, :]
-        return counts + np.count_nonzero(inside, axis=0)
+        if not self._one_class:  # else every box wanted is of every slot's class
+            inside &= class_id[:, None] == class_ids[None, :]
+        return self._no_boxes + np.count_nonzero(inside, axis=0)
 
     def _class_ids_for(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each slot's class id in this model (-1 when it lacks the label: a swapped model),
@@ -179,6 +184,8 @@ class ShelfSlots:
             self._class_ids = np.array([index.get(s.spec.label, -1) for s in self.slots])
             self._of_slots = np.zeros(len(labels), bool)
             self._of_slots[self._class_ids[self._class_ids >= 0]] = True
+            self._no_boxes = np.where(self._class_ids >= 0, 0, -1)
+            self._one_class = len(set(self._class_ids.tolist())) == 1 and self._class_ids[0] >= 0
             self._labels = list(labels)
             for slot, class_id in zip(self.slots, self._class_ids, strict=True):
                 if class_id < 0:

@@ -100,12 +100,15 @@ class LineTallies:
         self.current: dict[Period, Tally] = {}
         self.previous: dict[Period, Tally] = {}
         #: When each current period ends: until then a frame costs one comparison per period,
-        #: not a localtime() and mktime() call.
+        #: not a localtime() and mktime() call; until the first of them, one comparison.
         self._ends: dict[Period, float] = {}
+        self._first_end = -math.inf
 
     def advance(self, ts: float) -> bool:
         """Move to the periods holding ``ts``; True if any period began (the state changed).
         The period before a new one is kept as ``previous`` (zeros if nothing ran then)."""
+        if ts < self._first_end:
+            return False  # inside every current period, as nearly every frame is
         changed = False
         if self.since is None:
             self.since = self.total.start = ts
@@ -122,6 +125,7 @@ class LineTallies:
                 self.current[period] = now = Tally(start)
                 changed = True
             self._ends[period] = next_start(period, now.start)
+        self._first_end = min(self._ends.values(), default=math.inf)
         return changed
 
     def add(self, label: str, direction: int) -> None:

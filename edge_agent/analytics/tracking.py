@@ -106,7 +106,7 @@ class _Tracks:
     def __init__(self) -> None:
         self.state = motion.empty_state()
         self.ids = np.zeros(0, np.int64)  # 0 while unconfirmed
-        self.hits = np.zeros(0, np.int64)
+        self.hits = np.zeros(0, np.int64)  # matches, counted while any track is unconfirmed
         self.last_seen = np.zeros(0)  # tracker clock, s
         self.keys = np.zeros(0, np.int64)  # class keys (label names, interned)
         self.active = np.zeros(0, bool)  # matched in the previous frame
@@ -151,29 +151,37 @@ class Tracker:
         confidence: np.ndarray,
         keys: np.ndarray,
         high: np.ndarray,
+        confirmed: np.ndarray,
         det_track: np.ndarray,
     ) -> None:
-        """ByteTrack's cascade on one IoU matrix (predicted track boxes x detections)."""
+        """ByteTrack's cascade on one IoU matrix (predicted track boxes x detections). A stage
+        with no tracks or no boxes to match is skipped before its masks are made."""
         opt, tracks = self.options, self._tracks
         iou = box_iou(motion.boxes(tracks.state), xyxy)
-        if opt.class_consistent:
+        if opt.class_consistent and _mixed(tracks.keys, keys):
             iou[tracks.keys[:, np.newaxis] != keys[np.newaxis, :]] = 0.0
-        confirmed = tracks.ids > 0
+        n_high = np.count_nonzero(high)
         # 1. confirmed tracks (seen or lost) x confident boxes
         match_stage(iou, confirmed.nonzero()[0], high.nonzero()[0], opt.match_iou, det_track)
         # 2. confirmed tracks seen last frame and still free x low-confidence boxes
-        low = (~high & (confidence >= opt.low_threshold)).nonzero()[0]
-        if len(low):
-            free = confirmed & tracks.active
-            free[det_track[det_track >= 0]] = False
-            match_stage(iou, free.nonzero()[0], low, LOW_MATCH_IOU, det_track)
+        if n_high < len(high):
+            low = (~high & (confidence >= opt.low_threshold)).nonzero()[0]
+            if len(low):
+                free = confirmed & tracks.active
+                free[det_track[det_track >= 0]] = False
+                match_stage(iou, free.nonzero()[0], low, LOW_MATCH_IOU, det_track)
         # 3. unconfirmed tracks x confident boxes nobody took
-        left = (high & (det_track < 0)).nonzero()[0]
-        match_stage(iou, (~confirmed).nonzero()[0], left, opt.match_iou, det_track)
+        if np.count_nonzero(confirmed) < len(confirmed):
+            left = (high & (det_track < 0)).nonzero()[0]
+            match_stage(iou, (~confirmed).nonzero()[0], left, opt.match_iou, det_track)
 
     def live_ids(self) -> np.ndarray:
         """Ids of the confirmed tracks kept now, seen in this frame or lost for under lost_s."""
         return self._tracks.ids[self._tracks.ids > 0]
+
+    def live_count(self) -> int:
+        """How many ``live_ids`` there are."""
+        return int(np.count_nonzero(self._tracks.ids > 0))
 
     def update(
         self, xyxy: np.ndarray, confidence: np.ndarray, keys: np.ndarray, ts: float
@@ -191,25 +199,29 @@ class Tracker:
             self._last_ts = ts
         self._clock += dt
         if len(tracks):
-            expired = self._clock - tracks.last_seen > opt.lost_s + TIME_EPS_S
-            if expired.any():
-                tracks.keep(~expired)
+            if self._clock - tracks.last_seen.min() > opt.lost_s + TIME_EPS_S:
+                tracks.keep(self._clock - tracks.last_seen <= opt.lost_s + TIME_EPS_S)
             motion.predict(tracks.state, dt)
 
         n = len(xyxy)
-        det_track = np.full(n, -1, np.intp)
+        xyxy = np.asarray(xyxy, np.float64)  # once, not in each use below
+        det_track = np.empty(n, np.intp)
+        det_track.fill(-1)
         high = confidence >= opt.high_threshold
-        finite = np.isfinite(xyxy).all(axis=1)
-        if not finite.all():
+        if np.count_nonzero(np.isfinite(xyxy)) < xyxy.size:
+            finite = np.isfinite(xyxy).all(axis=1)
             xyxy, high = np.where(finite[:, np.newaxis], xyxy, 0.0), high & finite
             confidence = np.where(finite, confidence, 0.0)
+        confirmed = tracks.ids > 0
+        waiting = np.count_nonzero(confirmed) < len(tracks)  # unconfirmed tracks
         if len(tracks) and n:
-            self._associate(xyxy, confidence, keys, high, det_track)
+            self._associate(xyxy, confidence, keys, high, confirmed, det_track)
 
         matched = (det_track >= 0).nonzero()[0]
         rows = det_track[matched]
         motion.correct(tracks.state, rows, xyxy[matched])
-        tracks.hits[rows] += 1
+        if waiting:
+            tracks.hits[rows] += 1
         tracks.last_seen[rows] = self._clock
         if not opt.class_consistent:
             tracks.keys[rows] = keys[matched]
@@ -217,30 +229,49 @@ class Tracker:
         tracks.active[rows] = True
         # An unconfirmed track must be matched in every frame until it is confirmed
         # (ByteTrack): clutter rarely repeats in the same place, an object does.
-        keep = (tracks.ids > 0) | tracks.active
-        if not keep.all():
-            det_track[matched] = (np.cumsum(keep) - 1)[rows]
-            tracks.keep(keep)
+        if waiting:
+            keep = confirmed | tracks.active
+            if np.count_nonzero(keep) < len(keep):
+                det_track[matched] = (np.cumsum(keep) - 1)[rows]
+                tracks.keep(keep)
 
-        born = (high & (det_track < 0)).nonzero()[0]
+        born = (high & (det_track < 0)).nonzero()[0] if len(matched) < n else matched[:0]
         if len(born):
             det_track[born] = np.arange(len(tracks), len(tracks) + len(born))
             tracks.add(xyxy[born], keys[born], self._clock)
-        ripe = ((tracks.ids == 0) & (tracks.hits >= opt.birth_hits)).nonzero()[0]
-        if len(ripe):
-            tracks.ids[ripe] = self._ids.take(len(ripe))
-            self.ids_given += len(ripe)
+        if waiting or len(born):
+            ripe = ((tracks.ids == 0) & (tracks.hits >= opt.birth_hits)).nonzero()[0]
+            if len(ripe):
+                tracks.ids[ripe] = self._ids.take(len(ripe))
+                self.ids_given += len(ripe)
 
         if len(tracks) == 0:
             return np.full(n, UNCONFIRMED, np.int64)
         out = tracks.ids[det_track]  # det_track -1 picks the last row: overwritten below
-        out[(det_track < 0) | (out == 0)] = UNCONFIRMED
+        if len(matched) < n or waiting or len(born):  # else every box has a confirmed track
+            out[(det_track < 0) | (out == 0)] = UNCONFIRMED
         if len(tracks) > MAX_TRACKS:  # keep the most recently seen
             newest = np.argsort(-tracks.last_seen, kind="stable")[:MAX_TRACKS]
             mask = np.zeros(len(tracks), bool)
             mask[newest] = True
             tracks.keep(mask)
         return out
+
+
+def _with_ids(det: Detections, ids: np.ndarray) -> Detections:
+    """``det`` with ``tracker_id`` set to ``ids``, holding the same arrays otherwise: a shallow
+    copy. The ids are (N,) int64 by construction, so the shape checks of a new Detections
+    would find nothing; they, like ``copy.copy``'s generic path, cost 5 us a frame."""
+    tracked = object.__new__(Detections)
+    tracked.__dict__.update(det.__dict__)
+    tracked.tracker_id = ids
+    return tracked
+
+
+def _mixed(track_keys: np.ndarray, keys: np.ndarray) -> bool:
+    """Whether some track and box have different class keys (with one label, as most counting
+    cameras see, no pair is forbidden and the mask over the IoU matrix is skipped)."""
+    return bool(np.count_nonzero(keys != keys[0]) or np.count_nonzero(track_keys != keys[0]))
 
 
 class ClassKeys:
@@ -293,8 +324,8 @@ class TrackStage:
         ids = self.tracker.update(det.xyxy, det.confidence, keys, result.ts)
         if self.tracker.ids_given != before:
             self._confirmed.inc(self.tracker.ids_given - before)
-        self._live.set(len(self.tracker.live_ids()))
-        result.predictions = Detections(det.xyxy, det.confidence, det.class_id, ids, det.data)
+        self._live.set(self.tracker.live_count())
+        result.predictions = _with_ids(det, ids)
         return result
 
     def close(self) -> None:

@@ -19,12 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, stale_rows
+from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
 from edge_agent.analytics.zone_options import ZonesOptions
-from edge_agent.geometry import anchor_points
+from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.polygons import PolygonSet
-from edge_agent.types import Detections, Frame, Overlay, Publication, Result, SnapshotRequest
+from edge_agent.types import (
+    UNCONFIRMED,
+    Detections,
+    Frame,
+    Overlay,
+    Publication,
+    Result,
+    SnapshotRequest,
+)
 
 #: Per (track, zone) state, packed in one float64 array so a frame's tracks are read and written
 #: with one gather and one scatter (numpy's per-call cost, not the arithmetic, is the budget).
@@ -63,8 +71,12 @@ class ZoneCounter:
         )  # seen: capture time of the last sighting
         self.labels = LabelIndex()
         self.allowed = np.zeros((0, n), bool)  # (class, zone): the zone counts this class
+        self.every_label = all(z.labels is None for z in self.zones)  # then allowed is all True
+        self._size: tuple[int, int] = (0, 0)
+        self._scale = np.ones(2)  # the frame size points are divided by
         self.tallies: dict[tuple[int, int], _Tally] = {}
         self.since: float | None = None
+        self._points = [tuple((float(x), float(y)) for x, y in z.polygon) for z in self.zones]
         self.overlays = [self._overlay(z) for z in range(n)]
 
     def process(self, result: Result, frame: Frame | None) -> Result:
@@ -75,10 +87,16 @@ class ZoneCounter:
         changed: set[tuple[int, int]] = set()
         if self.labels.update(result.labels):
             self._labels_changed(result.labels, changed)
-        member = np.zeros((len(det), len(self.zones)), bool)
-        idx = np.flatnonzero(det.confirmed())
-        if len(idx):
-            member[idx] = self._observe(det, idx, result, changed)
+        held = det.tracker_id != UNCONFIRMED
+        n_held = np.count_nonzero(held)
+        if n_held == len(det) and n_held:  # every box confirmed, as most frames: no gathers
+            member = self._observe(det.tracker_id, det.class_id, det.xyxy, result, changed)
+        else:
+            member = np.zeros((len(det), len(self.zones)), bool)
+            if n_held:
+                member[held] = self._observe(
+                    det.tracker_id[held], det.class_id[held], det.xyxy[held], result, changed
+                )
         self._forget(result.ts, changed)
         det.data["zones"] = member
         for z, lab in sorted(changed):
@@ -100,38 +118,45 @@ class ZoneCounter:
         changed.update(self.tallies)
 
     def _observe(
-        self, det: Detections, idx: np.ndarray, result: Result, changed: set[tuple[int, int]]
+        self,
+        ids: np.ndarray,
+        cls: np.ndarray,
+        boxes: np.ndarray,
+        result: Result,
+        changed: set[tuple[int, int]],
     ) -> np.ndarray:
-        """Update the confirmed tracks seen this frame; returns their membership (k, zones)."""
-        assert det.tracker_id is not None
+        """Update the confirmed tracks ``ids`` seen this frame, of classes ``cls`` at ``boxes``;
+        returns their membership (k, zones)."""
         ts = result.ts
-        rows, _ = self.table.rows(det.tracker_id[idx])
-        cls = det.class_id[idx]
-        size = np.asarray(result.frame_size, np.float64)
-        boxes = det.xyxy[idx]
-        points = np.stack([anchor_points(boxes, a) for a in self.anchors]) / size
+        rows, _ = self.table.rows(ids)
+        if result.frame_size != self._size:  # points are divided by it: made once
+            self._size = result.frame_size
+            self._scale = np.asarray(result.frame_size, np.float64)
+        points = anchor_point_sets(boxes, self.anchors) / self._scale
         geo = self.polygons.contains(points)  # normalised, as the polygons are (G, k, 2)
-        geo &= self.allowed[cls]
+        if not self.every_label:
+            geo &= self.allowed[cls]
         s = self.table.cols["zone"][rows]  # (k, zones, fields), a copy
-        inside = s[..., INSIDE] > 0
+        inside = s[..., INSIDE] > 0.0
         contrary = geo != inside
         if np.count_nonzero(contrary):
-            streak = s[..., STREAK]
-            s[..., STREAK_TS] = np.where(contrary & (streak == 0), ts, s[..., STREAK_TS])
-            streak = np.where(contrary, streak + 1, 0)
+            streak = np.where(contrary, s[..., STREAK] + 1.0, 0.0)
+            np.copyto(s[..., STREAK_TS], ts, where=streak == 1.0)  # a streak begins
             flip = streak >= self.inertia
-            s[..., STREAK] = np.where(flip, 0, streak)
+            s[..., STREAK] = np.where(flip, 0.0, streak)
             if np.count_nonzero(flip):
                 self._flip(s, flip, inside, self.labels.of_class[cls], changed)
                 inside ^= flip
         else:
             s[..., STREAK] = 0
         if self.loiters:
-            due = inside & (s[..., LOITERED] == 0) & (ts - s[..., ENTER_TS] >= self.loiter_s)
-            for r, z in zip(*np.nonzero(due), strict=True):
-                s[r, z, LOITERED] = 1
-                track = int(det.tracker_id[idx[r]])
-                self._loitering(result, int(z), int(s[r, z, LABEL]), track, s[r, z, ENTER_TS])
+            due = inside > s[..., LOITERED]  # inside and not yet told (LOITERED is 0 or 1)
+            due &= ts - s[..., ENTER_TS] >= self.loiter_s
+            if np.count_nonzero(due):
+                for r, z in zip(*np.nonzero(due), strict=True):
+                    s[r, z, LOITERED] = 1
+                    track = int(ids[r])
+                    self._loitering(result, int(z), int(s[r, z, LABEL]), track, s[r, z, ENTER_TS])
         self.table.cols["zone"][rows] = s
         self.table.cols["seen"][rows] = ts
         return inside
@@ -144,16 +169,21 @@ class ZoneCounter:
         lab: np.ndarray,
         changed: set[tuple[int, int]],
     ) -> None:
-        """Count the entries and exits of this frame (rare: a loop is fine)."""
-        for r, z in zip(*np.nonzero(flip), strict=True):
+        """Count the entries and exits of this frame (a few: a loop is fine)."""
+        rows, zones = flip.nonzero()
+        for r, z in zip(rows.tolist(), zones.tolist(), strict=True):
             if inside[r, z]:
-                dwell = s[r, z, STREAK_TS] - s[r, z, ENTER_TS]
-                self._exit(int(z), int(s[r, z, LABEL]), dwell, changed)
+                dwell = float(s[r, z, STREAK_TS] - s[r, z, ENTER_TS])
+                self._exit(z, int(s[r, z, LABEL]), dwell, changed)
+                s[r, z, INSIDE] = 0
             else:
-                s[r, z, [ENTER_TS, LABEL, LOITERED]] = s[r, z, STREAK_TS], lab[r], 0
-                self.tallies.setdefault((int(z), int(lab[r])), _Tally()).entries += 1
-                changed.add((int(z), int(lab[r])))
-            s[r, z, INSIDE] = not inside[r, z]
+                label = int(lab[r])
+                s[r, z, ENTER_TS] = s[r, z, STREAK_TS]
+                s[r, z, LABEL] = label
+                s[r, z, LOITERED] = 0
+                self.tallies.setdefault((z, label), _Tally()).entries += 1
+                changed.add((z, label))
+                s[r, z, INSIDE] = 1
 
     def _exit(self, z: int, lab: int, dwell_s: float, changed: set[tuple[int, int]]) -> None:
         tally = self.tallies.setdefault((z, lab), _Tally())
@@ -165,12 +195,12 @@ class ZoneCounter:
     def _forget(self, ts: float, changed: set[tuple[int, int]]) -> None:
         """Tracks unseen past ``lost_s`` leave their zones, as of when last seen."""
         seen = self.table.cols["seen"]
-        stale = stale_rows(seen, ts, self.lost_s)
-        if not stale.any():
+        if not any_stale(seen, ts, self.lost_s):
             return
+        stale = stale_rows(seen, ts, self.lost_s)
         s = self.table.cols["zone"]
         for r, z in zip(*np.nonzero(stale[:, None] & (s[..., INSIDE] > 0)), strict=True):
-            self._exit(int(z), int(s[r, z, LABEL]), seen[r] - s[r, z, ENTER_TS], changed)
+            self._exit(int(z), int(s[r, z, LABEL]), float(seen[r] - s[r, z, ENTER_TS]), changed)
         self.table.drop(stale)
 
     def _loitering(self, result: Result, z: int, lab: int, track: int, start: float) -> None:
@@ -184,6 +214,7 @@ class ZoneCounter:
             "dwell_s": round(result.ts - start, 3),
             "loiter_s": self.zones[z].loiter_s,
             "ts": result.ts,
+            "snapshot": None,  # the snapshot stage sets the file name, as for every event
         }
         result.publications.append(Publication("event", (), event))
         result.snapshot_requests.append(SnapshotRequest("loitering", result.ts, event=event))
@@ -191,13 +222,14 @@ class ZoneCounter:
     def _publication(self, z: int, lab: int, ts: float) -> Publication:
         tally = self.tallies.get((z, lab), _Tally())
         s = self.table.cols["zone"][:, z]
-        here = (s[:, INSIDE] > 0) & (s[:, LABEL] == lab)
+        here = (s[:, INSIDE] > 0.0) & (s[:, LABEL] == float(lab))
+        entered = s[:, ENTER_TS][here]
         done = tally.exits
         payload = {
             "count": tally.entries - tally.exits,
             "entries": tally.entries,
             "exits": tally.exits,
-            "current_since": float(s[here, ENTER_TS].min()) if here.any() else None,
+            "current_since": float(np.minimum.reduce(entered)) if len(entered) else None,
             "dwell_s": {
                 "mean": round(tally.dwell_sum_s / done, 3) if done else None,
                 "max": round(tally.dwell_max_s, 3) if done else None,
@@ -213,9 +245,7 @@ class ZoneCounter:
             for (zone, lab), t in sorted(self.tallies.items())
             if zone == z and t.entries > t.exits
         ]
-        zone = self.zones[z]
-        points = tuple((float(x), float(y)) for x, y in zone.polygon)
-        return Overlay("zone", zone.name, points, ", ".join(counts) or "empty")
+        return Overlay("zone", self.zones[z].name, self._points[z], ", ".join(counts) or "empty")
 
     def close(self) -> None:
         pass
