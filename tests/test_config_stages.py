@@ -108,3 +108,14 @@ def test_names_are_unique_across_stages_and_zones_remember_tracks_as_long_as_the
     assert "zones names must be unique in a source, but ['door'] appear more than once" in issue
     (issue,) = issues_of(TRACKED + zone.format(lost=1))
     assert "zones.lost_s (1 s) must be at least track.lost_s (3 s)" in issue
+
+
+def test_a_stage_that_cannot_work_on_its_source_is_named_by_check_config(tmp_path: Path, capsys):
+    colour_blocks_bundle(tmp_path / "bundle")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    config = tmp_path / "agent.yaml"
+    config.write_text(TRACKED + "      - type: events\n        export: true\n")
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "line 17: sources[0].stages[3]: events: export: true needs an image folder" in err
+    assert "but this source is a file" in err

@@ -74,6 +74,15 @@ class EventsOptions(BaseModel):
             raise ValueError(f"expected distinct labels, but got {list(labels)}")
         return labels
 
+    def source_problem(self, kind: str) -> str | None:
+        """Why this stage cannot run on a ``kind`` source (config/labels.py asks it)."""
+        if self.export is True and kind != "folder":
+            return (
+                f"events: export: true needs an image folder source, but this source is a "
+                f"{kind} (the exports list a folder's images); leave export unset or false"
+            )
+        return None
+
     def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
         named: list[tuple[tuple[Any, ...], str]] = [
             (("labels", i), label) for i, label in enumerate(self.labels or ())
