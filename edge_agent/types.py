@@ -19,10 +19,10 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
     """Return ``value`` as an array of ``dtype`` or raise ValueError naming expected vs got."""
     if not isinstance(value, np.ndarray):
         raise ValueError(f"{name} must be a np.ndarray, but got {type(value).__name__}")
-    want = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
     if value.ndim != len(shape) or any(
         d is not None and d != got for d, got in zip(shape, value.shape, strict=True)
     ):
+        want = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, but got shape {value.shape}")
     return value.astype(dtype, copy=False)
 
