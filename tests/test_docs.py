@@ -1,6 +1,7 @@
 """The docs that describe contracts stay true to the code."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,23 @@ def test_the_checks_see_what_they_should() -> None:
     assert _slug(" What `check-config` and check-bundle prove") == (
         "what-check-config-and-check-bundle-prove"
     )
+
+
+def _yaml_blocks(text: str) -> list[str]:
+    return [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+
+
+def test_config_examples_with_stages_are_valid_configs():
+    """Every YAML example that lists stages loads as a config, as a user would paste it: the
+    option names, values and stage order the docs show are ones the agent accepts."""
+    from edge_agent.config import parse_config
+
+    checked = 0
+    for doc in DOCS:
+        for block in _yaml_blocks(doc.read_text(encoding="utf-8")):
+            if "- type:" not in block or "[...]" in block:
+                continue  # no stages, or an elided fragment
+            text = block if "model:" in block else "model:\n  bundle: bundle\n" + block
+            parse_config(text, ROOT / "docs" / "agent.yaml")  # raises ConfigError naming it
+            checked += 1
+    assert checked >= 4
