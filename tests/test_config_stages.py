@@ -119,3 +119,18 @@ def test_a_stage_that_cannot_work_on_its_source_is_named_by_check_config(tmp_pat
     err = capsys.readouterr().err
     assert "line 17: sources[0].stages[3]: events: export: true needs an image folder" in err
     assert "but this source is a file" in err
+
+
+def test_a_source_has_one_tracker_and_one_snapshot_stage() -> None:
+    (issue,) = issues_of(TRACKED + "      - type: track\n")
+    assert "a source may have one 'track' stage, but this one has 2" in issue
+    (issue,) = issues_of(CONFIG + "      - type: snapshot\n      - type: snapshot\n")
+    assert "a source may have one 'snapshot' stage, but this one has 2" in issue
+
+
+def test_two_sources_may_not_share_an_export_folder() -> None:
+    events = "      - type: track\n      - type: events\n        export_dir: /srv/exports/{}\n"
+    second = "  - id: gate\n    uri: gate.mp4\n    stages:\n" + events.format("a")
+    (issue,) = issues_of(CONFIG + events.format("a/.") + second)
+    assert "sources 'aisle3' and 'gate' both write exports to /srv/exports/a" in issue
+    parse_config(CONFIG + events.format("b") + second, Path("/etc/edgesight/agent.yaml"))

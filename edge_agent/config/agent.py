@@ -73,3 +73,23 @@ class AgentConfig(Section):
         if dupes:
             raise ValueError(f"source ids must be unique, but {dupes} appear more than once")
         return self
+
+    @model_validator(mode="after")
+    def _own_export_folders(self) -> AgentConfig:
+        """Two sources writing camera-trap exports to one folder would overwrite each other's
+        files; a relative export_dir is inside each source's own state folder, so only
+        absolute ones can meet."""
+        seen: dict[Path, str] = {}
+        for source in self.sources:
+            for stage in source.stages:
+                folder = getattr(stage.options(), "export_dir", None)
+                if not folder or not Path(str(folder)).is_absolute():
+                    continue
+                resolved = Path(os.path.normpath(Path(str(folder)).expanduser()))
+                if resolved in seen and seen[resolved] != source.id:
+                    raise ValueError(
+                        f"sources {seen[resolved]!r} and {source.id!r} both write exports to "
+                        f"{resolved}; give each its own export_dir (or leave it relative)"
+                    )
+                seen[resolved] = source.id
+        return self

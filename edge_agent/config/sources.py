@@ -97,6 +97,19 @@ class StageConfig(Section):
 NAMED_LISTS = {"zones": "zones", "lines": "lines", "slots": "slots"}
 
 
+#: Stage types a source may have only once: two trackers would hand out the same ids from one
+#: id file, two events or snapshot stages would write one folder, two counts one topic.
+ONCE_PER_SOURCE = ("counts", "track", "events", "snapshot")
+
+
+def _once_problem(stages: list[StageConfig]) -> str | None:
+    types = [s.type for s in stages]
+    twice = [t for t in ONCE_PER_SOURCE if types.count(t) > 1]
+    if twice:
+        return f"a source may have one {twice[0]!r} stage, but this one has {types.count(twice[0])}"
+    return None
+
+
 def _names_problem(stages: list[StageConfig]) -> str | None:
     """Two zones (or lines, or slots) of one source with one name would share a topic and a
     tally file, each overwriting the other: refused even across two stages of a type."""
@@ -208,7 +221,9 @@ class SourceConfig(Section):
         problem = order_problem([s.type for s in self.stages])
         if problem:
             raise ValueError(f"stages: {problem}")
-        problem = _names_problem(self.stages) or _lost_problem(self.stages)
+        problem = (
+            _once_problem(self.stages) or _names_problem(self.stages) or _lost_problem(self.stages)
+        )
         if problem:
             raise ValueError(f"stages: {problem}")
         return self

@@ -250,9 +250,11 @@ class Agent:
         if not post_stuck:  # the stages are the post thread's: never run them beside it
             for source_id in list(self._chains):  # live sources stopped: conclude what is open
                 self._finish_source(source_id)
-        # Also after a start() that failed half-way: whatever was built is closed, once.
-        for chain in self._chains.values():
-            chain.close()
+            # Also after a start() that failed half-way: whatever was built is closed, once.
+            for chain in self._chains.values():
+                chain.close()
+        else:
+            log.error("the post thread did not stop; the stages are left as they are")
         self._chains = {}
         self._sinks.close()
         self._sinks = Sinks([], self.stats)

@@ -124,16 +124,47 @@ def stage_options(type_name: str, options: dict[str, Any]) -> BaseModel:
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(f"unknown stage type {type_name!r}{hint}; choose one of {sorted(known)}")
     model = known[type_name].options
+    odd = _not_json(options, ())
+    if odd is not None:  # YAML reads 2024-05-01 as a date, not text
+        from edge_agent.config.errors import ConfigIssue, StageOptionsError, dotted_path
+
+        loc, value = odd
+        message = (
+            f"expected text, a number, true/false, a list or a mapping, but YAML read a "
+            f"{type(value).__name__} ({value}): quote it"
+        )
+        raise StageOptionsError(type_name, [ConfigIssue(dotted_path(loc), None, message, loc)])
+    text = json.dumps(options)
     try:
         # Strict as the rest of the config ("5" is not 5), in JSON mode: a YAML list is a
         # JSON array, which strict JSON validation accepts for tuple fields too.
-        return model.model_validate_json(json.dumps(options), strict=True)
+        return model.model_validate_json(text, strict=True)
     except ValidationError as exc:
         # The config's own formatter: unknown keys name the nearest known one, and each
         # problem keeps its path inside the stage so the file's line can be found.
         from edge_agent.config.errors import StageOptionsError, validation_issues
 
         raise StageOptionsError(type_name, validation_issues(exc, model=model)) from None
+
+
+def _not_json(value: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any] | None:
+    """The path and value of the first thing in a stage's options JSON cannot hold (a date,
+    a timestamp, a set from a YAML tag), or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_json(item, (*loc, key))
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _not_json(item, (*loc, i))
+            if found:
+                return found
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return None
+    return loc, value
 
 
 OnFailure = Callable[[], None]

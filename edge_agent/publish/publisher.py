@@ -83,8 +83,13 @@ class MqttPublisher:
         self._last_counts: dict[str, dict[str, int]] = {}
         self._result_topics: dict[str, str] = {}
         #: The last retained publication per topic (zone, line, slot, snapshot), sent again
-        #: after a reconnect: the broker may have lost its retained messages.
+        #: after a reconnect: the broker may have lost its retained messages. Its lock is
+        #: held while one is updated and handed to paho, and through the replay, so a replay
+        #: can never hand paho an older value after a newer one (the broker keeps the last).
+        #: paho's publish only queues; it never waits for a lock its network thread holds
+        #: while calling back, so holding this across it cannot deadlock.
         self._retained: dict[str, tuple[bytes, int]] = {}
+        self._retain_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -142,10 +147,12 @@ class MqttPublisher:
         retain, qos = PUBLICATION_FLAGS[publication.kind]
         body = publication.payload
         data = body if isinstance(body, bytes) else payloads.encode(body)
-        if retain:
-            with self._lock:
-                self._retained[topic] = (data, qos)
-        self.client.publish(topic, data, qos, retain=retain)
+        if not retain:
+            self.client.publish(topic, data, qos, retain=False)
+            return
+        with self._retain_lock:
+            self._retained[topic] = (data, qos)
+            self.client.publish(topic, data, qos, retain=True)
 
     def publish_result(self, result: Result) -> None:
         """One frame's result to ``<src>/result``, QoS 1, not retained.
@@ -210,9 +217,9 @@ class MqttPublisher:
         with self._lock:
             # Retained counts may be gone (a broker restarted without persistence): republish.
             self._last_counts.clear()
-            retained = list(self._retained.items())
         with self._status_lock:
             if not self._closing:
                 self._send_status(self._status_message(self._state))
-        for topic, (data, qos) in retained:
-            self.client.publish(topic, data, qos, retain=True)
+        with self._retain_lock:
+            for topic, (data, qos) in self._retained.items():
+                self.client.publish(topic, data, qos, retain=True)
