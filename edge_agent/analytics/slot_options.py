@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_agent.analytics.option_fields import unique_names
 from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
 from edge_agent.geometry import Anchor
 
@@ -111,12 +112,7 @@ class SlotsOptions(BaseModel):
     @field_validator("slots")
     @classmethod
     def _unique_names(cls, value: list[SlotSpec]) -> list[SlotSpec]:
-        seen: set[str] = set()
-        for slot in value:
-            if slot.name in seen:
-                raise ValueError(f"slot names must be unique, but {slot.name!r} appears twice")
-            seen.add(slot.name)
-        return value
+        return unique_names(value, "slot")
 
     def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
         return [(("slots", i, "label"), slot.label) for i, slot in enumerate(self.slots)]
