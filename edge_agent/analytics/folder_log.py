@@ -186,7 +186,21 @@ class FolderLog:
             )
 
     def _time_of(self, name: str) -> float | None:
+        """An unreadable file's capture time for media.csv; None when it is gone. A failing
+        EXIF parse gives its file time: one odd header must not stop the exports."""
+        path = self.folder / name
         try:
-            return file_capture_time(self.folder / name).ts
+            return file_capture_time(path).ts
         except OSError:
             return None
+        except Exception:
+            log.warning(
+                "source %s: reading the capture time of %s failed: using its file time",
+                self.source_id,
+                name,
+                exc_info=True,
+            )
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return None
