@@ -27,7 +27,15 @@ from frictionless import Package
 from PIL import ExifTags, Image
 
 from edge_agent.analytics import folder_log
-from edge_agent.analytics.camtrap import PACKAGE_LINK, PROFILE_URL, stamp
+from edge_agent.analytics.camtrap import (
+    PACKAGE_LINK,
+    PROFILE_URL,
+    PackageInput,
+    PackageWriter,
+    Unreadable,
+    stamp,
+)
+from edge_agent.analytics.camtrap_options import CamtrapOptions
 from edge_agent.analytics.events import EventsStage, build_events
 from edge_agent.analytics.folder_log import MEGADETECTOR_FILE, FolderLog, export_wait
 from edge_agent.config import SourceConfig
@@ -783,3 +791,36 @@ def test_export_interval_grows_with_the_cost_of_a_rewrite(
     assert len(writes) == 5 and md_files(tmp_path / "out") == names[:-1]
     stage.close()  # final again with nothing new: not rewritten
     assert len(writes) == 5
+
+
+# ---- package folders --------------------------------------------------------------------------
+
+
+def test_a_writer_deletes_only_its_own_package_folders(tmp_path: Path) -> None:
+    """Two sources given one export_dir (a config the agent refuses, but still): each keeps
+    its current package. Only the previous run's folder (the link's at start) and a writer's
+    own older folders are deleted; a folder someone else left is never touched."""
+    out = tmp_path / "exports"
+    out.mkdir()
+    previous = out / ".camtrap-dp-0badc0de"
+    previous.mkdir()
+    os.symlink(previous.name, out / PACKAGE_LINK)
+    foreign = out / ".camtrap-dp-feedf00d"  # not ours: a crash's leftover, another writer's
+    foreign.mkdir()
+    options = CamtrapOptions(**COORDS)
+    data = PackageInput("trap", tmp_path, [], [], [Unreadable("IMG_0001.JPG", T0)])
+    a, b = PackageWriter(out), PackageWriter(out)  # both built before either writes
+
+    def folders() -> set[str]:
+        return {p.name for p in out.iterdir() if p.name.startswith(".")}
+
+    a.write(options, data)
+    a_current = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_current, foreign.name}  # the previous run's package is gone
+    b.write(options, data)
+    b_current = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_current, b_current, foreign.name}  # a's current one survives b
+    a.write(options, data)
+    a_next = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_next, b_current, foreign.name}  # a deletes its own older one only
+    assert (out / b_current / "media.csv").is_file()

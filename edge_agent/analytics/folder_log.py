@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_agent.analytics.camtrap import PACKAGE_LINK, PackageInput, Unreadable, write_package
+from edge_agent.analytics.camtrap import PACKAGE_LINK, PackageInput, PackageWriter, Unreadable
 from edge_agent.analytics.megadetector import Categories, batch_output, write_batch_output
 from edge_agent.capture_time import file_capture_time
 from edge_agent.health.stats import SourceMetrics
@@ -109,6 +109,7 @@ class FolderLog:
         self.source_id = source_id
         self.metrics = metrics
         self.categories = Categories(labels)
+        self.package = None if out_dir is None else PackageWriter(out_dir)
         self.records: dict[str, MediaRecord] = {}
         self.sequences: dict[str, SequenceRecord] = {}  # by id: a folder read twice replaces
         self._listing: list[str] | None = None
@@ -193,11 +194,11 @@ class FolderLog:
         write_batch_output(self.out_dir / MEGADETECTOR_FILE, output)
         self._dirty = False
         camtrap = self.o.camtrap
-        if camtrap.enabled:
+        if camtrap.enabled and self.package is not None:
             unreadable = [Unreadable(f, self._time_of(f)) for f in failures]
             ended = sorted(self.sequences.values(), key=lambda s: s.start)
             data = PackageInput(self.source_id, self.folder, records, ended, unreadable)
-            write_package(self.out_dir, camtrap, data)
+            self.package.write(camtrap, data)
         elif not self._told_camtrap:
             self._told_camtrap = True
             log.info(
