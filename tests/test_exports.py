@@ -183,19 +183,16 @@ def test_megadetector_output_field_by_field(tmp_path: Path) -> None:
     assert (info["format_version"], info["detector"]) == ("1.4", "colour-blocks")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", info["detection_completion_time"])
     assert output["detection_categories"] == {"1": "deer", "2": "boar", "3": "person"}
-    expected = []
-    for name, item in SCENE.items():
-        if item is not None:
-            dets = [
-                {"category": str(LABELS.index(label) + 1), "conf": conf, "bbox": md_box(xyxy)}
-                for label, conf, _, xyxy in item[1]
-            ]
-            expected.append({"file": name, "detections": dets})
-    # Every box, the person too: the reader chooses; then the two unreadable files.
-    expected += [
-        {"file": f, "failure": "Failure image access", "detections": None}
-        for f in ("IMG_0003.JPG", "IMG_0009.JPG")
-    ]
+    expected: list[dict[str, Any]] = []
+    for name, item in SCENE.items():  # one list in name order, the unreadable files in place
+        if item is None:
+            expected.append({"file": name, "failure": "Failure image access", "detections": None})
+            continue
+        dets = [  # every box, the person too: the reader chooses
+            {"category": str(LABELS.index(label) + 1), "conf": conf, "bbox": md_box(xyxy)}
+            for label, conf, _, xyxy in item[1]
+        ]
+        expected.append({"file": name, "detections": dets})
     assert output["images"] == expected
 
 
@@ -641,7 +638,7 @@ def test_exports_mid_run_are_complete_and_valid(
 
     run(folder, stage, stats, SCENE, after=snapshot)
     assert seen["IMG_0004.JPG"] == (
-        ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0004.JPG", "IMG_0003.JPG"],
+        ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0003.JPG", "IMG_0004.JPG"],
         [],
     )
     assert seen["IMG_0005.JPG"][1] == ["trap-20240501T060000.000Z"]  # ended on IMG_0005

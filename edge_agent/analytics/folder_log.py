@@ -187,10 +187,16 @@ class FolderLog:
         self._final = failures if final else None
 
     def _write(self, failures: list[str]) -> None:
-        order = self._index
-        records = sorted(self.records.values(), key=lambda r: order.get(r.file, len(order)))
+        index = self._index
+
+        def order(file: str) -> int:  # a file no longer listed: after the listed ones
+            return index.get(file, len(index))
+
+        records = sorted(self.records.values(), key=lambda r: order(r.file))
         detector = records[-1].model if records else ""
-        output = batch_output(records, failures, self.categories, detector, datetime.now())
+        output = batch_output(
+            records, failures, self.categories, detector, datetime.now(), order
+        )
         write_batch_output(self.out_dir / MEGADETECTOR_FILE, output)
         self._dirty = False
         camtrap = self.o.camtrap
