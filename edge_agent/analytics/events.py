@@ -7,8 +7,8 @@ A sequence opens on the first counted box and ends at the first frame more than 
 after the last counted box (Wildlife Insights groups pictures 60 s apart the same way), when
 it has lasted ``max_sequence_s`` (a feeder or a street never pauses: its end and snapshot
 must still go out, and its state stay bounded), when time goes backwards (a folder read
-again), when a folder's last image has been processed, or at close. Times are capture times: EXIF for pictures, media time for video files. The options
-are in event_options.py.
+again), when a folder's last image has been processed, or at close. Times are capture times:
+EXIF for pictures, media time for video files. The options are in event_options.py.
 """
 
 from __future__ import annotations
@@ -133,10 +133,10 @@ class EventsStage:
         if not isinstance(det, Detections):  # a classifier has no boxes to count
             return result
         ts = result.ts
-        seq = self._open
-        if seq is not None and (
-            ts - seq.end > self.o.gap_s
-            or ts - seq.start > self.o.max_sequence_s
+        open_ = self._open
+        if open_ is not None and (
+            ts - open_.end > self.o.gap_s
+            or ts - open_.start > self.o.max_sequence_s
             or ts < self._last_ts
         ):
             self._end(result)

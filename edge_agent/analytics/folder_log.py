@@ -180,13 +180,13 @@ class FolderLog:
             return
         started = self._clock()
         try:
-            self._write(failures)
+            self._write(self.out_dir, failures)
         finally:  # also after a failed write: no retry every frame
             ended = self._clock()
             self._due_at = ended + export_wait(self.o.export_every_s, ended - started)
         self._final = failures if final else None
 
-    def _write(self, failures: list[str]) -> None:
+    def _write(self, out_dir: Path, failures: list[str]) -> None:
         index = self._index
 
         def order(file: str) -> int:  # a file no longer listed: after the listed ones
@@ -194,10 +194,8 @@ class FolderLog:
 
         records = sorted(self.records.values(), key=lambda r: order(r.file))
         detector = records[-1].model if records else ""
-        output = batch_output(
-            records, failures, self.categories, detector, datetime.now(), order
-        )
-        write_batch_output(self.out_dir / MEGADETECTOR_FILE, output)
+        output = batch_output(records, failures, self.categories, detector, datetime.now(), order)
+        write_batch_output(out_dir / MEGADETECTOR_FILE, output)
         self._dirty = False
         camtrap = self.o.camtrap
         if camtrap.enabled and self.package is not None:
