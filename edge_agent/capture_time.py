@@ -9,7 +9,10 @@ frames must carry the time of capture, not the time of reading:
   else the file's modification time. Any EXIF time beats the file time: a card copied without
   keeping times gives every file the copy's time, which would merge the whole card into one
   sequence. A valid but odd date (a clock reset to 2000, a date in the future) is kept for the
-  same reason, since gaps between pictures stay right, and logged once per folder;
+  same reason, since gaps between pictures stay right, and logged once per folder. A damaged
+  offset or sub-second tag is ignored (the date is read as local time, without fractions), a
+  damaged date falls through to the next tag, and either is logged once per folder: one bad
+  picture never stops its folder;
 - a video frame's time is the time the file was opened plus the frame's position in it.
 
 EXIF is read with Pillow from the first ``EXIF_SCAN_BYTES`` of the file: Pillow parses the
@@ -54,6 +57,11 @@ _TIME_TAGS = (
 )
 _DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})|Z")
+#: Sub-seconds: at most nanoseconds. Longer is a damaged tag (and int() of thousands of digits
+#: raises, or takes quadratic time).
+_SUBSEC = re.compile(r"[0-9]{1,9}")
+#: Dates cameras write when their clock was never set: not damage, nothing to tell.
+_UNSET = re.compile(r"[0: ]*")
 
 Origin = Literal["exif", "mtime"]
 
@@ -78,31 +86,62 @@ def parse_exif_datetime(
 ) -> float | None:
     """Seconds since the epoch for an EXIF date ("2024:05:01 06:00:00"), or None when it is
     not a real date ("0000:00:00 00:00:00", blanks, month 13). Without an offset the time is
-    the device's local time, as cameras write their own local clock."""
-    match = _DATE.fullmatch(_text(value))
+    the device's local time, as cameras write their own local clock. A damaged offset or
+    sub-second value is ignored; never raises."""
+    return _parse(value, offset, subsec, [])
+
+
+def _offset(value: object) -> timezone | None:
+    """A UTC offset ("+02:00", "Z"), or None unless hours < 24 and minutes < 60."""
+    zone = _OFFSET.fullmatch(_text(value))
+    if zone is None:
+        return None
+    sign, hours, minutes = zone.groups()
+    if not hours:
+        return UTC
+    if int(hours) >= 24 or int(minutes) >= 60:
+        return None
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    return timezone(-delta if sign == "-" else delta)
+
+
+def _parse(value: object, offset: object, subsec: object, damaged: list[str]) -> float | None:
+    """parse_exif_datetime, appending to ``damaged`` what was present but unusable."""
+    text = _text(value)
+    match = _DATE.fullmatch(text)
     if match is None:
+        if not _UNSET.fullmatch(text):
+            damaged.append(f"date {text[:40]!r}")
         return None
     try:
         year, month, day, hour, minute, second = (int(g) for g in match.groups())
         moment = datetime(year, month, day, hour, minute, second)
     except ValueError:
+        if not _UNSET.fullmatch(text):
+            damaged.append(f"date {text!r}")
         return None
-    fraction = _text(subsec) if subsec is not None else ""
-    if fraction.isdigit():
-        moment += timedelta(seconds=int(fraction) / 10 ** len(fraction))
-    zone = _OFFSET.fullmatch(_text(offset)) if offset is not None else None
-    if zone is not None:
-        sign, hours, minutes = zone.groups()
-        delta = timedelta(hours=int(hours), minutes=int(minutes)) if hours else timedelta()
-        moment = moment.replace(tzinfo=timezone(-delta if sign == "-" else delta))
+    if subsec is not None:
+        fraction = _text(subsec)
+        if _SUBSEC.fullmatch(fraction):
+            moment += timedelta(seconds=int(fraction) / 10 ** len(fraction))
+        elif fraction:
+            damaged.append(f"sub-seconds {fraction[:40]!r}")
+    if offset is not None:
+        zone = _offset(offset)
+        if zone is not None:
+            moment = moment.replace(tzinfo=zone)
+        elif _text(offset):
+            damaged.append(f"offset {_text(offset)[:40]!r}")
     try:
         return moment.timestamp()  # naive: local time (mktime)
     except (OverflowError, OSError, ValueError):
+        damaged.append(f"date {text!r}")
         return None
 
 
-def exif_time(path: Path) -> float | None:
-    """The EXIF capture time of an image file, or None when it has none that is usable.
+def exif_time(path: Path, damaged: list[str] | None = None) -> float | None:
+    """The EXIF capture time of an image file, or None when it has none that is usable;
+    time tags present but unusable are appended to ``damaged``.
 
     Never raises: a missing, truncated or malformed header just means no EXIF time."""
     try:
@@ -121,19 +160,26 @@ def exif_time(path: Path) -> float | None:
         sub = ifd0.get_ifd(_IFD_EXIF)
     except Exception:
         return None
+    told = [] if damaged is None else damaged
     for tag, offset_tag, subsec_tag, where in _TIME_TAGS:
         ifd = sub if where == "exif" else ifd0
-        if tag in ifd:
+        try:
+            if tag not in ifd:
+                continue
             # Offsets and sub-seconds always live in the Exif IFD, even for IFD0's DateTime.
-            ts = parse_exif_datetime(ifd[tag], sub.get(offset_tag), sub.get(subsec_tag))
-            if ts is not None:
-                return ts
+            ts = _parse(ifd[tag], sub.get(offset_tag), sub.get(subsec_tag), told)
+        except Exception as exc:  # a value of a type no camera writes: the next tag
+            told.append(f"{ExifTags.TAGS.get(tag, tag)} ({type(exc).__name__})")
+            continue
+        if ts is not None:
+            return ts
     return None
 
 
-def file_capture_time(path: Path) -> CaptureTime:
-    """EXIF time, else the modification time; ``path`` must exist (OSError otherwise)."""
-    ts = exif_time(path)
+def file_capture_time(path: Path, damaged: list[str] | None = None) -> CaptureTime:
+    """EXIF time, else the modification time; ``path`` must exist (OSError otherwise).
+    Damaged EXIF time tags are appended to ``damaged``."""
+    ts = exif_time(path, damaged)
     if ts is not None:
         return CaptureTime(ts, "exif")
     return CaptureTime(path.stat().st_mtime, "mtime")
@@ -148,11 +194,34 @@ class FolderClock:
         self._told: set[str] = set()
 
     def time_of(self, path: Path) -> float | None:
-        """The capture time of ``path``, or None if the file is gone (the reader's time then)."""
+        """The capture time of ``path``, or None if the file is gone (the reader's time then).
+        Never raises for a file's content: that would stop the whole folder."""
+        damaged: list[str] = []
         try:
-            found = file_capture_time(path)
+            found = file_capture_time(path, damaged)
         except OSError:
             return None
+        except Exception as exc:  # a parser bug on one picture: its file time, not a stop
+            self._tell_once(
+                "failed",
+                logging.WARNING,
+                "%s: reading its capture time failed (%s: %s): using its file time",
+                path.name,
+                type(exc).__name__,
+                exc,
+            )
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return None
+        if damaged:
+            self._tell_once(
+                "damaged",
+                logging.WARNING,
+                "%s has damaged EXIF time tags (%s): ignored",
+                path.name,
+                ", ".join(damaged),
+            )
         if found.origin == "mtime":
             self._tell_once(  # normal for PNGs and edited copies: not a warning
                 "mtime",

@@ -92,6 +92,13 @@ def insert_segments(jpeg: bytes, *segments: tuple[int, bytes]) -> bytes:
         ("2024:05:01 06:00:00", "Z", "5", epoch(2024, 5, 1, 6, 0, 0) + 0.5),
         ("2024:05:01 06:00:00", "+02:00", "025", epoch(2024, 5, 1, 4, 0, 0) + 0.025),
         ("2024:05:01 06:00:00", "junk", "ab", epoch(2024, 5, 1, 6, 0, 0)),  # bad parts ignored
+        ("2024:05:01 06:00:00", "+99:00", None, epoch(2024, 5, 1, 6, 0, 0)),  # not an offset
+        ("2024:05:01 06:00:00", "+23:60", None, epoch(2024, 5, 1, 6, 0, 0)),
+        ("2024:05:01 06:00:00", "-23:59", None, epoch(2024, 5, 2, 5, 59, 0)),
+        ("2024:05:01 06:00:00", None, "5" * 5000, epoch(2024, 5, 1, 6, 0, 0)),  # int() limit
+        ("2024:05:01 06:00:00", None, "1234567891", epoch(2024, 5, 1, 6, 0, 0)),  # > 9 digits
+        ("2024:05:01 06:00:00", None, "123456789", epoch(2024, 5, 1, 6, 0, 0) + 0.123456789),
+        ("2024:05:01 06:00:00", None, "\u00b2", epoch(2024, 5, 1, 6, 0, 0)),  # isdigit, not int
         ("0000:00:00 00:00:00", None, None, None),  # what cameras write when never set
         ("    :  :     :  :  ", None, None, None),
         ("2024:13:01 06:00:00", None, None, None),
@@ -231,6 +238,56 @@ def test_odd_dates_are_kept_and_told_once(tmp_path: Path, caplog: pytest.LogCapt
             "source trap: p0.jpg has no EXIF capture time: using file modification times",
         ),
     ]
+
+
+def test_damaged_time_tags_never_stop_a_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An impossible offset or a 5,000-digit sub-second tag in the middle of a folder: every
+    picture is read, the damaged parts are ignored, and that is said once."""
+    caplog.set_level(logging.WARNING, logger="edge_agent.capture_time")
+    folder = tmp_path / "trap"
+    folder.mkdir()
+    date = {T.DateTimeOriginal: "2024:05:01 06:00:00"}
+    write_jpeg(folder / "IMG_0001.JPG", date)
+    write_jpeg(folder / "IMG_0002.JPG", {**date, T.OffsetTimeOriginal: "+99:00"})
+    write_jpeg(folder / "IMG_0003.JPG", {**date, T.SubsecTimeOriginal: "7" * 5000})
+    write_jpeg(  # a damaged original falls through to the digitized time
+        folder / "IMG_0004.JPG",
+        {T.DateTimeOriginal: "2024:05:01 06:00:99", T.DateTimeDigitized: "2024:05:01 06:00:04"},
+    )
+    write_jpeg(folder / "IMG_0005.JPG", {T.DateTimeOriginal: "2024:05:01 06:00:05"})
+    source = open_source(SourceConfig(id="trap", uri=str(folder)))
+    frames = list(source.frames())
+    source.close()
+    assert [f.origin for f in frames] == [f"IMG_000{i}.JPG" for i in range(1, 6)]
+    t = epoch(2024, 5, 1, 6, 0, 0)
+    assert [f.ts for f in frames] == [t, t, t, t + 4, t + 5]
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "source trap: IMG_0002.JPG has damaged EXIF time tags (offset '+99:00'): ignored"
+    )
+
+
+def test_a_failing_parser_gives_the_file_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a picture's header makes the parser do, the folder goes on."""
+    import edge_agent.capture_time as capture_time
+
+    def broken(path: Path, damaged: list[str] | None = None) -> float | None:
+        raise ValueError("offset must be a timedelta")
+
+    monkeypatch.setattr(capture_time, "exif_time", broken)
+    clock = FolderClock("trap")
+    paths = [
+        write_jpeg(tmp_path / f"{i}.jpg", {T.DateTimeOriginal: "2024:05:01 06:00:00"})
+        for i in range(2)
+    ]
+    with caplog.at_level(logging.WARNING, logger="edge_agent.capture_time"):
+        assert [clock.time_of(p) for p in paths] == [MTIME, MTIME]
+        assert clock.time_of(tmp_path / "gone.jpg") is None
+    assert len(caplog.records) == 1 and "offset must be a timedelta" in caplog.text
 
 
 # ---- sources ---------------------------------------------------------------------------------

@@ -146,6 +146,31 @@ def test_time_going_back_ends_the_sequence() -> None:
     assert [p["type"] for p in got] == ["start", "end", "start"]
 
 
+def test_a_scene_that_never_pauses_is_cut_at_max_sequence_s() -> None:
+    """A feeder cam: a deer every 10 s for 250 s, a new track each time, never a gap. The
+    sequence ends after max_sequence_s with its end and snapshot, the next box opens another,
+    and no event keeps more than one period's tracks."""
+    stage = build(max_sequence_s=100, gap_s=60)
+    sizes = []
+    results = []
+    for i in range(26):
+        result = make_result(T0 + 10 * i, [deer(track=i + 1)], i)
+        results.append(stage.process(result, make_frame(result)))
+        assert stage._open is not None
+        sizes.append(len(stage._open.labels["deer"].tracks))
+    got = [p for p in events(results) if p["type"] != "update"]
+    assert [(p["type"], p["ts"] - T0, p["start"] - T0) for p in got] == [
+        ("start", 0, 0),
+        ("end", 110, 0),
+        ("start", 110, 110),
+        ("end", 220, 110),
+        ("start", 220, 220),
+    ]
+    assert got[1]["end"] == T0 + 100 and got[1]["unique_count"] == 11
+    assert [len(r.snapshot_requests) for r in results if r.snapshot_requests] == [1, 1]
+    assert max(sizes) == 11
+
+
 def test_labels_and_min_confidence_filter_what_counts() -> None:
     stage = build(labels=["deer"], min_confidence=0.5)
     got = events(run(stage, [(0, [boar()]), (1, [deer(conf=0.4)]), (2, [deer(conf=0.6)])]))
@@ -284,6 +309,9 @@ def test_close_with_an_open_sequence_says_so(caplog: pytest.LogCaptureFixture) -
         ({"min_confidence": 1.5}, "min_confidence"),
         ({"update_every_s": -1}, "update_every_s"),
         ({"gap": 60}, "gap"),
+        ({"max_sequence_s": 60}, "max_sequence_s: expected more than gap_s \\(60\\)"),
+        ({"gap_s": 7200}, "max_sequence_s: expected more than gap_s"),
+        ({"max_sequence_s": 100_000}, "max_sequence_s"),
         ({"camtrap": {"latitude": 52.1}}, "longitude"),
         ({"camtrap": {"latitude": 95, "longitude": 4}}, "latitude"),
         ({"camtrap": {"observation_types": {"deer": "fish"}}}, "observation_types"),

@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,18 @@ import pytest
 from frictionless import Package
 from PIL import ExifTags, Image
 
-from edge_agent.analytics.camtrap import PACKAGE_LINK, PROFILE_URL, stamp
+from edge_agent.analytics import folder_log
+from edge_agent.analytics.camtrap import (
+    PACKAGE_LINK,
+    PROFILE_URL,
+    PackageInput,
+    PackageWriter,
+    Unreadable,
+    stamp,
+)
+from edge_agent.analytics.camtrap_options import CamtrapOptions
 from edge_agent.analytics.events import EventsStage, build_events
-from edge_agent.analytics.folder_log import MEGADETECTOR_FILE
+from edge_agent.analytics.folder_log import MEGADETECTOR_FILE, FolderLog, export_wait
 from edge_agent.config import SourceConfig
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext, stage_options
@@ -173,19 +183,16 @@ def test_megadetector_output_field_by_field(tmp_path: Path) -> None:
     assert (info["format_version"], info["detector"]) == ("1.4", "colour-blocks")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", info["detection_completion_time"])
     assert output["detection_categories"] == {"1": "deer", "2": "boar", "3": "person"}
-    expected = []
-    for name, item in SCENE.items():
-        if item is not None:
-            dets = [
-                {"category": str(LABELS.index(label) + 1), "conf": conf, "bbox": md_box(xyxy)}
-                for label, conf, _, xyxy in item[1]
-            ]
-            expected.append({"file": name, "detections": dets})
-    # Every box, the person too: the reader chooses; then the two unreadable files.
-    expected += [
-        {"file": f, "failure": "Failure image access", "detections": None}
-        for f in ("IMG_0003.JPG", "IMG_0009.JPG")
-    ]
+    expected: list[dict[str, Any]] = []
+    for name, item in SCENE.items():  # one list in name order, the unreadable files in place
+        if item is None:
+            expected.append({"file": name, "failure": "Failure image access", "detections": None})
+            continue
+        dets = [  # every box, the person too: the reader chooses
+            {"category": str(LABELS.index(label) + 1), "conf": conf, "bbox": md_box(xyxy)}
+            for label, conf, _, xyxy in item[1]
+        ]
+        expected.append({"file": name, "detections": dets})
     assert output["images"] == expected
 
 
@@ -605,10 +612,13 @@ def test_camtrap_package_field_by_field(tmp_path: Path) -> None:
     assert first["classifiedBy"] == "colour-blocks" and first["mediaID"] == "IMG_0002.JPG"
 
 
-def test_exports_mid_run_are_complete_and_valid(tmp_path: Path) -> None:
+def test_exports_mid_run_are_complete_and_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a killed agent leaves: after each image the files on disk are whole, list the
     images read so far (the corrupt one in the middle as a failure), and the package holds
     the sequences that ended."""
+    monkeypatch.setattr(folder_log, "EXPORT_BACKOFF", 0.0)  # with export_every_s 0: every image
     folder = write_folder(tmp_path / "trap", SCENE)
     stats = StatsRegistry()
     stage = build(folder, tmp_path / "state", stats, camtrap=COORDS, export_every_s=0)
@@ -628,7 +638,7 @@ def test_exports_mid_run_are_complete_and_valid(tmp_path: Path) -> None:
 
     run(folder, stage, stats, SCENE, after=snapshot)
     assert seen["IMG_0004.JPG"] == (
-        ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0004.JPG", "IMG_0003.JPG"],
+        ["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0003.JPG", "IMG_0004.JPG"],
         [],
     )
     assert seen["IMG_0005.JPG"][1] == ["trap-20240501T060000.000Z"]  # ended on IMG_0005
@@ -702,3 +712,112 @@ def test_camtrap_times_carry_the_local_offset_of_their_date() -> None:
     time.tzset()
     assert stamp(T0) == "2024-05-01T08:00:00+02:00"
     assert stamp(T0 - 150 * 86400) == "2023-12-03T07:00:00+01:00"  # winter time
+
+
+# ---- when the exports are written ------------------------------------------------------------
+
+
+def md_files(out: Path) -> list[str]:
+    return [i["file"] for i in json.loads((out / MEGADETECTOR_FILE).read_text())["images"]]
+
+
+def test_last_picture_writes_the_final_exports_at_once(tmp_path: Path) -> None:
+    """The folder is done on its last picture: the exports list it then, not at shutdown."""
+    scene = {k: SCENE[k] for k in ("IMG_0001.JPG", "IMG_0002.JPG", "IMG_0004.JPG")}
+    folder = write_folder(tmp_path / "trap", scene)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats, camtrap=COORDS)  # export_every_s 30
+    out = tmp_path / "state" / "exports"
+    run(folder, stage, stats, scene)
+    assert md_files(out) == list(scene)
+    events = [o for o in rows(out / PACKAGE_LINK, "observations") if o["eventID"]]
+    assert events, "the sequence the last picture ended is in the package"
+
+
+def test_finish_writes_the_final_exports(tmp_path: Path) -> None:
+    """A source that ends (its last file corrupt, so no last picture is seen): the stage's
+    finish, as the agent calls it, writes every picture and the failure before close()."""
+    scene = {k: SCENE[k] for k in ("IMG_0001.JPG", "IMG_0002.JPG", "IMG_0004.JPG")}
+    scene["IMG_0009.JPG"] = None
+    folder = write_folder(tmp_path / "trap", scene)
+    stats = StatsRegistry()
+    stage = build(folder, tmp_path / "state", stats)
+    results = run(folder, stage, stats, scene)
+    out = tmp_path / "state" / "exports"
+    assert md_files(out) == ["IMG_0001.JPG"]  # the first picture's periodic write
+    stage.finish(replace(results[-1], publications=[], snapshot_requests=[]))
+    assert md_files(out) == list(scene)
+
+
+def test_export_interval_grows_with_the_cost_of_a_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite that takes d seconds is followed by none for max(export_every_s, 20 d): the
+    post thread spends at most ~5 % on exports. Final writes happen whatever is due."""
+    assert export_wait(30, 0.1) == 30 and export_wait(30, 2.0) == 40
+    folder = tmp_path / "trap"
+    folder.mkdir()
+    names = [f"IMG_{i:04d}.JPG" for i in range(100)]
+    for name in names:
+        (folder / name).touch()  # listed, never decoded here
+    now = [0.0]
+    writes: list[float] = []
+    real = folder_log.write_batch_output
+
+    def timed(path: Path, output: dict[str, Any]) -> None:
+        writes.append(now[0])
+        real(path, output)
+        now[0] += 0.125 * len(output["images"])  # a rewrite costs 1/8 s per image (exact)
+
+    monkeypatch.setattr(folder_log, "write_batch_output", timed)
+    opts = stage_options("events", {"export_every_s": 5})
+    stats = StatsRegistry()
+    log = FolderLog(
+        folder, tmp_path / "out", opts, "trap", stats.source("trap"), LABELS, lambda: now[0]
+    )
+    stage = EventsStage(opts, "trap", log)  # type: ignore[arg-type]
+    for i, name in enumerate(names[:-1]):  # one image a second
+        result = Result("trap", i, T0 + i, "m", "detect", LABELS, (W, H), detections([]))
+        result.origin = name
+        stage.process(result, None)
+        now[0] += 1.0
+    # 1 image: 0.125 s, wait 5 s; 6 images at 5.125: 0.75 s, wait 15 s; 21 at 20.875:
+    # 2.625 s, wait 52.5 s; 74 at 76.5: 9.25 s, wait 185 s: none more before the end.
+    assert writes == [0.0, 5.125, 20.875, 76.5]
+    stage.finish(result)  # not due, but final
+    assert len(writes) == 5 and md_files(tmp_path / "out") == names[:-1]
+    stage.close()  # final again with nothing new: not rewritten
+    assert len(writes) == 5
+
+
+# ---- package folders --------------------------------------------------------------------------
+
+
+def test_a_writer_deletes_only_its_own_package_folders(tmp_path: Path) -> None:
+    """Two sources given one export_dir (a config the agent refuses, but still): each keeps
+    its current package. Only the previous run's folder (the link's at start) and a writer's
+    own older folders are deleted; a folder someone else left is never touched."""
+    out = tmp_path / "exports"
+    out.mkdir()
+    previous = out / ".camtrap-dp-0badc0de"
+    previous.mkdir()
+    os.symlink(previous.name, out / PACKAGE_LINK)
+    foreign = out / ".camtrap-dp-feedf00d"  # not ours: a crash's leftover, another writer's
+    foreign.mkdir()
+    options = CamtrapOptions(**COORDS)
+    data = PackageInput("trap", tmp_path, [], [], [Unreadable("IMG_0001.JPG", T0)])
+    a, b = PackageWriter(out), PackageWriter(out)  # both built before either writes
+
+    def folders() -> set[str]:
+        return {p.name for p in out.iterdir() if p.name.startswith(".")}
+
+    a.write(options, data)
+    a_current = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_current, foreign.name}  # the previous run's package is gone
+    b.write(options, data)
+    b_current = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_current, b_current, foreign.name}  # a's current one survives b
+    a.write(options, data)
+    a_next = os.readlink(out / PACKAGE_LINK)
+    assert folders() == {a_next, b_current, foreign.name}  # a deletes its own older one only
+    assert (out / b_current / "media.csv").is_file()

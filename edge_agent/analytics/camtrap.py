@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import mimetypes
+import os
 import re
 import secrets
 import shutil
@@ -279,20 +280,51 @@ class CamtrapPackage:
         }
 
 
-def write_package(out_dir: Path, options: CamtrapOptions, data: PackageInput) -> Path | None:
-    """Write the package as ``out_dir/camtrap-dp`` (a symlink swapped to a complete new
-    folder, so a reader or a crash never sees tables of two versions); None if no media yet."""
-    files = CamtrapPackage(options, data).files()
-    if files is None:
+#: Package folders this module makes: the link's name, a dash and 8 hex digits.
+_PACKAGE_DIR = re.compile(rf"\.{PACKAGE_LINK}-[0-9a-f]{{8}}")
+
+
+def _link_target(link: Path) -> str | None:
+    """The package folder ``link`` names, if it is a symlink to one beside it."""
+    try:
+        target = os.readlink(link)
+    except OSError:  # no link yet (first run), or not a symlink
         return None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    link = out_dir / PACKAGE_LINK
-    new = out_dir / f".{PACKAGE_LINK}-{secrets.token_hex(4)}"
-    new.mkdir()
-    for name, content in files.items():
-        write_atomic(new / name, content)
-    replace_symlink(link, new.name)
-    for stale in out_dir.glob(f".{PACKAGE_LINK}-*"):  # the previous one, and any a crash left
-        if stale != new and stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-    return link
+    return target if _PACKAGE_DIR.fullmatch(target) else None
+
+
+class PackageWriter:
+    """Writes one source's packages as ``out_dir/camtrap-dp``, a symlink swapped to a complete
+    new folder, so a reader or a crash never sees tables of two versions.
+
+    It deletes only package folders it made itself and the one the link named when it was
+    made (the previous run's): another writer of the same folder (two sources given one
+    export_dir) must never lose its current package."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self._mine: set[str] = set()  # made by this writer and not yet deleted
+        # Read now, when the agent builds its stages, before any source of this run writes:
+        # later, the link may name another writer's package.
+        self._previous = _link_target(out_dir / PACKAGE_LINK)
+
+    def write(self, options: CamtrapOptions, data: PackageInput) -> Path | None:
+        """Write the package and swap the link to it; None (nothing written) if no media yet."""
+        files = CamtrapPackage(options, data).files()
+        if files is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        link = self.out_dir / PACKAGE_LINK
+        new = self.out_dir / f".{PACKAGE_LINK}-{secrets.token_hex(4)}"
+        new.mkdir()
+        self._mine.add(new.name)  # deleted by a later write if this one fails half-way
+        for name, content in files.items():
+            write_atomic(new / name, content)
+        replace_symlink(link, new.name)
+        stale = self._mine - {new.name}
+        if self._previous is not None and self._previous != new.name:
+            stale.add(self._previous)
+        for name in stale:
+            shutil.rmtree(self.out_dir / name, ignore_errors=True)
+        self._mine, self._previous = {new.name}, None
+        return link

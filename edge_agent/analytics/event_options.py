@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.analytics.camtrap_options import CamtrapOptions
 
 #: Wildlife Insights' default gap between two sequences, in seconds.
 GAP_S = 60.0
+#: Longest sequence by default: an hour, then its end (and snapshot) goes out.
+MAX_SEQUENCE_S = 3600.0
+#: Upper bound of max_sequence_s: a day; longer would keep a sequence's state for days.
+MAX_SEQUENCE_LIMIT_S = 86400.0
 
 
 class EventsOptions(BaseModel):
@@ -24,6 +28,14 @@ class EventsOptions(BaseModel):
         gt=0,
         description="A sequence ends at the first frame more than this many seconds (capture "
         "time) after its last counted box; the next box opens a new one.",
+    )
+    max_sequence_s: float = Field(
+        MAX_SEQUENCE_S,
+        gt=0,
+        le=MAX_SEQUENCE_LIMIT_S,
+        description="A sequence ends when it has lasted this many seconds (capture time), even "
+        "if boxes keep coming (a feeder, a street): its 'end' and snapshot go out and the next "
+        "counted box opens a new one. More than gap_s, at most 86400.",
     )
     labels: tuple[str, ...] | None = Field(
         None,
@@ -41,8 +53,9 @@ class EventsOptions(BaseModel):
     )
     snapshot: bool = Field(
         True,
-        description="Keep each event's best frame and ask the snapshot stage for it at the "
-        "end (needs a 'snapshot' stage after this one).",
+        description="Keep a copy of each open event's best frame (at most 1280 px) and ask "
+        "the snapshot stage for it at the end. Without a 'snapshot' stage after this one, set "
+        "false: the copies would be kept for nothing.",
     )
     export: bool | None = Field(
         None,
@@ -59,7 +72,8 @@ class EventsOptions(BaseModel):
         30.0,
         ge=0,
         description="While images are processed, the exports are rewritten at most this often "
-        "(seconds of the device's clock), and always when the folder is done or the agent stops.",
+        "(seconds of the device's clock), and at least 20 times as long as the last rewrite "
+        "took apart; always when the folder is done or the agent stops.",
     )
     camtrap: CamtrapOptions = Field(
         default_factory=CamtrapOptions,
@@ -73,6 +87,15 @@ class EventsOptions(BaseModel):
         if labels is not None and len(set(labels)) != len(labels):
             raise ValueError(f"expected distinct labels, but got {list(labels)}")
         return labels
+
+    @model_validator(mode="after")
+    def _longer_than_gap(self) -> EventsOptions:
+        if self.max_sequence_s <= self.gap_s:
+            raise ValueError(
+                f"max_sequence_s: expected more than gap_s ({self.gap_s:g}), but got "
+                f"{self.max_sequence_s:g}"
+            )
+        return self
 
     def source_problem(self, kind: str) -> str | None:
         """Why this stage cannot run on a ``kind`` source (config/labels.py asks it)."""

@@ -5,9 +5,10 @@ MegaDetector batch output and a Camtrap DP package of the whole folder (folder_l
 
 A sequence opens on the first counted box and ends at the first frame more than ``gap_s``
 after the last counted box (Wildlife Insights groups pictures 60 s apart the same way), when
-time goes backwards (a folder read again), when a folder's last image has been processed, or
-at close. Times are capture times: EXIF for pictures, media time for video files. The options
-are in event_options.py.
+it has lasted ``max_sequence_s`` (a feeder or a street never pauses: its end and snapshot
+must still go out, and its state stay bounded), when time goes backwards (a folder read
+again), when a folder's last image has been processed, or at close. Times are capture times:
+EXIF for pictures, media time for video files. The options are in event_options.py.
 """
 
 from __future__ import annotations
@@ -132,8 +133,13 @@ class EventsStage:
         if not isinstance(det, Detections):  # a classifier has no boxes to count
             return result
         ts = result.ts
-        if self._open is not None and (ts - self._open.end > self.o.gap_s or ts < self._last_ts):
-            self.finish(result)
+        open_ = self._open
+        if open_ is not None and (
+            ts - open_.end > self.o.gap_s
+            or ts - open_.start > self.o.max_sequence_s
+            or ts < self._last_ts
+        ):
+            self._end(result)
         self._last_ts = ts
         counted = self._counted(det, result.labels)
         n_counted = np.count_nonzero(counted)
@@ -214,8 +220,17 @@ class EventsStage:
                 self._send(result, tally, "update")
 
     def finish(self, result: Result) -> Result:
+        """End the open sequence in ``result`` and write the final exports: the folder is
+        done. The agent calls it when a finite source ends or stops; so does the last image
+        of a folder."""
+        self._end(result)
+        if self.folder is not None:
+            self.folder.write(final=True)
+        return result
+
+    def _end(self, result: Result) -> Result:
         """End the open sequence in ``result``: an ``end`` per label, each with a snapshot
-        request for its best frame. Also for the agent to call when a finite source ends."""
+        request for its best frame."""
         seq, self._open = self._open, None
         if seq is None:
             return result

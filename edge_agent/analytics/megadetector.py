@@ -12,7 +12,7 @@ output, the reader chooses its confidence threshold.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,11 +69,14 @@ def batch_output(
     categories: Categories,
     detector: str,
     completed: datetime,
+    order: Callable[[str], int] | None = None,
 ) -> dict[str, Any]:
-    """The whole results file: ``info``, ``detection_categories`` and ``images`` (processed
-    images first, in the folder's order, then the files that failed)."""
+    """The whole results file: ``info``, ``detection_categories`` and ``images``, one list
+    sorted by ``order`` of the file name (the folder's order), failures among the rest."""
     images = [image_entry(r, categories) for r in records]
     images += [{"file": f, "failure": FAILURE_IMAGE_ACCESS, "detections": None} for f in failures]
+    if order is not None:
+        images.sort(key=lambda image: order(image["file"]))
     return {
         "info": {
             "format_version": FORMAT_VERSION,
