@@ -103,8 +103,8 @@ class TrackTable:
 
 
 def stale_rows(last_seen: np.ndarray, now: float, keep_s: float) -> np.ndarray:
-    """Rows last seen more than ``keep_s`` seconds before ``now`` (capture times), plus the
-    longest unseen past MAX_TRACKS."""
+    """Rows last seen more than ``keep_s`` seconds before ``now`` (``StageClock`` readings),
+    plus the longest unseen past MAX_TRACKS."""
     stale = now - last_seen > keep_s
     extra = len(last_seen) - np.count_nonzero(stale) - MAX_TRACKS
     if extra > 0:
