@@ -10,6 +10,9 @@ rename itself is on disk. Without that last fsync, ext4 with ``data=ordered`` ma
 after a crash with the old name (https://lwn.net/Articles/457667/, "Ensuring data reaches
 disk"). A symlink cannot be changed in place, so a new one is made under a temp name and
 renamed over the old: ``rename(2)`` replaces the link itself, never what it points to.
+
+A state file that cannot be read back is never overwritten in place nor deleted: it is moved
+aside (``move_aside``) for someone to look at, and the agent starts as without it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +31,8 @@ from typing import BinaryIO
 DEFAULT_FILE_MODE = 0o644
 #: Random hex characters in a temp symlink's name; two swaps of one link never collide.
 TEMP_TOKEN_BYTES = 8
+#: Suffixes tried for a damaged file's new name when that second's name is taken already.
+MAX_ASIDE_SUFFIX = 100
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -97,3 +103,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """The file's sha256 as hex, read in chunks (a bundle's model may not fit in memory twice)."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def move_aside(path: str | os.PathLike[str]) -> Path:
+    """Rename a damaged file to ``<name>.damaged-<local time>`` beside it (``-2``, ``-3``, ...
+    added if that name is taken: an earlier copy is never replaced) and return the new path.
+    Raises OSError when it cannot be renamed; the caller logs either outcome, in its words.
+    """
+    path = Path(path)
+    stem = f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+    for n in range(1, MAX_ASIDE_SUFFIX + 1):
+        aside = path.with_name(stem if n == 1 else f"{stem}-{n}")
+        if aside.exists() or aside.is_symlink():
+            continue
+        path.rename(aside)
+        fsync_dir(path.parent)
+        return aside
+    raise FileExistsError(errno.EEXIST, "no free name to move a damaged file to", str(path))

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent import fsutil
-from edge_agent.fsutil import atomic_writer, fsync_dir, replace_symlink, write_atomic
+from edge_agent.fsutil import (
+    atomic_writer,
+    fsync_dir,
+    move_aside,
+    replace_symlink,
+    write_atomic,
+)
 
 
 def names(folder: Path) -> list[str]:
@@ -150,3 +156,21 @@ def test_a_failed_symlink_swap_leaves_no_temp_link(tmp_path, monkeypatch):
         replace_symlink(tmp_path / "current", "bbb")
     assert names(tmp_path) == ["current"]
     assert os.readlink(tmp_path / "current") == "aaa"
+
+
+def test_move_aside_keeps_every_damaged_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsutil.time, "strftime", lambda fmt: "20240501T060000")
+    for content in (b"first", b"second"):
+        (tmp_path / "state.json").write_bytes(content)
+        move_aside(tmp_path / "state.json")
+    assert names(tmp_path) == [
+        "state.json.damaged-20240501T060000",
+        "state.json.damaged-20240501T060000-2",
+    ]
+    assert (tmp_path / "state.json.damaged-20240501T060000").read_bytes() == b"first"
+    assert (tmp_path / "state.json.damaged-20240501T060000-2").read_bytes() == b"second"
+
+
+def test_move_aside_of_a_missing_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        move_aside(tmp_path / "gone.json")

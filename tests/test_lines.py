@@ -275,6 +275,24 @@ def test_track_state_is_bounded(monkeypatch):
     assert len(short.table) == 6
 
 
+def test_track_state_stays_bounded_when_capture_time_goes_back():
+    """A looped image folder (``on_eof: loop``): time steps back at each pass, and each
+    image shows a new id. Tracks are forgotten ``lost_s`` after they were last seen on a clock
+    that does not step back with the frames, so the table holds only the last few."""
+    opts = LinesOptions.model_validate({**short_lines_spec(), "lost_s": 0.55}, strict=True)
+    counter = LineCounter(opts, StageContext("cam", StatsRegistry()))
+    sizes = []
+    for n in range(20):
+        for i in range(10):
+            r = result([(n * 10 + i + 1, (0.2, 0.3, 0.3, 0.6), 0)], i)  # ts back to T0 each pass
+            r.seq = n * 10 + i
+            counter.process(r, None)
+            sizes.append(len(counter.table))
+    # seen now or within the last 0.55 s: six, as without the steps back; seven just after a
+    # step, which takes no time (its two frames are 0 s apart, not 0.1 s)
+    assert max(sizes) == 7 and sizes[-1] == 6
+
+
 def short_lines_spec() -> dict:
     return {"lines": [{"name": "a", "start": [0.5, 0], "end": [0.5, 1], "in_side": "left"}]}
 

@@ -6,6 +6,7 @@ Scenes are scripted frame by frame in capture time (10 fps), so every expectatio
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -427,22 +428,44 @@ def test_without_a_state_folder_a_start_alerts_on_what_it_sees(tmp_path: Path) -
     assert sorted(run.kinds()) == [("low_stock", "cola", 5.0), ("out_of_stock", "water", 5.0)]
 
 
+def test_a_state_saved_for_another_capacity_is_not_used(tmp_path: Path) -> None:
+    folder = tmp_path / "slots"
+    folder.mkdir()
+    resized = {"label": "cola", "capacity": 12, "state": "out", "since": 1.0}
+    (folder / "cola.json").write_text(json.dumps(resized))
+    run = Run(make_stage(state_dir=tmp_path))
+    run.hold(6, cans(6, "water", x0=360))
+    assert ("out_of_stock", "cola", 5.0) in run.kinds()  # as if there were no saved state
+    assert [p.name for p in folder.iterdir()] == ["cola.json", "water.json"]  # not damaged
+
+
 @pytest.mark.parametrize(
     "saved",
     [
         "{not json",
-        json.dumps({"label": "cola", "capacity": 12, "state": "out", "since": 1.0}),  # resized
+        "",
         json.dumps({"label": "cola", "capacity": 6, "state": "empty", "since": 1.0}),
+        json.dumps({"label": "cola", "capacity": 6, "state": "out"}),
+        json.dumps({"label": "cola", "capacity": 6, "state": "out", "since": "noon"}),
         json.dumps(["out"]),
     ],
 )
-def test_a_saved_state_that_does_not_fit_is_ignored(tmp_path: Path, saved: str) -> None:
+def test_a_damaged_saved_state_is_moved_aside_and_reported(
+    tmp_path: Path, saved: str, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "slots"
     folder.mkdir()
     (folder / "cola.json").write_text(saved)
-    run = Run(make_stage(state_dir=tmp_path))
-    run.hold(6, cans(6, "water", x0=360))
+    with caplog.at_level(logging.ERROR):
+        run = Run(make_stage(state_dir=tmp_path))
+        run.hold(6, cans(6, "water", x0=360))
     assert ("out_of_stock", "cola", 5.0) in run.kinds()  # as if there were no saved state
+    aside = [p for p in folder.iterdir() if p.name.startswith("cola.json.damaged-")]
+    assert len(aside) == 1 and aside[0].read_text() == saved  # kept for a look
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and str(folder / "cola.json") in errors[0].getMessage()
+    assert aside[0].name in errors[0].getMessage()
+    assert json.loads((folder / "cola.json").read_text())["state"] == "out"  # saved anew
 
 
 def test_a_state_that_cannot_be_saved_is_still_published(tmp_path: Path) -> None:

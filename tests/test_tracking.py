@@ -4,11 +4,12 @@ after seconds (not frames) at any frame rate, the low-confidence second stage, c
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
 
-from edge_agent.analytics import motion
+from edge_agent.analytics import motion, track_ids
 from edge_agent.analytics.track_ids import ID_BLOCK, ID_FILE
 from edge_agent.analytics.tracking import MAX_TRACKS, TrackOptions, TrackStage
 from edge_agent.health.stats import StatsRegistry
@@ -330,12 +331,42 @@ def test_ids_continue_after_a_restart_with_a_state_folder(tmp_path):
     assert (tmp_path / ID_FILE).read_text().strip() == str(first + 1 + ID_BLOCK)
 
 
-def test_a_corrupt_or_unwritable_id_file_warns_and_tracking_goes_on(tmp_path, caplog):
-    (tmp_path / ID_FILE).write_text("garbage")
-    with caplog.at_level(logging.WARNING):
+@pytest.mark.parametrize("content", ["garbage", "0", "-5", "", "9" * 20])
+def test_a_damaged_id_file_is_moved_aside_and_ids_restart_above_any_earlier_run(
+    tmp_path, caplog, monkeypatch, content
+):
+    """Ids are never reused: after a damaged file they start at the milliseconds since the
+    epoch, which no earlier run can have reached (docs/tracking.md)."""
+    now = 1_700_000_000.25
+    monkeypatch.setattr(track_ids.time, "time", lambda: now)
+    (tmp_path / ID_FILE).write_text(content)
+    os.utime(tmp_path / ID_FILE, (now - 60, now - 60))  # last written a minute ago
+    with caplog.at_level(logging.ERROR):
         stage = make_stage(state_dir=tmp_path, birth_hits=1)
-        assert int(step(stage, 0.0, dets([box(100)]))[0]) == 1
-    assert "not a positive id" in caplog.text
+        ids = step(stage, 0.0, dets([box(100), box(300)]))
+    assert list(ids) == [1_700_000_000_250, 1_700_000_000_251]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(f"{ID_FILE}.damaged-")]
+    assert len(aside) == 1 and aside[0].read_text() == content  # kept for a look
+    assert f"{ID_FILE} holds {content!r}" in caplog.text and aside[0].name in caplog.text
+    assert int((tmp_path / ID_FILE).read_text()) == ids[-1] + 1 + ID_BLOCK
+    again = make_stage(state_dir=tmp_path, birth_hits=1)  # and the new file is read as usual
+    assert int(step(again, 0.0, dets([box(100)]))[0]) == ids[-1] + 1 + ID_BLOCK
+
+
+def test_ids_after_a_damaged_file_stay_above_its_last_change_if_the_clock_is_behind(
+    tmp_path, monkeypatch
+):
+    """A device without a real-time clock may boot in 1970: the damaged file's own time
+    still bounds what earlier runs reached."""
+    monkeypatch.setattr(track_ids.time, "time", lambda: 12.0)
+    damaged = tmp_path / ID_FILE
+    damaged.write_text("\x00\x00")
+    os.utime(damaged, (1_700_000_000.0, 1_700_000_000.0))
+    stage = make_stage(state_dir=tmp_path, birth_hits=1)
+    assert int(step(stage, 0.0, dets([box(100)]))[0]) == 1_700_000_000_000
+
+
+def test_an_unwritable_state_folder_warns_and_tracking_goes_on(tmp_path, caplog):
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the state folder should be
     with caplog.at_level(logging.WARNING):

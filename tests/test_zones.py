@@ -8,6 +8,7 @@ per-track restatement of the documented rule.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,64 @@ def test_an_occluded_track_keeps_its_place_then_exits_when_last_seen():
         (64 + 30, 0, 1, 1),  # 3.0 s after it was last seen (frame 64)
     ]
     assert msgs[-1]["dwell_s"]["max"] == pytest.approx(ts(64) - ts(0))
+
+
+#: One pass over a looped image folder (``on_eof: loop``): a person walks into the desk zone
+#: and is inside at the last image; the next pass starts again at the first image's time.
+LOOP_FEET = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45, 0.5, 0.52, 0.55]
+
+
+def looped(counter: ZoneCounter, passes: int) -> list[Result]:
+    """The folder played ``passes`` times; the tracker gives each pass's person a new id (the
+    box jumps from the last image's place to the first's), as it would."""
+    out = []
+    for n in range(passes):
+        for i, x in enumerate(LOOP_FEET):
+            r = result([(n + 1, x, 0.6, 0)], i)  # capture time ts(i): back to ts(0) each pass
+            r.seq = n * len(LOOP_FEET) + i
+            out.append(counter.process(r, None))
+    return out
+
+
+def test_a_looped_folder_keeps_the_count_exact():
+    """Capture time goes back at each pass. The last pass's person is forgotten ``lost_s``
+    after it was last seen, counted on a clock that does not go back with the frames."""
+    counter = stage({"name": "desk", "polygon": SQUARE, "inertia": 1}, lost_s=0.25)
+    out = looped(counter, 4)
+    msgs = zone_msgs(out)
+    assert max(m["count"] for m in msgs) == 1  # the folder never shows more than one person
+    assert all(m["count"] == m["entries"] - m["exits"] for m in msgs)
+    per_pass = [zone_msgs(out[n * 10 : n * 10 + 10])[-1] for n in range(4)]
+    assert [(m["count"], m["entries"], m["exits"]) for m in per_pass] == [
+        (1, 1, 0),
+        (1, 2, 1),
+        (1, 3, 2),
+        (1, 4, 3),
+    ]
+    # each visit lasted from image 6 to image 9 (0.3 s), not a negative or a pass-long time
+    assert per_pass[-1]["dwell_s"] == {"mean": 0.3, "max": 0.3}
+    assert per_pass[-1]["current_since"] == ts(6)  # on the frames' timeline
+    exits = [b["seq"] for a, b in itertools.pairwise(msgs) if b["exits"] > a["exits"]]
+    assert [seq % 10 for seq in exits] == [3, 3, 3]  # 0.3 s (> lost_s) after the last sighting
+
+
+def test_loitering_counts_time_across_a_clock_step_back():
+    """A person standing in the zone through a looped folder of 1 s images: the step back
+    counts as no time, so 15 s inside (9 before it) are reached at the 7th image of the second
+    pass; the visit's start moves back with the clock, so ``ts - start == dwell_s``."""
+    counter = stage({"name": "desk", "polygon": SQUARE, "loiter_s": 15.0, "inertia": 1})
+    stay = [(7, 0.5, 0.6, 0)]
+    out = []
+    for seq in range(30):
+        r = result(stay, 0)
+        r.seq, r.ts = seq, T0 + seq % 10  # 0..9 s, three times
+        out.append(counter.process(r, None))
+    events = [(r, p.payload) for r in out for p in r.publications if p.kind == "event"]
+    assert [r.seq for r, _ in events] == [16]
+    event = events[0][1]
+    assert isinstance(event, dict)
+    assert event["dwell_s"] == 15.0 and event["ts"] == T0 + 6
+    assert event["ts"] - event["start"] == 15.0
 
 
 def test_counts_per_label_and_the_zone_labels_filter():

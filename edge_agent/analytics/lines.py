@@ -19,6 +19,10 @@ Three situations need more than that:
   *other* was heading (by their last velocities) have their line state exchanged, so the state
   follows the object, and a swap neither adds crossings nor loses them.
 - **Restarts.** Totals and the hour and day tallies are kept in the state folder (tallies.py).
+- **Time going back.** A track unseen for ``lost_s`` is forgotten; that time is measured on
+  capture time that never goes back (``StageClock``), so when the frames' time steps back (a
+  looped folder, NTP) tracks seen before the step are still forgotten. The hour and day
+  tallies follow the frames' own time (a step back keeps counting in the current period).
 
 The options are in line_options.py, the frame-edge geometry in line_edges.py and the id-switch
 test in id_swaps.py; this module keeps the per-track state and applies the rules.
@@ -32,7 +36,13 @@ from edge_agent.analytics.id_swaps import off_course, swapped_pairs
 from edge_agent.analytics.line_edges import EDGE_MARGIN, clipped_bands, edge_borders, extend_clipped
 from edge_agent.analytics.line_options import LinesOptions
 from edge_agent.analytics.tallies import IN, OUT, TallyStore
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
+from edge_agent.analytics.trackstate import (
+    LabelIndex,
+    StageClock,
+    TrackTable,
+    any_stale,
+    stale_rows,
+)
 from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import UNCONFIRMED, Detections, Frame, Overlay, Publication, Result
@@ -86,6 +96,7 @@ class LineCounter:
         self.borders = edge_borders(self.normal, self.offset, self.clipped)
         self.edge_lines = bool(self.clipped.any())
         self.frame = 0
+        self.clock = StageClock()  # LAST_TS holds its readings, not capture times
         self._size: tuple[int, int] = (0, 0)
         self._scale = np.ones(4)
         self.overlays = [self._overlay(i) for i in range(len(self.lines))]
@@ -95,6 +106,8 @@ class LineCounter:
         if not isinstance(det, Detections) or det.tracker_id is None:
             return result
         self.frame += 1
+        self.clock.advance(result.ts)
+        now = self.clock.now
         changed = {i for i, t in enumerate(self.tallies) if t.advance(result.ts)}
         if self.frame == 1:
             changed = set(range(len(self.lines)))  # replace what an earlier run left retained
@@ -110,14 +123,14 @@ class LineCounter:
                 self._size = result.frame_size
                 self._scale = 1 / np.tile(np.asarray(result.frame_size, np.float64), 2)
             if n_held == len(det):  # every box confirmed, as most frames: no gathers
-                self._observe(det.tracker_id, det.class_id, det.xyxy, result.ts, changed)
+                self._observe(det.tracker_id, det.class_id, det.xyxy, now, changed)
             else:
                 ids, cls, xyxy = det.tracker_id[held], det.class_id[held], det.xyxy[held]
-                self._observe(ids, cls, xyxy, result.ts, changed)
+                self._observe(ids, cls, xyxy, now, changed)
         self._vanished(changed)
         last_ts = self.table.cols["track"][:, LAST_TS]
-        if any_stale(last_ts, result.ts, self.lost_s):
-            self.table.drop(stale_rows(last_ts, result.ts, self.lost_s))
+        if any_stale(last_ts, now, self.lost_s):
+            self.table.drop(stale_rows(last_ts, now, self.lost_s))
         for i in sorted(changed):
             payload = {**self.tallies[i].payload(), "ts": result.ts}
             result.publications.append(Publication("line", (self.lines[i].name,), payload))
@@ -128,10 +141,10 @@ class LineCounter:
         return result
 
     def _observe(
-        self, ids: np.ndarray, cls: np.ndarray, xyxy: np.ndarray, ts: float, changed: set[int]
+        self, ids: np.ndarray, cls: np.ndarray, xyxy: np.ndarray, now: float, changed: set[int]
     ) -> None:
         """Update every line's state of the confirmed tracks ``ids`` seen this frame (classes
-        ``cls`` at boxes ``xyxy``), all at once."""
+        ``cls`` at boxes ``xyxy``), all at once; ``now`` is the stage clock's reading."""
         rows, new = self.table.rows(ids)
         boxes = xyxy * self._scale  # normalised, float64
         track = self.table.cols["track"][rows]
@@ -188,7 +201,7 @@ class LineCounter:
         seen_before = track[:, SEEN] > 0.0
         track[:, VX : VY + 1] = (centre - track[:, CX : CY + 1]) * (seen_before / gap)[:, None]
         track[:, CX : CY + 1], track[:, LABEL] = centre, lab
-        track[:, LAST_FRAME : LAST_TS + 1] = self.frame, ts
+        track[:, LAST_FRAME : LAST_TS + 1] = self.frame, now
         track[:, SEEN] += 1
         self.table.cols["track"][rows] = track
 

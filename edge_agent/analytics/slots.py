@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_agent.analytics.slot_level import SlotLevel
 from edge_agent.analytics.slot_options import SlotsOptions, SlotSpec, State
-from edge_agent.fsutil import write_atomic
+from edge_agent.fsutil import move_aside, write_atomic
 from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.polygons import PolygonSet
@@ -66,19 +66,40 @@ class _Slot:
         return Overlay("zone", s.name, points, f"{s.label} {count}/{s.capacity}{tail}")
 
     def remembered(self) -> State | None:
-        """The state the last run committed, if it was for the same label and capacity."""
+        """The state the last run committed, if it was for the same label and capacity. A file
+        that cannot be read back as one (damaged, hand edited) is moved aside and reported; the
+        slot starts as with no saved state."""
         if self.file is None or not self.file.exists():
             return None
         try:
             kept = json.loads(self.file.read_text())
-            same = kept["label"] == self.spec.label and kept["capacity"] == self.spec.capacity
-            if same and kept["state"] in ("ok", "low", "out"):
-                state: State = kept["state"]
-                self.since = float(kept["since"])
-                return state
+            state: State = kept["state"]
+            since = float(kept["since"])
+            label, capacity = kept["label"], kept["capacity"]
+            if state not in ("ok", "low", "out"):
+                raise ValueError(f"state is one of ok, low, out, but got {state!r}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("slot %r: ignoring its saved state %s (%s)", self.spec.name, self.file, exc)
-        return None
+            self._move_aside(exc)
+            return None
+        if label != self.spec.label or capacity != self.spec.capacity:
+            return None  # the slot was reconfigured: its old state says nothing now
+        self.since = since
+        return state
+
+    def _move_aside(self, exc: Exception) -> None:
+        assert self.file is not None
+        try:
+            aside = move_aside(self.file).name
+        except OSError as move_exc:
+            aside = f"nowhere ({move_exc}): it will be replaced"
+        log.error(
+            "slot %r: its saved state %s cannot be read (%s); moved to %s, the slot starts as "
+            "with no saved state",
+            self.spec.name,
+            self.file,
+            f"{type(exc).__name__}: {exc}".splitlines()[0],
+            aside,
+        )
 
     def commit(self, ts: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The new debounced count is committed: the slot's payload and the event it fires."""

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
-from edge_agent.fsutil import write_atomic
+from edge_agent.fsutil import move_aside, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +258,8 @@ class TallyStore:
 
 
 def _move_aside(path: Path, exc: Exception) -> None:
-    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
     try:
-        path.replace(aside)
+        aside = move_aside(path)
     except OSError as move_exc:
         log.error("line tallies %s cannot be read (%s) nor moved aside (%s)", path, exc, move_exc)
         return

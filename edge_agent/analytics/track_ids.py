@@ -6,16 +6,25 @@ write with fsync per object (milliseconds on an SD card), so ids are *reserved i
 way database sequences cache values: the file holds the first id not yet reserved, written
 before any id of the block is handed out. A crash skips at most the rest of one block; it
 never repeats one. Without a state folder (tests, tools) ids start at 1 each run.
+
+A file that cannot be read as a positive id (damaged, edited by hand) is moved aside and
+logged as an error, and ids start again at a floor no earlier run can have reached: the
+milliseconds since the epoch, of now or of the damaged file's last change if that is later (a
+device without a real-time clock may boot in 1970). An earlier run counted up from 1, or from
+such a floor, one id per new track: to reach the new floor it would have had to start more
+than one track per millisecond, on average, ever since. Such ids (about 1.7e12 in 2024) stay
+far below 2**53, so JSON readers that hold numbers as doubles still read them exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
-from edge_agent.fsutil import write_atomic
+from edge_agent.fsutil import move_aside, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,12 @@ log = logging.getLogger(__name__)
 ID_BLOCK = 1000
 #: The file in a source's state folder that holds the first unreserved id.
 ID_FILE = "track_next_id"
+#: Ids per second of the clock floor ids restart at after a damaged file (module docstring).
+FLOOR_IDS_PER_S = 1000
+#: Ids stay below this: JSON readers that hold numbers as doubles read every id exactly.
+MAX_ID = 2**53
+#: Characters of a damaged file quoted in the log (it may be any size).
+LOGGED_CHARS = 40
 
 
 class TrackIds:
@@ -35,18 +50,34 @@ class TrackIds:
         self._warned = False
 
     def _load(self) -> int:
-        if self.path is None or not self.path.exists():
+        path = self.path
+        if path is None or not path.exists():
             return 1
-        text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        try:
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+            changed_s = path.stat().st_mtime
+        except OSError as exc:
+            text, changed_s = f"<unreadable: {exc}>", 0.0
         try:
             first = int(text)
         except ValueError:
             first = 0
-        if first < 1:
-            # Never silently start over on a corrupt file: say so; ids may repeat old ones.
-            log.warning("%s holds %r, not a positive id; track ids start at 1", self.path, text)
-            return 1
-        return first
+        if 1 <= first < MAX_ID:
+            return first
+        floor = int(max(time.time(), changed_s) * FLOOR_IDS_PER_S)
+        try:
+            aside = move_aside(path).name
+        except OSError as exc:
+            aside = f"nowhere ({exc}): it will be replaced"
+        log.error(
+            "%s holds %r, not an id from 1 to 2**53; moved to %s, track ids start at %d (the "
+            "clock in ms, above any earlier run's)",
+            path,
+            text[:LOGGED_CHARS],
+            aside,
+            floor,
+        )
+        return floor
 
     def take(self, count: int) -> np.ndarray:
         """``count`` new ids, in increasing order."""

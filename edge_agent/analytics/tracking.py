@@ -21,14 +21,13 @@ id. What we do differently, and why (docs/tracking.md):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edge_agent.analytics import motion
 from edge_agent.analytics.association import match_stage
 from edge_agent.analytics.track_ids import ID_FILE, TrackIds
+from edge_agent.analytics.trackstate import StageClock
 from edge_agent.geometry import box_iou
 from edge_agent.pipeline.stages import StageContext, register_stage
 from edge_agent.types import UNCONFIRMED, Detections, Frame, Result
@@ -141,8 +140,7 @@ class Tracker:
         self.options = options
         self._ids = ids if ids is not None else TrackIds()
         self._tracks = _Tracks()
-        self._clock = 0.0  # seconds of capture time seen so far; never goes backwards
-        self._last_ts: float | None = None
+        self._clock = StageClock()  # capture time that never goes backwards
         self.ids_given = 0  # tracks confirmed so far
 
     def _associate(
@@ -192,15 +190,11 @@ class Tracker:
         a ``ts`` that is not a number. A box with a coordinate or score that is not a number
         is nobody's (UNCONFIRMED) and starts nothing, rather than poisoning the matching."""
         opt, tracks = self.options, self._tracks
-        dt = 0.0
-        if math.isfinite(ts):
-            if self._last_ts is not None:
-                dt = max(0.0, ts - self._last_ts)
-            self._last_ts = ts
-        self._clock += dt
+        dt = self._clock.advance(ts)
+        now = self._clock.now
         if len(tracks):
-            if self._clock - tracks.last_seen.min() > opt.lost_s + TIME_EPS_S:
-                tracks.keep(self._clock - tracks.last_seen <= opt.lost_s + TIME_EPS_S)
+            if now - tracks.last_seen.min() > opt.lost_s + TIME_EPS_S:
+                tracks.keep(now - tracks.last_seen <= opt.lost_s + TIME_EPS_S)
             motion.predict(tracks.state, dt)
 
         n = len(xyxy)
@@ -222,7 +216,7 @@ class Tracker:
         motion.correct(tracks.state, rows, xyxy[matched])
         if waiting:
             tracks.hits[rows] += 1
-        tracks.last_seen[rows] = self._clock
+        tracks.last_seen[rows] = now
         if not opt.class_consistent:
             tracks.keys[rows] = keys[matched]
         tracks.active[:] = False
@@ -238,7 +232,7 @@ class Tracker:
         born = (high & (det_track < 0)).nonzero()[0] if len(matched) < n else matched[:0]
         if len(born):
             det_track[born] = np.arange(len(tracks), len(tracks) + len(born))
-            tracks.add(xyxy[born], keys[born], self._clock)
+            tracks.add(xyxy[born], keys[born], now)
         if waiting or len(born):
             ripe = ((tracks.ids == 0) & (tracks.hits >= opt.birth_hits)).nonzero()[0]
             if len(ripe):

@@ -1,11 +1,14 @@
 """Per-track state for analytics stages: numpy columns with one row per tracker id, and labels
 as small ints that survive a model swap. Zones and lines keep their state here so one frame's
 tracks are updated with array operations, never a Python loop over detections, and so a year
-of track ids cannot grow memory (``stale_rows``).
+of track ids cannot grow memory (``stale_rows``). Their times are read from a ``StageClock``,
+which never goes backwards, so a row stamped before the capture time stepped back still
+expires.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +20,43 @@ from numpy.typing import DTypeLike
 MAX_TRACKS = 10_000
 
 Column = tuple[DTypeLike, tuple[int, ...], Any]
+
+
+class StageClock:
+    """Capture time that never goes backwards. ``now`` is the frame's capture time until the
+    clock first steps back (a looped image folder, NTP correcting a camera); a step back, or
+    a ``ts`` that is not a number, counts as no time passing, and later frames are read
+    shifted by the steps back so far (``offset``). Expiry and dwell times are measured on it:
+    on raw capture times a row stamped before a step back would be "seen in the future" and
+    never expire.
+    """
+
+    __slots__ = ("last_ts", "now", "offset")
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.offset = 0.0  # now - ts: the sum of the steps back so far
+        self.last_ts: float | None = None  # the latest finite capture time
+
+    def advance(self, ts: float) -> float:
+        """Move to a frame captured at ``ts``; returns the seconds that passed (0 or more)."""
+        if not math.isfinite(ts):
+            return 0.0
+        last, self.last_ts = self.last_ts, ts
+        if last is None:
+            self.now = ts + self.offset
+            return 0.0
+        if ts < last:
+            self.offset = self.now - ts  # this frame is at now: no time passed
+            return 0.0
+        before, self.now = self.now, max(self.now, ts + self.offset)
+        return self.now - before
+
+    def to_ts(self, t: float) -> float:
+        """A reading of this clock as a capture time on the latest frame's timeline: the
+        capture time itself while the clock never stepped back; after a step back, readings
+        from before it move back with it, so ``ts - to_ts(t)`` is the time passed since ``t``."""
+        return t - self.offset
 
 
 class TrackTable:
@@ -63,8 +103,8 @@ class TrackTable:
 
 
 def stale_rows(last_seen: np.ndarray, now: float, keep_s: float) -> np.ndarray:
-    """Rows last seen more than ``keep_s`` seconds before ``now`` (capture times), plus the
-    longest unseen past MAX_TRACKS."""
+    """Rows last seen more than ``keep_s`` seconds before ``now`` (``StageClock`` readings),
+    plus the longest unseen past MAX_TRACKS."""
     stale = now - last_seen > keep_s
     extra = len(last_seen) - np.count_nonzero(stale) - MAX_TRACKS
     if extra > 0:

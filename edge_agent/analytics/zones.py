@@ -7,8 +7,10 @@ the border neither enters nor leaves. A track the detector misses for a while (o
 its place for ``lost_s`` seconds; coming back with the same id it has never left. Past that it
 exits at the time it was last seen. Counts per zone and label are kept as entries minus
 exits, each visit counted under the label it entered with, so ``count == entries - exits``
-holds exactly. The options and their checks are in zone_options.py; docs/zones-lines.md has
-the options, payloads and the reasoning.
+holds exactly. Time for dwell, loitering and ``lost_s`` is capture time that never goes back
+(``StageClock``): when the frames' time steps back (a looped folder, NTP), the step counts as
+no time passing, so a track seen before it still leaves. The options and their checks are in
+zone_options.py; docs/zones-lines.md has the options, payloads and the reasoning.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.analytics.trackstate import LabelIndex, TrackTable, any_stale, stale_rows
+from edge_agent.analytics.trackstate import (
+    LabelIndex,
+    StageClock,
+    TrackTable,
+    any_stale,
+    stale_rows,
+)
 from edge_agent.analytics.zone_options import ZonesOptions
 from edge_agent.geometry import anchor_point_sets
 from edge_agent.pipeline.stages import StageContext, register_stage
@@ -68,7 +76,8 @@ class ZoneCounter:
         state[LABEL] = -1
         self.table = TrackTable(
             {"seen": (np.float64, (), 0.0), "zone": (np.float64, (n, 6), state)}
-        )  # seen: capture time of the last sighting
+        )  # seen, and the times in zone: readings of self.clock, not capture times
+        self.clock = StageClock()
         self.labels = LabelIndex()
         self.allowed = np.zeros((0, n), bool)  # (class, zone): the zone counts this class
         self.every_label = all(z.labels is None for z in self.zones)  # then allowed is all True
@@ -84,6 +93,7 @@ class ZoneCounter:
         if not isinstance(det, Detections) or det.tracker_id is None:
             return result  # classifications (and untracked boxes) pass through untouched
         self.since = result.ts if self.since is None else self.since
+        self.clock.advance(result.ts)
         changed: set[tuple[int, int]] = set()
         if self.labels.update(result.labels):
             self._labels_changed(result.labels, changed)
@@ -97,7 +107,7 @@ class ZoneCounter:
                 member[held] = self._observe(
                     det.tracker_id[held], det.class_id[held], det.xyxy[held], result, changed
                 )
-        self._forget(result.ts, changed)
+        self._forget(self.clock.now, changed)
         det.data["zones"] = member
         for z, lab in sorted(changed):
             result.publications.append(self._publication(z, lab, result.ts))
@@ -127,7 +137,7 @@ class ZoneCounter:
     ) -> np.ndarray:
         """Update the confirmed tracks ``ids`` seen this frame, of classes ``cls`` at ``boxes``;
         returns their membership (k, zones)."""
-        ts = result.ts
+        now = self.clock.now
         rows, _ = self.table.rows(ids)
         if result.frame_size != self._size:  # points are divided by it: made once
             self._size = result.frame_size
@@ -141,7 +151,7 @@ class ZoneCounter:
         contrary = geo != inside
         if np.count_nonzero(contrary):
             streak = np.where(contrary, s[..., STREAK] + 1.0, 0.0)
-            np.copyto(s[..., STREAK_TS], ts, where=streak == 1.0)  # a streak begins
+            np.copyto(s[..., STREAK_TS], now, where=streak == 1.0)  # a streak begins
             flip = streak >= self.inertia
             s[..., STREAK] = np.where(flip, 0.0, streak)
             if np.count_nonzero(flip):
@@ -151,14 +161,14 @@ class ZoneCounter:
             s[..., STREAK] = 0
         if self.loiters:
             due = inside > s[..., LOITERED]  # inside and not yet told (LOITERED is 0 or 1)
-            due &= ts - s[..., ENTER_TS] >= self.loiter_s
+            due &= now - s[..., ENTER_TS] >= self.loiter_s
             if np.count_nonzero(due):
                 for r, z in zip(*np.nonzero(due), strict=True):
                     s[r, z, LOITERED] = 1
                     track = int(ids[r])
                     self._loitering(result, int(z), int(s[r, z, LABEL]), track, s[r, z, ENTER_TS])
         self.table.cols["zone"][rows] = s
-        self.table.cols["seen"][rows] = ts
+        self.table.cols["seen"][rows] = now
         return inside
 
     def _flip(
@@ -192,12 +202,12 @@ class ZoneCounter:
         tally.dwell_max_s = max(tally.dwell_max_s, dwell_s)
         changed.add((z, lab))
 
-    def _forget(self, ts: float, changed: set[tuple[int, int]]) -> None:
+    def _forget(self, now: float, changed: set[tuple[int, int]]) -> None:
         """Tracks unseen past ``lost_s`` leave their zones, as of when last seen."""
         seen = self.table.cols["seen"]
-        if not any_stale(seen, ts, self.lost_s):
+        if not any_stale(seen, now, self.lost_s):
             return
-        stale = stale_rows(seen, ts, self.lost_s)
+        stale = stale_rows(seen, now, self.lost_s)
         s = self.table.cols["zone"]
         for r, z in zip(*np.nonzero(stale[:, None] & (s[..., INSIDE] > 0)), strict=True):
             self._exit(int(z), int(s[r, z, LABEL]), float(seen[r] - s[r, z, ENTER_TS]), changed)
@@ -210,8 +220,8 @@ class ZoneCounter:
             "zone": self.zones[z].name,
             "label": self.labels.names[lab],
             "track_id": track,
-            "start": float(start),
-            "dwell_s": round(result.ts - start, 3),
+            "start": self.clock.to_ts(float(start)),
+            "dwell_s": round(self.clock.now - start, 3),
             "loiter_s": self.zones[z].loiter_s,
             "ts": result.ts,
             "snapshot": None,  # the snapshot stage sets the file name, as for every event
@@ -229,7 +239,9 @@ class ZoneCounter:
             "count": tally.entries - tally.exits,
             "entries": tally.entries,
             "exits": tally.exits,
-            "current_since": float(np.minimum.reduce(entered)) if len(entered) else None,
+            "current_since": (
+                self.clock.to_ts(float(np.minimum.reduce(entered))) if len(entered) else None
+            ),
             "dwell_s": {
                 "mean": round(tally.dwell_sum_s / done, 3) if done else None,
                 "max": round(tally.dwell_max_s, 3) if done else None,
