@@ -28,6 +28,7 @@ from edge_agent.capture_time import (
 )
 from edge_agent.config import SourceConfig
 from edge_agent.sources import open_source
+from tests.helpers.timezone import pinned_timezone
 
 T = ExifTags.Base
 MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, set on every test file
@@ -36,15 +37,8 @@ MTIME = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC, set on every test file
 @pytest.fixture(autouse=True)
 def utc() -> Iterator[None]:
     """EXIF without an offset is local time: pin the zone so expected values are exact."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+    with pinned_timezone("UTC"):
+        yield
 
 
 def epoch(*args: int, tz: timezone = UTC) -> float:

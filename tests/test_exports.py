@@ -43,6 +43,7 @@ from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext, stage_options
 from edge_agent.sources import open_source
 from edge_agent.types import Detections, Result
+from tests.helpers.timezone import pinned_timezone
 
 LABELS = ["deer", "boar", "person"]
 W, H = 320, 240
@@ -52,15 +53,8 @@ COORDS = {"latitude": 52.70442, "longitude": 23.84995}
 
 @pytest.fixture(autouse=True)
 def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
+    with pinned_timezone("UTC"):
+        yield
 
 
 # ---- the scene --------------------------------------------------------------------------------
