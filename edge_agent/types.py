@@ -239,6 +239,9 @@ class Result:
     #: Score threshold per label (float32) of the model that made this result; classifier counts
     #: use it. None for a result made without a model (tests, tools).
     class_thresholds: np.ndarray | None = None
+    #: False when the motion gate kept this frame from the model: ``predictions`` are the
+    #: source's previous ones, standing for a scene that did not change.
+    inferred: bool = True
     #: Filled by analytics stages, in chain order: messages for the publisher, shapes for
     #: annotated frames, snapshots for the ``snapshot`` stage.
     publications: list[Publication] = field(default_factory=list)

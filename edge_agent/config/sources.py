@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from edge_agent.config.base import Section
 from edge_agent.config.ids import SOURCE_ID_CHARS, check_id
+from edge_agent.config.motion import MotionConfig
 from edge_agent.publish.topics import RESERVED_SOURCE_IDS
 
 __all__ = ["SOURCE_ID_CHARS", "SourceConfig", "StageConfig"]
@@ -181,6 +182,11 @@ class SourceConfig(Section):
         f"{MAX_RECONNECT_DELAY_S:g} s, not below reconnect_initial_delay_s).",
     )
 
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig,
+        description="The motion gate: run the model only when the picture changes "
+        "(off by default; presets for camera traps and shelves); see docs/motion.md.",
+    )
     stages: list[StageConfig] = Field(
         default_factory=lambda: [StageConfig(type="counts")],
         description="This source's stages, in order, after the model: each result passes "

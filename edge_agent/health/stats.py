@@ -142,6 +142,7 @@ class StatsRegistry:
             "stage_errors": self.total("stage", "errors"),
             "sink_errors": self.total("sink", "errors"),
             "dropped_frames": self.total("source", "dropped_stale"),
+            "gated_frames": self.total("source", "frames_gated"),
         }
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -198,6 +199,7 @@ class SourceMetrics:
     dropped_fps_limit: Counter  # live frames read and discarded to keep fps_limit
     dropped_stale: Counter  # live frames replaced by a newer one before inference took them
     results: Counter  # frames that became a result
+    frames_gated: Counter  # frames the motion gate kept from the model (previous predictions)
     errors: Counter  # frames that failed (pre-processing, inference, decoding)
 
 

@@ -15,10 +15,11 @@ import ctypes
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
@@ -28,8 +29,10 @@ from edge_agent.config.errors import dotted_path
 from edge_agent.config.labels import label_problems, source_problems
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.gating import Gates, Skipped
 from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.model_slot import ModelSlot
+from edge_agent.pipeline.pacing import Pacer
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
 from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
 from edge_agent.sources import Source, SourceError, open_source, resolve_kind
@@ -112,10 +115,12 @@ class Agent:
         self._sinks = Sinks([], self.stats)
         self._handover = Handover([s.id for s in cfg.sources])
         self._threads: list[threading.Thread] = []
-        self._post_q: queue.Queue[_Done | str | None] = queue.Queue(POST_QUEUE_FRAMES)
+        self._post_q: queue.Queue[_Done | Skipped | str | None] = queue.Queue(POST_QUEUE_FRAMES)
         self._post_thread: threading.Thread | None = None
         self._model = self.stats.model()
         self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
+        self._gates = Gates(cfg.sources)
+        self._pacer = Pacer(cfg.health.thermal, self.stats, self._on_thermal)
 
     def __enter__(self) -> Agent:
         try:
@@ -190,6 +195,7 @@ class Agent:
                 self.bundle.describe(),
                 [s.id for s in cfg.sources],
                 stats=self.stats,
+                publish_skipped=self._gates.publish_skipped,
             )
             sinks.append(self.publisher)
         # Built before the publisher connects, so close() closes it even if start() fails next.
@@ -277,6 +283,16 @@ class Agent:
         keep_picture = self._needs_frame(sid)
         try:
             for frame in source.frames():
+                decision = self._gates.decide(sid, frame)
+                if decision is not None and not decision.infer:
+                    metrics.frames_gated.inc()
+                    skipped = Skipped(frame if keep_picture else frame.info(), decision.reason)
+                    if source.live:  # never in place of a waiting frame the gate let through
+                        self._handover.offer_if_empty(sid, skipped)
+                    elif not self._handover.put(sid, skipped, self.stop_event):
+                        return
+                    del frame, skipped
+                    continue
                 predictor = slot.current  # the model this frame is prepared for and run on
                 try:
                     prepared = predictor.prepare(frame.image)
@@ -304,10 +320,11 @@ class Agent:
             if got is None:
                 continue
             sid, staged = got
-            if staged is END:
-                if not self._blocking_put(sid):
+            if staged is END or isinstance(staged, Skipped):  # in order, past the model
+                if not self._blocking_put(sid if staged is END else staged):
                     return
                 continue
+            started = time.monotonic()
             try:
                 inferred = staged.predictor.infer(staged.prepared)
             except Exception:  # one bad frame or a runtime hiccup must not stop the agent
@@ -317,8 +334,12 @@ class Agent:
             del staged  # the input tensor is done with: free it before waiting
             if not self._blocking_put(done):
                 return
+            now = time.monotonic()
+            rest = self._pacer.rest_after(now - started, now)
+            if rest > 0 and self.stop_event.wait(rest):  # too hot: work only part of the time
+                return
 
-    def _blocking_put(self, item: _Done | str) -> bool:
+    def _blocking_put(self, item: _Done | Skipped | str) -> bool:
         while not self.stop_event.is_set():
             try:
                 self._post_q.put(item, timeout=POLL_S)
@@ -340,7 +361,10 @@ class Agent:
                 continue
             metrics = self.stats.source(item.frame.source_id)
             try:  # whatever fails, the post thread goes on: inference would wait for it forever
-                self._post(item, metrics)
+                if isinstance(item, Skipped):
+                    self._post_skipped(item, metrics)
+                else:
+                    self._post(item, metrics)
             except Exception:
                 self._frame_failed(metrics, item.frame, "decoding")
 
@@ -349,6 +373,17 @@ class Agent:
         prediction = item.predictor.finish(item.inferred)
         self._observe(prediction.timing_ms)
         result = self._result(frame, prediction, item.predictor)
+        self._gates.remember(result)
+        self._conclude(result, frame, metrics)
+
+    def _post_skipped(self, item: Skipped, metrics: SourceMetrics) -> None:
+        """A frame the motion gate kept from the model: the source's last predictions stand."""
+        result = self._gates.standing(item.frame)
+        if result is not None:
+            self._conclude(result, item.frame, metrics)
+
+    def _conclude(self, result: Result, frame: Frame | FrameInfo, metrics: SourceMetrics) -> None:
+        """The source's stages, then every sink."""
         picture = frame if isinstance(frame, Frame) else None
         result = self._chains[frame.source_id].process(result, picture)  # stages are guarded
         self._sinks.emit(result, picture)  # sinks are guarded
@@ -381,6 +416,11 @@ class Agent:
         self._model.swaps.inc()
         if self.publisher is not None:
             self.publisher.set_model(predictor.bundle.describe())
+
+    def _on_thermal(self, info: dict[str, Any] | None) -> None:
+        """The inference thread slowed down or sped up to cool: said in the status."""
+        if self.publisher is not None:
+            self.publisher.set_thermal(info)
 
     def _on_health(self, state: str) -> None:
         if self.publisher is not None:

@@ -39,6 +39,16 @@ class Handover:
             self._cond.notify_all()
             return replaced
 
+    def offer_if_empty(self, source_id: str, item: Any) -> bool:
+        """Leave ``item`` only if no frame is waiting: a frame the motion gate let through must
+        not be replaced by a later one the gate skipped. False when it was not left."""
+        with self._cond:
+            if self._items.get(source_id) is not None:
+                return False
+            self._items[source_id] = item
+            self._cond.notify_all()
+            return True
+
     def put(self, source_id: str, item: Any, stop: threading.Event) -> bool:
         """Leave ``item`` and wait until inference takes it; False if ``stop`` came first.
         One producer per source: its slot is always empty when ``put`` starts."""

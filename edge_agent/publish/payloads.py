@@ -214,6 +214,7 @@ def result_payload(result: Result, device_id: str) -> dict[str, Any]:
         "origin": result.origin,
         "model": result.model,
         "task": result.task,
+        "inferred": bool(result.inferred),
         "width": int(width),
         "height": int(height),
         "predictions": predictions,
@@ -229,12 +230,14 @@ def status_payload(
     model: dict[str, Any] | None,
     sources: list[str],
     totals: dict[str, int] | None = None,
+    thermal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The retained ``status`` payload; ``state`` is one of STATUS_STATES; ``totals`` are the
-    stats registry's counts since start (``StatsRegistry.totals``)."""
+    stats registry's counts since start (``StatsRegistry.totals``); ``thermal`` is present
+    while the agent runs slower to cool down (``ThermalState``)."""
     if state not in STATUS_STATES:
         raise ValueError(f"status state must be one of {list(STATUS_STATES)}, but got {state!r}")
-    return {
+    payload = {
         "state": state,
         "ts": float(ts),
         "agent_version": agent_version,
@@ -242,6 +245,9 @@ def status_payload(
         "sources": list(sources),
         "totals": {str(k): int(v) for k, v in (totals or {}).items()},
     }
+    if thermal is not None:
+        payload["thermal"] = thermal
+    return payload
 
 
 def count_payload(n: int, ts: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from edge_agent.config import MqttConfig
@@ -58,12 +59,16 @@ class MqttPublisher:
         model: dict[str, Any] | None,
         sources: list[str],
         stats: StatsRegistry | None = None,
+        publish_skipped: Collection[str] = (),
     ) -> None:
         topics.check_source_ids(sources)
         self.device_id = device_id
         self.agent_version = agent_version
         self.model = model
         self.sources = list(sources)
+        #: Sources whose frames the motion gate skipped still get a result message.
+        self.publish_skipped = frozenset(publish_skipped)
+        self._thermal: dict[str, Any] | None = None
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.stats = stats if stats is not None else StatsRegistry()
         self.metrics = self.stats.publisher()
@@ -129,8 +134,11 @@ class MqttPublisher:
     # -- publishing ----------------------------------------------------------------------------
 
     def emit(self, result: Result, frame: Frame | None) -> None:
-        """As a sink: the result, then its counts, then what its stages published."""
-        self.publish_result(result)
+        """As a sink: the result, then its counts, then what its stages published. A frame the
+        motion gate skipped has no result message unless its source asks for one (its counts
+        and stage publications go out as usual, only when they change)."""
+        if result.inferred or result.source_id in self.publish_skipped:
+            self.publish_result(result)
         self.publish_counts(result.source_id, result.counts, result.ts)
         for publication in result.publications:
             self.publish(result.source_id, publication)
@@ -188,6 +196,12 @@ class MqttPublisher:
             self._state = state
             self._send_status(msg)
 
+    def set_thermal(self, thermal: dict[str, Any] | None) -> None:
+        """Say in the status that the agent runs slower to cool down (None: full speed)."""
+        with self._status_lock:
+            self._thermal = thermal
+            self._send_status(self._status_message(self._state))
+
     def set_model(self, model: dict[str, Any] | None) -> None:
         """Announce another model (``Bundle.describe()``) in the status, and republish it.
 
@@ -208,7 +222,13 @@ class MqttPublisher:
 
     def _status_message(self, state: str) -> Message:
         payload = payloads.status_payload(
-            state, time.time(), self.agent_version, self.model, self.sources, self.stats.totals()
+            state,
+            time.time(),
+            self.agent_version,
+            self.model,
+            self.sources,
+            self.stats.totals(),
+            self._thermal,
         )
         return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
 
