@@ -33,6 +33,7 @@ class ThermalConfig(Section):
     )
     resume_c: float = Field(
         70.0,
+        validate_default=True,  # limit_c: 60 alone must be refused too, naming resume_c
         description="Step the rate back up while the CPU is at or below this temperature, in °C; "
         "must be below limit_c: between the two the rate holds, so it does not flap.",
     )
