@@ -133,8 +133,9 @@ class ThermalGovernor:
         monotonic clock, in seconds) and step the factor; else the last state, unchanged."""
         if not self.cfg.enabled:
             return self.state
-        if self._last_check is not None and now - self._last_check < self.cfg.check_every_s:
-            return self.state
+        since = None if self._last_check is None else now - self._last_check
+        if since is not None and 0 <= since < self.cfg.check_every_s:
+            return self.state  # a clock that went back reads at once rather than stalling
         self._last_check = now
         temp_c, has_zone = self._read_temp()
         bits, has_vcgencmd = self._read_throttled()
