@@ -52,6 +52,10 @@ MIN_SPREAD = 8.0
 #: a dim room are about 2x); a larger one is left to the lighting_area rule.
 MAX_GAIN = 3.0
 
+#: Quantiles are taken over every 4th counted pixel: 3600 of 160x90 estimate them to well under
+#: a grey level, and partitioning all of them twice was a third of the gate's time (0.4 ms).
+QUANTILE_STRIDE = 4
+
 Reason = Literal["warmup", "motion", "hold", "keepalive", "still"]
 
 
@@ -122,8 +126,10 @@ class MotionGate:
         else:
             now, then = small.reshape(-1)[self._counted], background.reshape(-1)[self._counted]
         n = self._n_counted
-        ks = [n // 4, n // 2, (3 * n) // 4]
-        q_now, q_then = np.partition(now, ks)[ks], np.partition(then, ks)[ks]
+        some_now, some_then = now[::QUANTILE_STRIDE], then[::QUANTILE_STRIDE]
+        m = len(some_now)
+        ks = [m // 4, m // 2, (3 * m) // 4]
+        q_now, q_then = np.partition(some_now, ks)[ks], np.partition(some_then, ks)[ks]
         spread_then = float(q_then[2] - q_then[0])
         gain = 1.0
         if spread_then >= MIN_SPREAD:

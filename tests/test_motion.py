@@ -127,9 +127,7 @@ def test_ignore_mask_hides_blinking_timestamp():
     rng = np.random.default_rng(6)
     scene = make_scene()
     stamp = (0, 0, 96, 16)  # top-left corner, 2 % of the frame, blinking every other frame
-    frames = [
-        noisy(with_box(scene, *stamp, value=255 if k % 2 else 0), rng) for k in range(50)
-    ]
+    frames = [noisy(with_box(scene, *stamp, value=255 if k % 2 else 0), rng) for k in range(50)]
     plain = MotionGate(MotionConfig(enabled=True, keepalive_s=1000.0, min_area=0.005))
     assert reasons(run(plain, frames))["motion"] > 40
     box = [[0.0, 0.0], [0.3, 0.0], [0.3, 0.07], [0.0, 0.07]]

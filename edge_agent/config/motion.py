@@ -45,8 +45,8 @@ class MotionConfig(Section):
     """Off by default: live counting needs every frame (a skipped frame is a track's gap)."""
 
     enabled: bool = Field(
-        False, description="Skip the model on frames without motion (default: off; a preset "
-        "turns it on)."
+        False,
+        description="Skip the model on frames without motion (default: off; a preset turns it on).",
     )
     preset: Literal["camera_trap", "shelf"] | None = Field(
         None,
