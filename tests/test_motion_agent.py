@@ -68,7 +68,7 @@ def run(tmp_path: Path, motion: dict[str, Any] | None) -> list[Result]:
                 {**source, "stages": [StageConfig.model_validate(s) for s in STAGES]}
             )
         ],
-        state_dir=tmp_path / "state",
+        state_dir=tmp_path / ("state-gated" if motion else "state"),  # tallies persist
     )
     results: list[Result] = []
     agent = Agent(cfg, on_result=lambda r, f: results.append(r), publish=False)
@@ -102,7 +102,9 @@ def test_the_gate_skips_the_still_scene_and_keeps_every_count(tmp_path: Path) ->
     moving = range(STILL, STILL + len(MOVES))
     assert all(s in inferred for s in moving)
     standing = [s for s in inferred if s >= STILL + len(MOVES)]
-    assert len(standing) <= 0.5 * FPS + STOPPED / FPS / 2 + 2
+    # It stays "motion" until the background takes it in (adapt_s), then hold_s, then
+    # keep-alives: far fewer than the frames it stands.
+    assert len(standing) <= STOPPED / 2, standing
     assert len(inferred) < 0.6 * total
     # The same counts as without the gate: one crossing in, one occupant who entered once.
     for results in (ungated, gated):

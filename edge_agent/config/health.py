@@ -21,6 +21,5 @@ class HealthConfig(Section):
     )
     thermal: ThermalConfig = Field(
         default_factory=ThermalConfig,
-        description="Run slower while the CPU is too hot or the Pi throttles; see "
-        "docs/thermal.md.",
+        description="Run slower while the CPU is too hot or the Pi throttles; see docs/thermal.md.",
     )
