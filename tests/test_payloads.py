@@ -135,8 +135,9 @@ def test_result_envelope() -> None:
     payload = result_payload(make_result(make_detections([[0, 0, 10, 10]])), "dev1")
     assert list(payload) == [
         "schema", "id", "device", "source", "seq", "ts", "origin", "model", "task",
-        "width", "height", "predictions", "counts", "timing_ms",
+        "inferred", "width", "height", "predictions", "counts", "timing_ms",
     ]  # fmt: skip
+    assert payload["inferred"] is True
     assert payload["schema"] == RESULT_SCHEMA == "edgesight.result/1"
     assert payload["id"] == "dev1/cam1/42/1790000000123"
     assert payload["device"] == "dev1"
