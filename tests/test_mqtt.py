@@ -563,3 +563,32 @@ def test_an_unknown_publication_kind_or_level_count_is_a_value_error(
         publisher.publish("cam1", Publication("zone", ("only-zone",), {"count": 1}))
     with pytest.raises(ValueError, match="unknown publication kind 'bogus'"):
         publisher.publish("cam1", Publication("bogus", (), {}))  # type: ignore[arg-type]
+
+
+def test_skipped_results_are_published_only_when_asked_and_thermal_is_in_the_status(
+    broker: Broker, mqtt_recorder: RecorderFactory, device_id: str
+) -> None:
+    recorder = mqtt_recorder(broker, "edgesight/#")
+    publisher = MqttPublisher(
+        make_config(broker), device_id, "0.1.0", MODEL, ["cam1", "door"], publish_skipped={"door"}
+    )
+    publisher.start()
+    try:
+        assert wait_until(lambda: publisher.connected)
+        for source in ("cam1", "door"):
+            skipped = make_result(seq=1, source_id=source)
+            skipped.inferred = False
+            publisher.emit(skipped, None)
+            publisher.emit(make_result(seq=2, source_id=source), None)
+        publisher.set_thermal({"factor": 0.5, "temp_c": 82.0, "throttled": False, "reason": "hot"})
+        base = f"edgesight/{device_id}"
+        assert recorder.wait_for(lambda: len(recorder.on(f"{base}/door/result")) == 2)
+        assert recorder.wait_for(lambda: len(recorder.on(f"{base}/cam1/result")) == 1)
+        assert [r["inferred"] for r in recorder.json(f"{base}/door/result")] == [False, True]
+        assert recorder.json(f"{base}/cam1/result")[0]["seq"] == 2
+        assert recorder.wait_for(lambda: "thermal" in recorder.json(f"{base}/status")[-1])
+        assert recorder.json(f"{base}/status")[-1]["thermal"]["factor"] == 0.5
+        publisher.set_thermal(None)
+        assert recorder.wait_for(lambda: "thermal" not in recorder.json(f"{base}/status")[-1])
+    finally:
+        publisher.close(timeout_s=1.0)
