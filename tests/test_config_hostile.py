@@ -174,6 +174,18 @@ NUMERIC = {
     ("mqtt", "reconnect_max_delay_s"): 120,
     ("mqtt", "max_queued_messages"): 100,
     ("health", "degraded_clear_s"): 30,
+    ("health", "thermal", "limit_c"): 85,
+    ("health", "thermal", "resume_c"): 75,
+    ("health", "thermal", "step"): 0.5,
+    ("health", "thermal", "min_factor"): 0.25,
+    ("health", "thermal", "check_every_s"): 10,
+    ("sources", 0, "motion", "sensitivity"): 25,
+    ("sources", 0, "motion", "min_area"): 0.01,
+    ("sources", 0, "motion", "keepalive_s"): 30,
+    ("sources", 0, "motion", "hold_s"): 2,
+    ("sources", 0, "motion", "adapt_s"): 5,
+    ("sources", 0, "motion", "lighting_area"): 0.5,
+    ("sources", 0, "motion", "width"): 160,
 }
 
 

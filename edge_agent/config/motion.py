@@ -78,19 +78,23 @@ class MotionConfig(Section):
     keepalive_s: float = Field(
         30.0,
         gt=0,
-        description="Run the model at least this often without motion (above 0, s), so "
-        "retained counts and shelf slots stay true.",
+        le=86400,
+        description="Run the model at least this often without motion (above 0, at most a day, "
+        "s), so retained counts and shelf slots stay true.",
     )
     hold_s: float = Field(
         2.0,
         ge=0,
-        description="Keep running the model this long after the last motion (0 or more, s), so "
+        le=3600,
+        description="Keep running the model this long after the last motion (0 to 3600 s), so "
         "an object that stops is seen still and tracks and zones settle.",
     )
     adapt_s: float = Field(
         5.0,
         gt=0,
-        description="Time constant (above 0, s) of the background's adaptation: an object that "
+        le=3600,
+        description="Time constant (above 0, at most 3600 s) of the background's adaptation: an "
+        "object that "
         "stops is part of the background after about this long (one frame folds in at most "
         "half of a change).",
     )

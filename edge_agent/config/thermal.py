@@ -33,9 +33,12 @@ class ThermalConfig(Section):
     )
     resume_c: float = Field(
         70.0,
+        gt=0,
+        le=MAX_LIMIT_C,
         validate_default=True,  # limit_c: 60 alone must be refused too, naming resume_c
-        description="Step the rate back up while the CPU is at or below this temperature, in °C; "
-        "must be below limit_c: between the two the rate holds, so it does not flap.",
+        description="Step the rate back up while the CPU is at or below this temperature, in °C "
+        f"(above 0, at most {MAX_LIMIT_C:g}); must be below limit_c: between the two the rate "
+        "holds, so it does not flap.",
     )
     step: float = Field(
         0.5,
