@@ -1,7 +1,7 @@
 """What the motion gate saves, and that it misses nothing: each clip through the whole agent
 in-process, gate off then on, CPU seconds per minute of video and frames inferred.
 
-    python bench/bench_motion.py [--static-seconds 60] [--trail-seconds 60]
+    PYTHONPATH=. python bench/bench_motion.py [--static-seconds 60] [--trail-seconds 60]
 
 Clips (docs/bench.md, "Motion gate"):
 
@@ -14,6 +14,8 @@ Clips (docs/bench.md, "Motion gate"):
   vertical line once, left to right; the toy colour-blocks detector (it sees solid red, green
   and blue blocks on its window grid, so the animal is a red block), counts -> track -> lines ->
   events, preset ``camera_trap``. Target: the same crossings and camera-trap events.
+- ``trail-blue``: the same with a blue animal, a control without a target (red is about as
+  bright as the grass in grey, and the gate compares grey levels).
 
 CPU is ``time.process_time()`` (every thread of this process) around the agent's run: opening
 the source, decoding, the gate, the model and the chain; the bundle's load is before it. Each
