@@ -121,36 +121,41 @@ class MotionGate:
         the frame is predicted as ``gain * background + offset``, gain from the ratio of the
         two interquartile ranges and offset from the medians (quantiles, which an object under
         a quarter of the frame barely moves)."""
-        if self._counted is None:
-            now, then = small.reshape(-1), background.reshape(-1)
-        else:
-            now, then = small.reshape(-1)[self._counted], background.reshape(-1)[self._counted]
-        n = self._n_counted
-        some_now, some_then = now[::QUANTILE_STRIDE], then[::QUANTILE_STRIDE]
-        m = len(some_now)
-        ks = [m // 4, m // 2, (3 * m) // 4]
-        q_now, q_then = np.partition(some_now, ks)[ks], np.partition(some_then, ks)[ks]
-        spread_then = float(q_then[2] - q_then[0])
-        gain = 1.0
-        if spread_then >= MIN_SPREAD:
-            gain = min(MAX_GAIN, max(1 / MAX_GAIN, float(q_now[2] - q_now[0]) / spread_then))
-        offset = float(q_now[1]) - gain * float(q_then[1])
-        predicted = np.clip(then * gain + offset, 0, 255)
-        residual = np.abs(now - predicted)
-        return float(np.count_nonzero(residual > self.config.sensitivity)) / n
+        pixels = small.shape[0] * small.shape[1]
+        now_all, then_all = small.reshape(pixels, -1), background.reshape(pixels, -1)
+        if self._counted is not None:
+            now_all, then_all = now_all[self._counted], then_all[self._counted]
+        changed = np.zeros(len(now_all), bool)
+        for c in range(now_all.shape[1]):  # luma, then the two colour differences
+            now, then = now_all[:, c], then_all[:, c]
+            some_now, some_then = now[::QUANTILE_STRIDE], then[::QUANTILE_STRIDE]
+            m = len(some_now)
+            ks = [m // 4, m // 2, (3 * m) // 4]
+            q_now, q_then = np.partition(some_now, ks)[ks], np.partition(some_then, ks)[ks]
+            spread_then = float(q_then[2] - q_then[0])
+            gain = 1.0
+            if spread_then >= MIN_SPREAD:
+                gain = min(MAX_GAIN, max(1 / MAX_GAIN, float(q_now[2] - q_now[0]) / spread_then))
+            offset = float(q_now[1]) - gain * float(q_then[1])
+            predicted = np.clip(then * gain + offset, 0, 255)
+            changed |= np.abs(now - predicted) > self.config.sensitivity
+        return float(np.count_nonzero(changed)) / self._n_counted
 
     def _infer(self, reason: Reason, changed: float) -> Decision:
         self._last_inference = self._now
         return Decision(True, reason, changed)
 
     def _small(self, image: np.ndarray) -> np.ndarray:
-        """The blurred float32 grayscale copy, ``width`` px wide (never wider than the frame).
-        Grey first: converting 1 channel of 1280x720 and resizing costs less than resizing 3."""
+        """The blurred float32 YCrCb copy (h, w, 3), ``width`` px wide (never wider than the
+        frame). Colour as well as brightness: a red animal on green grass can be as bright as
+        the grass (grey 76 against 88), invisible to a grey-level difference, but its Cr is
+        over 100 levels away. Resized before converting: the conversion then runs on a few
+        thousand pixels."""
         height, width = image.shape[:2]
         w = min(self.config.width, width)
         h = max(1, round(height * w / width))
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2YCrCb)
         return cv2.GaussianBlur(small, BLUR_KSIZE, 0).astype(np.float32)
 
     def _start(self, small: np.ndarray, size: tuple[int, int]) -> None:
@@ -158,7 +163,7 @@ class MotionGate:
         self._background = small.copy()
         self._size = size
         self._last_motion = -math.inf
-        h, w = small.shape
+        h, w = small.shape[:2]
         if not self.config.ignore:
             self._counted, self._n_counted = None, h * w
             return

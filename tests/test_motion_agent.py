@@ -85,7 +85,7 @@ def last_of(results: list[Result], kind: str) -> dict[str, Any]:
     return body
 
 
-GATE = {"enabled": True, "keepalive_s": 2.0, "hold_s": 0.5}
+GATE = {"enabled": True, "keepalive_s": 2.0, "hold_s": 0.5, "adapt_s": 1.0}
 
 
 def test_the_gate_skips_the_still_scene_and_keeps_every_count(tmp_path: Path) -> None:
