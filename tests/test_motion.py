@@ -104,6 +104,26 @@ def test_small_object_entering_is_motion():
     assert 0.01 < entered.changed < 0.04
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)])
+def test_large_frames_are_sampled_first_and_still_see_a_small_object(size):
+    """A frame over twice the small copy's width is sampled, then averaged: noise stays still,
+    a 1 % object is motion, and a sudden +40 is light, not motion."""
+    w, h = size
+    rng = np.random.default_rng(6)
+    blocks = rng.integers(50, 150, (h // 40, w // 40), dtype=np.uint8)
+    scene = cv2.cvtColor(cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST),
+                         cv2.COLOR_GRAY2BGR)  # fmt: skip
+    gate = MotionGate(MotionConfig(enabled=True, keepalive_s=1000.0, hold_s=0.0))
+    still = run(gate, [noisy(scene, rng) for _ in range(10)])
+    assert reasons(still) == {"warmup": 1, "still": 9}
+    box = (w // 10, h // 10)  # 1 % of the frame
+    entered = gate.decide(noisy(with_box(scene, w // 3, h // 3, *box), rng), 1.0)
+    assert entered.reason == "motion" and 0.005 < entered.changed < 0.03
+    gate.decide(noisy(scene, rng), 1.1)  # gone again
+    lit = np.clip(scene.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+    assert reasons(run(gate, [noisy(lit, rng) for _ in range(5)], t0=1.2)) == {"still": 5}
+
+
 def test_object_that_stops_holds_then_still():
     """Moving, then parked: motion while it moves and until the background (adapt_s) takes
     it in, hold for hold_s after the last motion, then still."""

@@ -58,9 +58,9 @@ class MotionConfig(Section):
         25,
         ge=1,
         le=255,
-        description="Grey levels (1 to 255) a pixel of the small copy must differ from the "
-        "background, after the frame's overall brightness change is removed, to count as "
-        "changed.",
+        description="Levels (1 to 255) a pixel of the small copy must differ from the "
+        "background in brightness or in either colour channel (YCrCb), after the frame's "
+        "overall light change is removed, to count as changed.",
     )
     min_area: float = Field(
         0.005,
@@ -110,8 +110,8 @@ class MotionConfig(Section):
         160,
         ge=MIN_WIDTH,
         le=MAX_WIDTH,
-        description=f"Width in pixels ({MIN_WIDTH} to {MAX_WIDTH}) of the grayscale copy the "
-        "gate compares; the height keeps the aspect ratio.",
+        description=f"Width in pixels ({MIN_WIDTH} to {MAX_WIDTH}) of the small colour copy "
+        "the gate compares; the height keeps the aspect ratio.",
     )
     publish_skipped: bool = Field(
         False,
