@@ -157,11 +157,12 @@ class Agent:
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
         labels = self.bundle.manifest.labels
-        unknown = label_problems(cfg, labels) + source_problems(cfg)
-        if unknown:  # check-config says the same with the YAML line
-            raise BundleError(
-                "; ".join(f"{dotted_path(loc)}: {message}" for loc, message in unknown)
-            )
+        # check-config says the same, with the YAML line: a label the model lacks is the
+        # bundle's mismatch, a stage that cannot work on its source the source's.
+        for problems, error in ((label_problems(cfg, labels), BundleError),
+                                (source_problems(cfg), SourceError)):  # fmt: skip
+            if problems:
+                raise error("; ".join(f"{dotted_path(loc)}: {msg}" for loc, msg in problems))
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
             specs = [(s.type, s.options()) for s in source_cfg.stages]
             folder = resolve_kind(source_cfg) == "folder"
