@@ -134,3 +134,16 @@ def test_two_sources_may_not_share_an_export_folder() -> None:
     (issue,) = issues_of(CONFIG + events.format("a/.") + second)
     assert "sources 'aisle3' and 'gate' both write exports to /srv/exports/a" in issue
     parse_config(CONFIG + events.format("b") + second, Path("/etc/edgesight/agent.yaml"))
+
+
+def test_the_agent_refuses_exports_on_a_source_that_is_not_a_folder(tmp_path: Path) -> None:
+    from edge_agent.sources import SourceError
+
+    colour_blocks_bundle(tmp_path / "bundle")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    text = TRACKED + "      - type: events\n        export: true\n"
+    cfg = parse_config(text + f"state_dir: {tmp_path / 'state'}\n", tmp_path / "agent.yaml")
+    agent = Agent(cfg, publish=False)
+    with pytest.raises(SourceError, match=r"sources\[0\]\.stages\[3\]: events: export: true"):
+        agent.start()
+    agent.close()

@@ -8,7 +8,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from edge_agent.analytics.option_fields import Point, check_name, check_point, unique_names
+from edge_agent.analytics.option_fields import (
+    Point,
+    check_name,
+    check_point,
+    labels_of,
+    unique_names,
+)
 from edge_agent.analytics.tallies import PERIODS, Period
 from edge_agent.geometry import Anchor
 
@@ -96,8 +102,4 @@ class LinesOptions(BaseModel):
         return unique_names(value, "line")
 
     def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
-        return [
-            (("lines", i, "labels", j), label)
-            for i, line in enumerate(self.lines)
-            for j, label in enumerate(line.labels or ())
-        ]
+        return labels_of("lines", self.lines)

@@ -30,3 +30,13 @@ def unique_names(items: list[Any], what: str) -> list[Any]:
             raise ValueError(f"{what} names must be unique, but {item.name!r} appears twice")
         seen.add(item.name)
     return items
+
+
+def labels_of(key: str, items: list[Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """``labels_named`` for a stage whose ``key`` lists items with optional ``labels``: each
+    label with its path, for the check against the model (config/labels.py)."""
+    return [
+        ((key, i, "labels", j), label)
+        for i, item in enumerate(items)
+        for j, label in enumerate(item.labels or ())
+    ]

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.analytics.option_fields import Point, check_name, check_point, unique_names
+from edge_agent.analytics.option_fields import (
+    Point,
+    check_name,
+    check_point,
+    labels_of,
+    unique_names,
+)
 from edge_agent.geometry import Anchor
 
 #: Vertices a zone may have: enough for any room's outline, few enough to test every box fast.
@@ -115,8 +121,4 @@ class ZonesOptions(BaseModel):
         return unique_names(value, "zone")
 
     def labels_named(self) -> list[tuple[tuple[Any, ...], str]]:
-        return [
-            (("zones", i, "labels", j), label)
-            for i, zone in enumerate(self.zones)
-            for j, label in enumerate(zone.labels or ())
-        ]
+        return labels_of("zones", self.zones)

@@ -11,13 +11,11 @@ frame, so it can be swapped between two frames without restarting a thread.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +29,11 @@ from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.gating import Gates, Skipped
 from edge_agent.pipeline.handover import END, POLL_S, Handover
-from edge_agent.pipeline.model_slot import ModelSlot
+from edge_agent.pipeline.items import Done, Staged
+from edge_agent.pipeline.model_slot import ModelSlot, return_free_heap
 from edge_agent.pipeline.pacing import Pacer
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
-from edge_agent.predictor import Inferred, Prediction, Predictor, Prepared
+from edge_agent.predictor import Prediction, Predictor
 from edge_agent.sources import Source, SourceError, open_source, resolve_kind
 from edge_agent.types import Frame, FrameInfo, Result
 
@@ -53,33 +52,6 @@ POST_QUEUE_FRAMES = 8
 
 ResultHook = Callable[[Result, Frame], None]
 SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics"], Source]
-
-
-@dataclass
-class Staged:
-    """A frame ready for the model: what is kept of the frame, its tensor, the model for it."""
-
-    frame: Frame | FrameInfo
-    prepared: Prepared
-    predictor: Predictor
-
-
-@dataclass
-class _Done:
-    """A frame through the model, on its way to the post thread."""
-
-    frame: Frame | FrameInfo
-    inferred: Inferred
-    predictor: Predictor
-
-
-def return_free_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc keeps them by default): the
-    model's loading and graph optimisation free ~2 MB that would otherwise stay resident."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass  # not glibc: nothing to do
 
 
 class Agent:
@@ -115,7 +87,7 @@ class Agent:
         self._sinks = Sinks([], self.stats)
         self._handover = Handover([s.id for s in cfg.sources])
         self._threads: list[threading.Thread] = []
-        self._post_q: queue.Queue[_Done | Skipped | str | None] = queue.Queue(POST_QUEUE_FRAMES)
+        self._post_q: queue.Queue[Done | Skipped | str | None] = queue.Queue(POST_QUEUE_FRAMES)
         self._post_thread: threading.Thread | None = None
         self._model = self.stats.model()
         self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
@@ -162,11 +134,12 @@ class Agent:
         # take the cores the model runs on (320 px: 0.9 ms of CPU per frame for no gain).
         cv2.setNumThreads(1)
         labels = self.bundle.manifest.labels
-        unknown = label_problems(cfg, labels) + source_problems(cfg)
-        if unknown:  # check-config says the same with the YAML line
-            raise BundleError(
-                "; ".join(f"{dotted_path(loc)}: {message}" for loc, message in unknown)
-            )
+        # check-config says the same, with the YAML line: a label the model lacks is the
+        # bundle's mismatch, a stage that cannot work on its source the source's.
+        for problems, error in ((label_problems(cfg, labels), BundleError),
+                                (source_problems(cfg), SourceError)):  # fmt: skip
+            if problems:
+                raise error("; ".join(f"{dotted_path(loc)}: {msg}" for loc, msg in problems))
         for source_cfg in cfg.sources:  # one by one, so close() closes those already open
             specs = [(s.type, s.options()) for s in source_cfg.stages]
             folder = resolve_kind(source_cfg) == "folder"
@@ -330,7 +303,7 @@ class Agent:
             except Exception:  # one bad frame or a runtime hiccup must not stop the agent
                 self._frame_failed(self.stats.source(sid), staged.frame, "inference")
                 continue
-            done = _Done(staged.frame, inferred, staged.predictor)
+            done = Done(staged.frame, inferred, staged.predictor)
             del staged  # the input tensor is done with: free it before waiting
             if not self._blocking_put(done):
                 return
@@ -339,7 +312,7 @@ class Agent:
             if rest > 0 and self.stop_event.wait(rest):  # too hot: work only part of the time
                 return
 
-    def _blocking_put(self, item: _Done | Skipped | str) -> bool:
+    def _blocking_put(self, item: Done | Skipped | str) -> bool:
         while not self.stop_event.is_set():
             try:
                 self._post_q.put(item, timeout=POLL_S)
@@ -368,7 +341,7 @@ class Agent:
             except Exception:
                 self._frame_failed(metrics, item.frame, "decoding")
 
-    def _post(self, item: _Done, metrics: SourceMetrics) -> None:
+    def _post(self, item: Done, metrics: SourceMetrics) -> None:
         frame = item.frame
         prediction = item.predictor.finish(item.inferred)
         self._observe(prediction.timing_ms)
