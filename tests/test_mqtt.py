@@ -545,10 +545,14 @@ def test_stage_publications_go_to_their_topics_with_their_flags_and_survive_a_re
     # reconnect, the event (not retained, already delivered) does not.
     broker.stop()
     assert wait_until(lambda: not publisher.connected)
+    seen = len(recorder.messages)
     broker.start()
     assert wait_until(lambda: publisher.connected)
-    late = mqtt_recorder(broker, f"{base}/#")
     retained = {t for t, (keep, _) in expected.items() if keep}
+    # Subscribe only once they are back (the first recorder resubscribes on reconnect), so
+    # the late subscriber gets them as retained messages, not live.
+    assert recorder.wait_for(lambda: {m.topic for m in recorder.messages[seen:]} >= retained)
+    late = mqtt_recorder(broker, f"{base}/#")
     assert late.wait_for(lambda: {m.topic for m in late.messages} >= retained)
     assert all(m.retain for m in late.messages if m.topic in retained)
     assert not late.on(f"{base}/event")

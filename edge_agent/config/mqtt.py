@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
@@ -12,6 +14,8 @@ ENV_MQTT_PASSWORD = "EDGESIGHT_MQTT_PASSWORD"
 
 #: An hour: a longer wait leaves a device offline long after its broker came back.
 MAX_RECONNECT_DELAY_S = 3600.0
+#: The longest session expiry MQTT 5 can express (0xFFFFFFFF means "never expires").
+MAX_SESSION_EXPIRY_S = 0xFFFFFFFE
 #: Results are about 1 KB each: a million is a gigabyte, more memory than the devices we target.
 MAX_QUEUED_MESSAGES = 1_000_000
 
@@ -49,6 +53,19 @@ class MqttConfig(Section):
     username: str | None = Field(None, description=f"User name; ${ENV_MQTT_USERNAME} overrides.")
     password: str | None = Field(None, description=f"Password; ${ENV_MQTT_PASSWORD} overrides.")
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT version: 5 (reason codes in words, session expiry, request/response "
+        "commands) or 3.1.1 for a broker without 5.",
+    )
+    session_expiry_s: int = Field(
+        86400,
+        ge=0,
+        le=MAX_SESSION_EXPIRY_S,
+        description="How long the broker keeps this device's session (subscriptions, queued "
+        "commands) while it is away, MQTT 5 (0 to 4294967294 s; 0 = a clean session). On "
+        "3.1.1 the session is kept as long as the broker's own settings allow.",
+    )
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
     keepalive_s: int = Field(
         30, ge=5, le=3600, description="MQTT keep-alive interval (5 to 3600 s)."
@@ -60,11 +77,13 @@ class MqttConfig(Section):
         description=f"First reconnect wait (above 0, at most {MAX_RECONNECT_DELAY_S:g} s).",
     )
     reconnect_max_delay_s: float = Field(
-        120.0,
+        2.0,
         gt=0,
         le=MAX_RECONNECT_DELAY_S,
         description=f"Longest reconnect wait (at most {MAX_RECONNECT_DELAY_S:g} s, not below "
-        "reconnect_min_delay_s).",
+        "reconnect_min_delay_s). Each wait doubles up to this, less a random part of up to "
+        "half (so a fleet does not reconnect in step); the default 2 s reconnects within 2 s of "
+        "the broker coming back.",
     )
     max_queued_messages: int = Field(
         10000,
@@ -73,6 +92,14 @@ class MqttConfig(Section):
         description="Messages held in memory while the broker is away; more are dropped "
         f"(1 to {MAX_QUEUED_MESSAGES:,}).",
     )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as the number 5.
+        if isinstance(value, int) and not isinstance(value, bool) and value == 5:
+            return "5"
+        return value
 
     @field_validator("host")
     @classmethod

@@ -230,4 +230,6 @@ class PublisherMetrics:
     dropped: Counter
     connects: Counter
     disconnects: Counter
+    #: New paho clients started because the network thread had died (``check_alive``).
+    restarts: Counter
     connected: Gauge

@@ -2,22 +2,31 @@
 
 The broker is an environment fault source like a camera: it may be down when the agent starts or
 go away at any time. Nothing here raises for that. paho's network thread (``loop_start``)
-reconnects with exponential backoff, QoS 1 messages wait in paho's in-memory queue meanwhile, one
-warning is logged per outage and the state shows in :attr:`MqttClient.connected` and the metrics.
+reconnects, QoS 1 messages wait in paho's in-memory queue meanwhile, one warning in words is
+logged per outage and the state shows in :attr:`MqttClient.connected` and the metrics.
 
-Protocol: MQTT 3.1.1 with a clean session. Every broker we target speaks it (mosquitto, EMQX,
-HiveMQ, AWS IoT, amqtt, which has no 5.0); we need nothing from 5.0 yet. The clean session means
-the broker keeps nothing for us between connections: what was not delivered is resent by paho from
-memory, and subscriptions (commands, later) are renewed in ``on_connect``.
+Protocol: MQTT 5 by default (``mqtt.protocol: "3.1.1"`` for a broker without it). 5 gives reason
+codes the log can say in words ("Session taken over", "Bad user name or password"), session
+expiry and request/response properties for commands. The session is persistent either way
+(MQTT 5: no clean start, ``SessionExpiryInterval`` = ``mqtt.session_expiry_s``; 3.1.1: no clean
+session), so the broker keeps our subscriptions and the commands sent to us while we are away.
+
+Reconnecting: paho waits between attempts; we set each wait ourselves from the failure count
+(doubling from ``reconnect_min_delay_s`` to ``reconnect_max_delay_s``, less a random part of up
+to half, so a fleet that lost its broker does not come back in step). The default maximum of
+2 s reconnects within 2 s of the broker coming back; an attempt is one TCP connect.
 
 First connection: ``loop_start`` runs ``loop_forever(retry_first_connection=True)``
 (paho/mqtt/client.py ``_thread_main``, paho-mqtt 2.2), so a broker that is down at start is
-retried by paho itself with the ``reconnect_delay_set`` backoff; we add no thread of our own.
+retried by paho itself; we add no thread of our own. ``check_alive`` (called by the owner's
+timer) starts a new client should paho's thread ever die.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import socket
 import ssl
 import threading
 import time
@@ -27,6 +36,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
@@ -34,8 +45,19 @@ from edge_agent.health.stats import PublisherMetrics
 
 log = logging.getLogger(__name__)
 
-#: MQTT 3.1.1: see the module docstring for why not 5.0.
-PROTOCOL = mqtt.MQTTv311
+#: ``mqtt.protocol`` -> paho's protocol constant.
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+#: How long the probe that explains a failed connection waits for TCP, s.
+PROBE_TIMEOUT_S = 2.0
+#: MQTT 5 reason codes that call for the user's action, with the advice the log gives.
+ADVICE = {
+    134: "check mqtt.username and mqtt.password",
+    135: "the broker's ACL does not let this user connect or use these topics",
+    133: "the broker refuses the client id; set mqtt.client_id",
+    138: "the broker has banned this client",
+    142: "another client connected with the same client id: is a second agent running with "
+    "this device_id?",
+}
 #: How long close() waits by default for the broker to acknowledge the final message, s.
 CLOSE_TIMEOUT_S = 5.0
 #: The plain-TCP MQTT port; TLS on it is almost always a configuration mistake (TLS uses 8883).
@@ -115,6 +137,7 @@ class MqttClient:
         self._ever_connected = False
         self._outage_since: float | None = None  # monotonic time the current outage began
         self._drop_warned = False
+        self._failures = 0  # failed attempts (or drops) since the last accepted CONNACK
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -127,24 +150,30 @@ class MqttClient:
         """
         if self._client is not None or self._closed:
             raise RuntimeError("start() may be called once, before close()")
+        self._client = self._connect()
+        log.info(
+            "connecting to MQTT broker %s as %r (MQTT %s)",
+            self._where,
+            self.client_id,
+            self.cfg.protocol,
+        )
+
+    def _connect(self) -> mqtt.Client:
+        """A configured paho client, connecting in its own network thread."""
         cfg = self.cfg
+        v5 = cfg.protocol == "5"
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=PROTOCOL,
-            clean_session=True,
+            protocol=PROTOCOLS[cfg.protocol],
+            clean_session=None if v5 else False,  # 5 has clean start, given at connect
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls is not None:
             self._configure_tls(client, cfg.tls)
         self._set_will(client)
-        # paho annotates the delays as int but only does float arithmetic with them
-        # (client.py _reconnect_wait), and tests need sub-second delays.
-        client.reconnect_delay_set(
-            min_delay=cfg.reconnect_min_delay_s,  # type: ignore[arg-type]
-            max_delay=cfg.reconnect_max_delay_s,  # type: ignore[arg-type]
-        )
+        self._set_next_wait(client)
         # Counts QoS 1 messages waiting for the broker (in flight or queued); beyond it
         # publish() returns MQTT_ERR_QUEUE_SIZE. Must be set before connecting.
         client.max_queued_messages_set(cfg.max_queued_messages)
@@ -153,10 +182,49 @@ class MqttClient:
         client.on_connect_fail = guarded("connect_fail", self._on_connect_fail)
         client.on_disconnect = guarded("disconnect", self._on_disconnect)
         client.on_log = guarded("log", self._on_log)
-        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-        self._client = client
-        log.info("connecting to MQTT broker %s as %r", self._where, self.client_id)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            client.connect_async(
+                cfg.host,
+                cfg.port,
+                keepalive=cfg.keepalive_s,
+                clean_start=cfg.session_expiry_s == 0,
+                properties=props,
+            )
+        else:
+            client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         client.loop_start()  # thread "paho-mqtt-client-<client id>"
+        return client
+
+    def check_alive(self) -> bool:
+        """True if paho's network thread runs. If it died (a bug in paho or a callback we
+        could not guard), log it and start a new client: the persistent session keeps our
+        subscriptions. Called from the owner's timer, never from paho's thread."""
+        client = self._client
+        if client is None or self._closed:
+            return True
+        thread = getattr(client, "_thread", None)  # paho keeps its thread here
+        if thread is None or thread.is_alive():
+            return True
+        log.error("the MQTT network thread has died; starting a new MQTT client")
+        self.metrics.restarts.inc()
+        with self._send_lock:
+            if self._closed:
+                return True
+            self._client = self._connect()
+        return False
+
+    def _set_next_wait(self, client: mqtt.Client) -> None:
+        """The wait before paho's next attempt: doubling with each failure of this outage, up
+        to the maximum, less a random part of up to half of it."""
+        cfg = self.cfg
+        with self._lock:
+            n = self._failures
+        wait = min(cfg.reconnect_max_delay_s, cfg.reconnect_min_delay_s * 2 ** min(n, 30))
+        wait *= random.uniform(0.5, 1.0)
+        # paho waits its minimum first; setting both makes this exact wait the next one.
+        client.reconnect_delay_set(min_delay=wait, max_delay=wait)
 
     def close(
         self,
@@ -271,16 +339,20 @@ class MqttClient:
                 PLAIN_MQTT_PORT,
             )
 
-    def _note_outage(self, why: str) -> None:
-        """Log the start of an outage once; later failed attempts stay quiet."""
+    def _note_outage(self, client: mqtt.Client, why: str | None) -> None:
+        """Log the start of an outage once, in words (``why``, or a probe of the address when
+        paho gives no reason); later failed attempts stay quiet. Sets the next wait."""
         with self._lock:
+            self._failures += 1
             if self._closed:
                 return
             first = self._outage_since is None
             if first:
                 self._outage_since = time.monotonic()
         if first:
-            log.warning("broker %s unreachable (%s), will keep retrying", self._where, why)
+            reason = why if why is not None else probe(self.cfg.host, self.cfg.port)
+            log.warning("broker %s unreachable: %s; will keep retrying", self._where, reason)
+        self._set_next_wait(client)
 
     # -- paho callbacks (network thread; every one is wrapped by guarded()) --------------------
 
@@ -297,9 +369,10 @@ class MqttClient:
         properties: Any,
     ) -> None:
         if reason_code.is_failure:
-            self._note_outage(f"connection refused: {describe_code(reason_code)}")
+            self._note_outage(client, f"the broker refused the connection: {explain(reason_code)}")
             return
         with self._lock:
+            self._failures = 0
             self._link_up = True
             first, self._ever_connected = not self._ever_connected, True
             outage_since, self._outage_since = self._outage_since, None
@@ -312,11 +385,12 @@ class MqttClient:
             log.info("%s to broker %s after %.1f s unreachable", verb, self._where, down_s)
         else:
             log.info("%s to broker %s", verb, self._where)
+        self._set_next_wait(client)  # the first wait after a later drop is short again
         if self._on_connected is not None:
             self._on_connected()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._note_outage("cannot connect")
+        self._note_outage(client, None)
 
     def _on_disconnect(
         self,
@@ -335,8 +409,38 @@ class MqttClient:
         if closing:
             log.info("disconnected from broker %s", self._where)
         elif was_up:
-            self._note_outage(f"connection lost: {describe_code(reason_code)}")
+            if flags.is_disconnect_packet_from_server:
+                why = f"the broker closed the session: {explain(reason_code)}"
+            else:
+                why = "the connection dropped (the network or the broker went away)"
+            self._note_outage(client, why)
+        else:
+            self._note_outage(client, None)
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.
         log.debug("paho: %s", buf)
+
+
+def explain(code: ReasonCode) -> str:
+    """A reason code in words, with advice where the user can act on it."""
+    text = describe_code(code)
+    advice = ADVICE.get(code.value)
+    return f"{text}; {advice}" if advice else text
+
+
+def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """Why a connection to ``host:port`` fails, in words, by trying one TCP connection (paho
+    reports only that it failed)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except socket.gaierror as exc:
+        return f"cannot resolve host name {host!r} ({exc.strerror})"
+    except ConnectionRefusedError:
+        return "connection refused: nothing listens on that port"
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s (host down, or a firewall drops the packets)"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "TCP connects, but the MQTT (or TLS) handshake failed; is this an MQTT port?"
