@@ -173,6 +173,8 @@ NUMERIC = {
     ("mqtt", "reconnect_min_delay_s"): 1,
     ("mqtt", "reconnect_max_delay_s"): 120,
     ("mqtt", "max_queued_messages"): 100,
+    ("mqtt", "session_expiry_s"): 3600,
+    ("mqtt", "heartbeat_s"): 30,
     ("health", "degraded_clear_s"): 30,
     ("health", "thermal", "limit_c"): 85,
     ("health", "thermal", "resume_c"): 75,

@@ -259,7 +259,9 @@ def test_result_is_qos1_and_not_retained(
     assert recorder.wait_for(lambda: recorder.on(topic))
     (msg,) = recorder.on(topic)
     assert msg.qos == 1 and not msg.retain
-    assert json.loads(msg.payload) == json.loads(json.dumps(result_payload(result, device_id)))
+    assert json.loads(msg.payload) == json.loads(
+        json.dumps(result_payload(result, device_id, publisher.run_id))
+    )
     # A later subscriber gets the retained status but no result.
     late = mqtt_recorder(broker, "edgesight/#")
     assert late.wait_for(lambda: late.on(f"edgesight/{device_id}/status"))
@@ -282,11 +284,12 @@ def test_counts_are_retained_and_only_changes_republished(
     assert recorder.wait_for(lambda: recorder.on(f"{base}/tin_can"))
     got = [(m.topic.removeprefix(base + "/"), json.loads(m.payload)) for m in recorder.messages
            if m.topic.startswith(base)]  # fmt: skip
+    run = publisher.run_id  # in every payload: consumers tell runs apart by it
     assert got == [
-        ("cola", {"count": 1, "ts": 1.0}),
-        ("water", {"count": 0, "ts": 1.0}),
-        ("water", {"count": 2, "ts": 2.0}),
-        ("tin_can", {"count": 4, "ts": 4.0}),
+        ("cola", {"count": 1, "ts": 1.0, "run": run}),
+        ("water", {"count": 0, "ts": 1.0, "run": run}),
+        ("water", {"count": 2, "ts": 2.0, "run": run}),
+        ("tin_can", {"count": 4, "ts": 4.0, "run": run}),
     ]
     assert all(m.qos == 1 for m in recorder.messages if m.topic.startswith(base))
     late = mqtt_recorder(broker, f"{base}/#")
@@ -318,8 +321,14 @@ def test_as_a_sink_emit_publishes_the_result_then_its_counts(
     assert [m.topic for m in got] == [f"{base}/result", f"{base}/count/water", f"{base}/result"]
     result, count, _ = got
     assert result.qos == 1 and not result.retain
-    assert json.loads(result.payload) == json.loads(json.dumps(result_payload(first, device_id)))
-    assert count.qos == 1 and json.loads(count.payload) == {"count": 1, "ts": first.ts}
+    assert json.loads(result.payload) == json.loads(
+        json.dumps(result_payload(first, device_id, publisher.run_id))
+    )
+    assert count.qos == 1 and json.loads(count.payload) == {
+        "count": 1,
+        "ts": first.ts,
+        "run": publisher.run_id,
+    }
     late = mqtt_recorder(broker, f"{base}/count/#")
     assert late.wait_for(lambda: late.messages)
     assert late.messages[0].retain
@@ -405,7 +414,8 @@ def test_broker_restart_reconnects_with_one_warning_per_outage(
     assert broker_has(mqtt_recorder, broker, count, "ts", 2.0)
     late = mqtt_recorder(broker, count)
     assert late.wait_for(lambda: late.json(count))
-    assert late.json(count) == [{"count": 1, "ts": 2.0}] and late.on(count)[0].retain
+    assert late.json(count) == [{"count": 1, "ts": 2.0, "run": publisher.run_id}]
+    assert late.on(count)[0].retain
 
 
 def test_full_queue_drops_are_counted_and_logged_once(
@@ -540,7 +550,8 @@ def test_stage_publications_go_to_their_topics_with_their_flags_and_survive_a_re
     got = {m.topic: m for m in recorder.messages if m.topic in expected}
     assert {t: got[t].qos for t in expected} == {t: q for t, (_, q) in expected.items()}
     assert got[f"{base}/snapshot"].payload == jpeg
-    assert json.loads(got[f"{base}/line/door"].payload) == {"in": 4, "out": 1, "ts": result.ts}
+    line = json.loads(got[f"{base}/line/door"].payload)
+    assert line == {"in": 4, "out": 1, "ts": result.ts, "run": publisher.run_id}
     # A broker restarted without persistence lost them: the retained ones come back after the
     # reconnect, the event (not retained, already delivered) does not.
     broker.stop()

@@ -67,6 +67,13 @@ class MqttConfig(Section):
         "3.1.1 the session is kept as long as the broker's own settings allow.",
     )
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
+    heartbeat_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=3600.0,
+        description="How often the retained status is sent again with a fresh ts (1 to 3600 "
+        "s): a consumer that sees no newer ts for a few of these knows an 'online' is stale.",
+    )
     keepalive_s: int = Field(
         30, ge=5, le=3600, description="MQTT keep-alive interval (5 to 3600 s)."
     )

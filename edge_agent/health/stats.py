@@ -232,4 +232,6 @@ class PublisherMetrics:
     disconnects: Counter
     #: New paho clients started because the network thread had died (``check_alive``).
     restarts: Counter
+    #: Messages the broker acknowledged with a failure reason (MQTT 5: not authorised, ...).
+    refused: Counter
     connected: Gauge

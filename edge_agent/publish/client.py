@@ -119,6 +119,8 @@ class MqttClient:
         will: Callable[[], Message],
         metrics: PublisherMetrics,
         on_connected: Callable[[], None] | None = None,
+        on_published: Callable[[], None] | None = None,
+        queue_limit: int | None = None,
     ) -> None:
         if not cfg.host:
             raise ValueError("mqtt.host must be a host name or address, but got an empty string")
@@ -127,6 +129,10 @@ class MqttClient:
         self.metrics = metrics
         self._will = will
         self._on_connected = on_connected
+        self._on_published = on_published
+        #: paho's in-memory limit (0: none). With a disk outbox the data in memory is only the
+        #: sender's window, and control messages must never be refused.
+        self._queue_limit = cfg.max_queued_messages if queue_limit is None else queue_limit
         self._where = f"{cfg.host}:{cfg.port}"
         self._lock = threading.Lock()  # flags; never held while calling paho
         # Held while a message is handed to paho, and while close() marks the client closed and
@@ -137,6 +143,7 @@ class MqttClient:
         self._ever_connected = False
         self._outage_since: float | None = None  # monotonic time the current outage began
         self._drop_warned = False
+        self._refusal_warned = False
         self._failures = 0  # failed attempts (or drops) since the last accepted CONNACK
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
@@ -176,12 +183,13 @@ class MqttClient:
         self._set_next_wait(client)
         # Counts QoS 1 messages waiting for the broker (in flight or queued); beyond it
         # publish() returns MQTT_ERR_QUEUE_SIZE. Must be set before connecting.
-        client.max_queued_messages_set(cfg.max_queued_messages)
+        client.max_queued_messages_set(self._queue_limit)
         client.on_pre_connect = guarded("pre_connect", self._on_pre_connect)
         client.on_connect = guarded("connect", self._on_connect)
         client.on_connect_fail = guarded("connect_fail", self._on_connect_fail)
         client.on_disconnect = guarded("disconnect", self._on_disconnect)
         client.on_log = guarded("log", self._on_log)
+        client.on_publish = guarded("publish", self._on_publish)
         if v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = cfg.session_expiry_s
@@ -317,6 +325,22 @@ class MqttClient:
             )
         return False
 
+    def publish_tracked(
+        self, topic: str, payload: bytes, qos: int, retain: bool
+    ) -> mqtt.MQTTMessageInfo | None:
+        """Hand one outbox message to paho; its delivery tells when the broker acknowledged
+        it. None when the client is closed or paho refused it (the sender tries later)."""
+        if self._client is None:
+            raise RuntimeError("start() must be called before publishing")
+        with self._send_lock:
+            if self._closed:
+                return None
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return None
+        self.metrics.published.inc()
+        return info
+
     # -- internals -----------------------------------------------------------------------------
 
     def _set_will(self, client: mqtt.Client) -> None:
@@ -416,6 +440,20 @@ class MqttClient:
             self._note_outage(client, why)
         else:
             self._note_outage(client, None)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, props: Any
+    ) -> None:
+        if reason_code.is_failure:  # MQTT 5: the broker took it but will not deliver it
+            self.metrics.refused.inc()
+            with self._lock:
+                first, self._refusal_warned = not self._refusal_warned, True
+            if first:
+                log.warning(
+                    "the broker refused a message (and may refuse more): %s", explain(reason_code)
+                )
+        if self._on_published is not None:
+            self._on_published()
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.

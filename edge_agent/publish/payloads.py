@@ -194,19 +194,25 @@ def custom_vision_predictions(
     return _classifications(predictions, labels, shape, model, passing)
 
 
-def result_payload(result: Result, device_id: str) -> dict[str, Any]:
+def result_payload(result: Result, device_id: str, run: str | None = None) -> dict[str, Any]:
     """The ``<src>/result`` payload (schema edgesight.result/1) for one frame.
 
-    ``id`` is stable for a given frame so a consumer can drop what QoS 1 redelivers.
+    ``id`` is stable for a given frame so a consumer can drop what QoS 1 redelivers; with the
+    agent's ``run`` id it is ``<device>/<run>/<source>/<seq>``, unique across restarts.
     """
     width, height = result.frame_size
     predictions = custom_vision_predictions(
         result.predictions, result.labels, width, height, RESULT_SHAPE, result.model
     )
     ts = float(result.ts)
-    return {
+    frame_id = (
+        f"{device_id}/{run}/{result.source_id}/{result.seq}"
+        if run is not None
+        else f"{device_id}/{result.source_id}/{result.seq}/{int(ts * 1000)}"
+    )
+    payload: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
-        "id": f"{device_id}/{result.source_id}/{result.seq}/{int(ts * 1000)}",
+        "id": frame_id,
         "device": device_id,
         "source": result.source_id,
         "seq": int(result.seq),
@@ -221,6 +227,9 @@ def result_payload(result: Result, device_id: str) -> dict[str, Any]:
         "counts": {str(label): int(n) for label, n in result.counts.items()},
         "timing_ms": {str(k): round(float(v), TIMING_DIGITS) for k, v in result.timing_ms.items()},
     }
+    if run is not None:
+        payload["run"] = run
+    return payload
 
 
 def status_payload(
@@ -231,6 +240,8 @@ def status_payload(
     sources: list[str],
     totals: dict[str, int] | None = None,
     thermal: dict[str, Any] | None = None,
+    run: str | None = None,
+    heartbeat_s: float | None = None,
 ) -> dict[str, Any]:
     """The retained ``status`` payload; ``state`` is one of STATUS_STATES; ``totals`` are the
     stats registry's counts since start (``StatsRegistry.totals``); ``thermal`` is present
@@ -247,12 +258,32 @@ def status_payload(
     }
     if thermal is not None:
         payload["thermal"] = thermal
+    if run is not None:
+        payload["run"] = run
+    if heartbeat_s is not None:
+        payload["heartbeat_s"] = float(heartbeat_s)
     return payload
 
 
-def count_payload(n: int, ts: float) -> dict[str, Any]:
+def count_payload(n: int, ts: float, run: str | None = None) -> dict[str, Any]:
     """The retained ``<src>/count/<label>`` payload."""
-    return {"count": int(n), "ts": float(ts)}
+    payload: dict[str, Any] = {"count": int(n), "ts": float(ts)}
+    if run is not None:
+        payload["run"] = run
+    return payload
+
+
+def dropped_payload(
+    last: dict[str, int], total: dict[str, int], ts: float, run: str
+) -> dict[str, Any]:
+    """The retained ``dropped`` summary: what the outbox dropped (oldest first, when full or
+    too old) since the last summary, and since this run started, per kind of message."""
+    return {
+        "ts": float(ts),
+        "run": run,
+        "dropped": {str(k): int(v) for k, v in sorted(last.items())},
+        "total": {str(k): int(v) for k, v in sorted(total.items())},
+    }
 
 
 def encode(payload: dict[str, Any]) -> bytes:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import MqttConfig
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish import payloads, topics
 from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
+from edge_agent.publish.sender import Sender
 from edge_agent.publish.topics import Topics
 from edge_agent.types import Frame, Publication, Result
+
+if TYPE_CHECKING:
+    from edge_agent.publish.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,17 @@ PUBLICATION_FLAGS: dict[str, tuple[bool, int]] = {
 }
 #: Default client id is this prefix plus the device id.
 CLIENT_ID_PREFIX = "edgesight-"
+#: The retained drop summary: QoS 1, a control message.
+DROPPED_QOS = 1
+#: How long close() waits for the outbox's messages in flight to be acknowledged, s.
+DRAIN_S = 2.0
+
+
+def new_run_id() -> str:
+    """A run id: new at every start, so consumers tell runs apart and de-duplicate by
+    ``(run, source, seq)`` (seq starts at 0 again after a restart). 12 hex digits of a random
+    UUID: a collision between two runs of one device is a one in 10^14 chance."""
+    return uuid.uuid4().hex[:12]
 
 
 class MqttPublisher:
@@ -60,6 +76,8 @@ class MqttPublisher:
         sources: list[str],
         stats: StatsRegistry | None = None,
         publish_skipped: Collection[str] = (),
+        outbox: Outbox | None = None,
+        run_id: str | None = None,
     ) -> None:
         topics.check_source_ids(sources)
         self.device_id = device_id
@@ -72,13 +90,25 @@ class MqttPublisher:
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.stats = stats if stats is not None else StatsRegistry()
         self.metrics = self.stats.publisher()
+        #: New at every start; in every payload (docs/mqtt.md).
+        self.run_id = run_id or new_run_id()
+        self.heartbeat_s = cfg.heartbeat_s
+        #: Data (results, counts, stage publications) goes through the disk outbox when there
+        #: is one; control (status, drop summary, replies) straight to paho, never dropped.
+        self.outbox = outbox
         self.client = MqttClient(
             cfg,
             cfg.client_id or f"{CLIENT_ID_PREFIX}{device_id}",
             will=lambda: self._status_message("offline"),
             metrics=self.metrics,
             on_connected=self._on_connected,
+            on_published=self._on_published,
+            queue_limit=0 if outbox is not None else None,
         )
+        self.sender = Sender(outbox, self.client) if outbox is not None else None
+        self._drop_totals: dict[str, int] = {}
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
         self._lock = threading.Lock()  # _last_counts; never held while publishing
         # Serialises status publishes (reconnect, set_status, set_model) and the state they
         # announce, so a reconnect cannot repeat a state that set_status has just replaced.
@@ -93,7 +123,7 @@ class MqttPublisher:
         #: can never hand paho an older value after a newer one (the broker keeps the last).
         #: paho's publish only queues; it never waits for a lock its network thread holds
         #: while calling back, so holding this across it cannot deadlock.
-        self._retained: dict[str, tuple[bytes, int]] = {}
+        self._retained: dict[str, tuple[str, bytes, int]] = {}
         self._retain_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -104,6 +134,10 @@ class MqttPublisher:
         Raises only for caller mistakes (started twice, unreadable TLS files).
         """
         self.client.start()
+        if self.sender is not None:
+            self.sender.start()
+        self._ticker = threading.Thread(target=self._tick, name="mqtt-heartbeat", daemon=True)
+        self._ticker.start()
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Publish the retained "offline" status, wait up to ``timeout_s`` for the broker to
@@ -115,6 +149,17 @@ class MqttPublisher:
             closing, self._closing = self._closing, True
         if closing:
             return
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout_s)
+        if self.sender is not None and self.outbox is not None:
+            outbox = self.outbox
+            # What is in flight gets a moment to be acknowledged (else it is sent again at the
+            # next start); what never left stays in the outbox for then.
+            if self.client.connected:
+                self.sender.wait_drained(min(DRAIN_S, timeout_s), lambda: outbox.depth > 0)
+            self.sender.stop()
+            outbox.close()
         self.client.close(self._status_message("offline"), timeout_s, what="the offline status")
         if self.client.started:
             m = self.metrics
@@ -154,24 +199,25 @@ class MqttPublisher:
         topic = self.topics.publication(source_id, publication.kind, publication.levels)
         retain, qos = PUBLICATION_FLAGS[publication.kind]
         body = publication.payload
-        data = body if isinstance(body, bytes) else payloads.encode(body)
+        kind = publication.kind
+        data = body if isinstance(body, bytes) else payloads.encode({**body, "run": self.run_id})
         if not retain:
-            self.client.publish(topic, data, qos, retain=False)
+            self._data(kind, topic, data, qos, retain=False)
             return
         with self._retain_lock:
-            self._retained[topic] = (data, qos)
-            self.client.publish(topic, data, qos, retain=True)
+            self._retained[topic] = (kind, data, qos)
+            self._data(kind, topic, data, qos, retain=True)
 
     def publish_result(self, result: Result) -> None:
         """One frame's result to ``<src>/result``, QoS 1, not retained.
 
         Raises ValueError for a result that breaks the contract (unknown class id, NaN).
         """
-        data = payloads.encode(payloads.result_payload(result, self.device_id))
+        data = payloads.encode(payloads.result_payload(result, self.device_id, self.run_id))
         topic = self._result_topics.get(result.source_id)
         if topic is None:  # made once per source: topic_level walks every character
             topic = self._result_topics[result.source_id] = self.topics.result(result.source_id)
-        self.client.publish(topic, data, RESULT_QOS, retain=False)
+        self._data("result", topic, data, RESULT_QOS, retain=False)
 
     def publish_counts(self, source_id: str, counts: dict[str, int], ts: float) -> None:
         """Retained ``<src>/count/<label>`` for each label whose count changed since the last
@@ -184,8 +230,8 @@ class MqttPublisher:
             if last.get(label) == n:
                 continue
             topic = self.topics.count(source_id, label)
-            data = payloads.encode(payloads.count_payload(n, ts))
-            if self.client.publish(topic, data, COUNT_QOS, retain=True):
+            data = payloads.encode(payloads.count_payload(n, ts, self.run_id))
+            if self._data("count", topic, data, COUNT_QOS, retain=True):
                 with self._lock:
                     self._last_counts.setdefault(source_id, {})[label] = n
 
@@ -214,6 +260,48 @@ class MqttPublisher:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _data(self, kind: str, topic: str, data: bytes, qos: int, retain: bool) -> bool:
+        """A data message: into the outbox (the sender publishes it in order), or, without
+        one, straight to paho's memory queue (False when it was full)."""
+        if self.outbox is None or self.sender is None:
+            return self.client.publish(topic, data, qos, retain)
+        self.outbox.put(kind, topic, data, qos, retain)
+        self.sender.wake()
+        return True
+
+    def _on_published(self) -> None:
+        if self.sender is not None:
+            self.sender.on_published()
+
+    def _tick(self) -> None:
+        """Every ``heartbeat_s``: the retained status again with a fresh ``ts`` (so a consumer
+        tells a live "online" from one a dead broker kept), the drop summary if any, and a
+        check that paho's network thread still runs."""
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                if not self.client.check_alive() and self.sender is not None:
+                    self.sender.restart()
+                if self.client.connected:
+                    with self._status_lock:
+                        if not self._closing:
+                            self._send_status(self._status_message(self._state))
+                    self._report_drops()
+            except Exception:  # the heartbeat must go on
+                log.exception("MQTT heartbeat failed; trying again in %.0f s", self.heartbeat_s)
+
+    def _report_drops(self) -> None:
+        """The retained ``dropped`` summary, when the outbox dropped anything since the last."""
+        if self.outbox is None:
+            return
+        dropped = self.outbox.take_drops()
+        if not any(dropped.values()):
+            return
+        for kind, n in dropped.items():
+            self._drop_totals[kind] = self._drop_totals.get(kind, 0) + n
+        body = payloads.dropped_payload(dropped, self._drop_totals, time.time(), self.run_id)
+        log.warning("the outbox dropped %s while the broker was away", dropped)
+        self.client.publish(self.topics.dropped(), payloads.encode(body), DROPPED_QOS, True)
+
     def _send_status(self, msg: Message) -> None:
         """The caller holds ``_status_lock``. Before start() nothing is sent (the first connect
         announces the state); after close() the message is dropped."""
@@ -229,6 +317,8 @@ class MqttPublisher:
             self.sources,
             self.stats.totals(),
             self._thermal,
+            run=self.run_id,
+            heartbeat_s=self.heartbeat_s,
         )
         return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
 
@@ -241,5 +331,10 @@ class MqttPublisher:
             if not self._closing:
                 self._send_status(self._status_message(self._state))
         with self._retain_lock:
-            for topic, (data, qos) in self._retained.items():
-                self.client.publish(topic, data, qos, retain=True)
+            # Through the outbox when there is one: after any backlog, so the newest value of
+            # a topic is always the last the broker gets.
+            for topic, (kind, data, qos) in self._retained.items():
+                self._data(kind, topic, data, qos, retain=True)
+        if self.sender is not None:
+            self.sender.wake()
+        self._report_drops()

@@ -112,6 +112,9 @@ class Topics:
     def stats(self) -> str:
         return f"{self.base}/stats"
 
+    def dropped(self) -> str:
+        return f"{self.base}/dropped"
+
     def model(self) -> str:
         return f"{self.base}/model"
 
