@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -178,6 +179,15 @@ def test_safe_id_is_safe_and_keeps_names_apart(a: str, b: str) -> None:
 def test_a_source_id_that_cannot_go_in_a_template_is_refused() -> None:
     with pytest.raises(ValueError, match="source id 'cam 1'"):
         d.discovery_message(inputs(d.SourceInputs("cam 1")))
+
+
+def test_the_docs_example_is_what_the_code_sends() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "home-assistant.md").read_text()
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    cam1 = d.SourceInputs(
+        "cam1", labels=("person",), snapshot=True, event_types=d.CAMTRAP_EVENT_TYPES
+    )
+    assert json.loads(block) == d.discovery_message(inputs(cam1))[1]
 
 
 # --- the value templates on the payloads the agent really sends ---------------------------

@@ -17,7 +17,9 @@ Transcribed from home-assistant/core, homeassistant/components/mqtt/ (read, not 
   image.py at 7fd78000bf36b68eecd267abc1488f17f7e277e0; event.py at
   5974c7760ac09b1772ea9f7d88ca5e8368c7260b;
 - abbreviations.py at 0f5c1b54 plus the docs' table (home-assistant.io
-  source/_integrations/mqtt.markdown, which lists ``cmps`` and ``p``; 0f5c1b54 had ``cmp``).
+  source/_integrations/mqtt.markdown). 0f5c1b54 predates the merge of core PR #118757 (device
+  discovery): it spells ``cmp`` and has no ``p``, which that PR's review added; the docs and
+  core issue #145356 confirm ``cmps`` and ``p``.
 
 Only the abbreviations of keys allowed below are transcribed, and only the platforms this
 project uses (sensor, image, event). HA drops unknown keys inside a component silently; this
