@@ -167,6 +167,7 @@ def test_a_device_id_with_a_dot_gets_a_topic_home_assistant_accepts() -> None:
     assert d.discovery_topic("site/ha/", "a") == "site/ha/device/a/config"
     with pytest.raises(ValueError, match="discovery prefix"):
         d.discovery_topic("ha/#", "a")
+    assert d.birth_topic("homeassistant") == "homeassistant/status"
 
 
 @given(st.text(max_size=20), st.text(max_size=20))
@@ -252,6 +253,20 @@ def test_removal_marks_what_went_away_with_its_platform_only() -> None:
     assert cmps["cam1_count_cola"]["unique_id"] == "edgesight_shelf-01_cam1_count_cola"
     assert topic == now[0]
     assert d.removal_message(now[1], now) is None
+    assert d.removal_message(payload, now) is None  # removals already sent are not repeated
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1]", b'{"cmps": 3}', b"\xff"])
+def test_a_retained_message_that_is_not_ours_gives_no_previous(raw: bytes) -> None:
+    assert d.parse_previous(raw) is None
+
+
+def test_the_retained_message_read_back_drives_removal() -> None:
+    before = d.discovery_message(inputs(CAM1))
+    previous = d.parse_previous(encode(before[1]))
+    assert previous == before[1]
+    removal = d.removal_message(previous, d.discovery_message(inputs()))
+    assert removal is not None and removal[1]["cmps"]["cam1_event"] == {"p": "event"}
 
 
 # --- a real broker ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ docs/home-assistant.md documents the entities for users: change it with this mod
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class SourceInputs:
 
 @dataclass(frozen=True)
 class DiscoveryInputs:
+    """Everything the message depends on; the same inputs give the same message (and ids)."""
+
     device_id: str
     topic_prefix: str
     agent_version: str
@@ -230,11 +233,28 @@ def discovery_message(cfg: DiscoveryInputs) -> tuple[str, dict[str, Any]]:
     return discovery_topic(cfg.discovery_prefix, cfg.device_id), payload
 
 
+def parse_previous(raw: bytes) -> dict[str, Any] | None:
+    """The discovery payload the broker kept (read back on connect: the agent may have been
+    reconfigured while stopped), or None for an empty, unreadable or foreign message."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("cmps"), dict):
+        return None
+    return payload
+
+
 def removed_components(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
-    """Component id -> platform for each component ``previous`` had and ``current`` lacks."""
+    """Component id -> platform for each entity ``previous`` had and ``current`` lacks (an
+    entry that was already a removal, ``p`` alone, is not removed twice)."""
     before = previous.get("cmps") or {}
     after = current.get("cmps") or {}
-    return {cid: str(c["p"]) for cid, c in before.items() if cid not in after and "p" in c}
+    return {
+        cid: c["p"]
+        for cid, c in before.items()
+        if cid not in after and isinstance(c, dict) and isinstance(c.get("p"), str) and len(c) > 1
+    }
 
 
 def removal_message(
