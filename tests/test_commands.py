@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.bundle.signing import fingerprint, public_key_base64
 from edge_agent.publish.command_auth import CommandAuth, sign_command
@@ -25,6 +32,7 @@ from edge_agent.publish.commands import (
     SnapshotArgs,
     redact,
 )
+from tests.helpers.mqtt import Broker
 
 PREFIX = "edgesight"
 DEVICE = "shelf-01"
@@ -561,3 +569,89 @@ _KEY = Ed25519PrivateKey.generate()
 SIGNED_ROUTER = make_router(
     auth=CommandAuth(DEVICE, [_KEY.public_key()], "/nonexistent-edgesight/commands.json")
 )
+
+
+# --- over a real MQTT 5 broker: what the lead's paho callback hands the router -----------------
+
+
+def incoming_from_paho(msg: mqtt.MQTTMessage) -> Incoming:
+    """How a paho 2.x on_message maps an MQTT 5 message (the agent's callback does the same)."""
+    props = msg.properties
+    return Incoming(
+        name=msg.topic.rsplit("/", 1)[-1],
+        payload=bytes(msg.payload),
+        retained=bool(msg.retain),
+        response_topic=getattr(props, "ResponseTopic", None),
+        correlation=getattr(props, "CorrelationData", None),
+        received=time.time(),
+        expiry_s=getattr(props, "MessageExpiryInterval", None),
+    )
+
+
+class V5Client:
+    """A paho MQTT 5 client that keeps what it receives; ``on_message`` may be replaced."""
+
+    def __init__(self, broker: Broker, topic_filter: str) -> None:
+        self.received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = lambda c, u, msg: self.received.put(msg)
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), f"could not subscribe to {topic_filter}"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_request_response_over_a_real_mqtt5_broker(broker: Broker) -> None:
+    router = make_router(clock=time.time)
+    base = f"{PREFIX}/{DEVICE}/cmd"
+    setup = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    setup.connect(broker.host, broker.port)
+    setup.loop_start()
+    setup.publish(f"{base}/ping", b"{}", qos=1, retain=True).wait_for_publish(10)
+    setup.disconnect()
+    setup.loop_stop()
+
+    answered: list[Reply | None] = []
+
+    def serve(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        reply = router.handle(incoming_from_paho(msg))
+        answered.append(reply)
+        if reply is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            if reply.correlation is not None:
+                props.CorrelationData = reply.correlation
+            client.publish(reply.topic, reply.payload, qos=1, properties=props)
+
+    device = V5Client(broker, f"{base}/+")
+    device.client.on_message = serve
+    requester = V5Client(broker, "ops/replies/#")
+    old_style = V5Client(broker, f"{base}/+/reply")
+    try:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "ops/replies/1"
+        props.CorrelationData = b"req-1"
+        props.MessageExpiryInterval = 60
+        payload = b'{"score": 0.4}'
+        requester.client.publish(f"{base}/set_threshold", payload, qos=1, properties=props)
+        reply = requester.received.get(timeout=10)
+        assert reply.topic == "ops/replies/1"
+        assert reply.properties.CorrelationData == b"req-1"
+        body = json.loads(reply.payload)
+        assert (body["ok"], body["result"]) == (True, {"echo": {"score": 0.4, "label": None}})
+
+        requester.client.publish(f"{base}/get_stats", b'{"id": "r2", "x": 1}', qos=1)
+        reply = old_style.received.get(timeout=10)
+        assert reply.topic == f"{base}/get_stats/reply"
+        body = json.loads(reply.payload)
+        assert (body["ok"], body["code"], body["id"]) == (False, "bad_args", "r2")
+        assert answered[0] is None  # the retained ping, delivered on subscribe, was ignored
+        assert router.counts == {"ignored_retained": 1, "ok": 1, "bad_args": 1}
+    finally:
+        for client in (device, requester, old_style):
+            client.close()
