@@ -655,3 +655,18 @@ def test_request_response_over_a_real_mqtt5_broker(broker: Broker) -> None:
     finally:
         for client in (device, requester, old_style):
             client.close()
+
+
+def test_an_internal_error_still_gets_an_error_reply(caplog: pytest.LogCaptureFixture) -> None:
+    def broken_clock() -> float:
+        raise OSError("clock unavailable")
+
+    with caplog.at_level(logging.ERROR, logger="edge_agent.publish.commands"):
+        reply = make_router(clock=broken_clock).handle(incoming("ping", correlation=b"k"))
+    assert reply == Reply(
+        REPLY_PING,
+        b'{"ok":false,"command":"ping","code":"failed",'
+        b'"error":"internal error; the device log has details"}',
+        b"k",
+    )
+    assert any(r.exc_info and r.exc_info[0] is OSError for r in caplog.records)

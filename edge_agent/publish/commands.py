@@ -295,8 +295,10 @@ class CommandRouter:
         except Exception:  # a bug here must still not stop the network thread
             log.exception("command %r: unexpected error while answering", msg.name[:64])
             self._count("failed")
-            error = "internal error; the device log has details"
-            return self._reply(msg, None, {"ok": False, "code": "failed", "error": error})
+            body = {"ok": False, "command": topic_level(msg.name), "code": "failed",
+                    "error": "internal error; the device log has details"}  # fmt: skip
+            topic = self._topics.cmd_reply(msg.name)  # pure: cannot fail as the rest did
+            return Reply(topic, _encode(body), msg.correlation)
 
     def _answer(self, msg: Incoming) -> Reply:
         rid: str | None = None
