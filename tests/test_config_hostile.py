@@ -175,6 +175,8 @@ NUMERIC = {
     ("mqtt", "max_queued_messages"): 100,
     ("mqtt", "session_expiry_s"): 3600,
     ("mqtt", "heartbeat_s"): 30,
+    ("mqtt", "stats_interval_s"): 60,
+    ("mqtt", "commands", "max_bytes"): 4096,
     ("health", "degraded_clear_s"): 30,
     ("health", "thermal", "limit_c"): 85,
     ("health", "thermal", "resume_c"): 75,

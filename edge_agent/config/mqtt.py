@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
+from edge_agent.config.mqtt_features import CommandsConfig, HomeAssistantConfig
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
 ENV_MQTT_USERNAME = "EDGESIGHT_MQTT_USERNAME"
@@ -67,6 +68,18 @@ class MqttConfig(Section):
         "3.1.1 the session is kept as long as the broker's own settings allow.",
     )
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, description="Commands the device answers."
+    )
+    home_assistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery."
+    )
+    stats_interval_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=86400.0,
+        description="How often the stats message is published (1 to 86400 s).",
+    )
     heartbeat_s: float = Field(
         30.0,
         ge=1.0,

@@ -121,6 +121,7 @@ class MqttClient:
         on_connected: Callable[[], None] | None = None,
         on_published: Callable[[], None] | None = None,
         queue_limit: int | None = None,
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
     ) -> None:
         if not cfg.host:
             raise ValueError("mqtt.host must be a host name or address, but got an empty string")
@@ -130,6 +131,10 @@ class MqttClient:
         self._will = will
         self._on_connected = on_connected
         self._on_published = on_published
+        self._on_message = on_message
+        #: (topic filter, QoS) subscribed after every accepted CONNACK; the persistent session
+        #: keeps them too, but a broker that lost its sessions would not.
+        self.subscriptions: list[tuple[str, int]] = []
         #: paho's in-memory limit (0: none). With a disk outbox the data in memory is only the
         #: sender's window, and control messages must never be refused.
         self._queue_limit = cfg.max_queued_messages if queue_limit is None else queue_limit
@@ -190,6 +195,7 @@ class MqttClient:
         client.on_disconnect = guarded("disconnect", self._on_disconnect)
         client.on_log = guarded("log", self._on_log)
         client.on_publish = guarded("publish", self._on_publish)
+        client.on_message = guarded("message", self._on_message_received)
         if v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = cfg.session_expiry_s
@@ -325,6 +331,21 @@ class MqttClient:
             )
         return False
 
+    def publish_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
+        """A command reply: QoS 1, not retained, with the request's correlation data (MQTT 5).
+        A control message: never limited by the queue (see ``queue_limit``)."""
+        if self._client is None:
+            raise RuntimeError("start() must be called before publishing")
+        props = None
+        if correlation is not None and self.cfg.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        with self._send_lock:
+            if self._closed:
+                return False
+            rc = self._client.publish(topic, payload, qos=1, retain=False, properties=props).rc
+        return rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+
     def publish_tracked(
         self, topic: str, payload: bytes, qos: int, retain: bool
     ) -> mqtt.MQTTMessageInfo | None:
@@ -410,6 +431,8 @@ class MqttClient:
         else:
             log.info("%s to broker %s", verb, self._where)
         self._set_next_wait(client)  # the first wait after a later drop is short again
+        if self.subscriptions:
+            client.subscribe(self.subscriptions)
         if self._on_connected is not None:
             self._on_connected()
 
@@ -454,6 +477,12 @@ class MqttClient:
                 )
         if self._on_published is not None:
             self._on_published()
+
+    def _on_message_received(
+        self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage
+    ) -> None:
+        if self._on_message is not None:
+            self._on_message(msg)
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.

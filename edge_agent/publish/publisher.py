@@ -12,18 +12,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import MqttConfig
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish import payloads, topics
 from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
+from edge_agent.publish.inbound import Inbound
 from edge_agent.publish.sender import Sender
 from edge_agent.publish.topics import Topics
 from edge_agent.types import Frame, Publication, Result
 
 if TYPE_CHECKING:
+    from edge_agent.publish.announce import Announcer
+    from edge_agent.publish.commands import CommandRouter
     from edge_agent.publish.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,9 @@ class MqttPublisher:
         publish_skipped: Collection[str] = (),
         outbox: Outbox | None = None,
         run_id: str | None = None,
+        router: CommandRouter | None = None,
+        announcer: Announcer | None = None,
+        stats_payload: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         topics.check_source_ids(sources)
         self.device_id = device_id
@@ -96,6 +102,16 @@ class MqttPublisher:
         #: Data (results, counts, stage publications) goes through the disk outbox when there
         #: is one; control (status, drop summary, replies) straight to paho, never dropped.
         self.outbox = outbox
+        self.announcer = announcer
+        self.stats_payload = stats_payload
+        self.stats_interval_s = cfg.stats_interval_s
+        self.inbound = Inbound(
+            f"{self.topics.base}/cmd/",
+            router,
+            lambda topic, data, corr: self.client.publish_reply(topic, data, corr),
+            ha_status_topic=f"{cfg.home_assistant.prefix}/status" if announcer else None,
+            on_ha_online=announcer.announce if announcer else None,
+        )
         self.client = MqttClient(
             cfg,
             cfg.client_id or f"{CLIENT_ID_PREFIX}{device_id}",
@@ -104,7 +120,9 @@ class MqttPublisher:
             on_connected=self._on_connected,
             on_published=self._on_published,
             queue_limit=0 if outbox is not None else None,
+            on_message=self.inbound.on_message,
         )
+        self.client.subscriptions = self.inbound.subscriptions()
         self.sender = Sender(outbox, self.client) if outbox is not None else None
         self._drop_totals: dict[str, int] = {}
         self._ticker: threading.Thread | None = None
@@ -136,6 +154,7 @@ class MqttPublisher:
         self.client.start()
         if self.sender is not None:
             self.sender.start()
+        self.inbound.start()
         self._ticker = threading.Thread(target=self._tick, name="mqtt-heartbeat", daemon=True)
         self._ticker.start()
 
@@ -152,6 +171,7 @@ class MqttPublisher:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout_s)
+        self.inbound.stop()
         if self.sender is not None and self.outbox is not None:
             outbox = self.outbox
             # What is in flight gets a moment to be acknowledged (else it is sent again at the
@@ -277,17 +297,35 @@ class MqttPublisher:
         """Every ``heartbeat_s``: the retained status again with a fresh ``ts`` (so a consumer
         tells a live "online" from one a dead broker kept), the drop summary if any, and a
         check that paho's network thread still runs."""
-        while not self._stop.wait(self.heartbeat_s):
+        step = min(self.heartbeat_s, self.stats_interval_s)
+        next_beat = next_stats = time.monotonic()
+        while not self._stop.wait(max(0.0, min(next_beat, next_stats) - time.monotonic())):
+            now = time.monotonic()
             try:
-                if not self.client.check_alive() and self.sender is not None:
-                    self.sender.restart()
-                if self.client.connected:
-                    with self._status_lock:
-                        if not self._closing:
-                            self._send_status(self._status_message(self._state))
-                    self._report_drops()
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_s
+                    self._beat()
+                if now >= next_stats:
+                    next_stats = now + self.stats_interval_s
+                    self._publish_stats()
             except Exception:  # the heartbeat must go on
-                log.exception("MQTT heartbeat failed; trying again in %.0f s", self.heartbeat_s)
+                log.exception("MQTT heartbeat failed; trying again in %.0f s", step)
+
+    def _beat(self) -> None:
+        if not self.client.check_alive() and self.sender is not None:
+            self.sender.restart()
+        if self.client.connected:
+            with self._status_lock:
+                if not self._closing:
+                    self._send_status(self._status_message(self._state))
+            self._report_drops()
+
+    def _publish_stats(self) -> None:
+        """The stats message, retained, QoS 0: only while connected (a newer one follows)."""
+        if self.stats_payload is None or not self.client.connected:
+            return
+        body = {**self.stats_payload(), "run": self.run_id}
+        self.client.publish(self.topics.stats(), payloads.encode(body), 0, retain=True)
 
     def _report_drops(self) -> None:
         """The retained ``dropped`` summary, when the outbox dropped anything since the last."""
@@ -338,3 +376,5 @@ class MqttPublisher:
         if self.sender is not None:
             self.sender.wake()
         self._report_drops()
+        if self.announcer is not None:
+            self.announcer.announce()
