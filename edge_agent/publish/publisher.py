@@ -48,6 +48,8 @@ PUBLICATION_FLAGS: dict[str, tuple[bool, int]] = {
 CLIENT_ID_PREFIX = "edgesight-"
 #: The retained drop summary: QoS 1, a control message.
 DROPPED_QOS = 1
+#: The first stats message comes this soon after start (then every stats_interval_s), s.
+FIRST_STATS_S = 5.0
 #: How long close() waits for the outbox's messages in flight to be acknowledged, s.
 DRAIN_S = 2.0
 
@@ -298,7 +300,9 @@ class MqttPublisher:
         tells a live "online" from one a dead broker kept), the drop summary if any, and a
         check that paho's network thread still runs."""
         step = min(self.heartbeat_s, self.stats_interval_s)
-        next_beat = next_stats = time.monotonic()
+        start = time.monotonic()
+        next_beat = start + self.heartbeat_s  # the connect itself announced the status
+        next_stats = start + min(self.stats_interval_s, FIRST_STATS_S)
         while not self._stop.wait(max(0.0, min(next_beat, next_stats) - time.monotonic())):
             now = time.monotonic()
             try:
