@@ -124,9 +124,14 @@ class SystemSensors:
         self._warned: set[str] = set()
 
     def read(self) -> SystemReadings:
+        rss, peak = read_rss_bytes(self._statm), read_peak_rss_bytes()
+        if rss is not None and peak is not None:
+            # The two come from kernel counters synced at different moments (per-thread
+            # caches), so the peak can trail "now" by a few pages; a peak below now is nonsense.
+            peak = max(peak, rss)
         return SystemReadings(
-            rss_bytes=read_rss_bytes(self._statm),
-            peak_rss_bytes=read_peak_rss_bytes(),
+            rss_bytes=rss,
+            peak_rss_bytes=peak,
             cpu_temp_c=self._cpu_temp(),
             zones_c=read_zones(self._sys_root),
             throttled_bits=self._throttled(),
