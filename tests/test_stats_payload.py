@@ -25,10 +25,19 @@ from edge_agent.health.system import (
 )
 from edge_agent.publish.payloads import encode
 from edge_agent.publish.stats_payload import LATENCIES, STATS_SCHEMA, StatsReporter
-from tests.test_thermal import make_zone
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
+
+
+def make_zone(root: Path, n: int, kind: str, temp_c: float | str) -> Path:
+    """A sysfs thermal zone: ``type`` and ``temp`` in millidegrees (or the text given)."""
+    zone = root / f"thermal_zone{n}"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "type").write_text(kind + "\n")
+    text = temp_c if isinstance(temp_c, str) else str(round(temp_c * 1000))
+    (zone / "temp").write_text(text + "\n")
+    return zone / "temp"
 
 
 class Clock:
