@@ -80,12 +80,25 @@ class Histogram:
             ordered = sorted(self._recent)
         return _pick(ordered, q)
 
+    def samples_since(self, count: int) -> tuple[int, list[float]]:
+        """(the count now, the samples observed after ``count`` was reached, oldest first, at
+        most the window): a reader that keeps the count gets each interval's latencies once,
+        rather than the whole window's."""
+        with self._lock:
+            n = max(0, min(self._count - count, len(self._recent)))
+            return self._count, list(self._recent)[len(self._recent) - n :]
+
     def snapshot(self) -> dict[str, float | int | None]:
         with self._lock:
             ordered = sorted(self._recent)  # once for both percentiles
         p50, p95 = (_pick(ordered, q) for q in (50, 95))
         mean = self._total_ms / self._count if self._count else None
         return {"count": self._count, "mean": mean, "p50": p50, "p95": p95}
+
+
+def percentile_of(samples: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100, nearest rank) of unsorted samples, None when there are none."""
+    return _pick(sorted(samples), q)
 
 
 def _pick(ordered: list[float], q: float) -> float | None:
