@@ -13,11 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import MqttConfig
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish import payloads, topics
+from edge_agent.publish.announce import Announcer
 from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
 from edge_agent.publish.inbound import Inbound
 from edge_agent.publish.sender import Sender
@@ -25,8 +27,8 @@ from edge_agent.publish.topics import Topics
 from edge_agent.types import Frame, Publication, Result
 
 if TYPE_CHECKING:
-    from edge_agent.publish.announce import Announcer
     from edge_agent.publish.commands import CommandRouter
+    from edge_agent.publish.discovery import DiscoveryInputs
     from edge_agent.publish.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,8 @@ class MqttPublisher:
         outbox: Outbox | None = None,
         run_id: str | None = None,
         router: CommandRouter | None = None,
-        announcer: Announcer | None = None,
+        discovery: DiscoveryInputs | None = None,
+        state_dir: Path | None = None,
         stats_payload: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         topics.check_source_ids(sources)
@@ -104,7 +107,14 @@ class MqttPublisher:
         #: Data (results, counts, stage publications) goes through the disk outbox when there
         #: is one; control (status, drop summary, replies) straight to paho, never dropped.
         self.outbox = outbox
-        self.announcer = announcer
+        self.announcer = None
+        if discovery is not None:
+            if state_dir is None:
+                raise ValueError("Home Assistant discovery needs a state_dir (what it announced)")
+            self.announcer = Announcer(
+                discovery, state_dir, lambda t, d, q, r: self.client.publish(t, d, q, r)
+            )
+        announcer = self.announcer
         self.stats_payload = stats_payload
         self.stats_interval_s = cfg.stats_interval_s
         self.inbound = Inbound(
