@@ -359,6 +359,14 @@ def test_bad_settings_name_the_field(db: Path, kw: dict[str, object], field: str
         make_outbox(db, **kw)
 
 
+def test_a_second_outbox_on_the_same_file_is_refused_until_the_first_closes(db: Path) -> None:
+    first = make_outbox(db)
+    with pytest.raises(RuntimeError, match="in use"):
+        make_outbox(db)
+    first.close()
+    make_outbox(db).close()
+
+
 def test_put_after_close_is_refused(db: Path) -> None:
     ob = make_outbox(db)
     ob.close()

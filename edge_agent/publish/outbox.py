@@ -22,7 +22,9 @@ persisted). A damaged file is moved aside (``fsutil.move_aside``) and a fresh on
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -131,7 +133,12 @@ class Outbox:
         self._closed = False
         self._conn_open = True
         self._stop = threading.Event()
-        self._conn = self._open()
+        self._lock_fd = self._take_lock()
+        try:
+            self._conn = self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only = 1")
         self._load()
@@ -146,8 +153,22 @@ class Outbox:
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
 
-    def _open(self) -> sqlite3.Connection:
+    def _take_lock(self) -> int:
+        """One process per file: two would send the same rows and collide on ids."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"outbox {self.path} is in use by another outbox (lock {lock}); expected one "
+                "agent per state folder"
+            ) from None
+        return fd
+
+    def _open(self) -> sqlite3.Connection:
         try:
             return self._open_checked()
         except _Damaged as exc:
@@ -327,6 +348,7 @@ class Outbox:
             self._conn_open = False
             self._reader.close()
             self._conn.close()
+            os.close(self._lock_fd)  # releases the flock
 
     def __enter__(self) -> Outbox:
         return self
