@@ -74,6 +74,7 @@ def persist_run(
         max_bytes=2**34,
         max_age_s=3600,
         commit_interval_s=3600,  # the flusher below commits instead, and times it
+        max_memory_bytes=2**34,  # 1 s at 40,000/s is more than the default 32 MiB
         synchronous=synchronous,  # type: ignore[arg-type]
     )
     commits: list[float] = []

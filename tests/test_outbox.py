@@ -157,14 +157,14 @@ def test_bytes_bound_drops_the_oldest_and_counts_them_per_kind(db: Path) -> None
         assert old_results[-1] < counts[0]
 
 
-def test_memory_side_is_bounded_before_any_commit(db: Path) -> None:
-    small = make_outbox(db.with_name("small.db"), max_bytes=18 * 5)
-    try:
+@pytest.mark.parametrize(
+    "bounds", [{"max_bytes": 18 * 5}, {"max_bytes": 10**6, "max_memory_bytes": 18 * 5}]
+)
+def test_memory_side_is_bounded_before_any_commit(db: Path, bounds: dict[str, int]) -> None:
+    with make_outbox(db, **bounds) as small:
         ids = put_n(small, 12)
         assert [e.id for e in small.pending(0, 100)] == ids[-5:]
         assert small.drops() == {"result": 7} and small.bytes == 18 * 5
-    finally:
-        small.close()
 
 
 def test_age_bound_drops_old_entries_on_commit(db: Path) -> None:
