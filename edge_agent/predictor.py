@@ -117,6 +117,17 @@ class Predictor:
         predictions = self.decode(inferred.outputs, inferred.transform)
         return Prediction(predictions, {**inferred.timing_ms, "decode": _ms_since(t0)})
 
+    def set_thresholds(self, thresholds: np.ndarray) -> None:
+        """New score thresholds, one per label, from the next decode on (a command): the
+        decode function is rebuilt with them and swapped in whole."""
+        thresholds = np.asarray(thresholds, np.float32)
+        if thresholds.shape != (len(self.labels),):
+            raise ValueError(
+                f"thresholds must be one per label ({len(self.labels)}), got {thresholds.shape}"
+            )
+        self.decode = build_decoder(self.bundle.manifest, None, self.bundle.path, thresholds)
+        self.thresholds = thresholds
+
     def predict(self, image: np.ndarray) -> Prediction:
         """All three stages for one BGR uint8 image, in this thread."""
         return self.finish(self.infer(self.prepare(image)))

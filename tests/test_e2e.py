@@ -97,7 +97,14 @@ def test_clip_results_counts_and_status(tmp_path, broker, mqtt_recorder):
     assert late.wait_for(lambda: len(late.on(f"{PREFIX}/belt/count/blue")) == 1)
     (blue_retained,) = late.on(f"{PREFIX}/belt/count/blue")
     assert blue_retained.retain and blue_retained.qos == 1
-    assert json.loads(blue_retained.payload) == {"count": 1, "ts": payloads[BLUE_FROM]["ts"]}
+    run = first["run"]  # one run id in every payload and in the status
+    assert {p["run"] for p in payloads} == {run}
+    assert json.loads(blue_retained.payload) == {
+        "count": 1,
+        "ts": payloads[BLUE_FROM]["ts"],
+        "run": run,
+    }
+    assert {s["run"] for s in rec.json(f"{PREFIX}/status")} == {run}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

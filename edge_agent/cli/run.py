@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.bundle import BundleError
 from edge_agent.cli.common import (
@@ -20,9 +21,12 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.runtimes import ModelRuntimeError
 
 if TYPE_CHECKING:
-    from edge_agent.pipeline.agent import ResultHook
+    from edge_agent.pipeline.agent import Agent, ResultHook
 
 log = logging.getLogger("edge_agent")
+
+#: Problems of a refused config named in the command's reply (all of them are in the log).
+MAX_PROBLEMS_IN_REPLY = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,20 +39,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_agent(cfg: AgentConfig, on_result: ResultHook | None = None) -> int:
-    """Run until every finite source ends or SIGINT/SIGTERM arrives."""
+def run_agent(
+    cfg: AgentConfig, on_result: ResultHook | None = None, config_path: Path | None = None
+) -> int:
+    """Run until every finite source ends or SIGINT/SIGTERM arrives. With ``config_path`` the
+    ``reload_config`` command re-reads that file and, when it is valid, starts the agent
+    again with it (a new run id); a file with problems is refused and the agent runs on."""
     from edge_agent.pipeline import Agent
     from edge_agent.sources import SourceError
 
-    agent = Agent(cfg, on_result=on_result)
-    with stop_on_signals(agent.stop):
-        try:
-            with agent:
-                agent.wait()
-        except (BundleError, ModelRuntimeError, SourceError) as exc:
-            log.error("%s", exc)
-            return EXIT_BAD_INPUT
+    while True:
+        reload = Reload(config_path) if config_path is not None else None
+        agent = Agent(cfg, on_result=on_result, on_reload=reload.request if reload else None)
+        if reload is not None:
+            reload.agent = agent
+        with stop_on_signals(agent.stop):
+            try:
+                with agent:
+                    agent.wait()
+            except (BundleError, ModelRuntimeError, SourceError) as exc:
+                log.error("%s", exc)
+                return EXIT_BAD_INPUT
+        if reload is None or reload.config is None:
+            break
+        log.info("config reloaded from %s: starting again", config_path)
+        cfg = reload.config
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
+
+
+class Reload:
+    """The ``reload_config`` command for one run: check the file, then stop the agent (after
+    the reply has had a moment to leave) so ``run_agent`` starts it again with the new config."""
+
+    #: Time for the command's reply to be published before the agent stops, s.
+    STOP_AFTER_S = 0.5
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config: AgentConfig | None = None
+        self.agent: Agent | None = None
+
+    def request(self) -> dict[str, Any]:
+        from edge_agent.publish.commands import CommandRefused
+
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            log.warning("reload_config refused: %s has %d problem(s): %s", self.path,
+                        len(exc.issues), "; ".join(str(i) for i in exc.issues))  # fmt: skip
+            problems = "; ".join(str(i) for i in exc.issues[:MAX_PROBLEMS_IN_REPLY])
+            raise CommandRefused(
+                f"{self.path}: {len(exc.issues)} problem(s), not reloaded: {problems}",
+                "bad_config",
+            ) from None
+        self.config = config
+        agent = self.agent
+        if agent is not None:
+            threading.Timer(self.STOP_AFTER_S, agent.stop).start()
+        log.info("reload_config: %s is valid; restarting with it", self.path)
+        return {"reloading": True, "file": str(self.path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
         print_config_error(exc)
         return EXIT_BAD_INPUT
     logging.basicConfig(level=cfg.log_level, format=LOG_FORMAT)
-    return run_agent(cfg)
+    return run_agent(cfg, config_path=args.config)

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
 from edge_agent.config.mqtt_features import CommandsConfig, HomeAssistantConfig
+from edge_agent.config.outbox import OutboxConfig
 
 #: Environment variables that override secrets, so they need not sit in the YAML file.
 ENV_MQTT_USERNAME = "EDGESIGHT_MQTT_USERNAME"
@@ -68,6 +69,11 @@ class MqttConfig(Section):
         "3.1.1 the session is kept as long as the broker's own settings allow.",
     )
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig,
+        description="The disk queue results, counts and events wait in while the broker is "
+        "away (docs/outbox.md).",
+    )
     commands: CommandsConfig = Field(
         default_factory=CommandsConfig, description="Commands the device answers."
     )

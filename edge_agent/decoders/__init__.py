@@ -36,11 +36,15 @@ __all__ = ["DECODERS", "DecodeError", "DecodeFn", "build_decoder"]
 
 
 def build_decoder(
-    manifest: Manifest, score_override: float | None = None, bundle_dir: Path | None = None
+    manifest: Manifest,
+    score_override: float | None = None,
+    bundle_dir: Path | None = None,
+    class_thresholds: np.ndarray | None = None,
 ) -> DecodeFn:
     """The decode function for this manifest, with thresholds resolved once.
 
-    ``bundle_dir`` is where decoder files (anchors) are read from."""
+    ``bundle_dir`` is where decoder files (anchors) are read from; ``class_thresholds`` (one
+    per label) replace the manifest's and ``score_override`` when given."""
     cfg = manifest.decoder
     try:
         builder = DECODERS[cfg.type]
@@ -48,5 +52,8 @@ def build_decoder(
         raise DecodeError(
             f"decoder type {cfg.type!r} is not supported by this agent; it knows {sorted(DECODERS)}"
         ) from None
-    thresholds = np.asarray(manifest.class_thresholds(score_override), np.float32)
+    if class_thresholds is not None:
+        thresholds = np.asarray(class_thresholds, np.float32)
+    else:
+        thresholds = np.asarray(manifest.class_thresholds(score_override), np.float32)
     return builder(cfg, manifest, thresholds, bundle_dir)

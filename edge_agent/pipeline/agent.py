@@ -27,6 +27,7 @@ from edge_agent.config.errors import dotted_path
 from edge_agent.config.labels import label_problems, source_problems
 from edge_agent.health.state import HealthState
 from edge_agent.health.stats import StatsRegistry
+from edge_agent.pipeline.commands import ReloadHook, SnapshotDesk, agent_handlers
 from edge_agent.pipeline.gating import Gates, Skipped
 from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.items import Done, Staged
@@ -72,6 +73,7 @@ class Agent:
         publish: bool = True,
         source_factory: SourceFactory = open_source,
         stats: StatsRegistry | None = None,
+        on_reload: ReloadHook | None = None,
     ) -> None:
         self.cfg = cfg
         self.stats = stats or StatsRegistry()
@@ -93,6 +95,9 @@ class Agent:
         self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
         self._gates = Gates(cfg.sources)
         self._pacer = Pacer(cfg.health.thermal, self.stats, self._on_thermal)
+        #: Frames asked for by the snapshot command, handed over by the capture threads.
+        self.snapshots = SnapshotDesk()
+        self._on_reload = on_reload
 
     def __enter__(self) -> Agent:
         try:
@@ -159,15 +164,15 @@ class Agent:
             self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))
         sinks: list[Sink] = []
         if self._publish:
-            from edge_agent.publish.publisher import MqttPublisher  # paho only when publishing
+            from edge_agent.publish.wiring import build_publisher  # paho only when publishing
 
-            self.publisher = MqttPublisher(
-                cfg.mqtt,
-                cfg.device_id,
-                __version__,
-                self.bundle.describe(),
-                [s.id for s in cfg.sources],
+            self.publisher = build_publisher(
+                cfg,
+                agent_version=__version__,
+                model=self.bundle.describe(),
+                labels=list(self.bundle.manifest.labels),
                 stats=self.stats,
+                handlers=agent_handlers(self, self._on_reload),
                 publish_skipped=self._gates.publish_skipped,
             )
             sinks.append(self.publisher)
@@ -256,6 +261,8 @@ class Agent:
         keep_picture = self._needs_frame(sid)
         try:
             for frame in source.frames():
+                if self.snapshots.wanted(sid):
+                    self.snapshots.fulfil(frame)
                 decision = self._gates.decide(sid, frame)
                 if decision is not None and not decision.infer:
                     metrics.frames_gated.inc()

@@ -162,7 +162,7 @@ class MqttClient:
         """
         if self._client is not None or self._closed:
             raise RuntimeError("start() may be called once, before close()")
-        self._client = self._connect()
+        self._connect()
         log.info(
             "connecting to MQTT broker %s as %r (MQTT %s)",
             self._where,
@@ -170,8 +170,9 @@ class MqttClient:
             self.cfg.protocol,
         )
 
-    def _connect(self) -> mqtt.Client:
-        """A configured paho client, connecting in its own network thread."""
+    def _connect(self) -> None:
+        """A configured paho client in ``_client``, connecting in its own network thread
+        (assigned before that thread starts: its callbacks look at ``started``)."""
         cfg = self.cfg
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
@@ -208,8 +209,8 @@ class MqttClient:
             )
         else:
             client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client = client
         client.loop_start()  # thread "paho-mqtt-client-<client id>"
-        return client
 
     def check_alive(self) -> bool:
         """True if paho's network thread runs. If it died (a bug in paho or a callback we
@@ -226,7 +227,7 @@ class MqttClient:
         with self._send_lock:
             if self._closed:
                 return True
-            self._client = self._connect()
+            self._connect()
         return False
 
     def _set_next_wait(self, client: mqtt.Client) -> None:

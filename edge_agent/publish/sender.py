@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Entry(Protocol):
 class Queue(Protocol):
     """What the sender needs of the outbox."""
 
-    def pending(self, after_id: int, limit: int) -> list[Entry]: ...
+    def pending(self, after_id: int, limit: int) -> Sequence[Entry]: ...
     def ack(self, ids: Iterable[int]) -> None: ...
 
 
@@ -162,7 +162,7 @@ class Sender:
             or (self.link.connected and len(self._inflight) < self.window)
         )
 
-    def _hand(self, batch: list[Entry]) -> None:
+    def _hand(self, batch: Sequence[Entry]) -> None:
         for entry in batch:
             delivery = self.link.publish_tracked(
                 entry.topic, entry.payload, entry.qos, entry.retain

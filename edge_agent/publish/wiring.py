@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.health.stats import StatsRegistry
@@ -78,11 +79,12 @@ def build_publisher(
             max_bytes=cfg.mqtt.commands.max_bytes,
             auth=auth,
         )
+    zone = cfg.health.thermal.thermal_zone
     reporter = StatsReporter(
         stats,
         run_id,
         started=time.monotonic(),
-        system=SystemSensors(cpu_zone=cfg.health.thermal.thermal_zone),
+        system=SystemSensors(cpu_zone=Path(zone) if zone else None).read,
     )
 
     def stats_payload() -> dict[str, Any]:
