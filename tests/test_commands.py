@@ -30,8 +30,8 @@ from edge_agent.publish.commands import (
     Reply,
     SetThresholdArgs,
     SnapshotArgs,
-    redact,
 )
+from edge_agent.publish.redact import redact
 from tests.helpers.mqtt import Broker
 
 PREFIX = "edgesight"

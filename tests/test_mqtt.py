@@ -24,7 +24,7 @@ from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.demo.broker import free_port
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import Sinks
-from edge_agent.publish.client import describe_code, guarded
+from edge_agent.publish.paho_support import describe_code, guarded
 from edge_agent.publish.payloads import result_payload
 from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.types import Detections, Publication, Result

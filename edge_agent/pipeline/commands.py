@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from edge_agent.publish.commands import CommandRefused, Handler, redact
+from edge_agent.publish.commands import CommandRefused, Handler
+from edge_agent.publish.redact import redact
 from edge_agent.types import Frame, Publication
 
 if TYPE_CHECKING:

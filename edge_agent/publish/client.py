@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import ssl
 import threading
 import time
@@ -42,22 +41,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.health.stats import PublisherMetrics
+from edge_agent.publish.paho_support import describe_code, explain, guarded, probe
 
 log = logging.getLogger(__name__)
 
 #: ``mqtt.protocol`` -> paho's protocol constant.
 PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
-#: How long the probe that explains a failed connection waits for TCP, s.
-PROBE_TIMEOUT_S = 2.0
-#: MQTT 5 reason codes that call for the user's action, with the advice the log gives.
-ADVICE = {
-    134: "check mqtt.username and mqtt.password",
-    135: "the broker's ACL does not let this user connect or use these topics",
-    133: "the broker refuses the client id; set mqtt.client_id",
-    138: "the broker has banned this client",
-    142: "another client connected with the same client id: is a second agent running with "
-    "this device_id?",
-}
 #: How long close() waits by default for the broker to acknowledge the final message, s.
 CLOSE_TIMEOUT_S = 5.0
 #: The plain-TCP MQTT port; TLS on it is almost always a configuration mistake (TLS uses 8883).
@@ -72,34 +61,6 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
-
-
-def describe_code(code: ReasonCode | MQTTErrorCode | int) -> str:
-    """The one place where paho reason and return codes become text for logs and errors."""
-    if isinstance(code, ReasonCode):
-        return f"{code.getName()} (reason code {code.value})"
-    try:
-        err = MQTTErrorCode(code)
-    except ValueError:
-        return f"unknown paho code {code!r}"
-    return f"{mqtt.error_string(err).rstrip('.')} ({err.name})"
-
-
-def guarded(name: str, func: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a paho callback so an exception in it is logged and swallowed.
-
-    paho re-raises callback exceptions unless ``suppress_exceptions`` is set, which ends the
-    network thread: no more reconnects, no more publishing, and nothing says so.
-    """
-
-    def callback(*args: Any, **kwargs: Any) -> None:
-        try:
-            func(*args, **kwargs)
-        except Exception:
-            log.exception("error in MQTT %s callback (ignored, the network thread goes on)", name)
-
-    callback.__name__ = f"guarded_{name}"
-    return callback
 
 
 class MqttClient:
@@ -488,27 +449,3 @@ class MqttClient:
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.
         log.debug("paho: %s", buf)
-
-
-def explain(code: ReasonCode) -> str:
-    """A reason code in words, with advice where the user can act on it."""
-    text = describe_code(code)
-    advice = ADVICE.get(code.value)
-    return f"{text}; {advice}" if advice else text
-
-
-def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> str:
-    """Why a connection to ``host:port`` fails, in words, by trying one TCP connection (paho
-    reports only that it failed)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except socket.gaierror as exc:
-        return f"cannot resolve host name {host!r} ({exc.strerror})"
-    except ConnectionRefusedError:
-        return "connection refused: nothing listens on that port"
-    except TimeoutError:
-        return f"no answer within {timeout_s:g} s (host down, or a firewall drops the packets)"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "TCP connects, but the MQTT (or TLS) handshake failed; is this an MQTT port?"
