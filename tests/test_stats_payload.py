@@ -384,7 +384,11 @@ def test_peak_is_never_below_now() -> None:
 @settings(max_examples=50, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 10_000), st.floats(0.001, 3600.0), st.floats(0.0, 1e4)),
+        st.tuples(
+            st.integers(0, 10_000),
+            st.floats(0.001, 3600.0, allow_subnormal=False),
+            st.floats(0.0, 1e4, allow_subnormal=False),
+        ),
         min_size=1,
         max_size=6,
     )

@@ -27,6 +27,7 @@ from typing import Literal
 from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from edge_agent.config import AgentConfig, ModelConfig, MqttConfig, SourceConfig
+from edge_agent.config.mqtt_features import HomeAssistantConfig
 from edge_agent.demo import clip
 from edge_agent.demo.analytics import LINE_NAME, Happenings, demo_stages
 from edge_agent.demo.broker import (
@@ -178,7 +179,16 @@ def run_demo(out: Path, mqtt_host: str, mqtt_port: int, *, realtime: bool | None
                     stages=demo_stages(labels),
                 )
             ],
-            mqtt=MqttConfig(host=target.host, port=target.port, client_id=CLIENT_ID),
+            mqtt=MqttConfig(
+                host=target.host,
+                port=target.port,
+                client_id=CLIENT_ID,
+                # amqtt, the embedded broker, speaks 3.1.1 only.
+                protocol="3.1.1" if target.broker == "embedded" else "5",
+                # A demo device must not appear in the Home Assistant of whoever runs the
+                # demo against their own broker, and linger there as unavailable.
+                home_assistant=HomeAssistantConfig(discovery=False),
+            ),
             state_dir=state,
         )
         if target.broker != "none":
