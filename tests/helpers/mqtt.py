@@ -172,7 +172,8 @@ class Recorder:
     """A subscribed paho client that keeps every message it receives, in order.
 
     ``username``/``password`` log it in; ``ca_file`` (with ``cert_file``/``key_file`` for
-    mutual TLS) connects over TLS. ``granted`` holds the SUBACK reason codes: a broker's ACL
+    mutual TLS) connects over TLS, ``insecure`` without checking the broker's host name.
+    ``granted`` holds the SUBACK reason codes: a broker's ACL
     may refuse a subscription there (or accept it and then deliver nothing)."""
 
     def __init__(
@@ -186,6 +187,7 @@ class Recorder:
         ca_file: Path | None = None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
+        insecure: bool = False,
         client_id: str | None = None,
     ) -> None:
         self.topic_filter = topic_filter
@@ -207,6 +209,7 @@ class Recorder:
                 certfile=str(cert_file) if cert_file else None,
                 keyfile=str(key_file) if key_file else None,
             )
+            self.client.tls_insecure_set(insecure)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
