@@ -224,7 +224,7 @@ def test_a_broker_that_wants_a_client_certificate_refuses_a_client_without_one(
             ca_file=ca,
             cert_file=client.cert_file,
             key_file=client.key_file,
-        )  # fmt: skip
+        )
     )
     anonymous = publisher(broker, "devB", closing, tls=TlsConfig(ca_file=ca))
     assert refused_twice(broker, "peer did not return a certificate"), broker.log()
@@ -287,3 +287,169 @@ def test_a_refused_tls_handshake_is_logged_with_its_cause(
     assert refused_twice(broker, broker_log)
     (warning,) = warnings(caplog)  # one warning for the outage, not one per attempt
     assert why in warning.lower()
+
+
+# -- user name and password --------------------------------------------------------------------
+
+#: The agent config the credential tests load, as a user writes it (mqtt part filled in).
+AGENT_YAML = """\
+device_id: devA
+model:
+  bundle: bundle
+sources:
+  - id: cam1
+    uri: clip.mp4
+mqtt:
+  host: 127.0.0.1
+  port: {port}
+  reconnect_min_delay_s: 0.1
+  reconnect_max_delay_s: 0.3
+  username: devA
+{credentials}
+"""
+
+
+def agent_mqtt(tmp_path: Path, port: int, credentials: str) -> MqttConfig:
+    """The mqtt section of an agent config file read the way the agent reads it."""
+    text = AGENT_YAML.format(port=port, credentials=credentials)
+    return parse_config(text, tmp_path / "agent.yaml").mqtt
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path, running: Callable[..., Broker]) -> Broker:
+    passwords = tmp_path / "passwd"
+    add_user(passwords, "devA", "correct horse")
+    return running(tmp_path / "broker", password_file=passwords)
+
+
+@pytest.mark.parametrize("source", ["config", "environment", "password_file"])
+def test_the_password_comes_from_config_environment_or_a_file(
+    source: str,
+    password_broker: Broker,
+    closing: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text("correct horse\n", encoding="utf-8")  # as `echo` writes it
+    credentials = {
+        "config": "  password: correct horse",
+        "environment": "",
+        "password_file": f"  password_file: {secret_file}",
+    }[source]
+    if source == "environment":
+        monkeypatch.setenv(ENV_MQTT_PASSWORD, "correct horse")
+    else:
+        monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    cfg = agent_mqtt(tmp_path, password_broker.port, credentials)
+    assert cfg.password == "correct horse"
+
+    recorder = closing(Recorder(password_broker, "edgesight/#", False, username="devA",
+                                password="correct horse"))  # fmt: skip
+    device = closing(MqttPublisher(cfg, "devA", "0.1.0", None, ["cam1"]))
+    device.start()
+    assert wait_until(lambda: device.connected)
+    device.publish_result(make_result(seq=4))
+    assert recorder.wait_for(lambda: results(recorder, "devA") == [4])
+
+
+@pytest.mark.parametrize("source", ["config", "password_file"])
+def test_a_wrong_password_is_refused_and_the_log_says_so(
+    source: str,
+    password_broker: Broker,
+    closing: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text("battery staple", encoding="utf-8")
+    credentials = {
+        "config": "  password: battery staple",
+        "password_file": f"  password_file: {secret_file}",
+    }[source]
+    cfg = agent_mqtt(tmp_path, password_broker.port, credentials)
+    recorder = closing(Recorder(password_broker, "edgesight/#", False, username="devA",
+                                password="correct horse"))  # fmt: skip
+    device = closing(MqttPublisher(cfg, "devA", "0.1.0", None, ["cam1"]))
+    device.start()
+    device.publish_result(make_result(seq=5))
+    assert refused_twice(password_broker, "not authorised"), password_broker.log()
+    assert not device.connected and device.metrics.connects.value == 0
+    assert recorder.messages == []
+    # MQTT 5 says why (reason 134); 3.1.1 has only "not authorized" (CONNACK 5) for mosquitto.
+    expected = "Bad user name or password" if protocol_of(cfg) == "5" else "Not authorized"
+    (warning,) = warnings(caplog)  # one warning for the outage, not one per attempt
+    assert expected in warning
+
+
+# -- the password in the config file: refused with the line to fix ------------------------------
+
+
+def config_issues(tmp_path: Path, credentials: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        agent_mqtt(tmp_path, 8883, credentials)
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_password_and_password_file_together_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("x", encoding="utf-8")
+    both = f"  password: x\n  password_file: {secret_file}"
+    (issue,) = config_issues(tmp_path, both)
+    assert "line 14: mqtt.password_file" in issue and "not both" in issue
+    # The environment variable counts as mqtt.password: still one password, not two.
+    monkeypatch.setenv(ENV_MQTT_PASSWORD, "y")
+    (issue,) = config_issues(tmp_path, f"  password_file: {secret_file}")
+    assert "mqtt.password_file" in issue and ENV_MQTT_PASSWORD in issue
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "No such file or directory"),
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"one\ntwo\n", "holds 2 lines"),
+        (b"\xff\xfe", "is not UTF-8 text"),
+        (b"x" * 65_536, "longer than an MQTT password can be"),
+    ],
+)
+def test_a_bad_password_file_is_refused_at_its_line(
+    content: bytes | None, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    secret_file = tmp_path / "pw"
+    if content is not None:
+        secret_file.write_bytes(content)
+    (issue,) = config_issues(tmp_path, f"  password_file: {secret_file}")
+    assert "line 13: mqtt.password_file" in issue and problem in issue
+    assert str(secret_file) in issue
+
+
+def test_a_password_file_that_is_a_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    (issue,) = config_issues(tmp_path, f"  password_file: {tmp_path}")
+    assert "mqtt.password_file" in issue and "not a regular file" in issue
+
+
+def test_a_password_file_keeps_everything_but_the_final_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    secret_file = tmp_path / "pw"
+    secret_file.write_bytes(b" p\xc3\xa4ss word \r\n")  # a Windows editor's line end
+    cfg = agent_mqtt(tmp_path, 8883, f"  password_file: {secret_file}")
+    assert cfg.password == " päss word "
+
+
+def test_a_password_without_a_user_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="mqtt.password is set but mqtt.username is not"):
+        MqttConfig(password="x")
