@@ -93,8 +93,9 @@ class MqttConfig(Section):
     )
     password_file: ConfigPath | None = Field(
         None,
-        description="File holding the password on one line (a final newline is dropped), read "
-        f"when the config is loaded; not together with password or ${ENV_MQTT_PASSWORD}.",
+        description="Absolute path of a file holding the password on one line (a final newline "
+        "is dropped), read when the config is loaded; not together with password or "
+        f"${ENV_MQTT_PASSWORD}.",
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     topic_prefix: str = Field("edgesight", description="First level of every topic.")
@@ -150,6 +151,11 @@ class MqttConfig(Section):
     def _password_file_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
+        if not value.expanduser().is_absolute():
+            # Not resolved against the config file's folder (loader._resolve_paths), so it
+            # would depend on where the agent was started.
+            raise ValueError(f"expected an absolute path, got {str(value)!r}")
+        value = value.expanduser()
         if info.data.get("password") is not None:
             raise ValueError(
                 f"give the password once: mqtt.password (or ${ENV_MQTT_PASSWORD}) or "

@@ -221,11 +221,15 @@ class Recorder:
             raise TimeoutError(f"recorder could not subscribe to {topic_filter!r} on {broker}")
 
     # Subscribing in on_connect renews the subscription after the broker restarts.
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any):
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         if not rc.is_failure:
             client.subscribe(self.topic_filter, qos=1)
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any):
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any
+    ) -> None:
         self.granted = list(rcs)
         self._subscribed.set()
 
