@@ -116,7 +116,7 @@ def add_user(passwords: Path, user: str, password: str) -> None:
 
 
 def doc_acl() -> str:
-    """The ACL file docs/mqtt-security.md gives (the block that starts ``# acl_file``)."""
+    """The ACL file docs/mqtt-security.md gives (the block that starts with its path)."""
     blocks = re.findall(r"```text\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
     (acl,) = [b for b in blocks if b.startswith("# /etc/mosquitto/acl")]
     return acl
@@ -460,6 +460,21 @@ def test_a_password_file_keeps_everything_but_the_final_newline(
     secret_file.write_bytes(b" p\xc3\xa4ss word \r\n")  # a Windows editor's line end
     cfg = agent_mqtt(tmp_path, 8883, f"  password_file: {secret_file}")
     assert cfg.password == " päss word "
+
+
+def test_the_agent_config_in_the_docs_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_MQTT_PASSWORD, raising=False)
+    (block,) = re.findall(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text("s3cret\n", encoding="utf-8")
+    text = block.replace("/etc/edgesight/mqtt-password", str(secret_file))
+    text += "model:\n  bundle: bundle\nsources:\n  - id: cam1\n    uri: clip.mp4\n"
+    cfg = parse_config(text, tmp_path / "agent.yaml")
+    assert (cfg.mqtt.username, cfg.mqtt.password, cfg.mqtt.port) == ("shelf-cam-1", "s3cret", 8883)
+    assert cfg.mqtt.tls is not None and not cfg.mqtt.tls.insecure
+    assert cfg.device_id == cfg.mqtt.username  # what the ACL's %u needs
 
 
 def test_a_password_without_a_user_name_is_refused() -> None:
