@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
 from edge_agent.config.mqtt_features import CommandsConfig, HomeAssistantConfig
@@ -18,8 +20,46 @@ ENV_MQTT_PASSWORD = "EDGESIGHT_MQTT_PASSWORD"
 MAX_RECONNECT_DELAY_S = 3600.0
 #: The longest session expiry MQTT 5 can express (0xFFFFFFFF means "never expires").
 MAX_SESSION_EXPIRY_S = 0xFFFFFFFE
+#: MQTT caps a password at 65,535 bytes (a two-byte length); a bigger file is the wrong file.
+MAX_PASSWORD_BYTES = 65_535
 #: Results are about 1 KB each: a million is a gigabyte, more memory than the devices we target.
 MAX_QUEUED_MESSAGES = 1_000_000
+
+
+def read_password_file(path: Path) -> str:
+    """The password held in ``path``: its one line, without the final newline that editors and
+    ``echo`` add. Raises ValueError saying what is wrong with the file.
+
+    Checked before opening, so a FIFO or a device named by mistake cannot block the loader.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"expected a file holding the password, but {path} is not a regular file")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_PASSWORD_BYTES + 3)  # + a final CR LF, + one byte to see "too long"
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    for end in (b"\r\n", b"\n"):
+        if raw.endswith(end):
+            raw = raw[: -len(end)]
+            break
+    if not raw:
+        raise ValueError(f"{path} is empty; expected the password on one line")
+    if len(raw) > MAX_PASSWORD_BYTES:
+        raise ValueError(
+            f"{path} is longer than an MQTT password can be ({MAX_PASSWORD_BYTES:,} bytes)"
+        )
+    if b"\n" in raw or b"\r" in raw:
+        lines = raw.replace(b"\r\n", b"\n").count(b"\n") + 1
+        raise ValueError(f"{path} holds {lines} lines; expected the password alone on one line")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start + 1})") from exc
 
 
 class TlsConfig(Section):
@@ -53,7 +93,15 @@ class MqttConfig(Section):
         None, description="MQTT client id; default edgesight-<device_id>."
     )
     username: str | None = Field(None, description=f"User name; ${ENV_MQTT_USERNAME} overrides.")
-    password: str | None = Field(None, description=f"Password; ${ENV_MQTT_PASSWORD} overrides.")
+    password: str | None = Field(
+        None, description=f"Password; ${ENV_MQTT_PASSWORD} overrides; needs a username."
+    )
+    password_file: ConfigPath | None = Field(
+        None,
+        description="Absolute path of a file holding the password on one line (a final newline "
+        "is dropped), read when the config is loaded; not together with password or "
+        f"${ENV_MQTT_PASSWORD}.",
+    )
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     protocol: Literal["5", "3.1.1"] = Field(
         "5",
@@ -149,6 +197,38 @@ class MqttConfig(Section):
                 f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}"
             )
         return value.rstrip("/")
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if not value.expanduser().is_absolute():
+            # Not resolved against the config file's folder (loader._resolve_paths), so it
+            # would depend on where the agent was started.
+            raise ValueError(f"expected an absolute path, got {str(value)!r}")
+        value = value.expanduser()
+        if info.data.get("password") is not None:
+            raise ValueError(
+                f"give the password once: mqtt.password (or ${ENV_MQTT_PASSWORD}) or "
+                "mqtt.password_file, not both"
+            )
+        read_password_file(value)  # refuse a bad file here, located at this key
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConfig:
+        if self.password_file is not None:
+            # Frozen model: filled in once, during validation, so the client reads one field.
+            # The file was checked above; reading it again here cannot fail but for a race.
+            object.__setattr__(self, "password", read_password_file(self.password_file))
+        if self.password is not None and not self.username:
+            given = "password_file" if self.password_file is not None else "password"
+            raise ValueError(
+                f"mqtt.{given} is set but mqtt.username is not (nor ${ENV_MQTT_USERNAME}); "
+                "a password is only sent with a user name"
+            )
+        return self
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> MqttConfig:

@@ -1,6 +1,7 @@
 """A real mosquitto broker on a free 127.0.0.1 port (``stop()``/``start()`` simulate an outage
 on the same port; ``persistence`` keeps sessions and queued QoS 1 messages on disk across a
-restart) and a recording MQTT subscriber that keeps each message with its QoS and retain flag."""
+restart; optionally TLS, a password file and an ACL file) and a recording MQTT subscriber that
+keeps each message with its QoS and retain flag."""
 
 from __future__ import annotations
 
@@ -55,6 +56,17 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """The broker's side of TLS: the CA it trusts for client certificates, its own certificate
+    and key, and whether a client must present a certificate (mutual TLS)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
 class Broker:
     """One mosquitto process on a fixed 127.0.0.1 port; stop() and start() it at will."""
 
@@ -64,17 +76,25 @@ class Broker:
         port: int | None = None,
         persistence: bool = False,
         password_file: Path | None = None,
+        *,
+        tls: TlsListener | None = None,
+        acl_file: Path | None = None,
+        allow_anonymous: bool | None = None,
     ) -> None:
-        """``password_file`` (made with ``mosquitto_passwd``) turns anonymous access off."""
+        """``password_file`` (made with ``mosquitto_passwd``) turns anonymous access off unless
+        ``allow_anonymous`` says otherwise; ``tls`` makes the one listener TLS-only;
+        ``acl_file`` limits each user to the topics it names (mosquitto.conf(5))."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir
         self.log_file = workdir / "mosquitto.log"
         self.conf_file = workdir / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
+        if allow_anonymous is None:
+            allow_anonymous = password_file is None
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous false" if password_file else "allow_anonymous true",
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             # Run as root, mosquitto switches to the "mosquitto" user unless told to stay root;
             # staying root lets it write the persistence file in our tmp dir.
             "user root",
@@ -84,6 +104,15 @@ class Broker:
         ]
         if password_file:
             lines.append(f"password_file {password_file}")
+        if acl_file:
+            lines.append(f"acl_file {acl_file}")
+        if tls:  # these apply to the listener above
+            lines += [
+                f"cafile {tls.cafile}",
+                f"certfile {tls.certfile}",
+                f"keyfile {tls.keyfile}",
+                f"require_certificate {'true' if tls.require_certificate else 'false'}",
+            ]
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/"]
         else:
@@ -140,19 +169,47 @@ class Message:
 
 
 class Recorder:
-    """A subscribed paho client that keeps every message it receives, in order."""
+    """A subscribed paho client that keeps every message it receives, in order.
 
-    def __init__(self, broker: Broker, topic_filter: str, persistent_session: bool) -> None:
+    ``username``/``password`` log it in; ``ca_file`` (with ``cert_file``/``key_file`` for
+    mutual TLS) connects over TLS, ``insecure`` without checking the broker's host name.
+    ``granted`` holds the SUBACK reason codes: a broker's ACL
+    may refuse a subscription there (or accept it and then deliver nothing)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic_filter: str,
+        persistent_session: bool,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        insecure: bool = False,
+        client_id: str | None = None,
+    ) -> None:
         self.topic_filter = topic_filter
+        self.granted: list[Any] = []
         self._messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        client_id = f"recorder-{uuid.uuid4().hex[:10]}"
+        client_id = client_id or f"recorder-{uuid.uuid4().hex[:10]}"
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=not persistent_session,
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(
+                ca_certs=str(ca_file),
+                certfile=str(cert_file) if cert_file else None,
+                keyfile=str(key_file) if key_file else None,
+            )
+            self.client.tls_insecure_set(insecure)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -164,11 +221,16 @@ class Recorder:
             raise TimeoutError(f"recorder could not subscribe to {topic_filter!r} on {broker}")
 
     # Subscribing in on_connect renews the subscription after the broker restarts.
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any):
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         if not rc.is_failure:
             client.subscribe(self.topic_filter, qos=1)
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any):
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any
+    ) -> None:
+        self.granted = list(rcs)
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
