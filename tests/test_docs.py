@@ -62,6 +62,7 @@ REPO_PATH = re.compile(rf"(?<![\w./-])(?:\./)?((?:{'|'.join(REPO_DIRS)})/[\w./*-
 ALLOWED_ABSOLUTE = (
     "/var/lib/edgesight/",  # the agent's state on a device
     "/etc/edgesight/",  # its config and public keys
+    "/etc/mosquitto/",  # the broker's config in docs/mqtt-security.md
     "/dev/",  # cameras
     "/proc/",  # what bench reads about the device
     "/home/me/",  # a user's home in example output (keygen --out ~/.edgesight)

@@ -57,27 +57,34 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             if not path.is_absolute():
                 holder[key] = str(base / path)
 
+    def fix_keys(holder: Any) -> None:
+        keys = holder.get("public_keys") if isinstance(holder, dict) else None
+        if isinstance(keys, list):  # file paths only: PEM text and the base64 form stay as is
+            for i, key in enumerate(keys):
+                if (
+                    isinstance(key, str)
+                    and key.strip()
+                    and "-----BEGIN" not in key
+                    and not is_raw_public_key(key)
+                ):
+                    path = Path(key).expanduser()
+                    keys[i] = str(path if path.is_absolute() else base / path)
+
     fix(data, "state_dir")
     model = data.get("model")
     fix(model, "bundle")
-    keys = model.get("public_keys") if isinstance(model, dict) else None
-    if isinstance(keys, list):  # file paths only: PEM text and the base64 form stay as they are
-        for i, key in enumerate(keys):
-            if (
-                isinstance(key, str)
-                and key.strip()
-                and "-----BEGIN" not in key
-                and not is_raw_public_key(key)
-            ):
-                path = Path(key).expanduser()
-                keys[i] = str(path if path.is_absolute() else base / path)
+    fix_keys(model)
     sources = data.get("sources")
     for source in sources if isinstance(sources, list) else []:  # else the model says what
         fix(source, "uri")
     mqtt = data.get("mqtt")
+    fix(mqtt, "password_file")
     tls = mqtt.get("tls") if isinstance(mqtt, dict) else None
     for key in ("ca_file", "cert_file", "key_file"):
         fix(tls, key)
+    if isinstance(mqtt, dict):
+        fix(mqtt.get("outbox"), "path")
+        fix_keys(mqtt.get("commands"))
 
 
 @dataclass(frozen=True)

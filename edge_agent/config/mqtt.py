@@ -204,8 +204,8 @@ class MqttConfig(Section):
         if value is None:
             return None
         if not value.expanduser().is_absolute():
-            # Not resolved against the config file's folder (loader._resolve_paths), so it
-            # would depend on where the agent was started.
+            # A config file's relative paths are made relative to it (loader._resolve_paths);
+            # a relative one here came from code and would depend on the working folder.
             raise ValueError(f"expected an absolute path, got {str(value)!r}")
         value = value.expanduser()
         if info.data.get("password") is not None:

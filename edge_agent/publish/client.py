@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -110,6 +111,7 @@ class MqttClient:
         self._outage_since: float | None = None  # monotonic time the current outage began
         self._drop_warned = False
         self._refusal_warned = False
+        self._last_error: str | None = None  # paho's last ERR log line
         self._failures = 0  # failed attempts (or drops) since the last accepted CONNACK
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
@@ -399,7 +401,10 @@ class MqttClient:
             self._on_connected()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._note_outage(client, None)
+        # paho calls this inside its ``except OSError``: the error (a refused TLS certificate,
+        # a host name mismatch) says more than a probe of the port could.
+        exc = sys.exc_info()[1]
+        self._note_outage(client, f"cannot connect: {exc}" if exc is not None else None)
 
     def _on_disconnect(
         self,
@@ -418,13 +423,18 @@ class MqttClient:
         if closing:
             log.info("disconnected from broker %s", self._where)
         elif was_up:
+            why: str
             if flags.is_disconnect_packet_from_server:
                 why = f"the broker closed the session: {explain(reason_code)}"
             else:
                 why = "the connection dropped (the network or the broker went away)"
             self._note_outage(client, why)
-        else:
-            self._note_outage(client, None)
+        else:  # closed before a CONNACK: paho's last error line says why (a TLS alert)
+            with self._lock:
+                last = self._last_error
+            self._note_outage(
+                client, f"closed before the broker answered: {last}" if last else None
+            )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, props: Any
@@ -447,5 +457,8 @@ class MqttClient:
             self._on_message(msg)
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            with self._lock:
+                self._last_error = buf
         # paho logs "not connected" at ERROR on every retry; keep its chatter at DEBUG.
         log.debug("paho: %s", buf)

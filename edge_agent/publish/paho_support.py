@@ -20,7 +20,8 @@ PROBE_TIMEOUT_S = 2.0
 #: MQTT 5 reason codes that call for the user's action, with the advice the log gives.
 ADVICE = {
     134: "check mqtt.username and mqtt.password",
-    135: "the broker's ACL does not let this user connect or use these topics",
+    135: "mosquitto answers a wrong password with this too: check mqtt.username and "
+    "mqtt.password, then the broker's ACL",
     133: "the broker refuses the client id; set mqtt.client_id",
     138: "the broker has banned this client",
     142: "another client connected with the same client id: is a second agent running with "
