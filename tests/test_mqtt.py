@@ -458,6 +458,42 @@ def test_exception_in_a_callback_does_not_stop_the_network_thread(
     assert any("error in MQTT log callback" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_network_thread_is_replaced_by_the_liveness_check(
+    broker: Broker,
+    mqtt_recorder: RecorderFactory,
+    make_publisher: Any,
+    device_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Should paho's thread die (an exception outside any callback), the heartbeat's check
+    starts a new client, which reconnects and publishes again."""
+    recorder = mqtt_recorder(broker, "edgesight/#")
+    publisher = started(make_publisher, broker)
+    paho = publisher.client._client
+    assert paho is not None
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug inside paho")
+
+    paho._loop = broken  # type: ignore[method-assign]  # what loop_forever calls each turn
+    thread = paho._thread
+    assert thread is not None
+    thread.join(WAIT_S)  # the thread dies of it
+    assert not thread.is_alive()
+    assert publisher.client.check_alive() is False  # noticed and replaced
+    assert publisher.client._client is not paho
+    assert wait_until(lambda: publisher.connected)
+    assert publisher.metrics.restarts.value == 1
+    assert any("network thread has died" in r.getMessage() for r in caplog.records)
+    publisher.publish_result(make_result(seq=7))
+    topic = f"edgesight/{device_id}/cam1/result"
+    assert recorder.wait_for(
+        lambda: any(json.loads(m.payload)["seq"] == 7 for m in recorder.on(topic))
+    )
+    assert publisher.client.check_alive() is True
+
+
 def test_credentials_are_used_and_a_refusal_is_one_warning(
     tmp_path: Path, make_publisher: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -112,6 +112,7 @@ class MqttClient:
         self._drop_warned = False
         self._refusal_warned = False
         self._last_error: str | None = None  # paho's last ERR log line
+        self._network_thread: threading.Thread | None = None  # the current paho thread
         self._failures = 0  # failed attempts (or drops) since the last accepted CONNACK
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
@@ -174,6 +175,7 @@ class MqttClient:
             client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self._client = client
         client.loop_start()  # thread "paho-mqtt-client-<client id>"
+        self._network_thread = getattr(client, "_thread", None)
 
     def check_alive(self) -> bool:
         """True if paho's network thread runs. If it died (a bug in paho or a callback we
@@ -182,7 +184,7 @@ class MqttClient:
         client = self._client
         if client is None or self._closed:
             return True
-        thread = getattr(client, "_thread", None)  # paho keeps its thread here
+        thread = self._network_thread  # paho clears its own reference when the thread ends
         if thread is None or thread.is_alive():
             return True
         log.error("the MQTT network thread has died; starting a new MQTT client")
