@@ -146,14 +146,30 @@ def test_reset_drops_the_link_and_the_client_reconnects(
 
 
 def test_reset_sends_rst_and_keeps_accepting(broker: Broker, proxy: FaultProxy) -> None:
-    first = socket.create_connection(("127.0.0.1", proxy.port))
+    first = _raw(proxy)
     assert _eventually(lambda: proxy.active == 1)
     proxy.reset()
     with first, pytest.raises(ConnectionResetError):
         first.recv(1)
-    with socket.create_connection(("127.0.0.1", proxy.port)):
+    with _raw(proxy):
         assert _eventually(lambda: proxy.active == 1)
     assert proxy.connections == 2
+
+
+def test_lifting_the_blackhole_resets_links_that_never_reached_the_target(
+    broker: Broker, proxy: FaultProxy
+) -> None:
+    before = _raw(proxy)
+    assert _eventually(lambda: proxy.active == 1)
+    proxy.blackhole(True)
+    during = _raw(proxy)
+    assert _eventually(lambda: proxy.active == 2)
+    proxy.blackhole(False)
+    with during, pytest.raises(ConnectionResetError):
+        during.recv(1)
+    with before:  # carries on: half a CONNECT is not answered, and the link stays open
+        before.sendall(b"\x10")
+        assert proxy.active == 1
 
 
 @pytest.mark.parametrize("death", ["stop", "kill"])
@@ -218,6 +234,11 @@ def test_refuse_blocks_reconnects_until_lifted(
     assert watcher.wait_for(lambda: bool(watcher.on("t/back")))
 
 
+def _raw(proxy: FaultProxy) -> socket.socket:
+    """A plain TCP client of the proxy whose reads fail (not hang) if nothing comes."""
+    return socket.create_connection(("127.0.0.1", proxy.port), timeout=WAIT_S)
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -225,9 +246,9 @@ def _open_fds() -> int:
 def test_stop_resets_clients_and_leaks_no_thread_or_socket(broker: Broker) -> None:
     threads, fds = threading.active_count(), _open_fds()
     proxy = FaultProxy(broker.host, broker.port).start()
-    clients = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(2)]
+    clients = [_raw(proxy) for _ in range(2)]
     proxy.blackhole(True)  # and one held in the hole, never connected upstream
-    clients.append(socket.create_connection(("127.0.0.1", proxy.port)))
+    clients.append(_raw(proxy))
     clients[0].sendall(b"\x10")  # half an MQTT CONNECT: the link is busy, not idle
     assert _eventually(lambda: proxy.active == 3)
     proxy.stop()
