@@ -145,6 +145,29 @@ def test_reset_drops_the_link_and_the_client_reconnects(
         probe.close()
 
 
+def test_half_close_is_passed_on_and_the_link_then_closes() -> None:
+    """A FIN travels like data: the target answers after our EOF, and we read its answer."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def count_until_eof() -> None:
+            conn, _ = server.accept()
+            with conn:
+                size = 0
+                while chunk := conn.recv(65536):
+                    size += len(chunk)
+                conn.sendall(str(size).encode())
+
+        answer = threading.Thread(target=count_until_eof)
+        answer.start()
+        with FaultProxy("127.0.0.1", server.getsockname()[1]) as proxy, _raw(proxy) as client:
+            client.sendall(b"x" * 1_000_000)
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(100) == b"1000000"
+            assert client.recv(100) == b""  # the target's FIN, passed on
+            answer.join()
+            assert _eventually(lambda: proxy.active == 0)
+
+
 def test_reset_sends_rst_and_keeps_accepting(broker: Broker, proxy: FaultProxy) -> None:
     first = _raw(proxy)
     assert _eventually(lambda: proxy.active == 1)
