@@ -301,7 +301,7 @@ def test_bad_target_port_is_named(port: Any) -> None:
 
 def test_faults_before_start_say_so() -> None:
     proxy = FaultProxy("127.0.0.1", 1883)
-    with pytest.raises(RuntimeError, match="not started; call start"):
+    with pytest.raises(RuntimeError, match="not running; call start"):
         proxy.reset()
     with pytest.raises(RuntimeError, match="no port before start"):
         _ = proxy.port

@@ -5,12 +5,8 @@ Tests put it between the agent and mosquitto to do to the link what the field do
 can notice) or make the broker look down (``refuse(True)``). One thread runs a selector over
 every socket; the test thread's calls run on that thread and return once done, so after
 ``reset()`` returns the connections really are closed.
-
-Usage::
-
-    with FaultProxy(broker.host, broker.port) as proxy:
-        client.connect("127.0.0.1", proxy.port)
-        proxy.reset()
+Usage: ``with FaultProxy(broker.host, broker.port) as proxy: client.connect("127.0.0.1",
+proxy.port); proxy.reset()``.
 """
 
 from __future__ import annotations
@@ -69,20 +65,20 @@ class _Link:
         return [self.client] if self.upstream is None else [self.client, self.upstream]
 
 
+_Call = tuple[Callable[[], None], threading.Event]  # a function for the proxy thread, and done
+
+
 class FaultProxy:
     """Forwards 127.0.0.1:<port> to ``target_host:target_port``, one upstream per connection."""
 
-    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_host: str, target_port: int) -> None:
         if not isinstance(target_port, int) or not 0 < target_port < 65536:
             raise ValueError(f"target_port must be an int in 1..65535, got {target_port!r}")
         if not target_host:
             raise ValueError("target_host must be a host name or address, got an empty string")
         self.target = (target_host, target_port)
-        self.listen_host = listen_host
         self._lock = threading.Lock()
-        self._calls: collections.deque[tuple[Callable[[], None], threading.Event]] = (
-            collections.deque()
-        )
+        self._calls: collections.deque[_Call] = collections.deque()
         self._links: dict[socket.socket, _Link] = {}  # every socket of a link -> its link
         self._interest: dict[socket.socket, int] = {}  # what the selector watches now
         self._listener: socket.socket | None = None
@@ -97,14 +93,12 @@ class FaultProxy:
         self._accepted = 0
         self._refused = 0
 
-    # -- lifecycle -------------------------------------------------------------------------
-
     def start(self) -> FaultProxy:
-        """Listen on a free port of ``listen_host`` and start the forwarding thread."""
+        """Listen on a free port of 127.0.0.1 and start the forwarding thread."""
         if self._thread is not None:
             raise RuntimeError("FaultProxy.start() called twice; make a new proxy instead")
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((self.listen_host, 0))
+        self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)
         self._listener.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -118,18 +112,22 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Reset every connection, stop the thread and close every socket (idempotent)."""
+        """Reset every connection, stop the thread and close every socket (idempotent);
+        raises if the thread had died, so a test cannot pass over a broken proxy."""
         if self._thread is None:
             return
         if self._thread.is_alive():
             self._call(self._stop_in_loop)
         self._thread.join(CALL_TIMEOUT_S)
+        self._reset_all()  # a no-op, unless the thread died and left its links open
         for sock in (self._listener, self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
         if self._selector is not None:
             self._selector.close()
         self._thread = None
+        if self._crash is not None:
+            raise RuntimeError("the fault proxy thread had died; see the cause") from self._crash
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -141,8 +139,6 @@ class FaultProxy:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    # -- faults ----------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Close every current connection with RST at both ends; new ones are accepted."""
@@ -161,13 +157,7 @@ class FaultProxy:
     def refuse(self, on: bool) -> None:
         """While on, close each new connection at once with RST (the broker is down);
         connections already open carry on."""
-
-        def set_refuse() -> None:
-            self._refuse = on
-
-        self._call(set_refuse)
-
-    # -- state -----------------------------------------------------------------------------
+        self._call(lambda: setattr(self, "_refuse", on))
 
     @property
     def port(self) -> int:
@@ -194,21 +184,19 @@ class FaultProxy:
         with self._lock:
             return len({id(link) for link in self._links.values()})
 
-    # -- the proxy thread ------------------------------------------------------------------
-
     def _call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the proxy thread and wait for it: only that thread touches sockets."""
         if self._thread is None or self._wake_w is None:
-            raise RuntimeError("FaultProxy is not started; call start() first")
+            raise RuntimeError("FaultProxy is not running; call start() first")
         done = threading.Event()
         with self._lock:
             self._calls.append((fn, done))
         self._wake_w.send(b"\0")
-        while not done.wait(0.05):
-            if not self._thread.is_alive():
-                break
-        if self._crash is not None or not done.is_set():
+        answered = done.wait(CALL_TIMEOUT_S)  # the thread sets it even as it dies
+        if self._crash is not None:
             raise RuntimeError("the fault proxy thread has died") from self._crash
+        if not answered:
+            raise RuntimeError(f"the fault proxy thread did not answer in {CALL_TIMEOUT_S} s")
 
     def _run(self) -> None:
         assert self._selector is not None
@@ -225,7 +213,6 @@ class FaultProxy:
                         self._service(self._links[sock], sock, events)
         except BaseException as exc:  # kept for the test thread, which raises it
             self._crash = exc
-            self._stop_in_loop()
             raise
         finally:
             with self._lock:
@@ -263,27 +250,17 @@ class FaultProxy:
             _close_rst(client)
             return
         upstream = None
-        if not self._blackhole:
-            upstream = self._connect_upstream(client)
-            if upstream is None:
+        if not self._blackhole:  # in the blackhole, the client's SYN "never arrived"
+            try:
+                upstream = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT_S)
+            except OSError:  # the target is down: the client sees a reset, as from a dead host
+                _close_rst(client)
                 return
+            upstream.setblocking(False)
         client.setblocking(False)
-        self._add(_Link(client, upstream))
-
-    def _connect_upstream(self, client: socket.socket) -> socket.socket | None:
-        """A connection to the target, or None (client reset) when the target is down."""
-        try:
-            upstream = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT_S)
-        except OSError:
-            _close_rst(client)
-            return None
-        upstream.setblocking(False)
-        return upstream
-
-    def _add(self, link: _Link) -> None:
+        link = _Link(client, upstream)
         with self._lock:
-            for sock in link.sockets():
-                self._links[sock] = link
+            self._links.update(dict.fromkeys(link.sockets(), link))
         self._watch(link)
 
     def _drop(self, link: _Link, rst: bool) -> None:
