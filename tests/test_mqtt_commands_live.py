@@ -362,5 +362,7 @@ def test_fuzzed_commands_leave_the_agent_answering_and_publishing(
     # every refusal is one of the documented codes or the agent's own (bad_label, ...)
     assert "failed" not in codes, codes
     assert {"bad_json", "not_utf8", "bad_args", "unknown_command", "ok"} <= set(codes), codes
+    refused = [r for r in caplog.records if r.name == "edge_agent.publish.commands"]
+    assert len(refused) == FUZZ_MESSAGES - codes.get("ok", 0)  # the log is seen, once each
     bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
     assert bad == [], [f"{r.name}: {r.getMessage()}" for r in bad[:5]]
