@@ -18,6 +18,7 @@ import pytest
 from edge_agent.publish.commands import DEFAULT_MAX_BYTES
 from tests.helpers.agent_run import (
     BASE,
+    FPS,
     SOURCE,
     WAIT_S,
     Assets,
@@ -75,7 +76,11 @@ def test_get_config_masks_the_password(live: tuple[Requester, Recorder]) -> None
     mqtt_cfg = reply["result"]["mqtt"]
     assert mqtt_cfg["password"] == "***" and mqtt_cfg["username"] == "agent"
     assert reply["result"]["sources"][0]["id"] == SOURCE
-    (raw,) = [m.payload for m in req.reply_messages() if m.properties.CorrelationData == corr]
+    (raw,) = [
+        m.payload
+        for m in req.reply_messages()
+        if getattr(m.properties, "CorrelationData", None) == corr
+    ]
     assert SECRET.encode() not in raw
 
 
@@ -277,6 +282,32 @@ def test_reload_config_restarts_with_the_new_file_or_refuses_a_bad_one(
     assert "Traceback" not in log, log
 
 
+def test_reload_config_to_a_bundle_that_cannot_load_is_refused_and_the_agent_runs_on(
+    tmp_path: Path, broker: Broker, assets: Assets, mqtt_recorder: Any
+) -> None:
+    """The config file itself is valid, but its bundle folder holds no bundle: the agent must
+    not stop for a config it cannot run (it would exit, and the device go dark)."""
+    rec = mqtt_recorder(broker, f"{BASE}/#")
+    cfg = agent_config(assets, broker, tmp_path / "state")
+    config_file = write_config(tmp_path / "agent.yaml", cfg)
+    log_file = tmp_path / "agent.log"
+    with agent_process(config_file, log_file) as proc, requester(broker) as req:
+        first = online_run(rec)
+        wait_results(rec, 3, run=first)
+        empty = tmp_path / "no-bundle"
+        empty.mkdir()
+        broken = json.loads(json.dumps(cfg))
+        broken["model"]["bundle"] = str(empty)
+        write_config(config_file, broken)
+        reply = req.request("reload_config")
+        assert (reply["ok"], reply.get("code")) == (False, "bad_config"), reply
+        assert str(empty) in reply["error"]
+        # More frames than a reload's stop delay (0.5 s) lets through, then still answering.
+        wait_results(rec, len(results(rec)) + 2 * FPS, run=first)
+        assert req.request("ping")["result"]["run"] == first
+        assert proc.poll() is None
+
+
 # --- fuzz: random payloads to random command names ---------------------------------------------
 
 FUZZ_SEED = 1212
@@ -350,7 +381,9 @@ def test_fuzzed_commands_leave_the_agent_answering_and_publishing(
     ):
         run = online_run(rec)
         for start in range(0, len(messages), FUZZ_BATCH):
-            sent = [req.send(name, payload) for name, payload in messages[start : start + FUZZ_BATCH]]
+            sent = [
+                req.send(name, payload) for name, payload in messages[start : start + FUZZ_BATCH]
+            ]
             for corr in sent:
                 reply = req.wait(corr)
                 key = "ok" if reply["ok"] else reply["code"]

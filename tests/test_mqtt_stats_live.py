@@ -53,4 +53,3 @@ def test_stats_arrive_retained_with_the_run_fps_and_outbox_depth(
     assert second["sources"][SOURCE]["fps"] > 0
     assert second["sources"][SOURCE]["results"] > first["sources"][SOURCE]["results"] > 0
     assert second["uptime_s"] > first["uptime_s"]
-

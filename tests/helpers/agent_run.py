@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,8 @@ FPS = 20
 WAIT_S = 15.0
 #: Longest wait for ``edge-agent run`` to stop after SIGTERM.
 STOP_TIMEOUT_S = 20.0
+#: paho's Properties constructor, typed (paho leaves it unannotated).
+_properties: Callable[[int], Properties] = Properties
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,9 @@ class Requester:
             self.close()
             raise TimeoutError(f"requester could not subscribe on {broker}")
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any):
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         client.subscribe(f"{self.inbox}/#" if self.v5 else f"{BASE}/cmd/+/reply", qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -192,7 +196,7 @@ class Requester:
         corr = str(next(self._numbers)).encode()
         props = None
         if self.v5:
-            props = Properties(PacketTypes.PUBLISH)
+            props = _properties(PacketTypes.PUBLISH)
             props.ResponseTopic = f"{self.inbox}/{corr.decode()}"
             props.CorrelationData = corr
         info = self.client.publish(
