@@ -119,7 +119,7 @@ def agent_process(config_file: Path, log_file: Path) -> Iterator[subprocess.Pope
 
 
 def statuses(rec: Recorder) -> list[dict[str, Any]]:
-    return [p for p in rec.json(f"{BASE}/status")]
+    return list(rec.json(f"{BASE}/status"))
 
 
 def online_run(rec: Recorder, other_than: str | None = None) -> str:
