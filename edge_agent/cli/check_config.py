@@ -31,20 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checked_config(file: Path) -> tuple[AgentConfig, Bundle]:
+    """The config in ``file`` and its bundle, once every file it names exists, the bundle
+    loads (and verifies) and the stages fit the model's labels and the sources. Raises
+    ConfigError or BundleError naming what is wrong (also what ``reload_config`` checks)."""
+    loaded = read_config(file)
+    missing = check_files(loaded)
+    if missing:
+        raise ConfigError(file, missing)
+    cfg = loaded.config
+    bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+    found = label_problems(cfg, bundle.manifest.labels) + source_problems(cfg)
+    unknown = [
+        ConfigIssue(dotted_path(loc), loaded.line_of(*loc), message) for loc, message in found
+    ]
+    if unknown:
+        raise ConfigError(file, unknown)
+    return cfg, bundle
+
+
 def check_config(file: Path) -> int:
     try:
-        loaded = read_config(file)
-        missing = check_files(loaded)
-        if missing:
-            raise ConfigError(file, missing)
-        cfg = loaded.config
-        bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
-        found = label_problems(cfg, bundle.manifest.labels) + source_problems(cfg)
-        unknown = [
-            ConfigIssue(dotted_path(loc), loaded.line_of(*loc), message) for loc, message in found
-        ]
-        if unknown:
-            raise ConfigError(file, unknown)
+        cfg, bundle = checked_config(file)
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_BAD_INPUT

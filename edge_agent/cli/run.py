@@ -43,33 +43,47 @@ def run_agent(
     cfg: AgentConfig, on_result: ResultHook | None = None, config_path: Path | None = None
 ) -> int:
     """Run until every finite source ends or SIGINT/SIGTERM arrives. With ``config_path`` the
-    ``reload_config`` command re-reads that file and, when it is valid, starts the agent
-    again with it (a new run id); a file with problems is refused and the agent runs on."""
+    ``reload_config`` command re-reads that file and, when it checks out, starts the agent
+    again with it (a new run id); a file with problems is refused and the agent runs on. A
+    reloaded config that still fails to start (a camera, the runtime) is logged and the
+    previous one started again, so a remote reload cannot leave the device dark."""
     from edge_agent.pipeline import Agent
     from edge_agent.sources import SourceError
 
+    previous: AgentConfig | None = None
+    signalled = threading.Event()  # SIGTERM wins over a reload that was under way
     while True:
         reload = Reload(config_path) if config_path is not None else None
         agent = Agent(cfg, on_result=on_result, on_reload=reload.request if reload else None)
         if reload is not None:
             reload.agent = agent
-        with stop_on_signals(agent.stop):
+
+        def on_signal(agent: Agent = agent) -> None:
+            signalled.set()
+            agent.stop()
+
+        with stop_on_signals(on_signal):
             try:
                 with agent:
                     agent.wait()
             except (BundleError, ModelRuntimeError, SourceError) as exc:
-                log.error("%s", exc)
-                return EXIT_BAD_INPUT
-        if reload is None or reload.config is None:
+                if previous is None:
+                    log.error("%s", exc)
+                    return EXIT_BAD_INPUT
+                log.error("the reloaded config does not start (%s); back to the previous one", exc)
+                cfg, previous = previous, None
+                continue
+        if reload is None or reload.config is None or signalled.is_set():
             break
         log.info("config reloaded from %s: starting again", config_path)
-        cfg = reload.config
+        previous, cfg = cfg, reload.config
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
 
 
 class Reload:
-    """The ``reload_config`` command for one run: check the file, then stop the agent (after
-    the reply has had a moment to leave) so ``run_agent`` starts it again with the new config."""
+    """The ``reload_config`` command for one run: check the file as ``check-config`` does (the
+    bundle loads, the stages fit its labels), then stop the agent (after the reply has had a
+    moment to leave) so ``run_agent`` starts it again with the new config."""
 
     #: Time for the command's reply to be published before the agent stops, s.
     STOP_AFTER_S = 0.5
@@ -80,10 +94,11 @@ class Reload:
         self.agent: Agent | None = None
 
     def request(self) -> dict[str, Any]:
+        from edge_agent.cli.check_config import checked_config
         from edge_agent.publish.commands import CommandRefused
 
         try:
-            config = load_config(self.path)
+            config, _ = checked_config(self.path)
         except ConfigError as exc:
             log.warning("reload_config refused: %s has %d problem(s): %s", self.path,
                         len(exc.issues), "; ".join(str(i) for i in exc.issues))  # fmt: skip
@@ -92,11 +107,16 @@ class Reload:
                 f"{self.path}: {len(exc.issues)} problem(s), not reloaded: {problems}",
                 "bad_config",
             ) from None
+        except BundleError as exc:
+            log.warning("reload_config refused: %s: model.bundle: %s", self.path, exc)
+            raise CommandRefused(
+                f"{self.path}: model.bundle: {exc}; not reloaded", "bad_config"
+            ) from None
         self.config = config
         agent = self.agent
         if agent is not None:
             threading.Timer(self.STOP_AFTER_S, agent.stop).start()
-        log.info("reload_config: %s is valid; restarting with it", self.path)
+        log.info("reload_config: %s checks out; restarting with it", self.path)
         return {"reloading": True, "file": str(self.path)}
 
 

@@ -79,9 +79,9 @@ def agent_handlers(agent: Agent, reload: ReloadHook | None) -> dict[str, Handler
 
     def get_stats(_: Any) -> Mapping[str, Any]:
         pub = agent.publisher
-        if pub is None or pub.stats_payload is None:
+        if pub is None or pub.stats_query is None:
             raise CommandRefused("no stats reporter is running", "unavailable")
-        return pub.stats_payload()
+        return pub.stats_query()
 
     def get_config(_: Any) -> Mapping[str, Any]:
         return redact(agent.cfg.model_dump(mode="json"))

@@ -39,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.health.stats import PublisherMetrics
@@ -398,7 +399,17 @@ class MqttClient:
             log.info("%s to broker %s", verb, self._where)
         self._set_next_wait(client)  # the first wait after a later drop is short again
         if self.subscriptions:
-            client.subscribe(self.subscriptions)
+            if self.cfg.protocol == "5":
+                # Retain As Published: a retained command sent while we listen arrives marked
+                # retained (and is ignored); plain subscriptions clear the flag.
+                client.subscribe(
+                    [
+                        (t, SubscribeOptions(qos=q, retainAsPublished=True))
+                        for t, q in self.subscriptions
+                    ]
+                )
+            else:
+                client.subscribe(self.subscriptions)
         if self._on_connected is not None:
             self._on_connected()
 

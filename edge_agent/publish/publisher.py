@@ -89,6 +89,7 @@ class MqttPublisher:
         discovery: DiscoveryInputs | None = None,
         state_dir: Path | None = None,
         stats_payload: Callable[[], dict[str, Any]] | None = None,
+        stats_query: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         topics.check_source_ids(sources)
         self.device_id = device_id
@@ -116,6 +117,8 @@ class MqttPublisher:
             )
         announcer = self.announcer
         self.stats_payload = stats_payload
+        #: The stats as the get_stats command answers them (a reporter of its own).
+        self.stats_query = stats_query
         self.stats_interval_s = cfg.stats_interval_s
         self.inbound = Inbound(
             f"{self.topics.base}/cmd/",

@@ -5,6 +5,7 @@ the stats reporter and the publisher that drives them (publisher.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -80,15 +81,21 @@ def build_publisher(
             auth=auth,
         )
     zone = cfg.health.thermal.thermal_zone
-    reporter = StatsReporter(
-        stats,
-        run_id,
-        started=time.monotonic(),
-        system=SystemSensors(cpu_zone=Path(zone) if zone else None).read,
-    )
+    sensors = SystemSensors(cpu_zone=Path(zone) if zone else None)
+    reporter_started = time.monotonic()
+    reporter = StatsReporter(stats, run_id, started=reporter_started, system=sensors.read)
+
+    # get_stats has its own reporter: its rates cover the time since the last get_stats, and
+    # asking never shortens the interval of the published message (a reporter is one thread's).
+    asked = StatsReporter(stats, run_id, started=reporter_started, system=sensors.read)
+    query_lock = threading.Lock()
 
     def stats_payload() -> dict[str, Any]:
         return reporter.payload(outbox)
+
+    def stats_query() -> dict[str, Any]:
+        with query_lock:
+            return asked.payload(outbox)
 
     ha = cfg.mqtt.home_assistant
     return MqttPublisher(
@@ -105,4 +112,5 @@ def build_publisher(
         discovery=discovery_inputs(cfg, labels, agent_version, model) if ha.discovery else None,
         state_dir=cfg.state_dir,
         stats_payload=stats_payload,
+        stats_query=stats_query,
     )
