@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -272,7 +273,7 @@ class Outbox:
         # Memory first, then disk: a commit in between moves rows from memory to disk, so
         # they are seen twice (de-duplicated below), never missed.
         with self._lock:
-            mem = [e for e in self._mem.values() if e.id > after_id][:limit]
+            mem = list(islice((e for e in self._mem.values() if e.id > after_id), limit))
             skip = set(self._delete)
         with self._read_lock:
             rows = self._reader.execute(
