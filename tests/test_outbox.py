@@ -118,7 +118,7 @@ def test_ids_keep_increasing_across_restarts_even_when_empty(db: Path) -> None:
         ob.flush()
         ob.ack(ids)
     with make_outbox(db) as ob:
-        assert ob.depth == 0 and ob.pending(0, 10) == []
+        assert ob.depth == 0 and ob.pending(0, 10) == [] and ob.oldest_age_s is None
         assert ob.put("result", "t", b"x", 1, False) > ids[-1]
 
 
