@@ -356,6 +356,8 @@ class Outbox:
         self._stop.set()
         self._writer.join()
         self._commit()
+        if self._mem:  # the final commit failed (a full disk): say what is lost
+            log.error("outbox %s closed with %d entries not on disk", self.path, len(self._mem))
         with self._db_lock, self._read_lock:
             self._conn_open = False
             self._reader.close()
