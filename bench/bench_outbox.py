@@ -14,7 +14,7 @@ Prints three tables:
   pure-Python loop, which holds it) alone, and while it puts one result a frame and a side
   thread puts 2,000 results/s into an outbox whose writer commits every second; the control
   runs the same load into a list, to tell the outbox's cost from the load's. Runs of 1 s
-  alternate (alone, control, outbox) for 15 rounds, and the change is the median (and
+  alternate (alone, control, outbox) for 30 rounds, and the change is the median (and
   quartiles) of each round's ratio: other processes on a shared machine move single runs by
   10 % or more, and pairing neighbouring runs cancels most of that.
   The whole agent is not benched: the outbox is not wired into it yet.
@@ -46,7 +46,7 @@ TOPIC = "edgesight/bench/cam/result"
 COMMIT_INTERVAL_S = 1.0
 #: Alone / control / with-outbox runs of LOOP_RUN_S alternate this many times; the table shows
 #: medians of each round's ratio, which cancel the load other processes put on the machine.
-ROUNDS = 15
+ROUNDS = 30
 LOOP_RUN_S = 1.0
 #: Results/s a side thread puts during the "with outbox" loop: the persistence target, as if
 #: many sources shared the device.
@@ -310,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             "the change, median (quartiles) of each round's ratio,\nwhen it puts one result a "
             f"frame plus {SIDE_RATE:,}/s from a side thread into a list (control) or the outbox"
         )
-        print(f"{'loop':<24}{'alone/s':>8}{'control':>22}{'outbox':>22}{'outbox/control':>22}")
+        print(f"{'loop':<24}{'alone/s':>8}{'control':>25}{'outbox':>25}{'outbox/control':>25}")
         for name, alone, control, shared in inference_rows(folder, payload):
             print(
-                f"{name:<24}{statistics.median(alone):>8.0f}{change(control, alone):>22}"
-                f"{change(shared, alone):>22}{change(shared, control):>22}"
+                f"{name:<24}{statistics.median(alone):>8.0f}{change(control, alone):>25}"
+                f"{change(shared, alone):>25}{change(shared, control):>25}"
             )
         print("\nopen (quick_check + schema) of a full outbox")
         print(f"{'payload MB':>10}{'open s':>9}{'file MB':>9}{'entries':>9}")
