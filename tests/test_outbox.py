@@ -496,3 +496,23 @@ def test_matches_a_list_model_under_any_sequence(
             assert ob.depth == len(model)
     finally:
         ob.close()
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_refusals_name_the_key() -> None:
+    from pydantic import ValidationError
+
+    from edge_agent.config.outbox import OutboxConfig
+
+    cfg = OutboxConfig.model_validate({"max_age_s": 60}, strict=True)
+    assert (cfg.path, cfg.max_bytes, cfg.max_age_s, cfg.commit_interval_s) == (
+        None,
+        256 * 2**20,
+        60.0,
+        1.0,
+    )
+    for key, bad in [("max_bytes", 1000), ("commit_interval_s", 0), ("max_age_s", -1), ("x", 1)]:
+        with pytest.raises(ValidationError, match=key):
+            OutboxConfig.model_validate({key: bad}, strict=True)
