@@ -13,9 +13,10 @@ Prints three tables:
   the agent's session options, which releases the GIL as the agent's runtime does; and a
   pure-Python loop, which holds it) alone, and while it puts one result a frame and a side
   thread puts 2,000 results/s into an outbox whose writer commits every second; the control
-  runs the same load into a list, to tell the outbox's cost from the load's. The rounds
-  alternate; medians and the range are shown, because other processes on the machine move
-  single runs by 10 % or more.
+  runs the same load into a list, to tell the outbox's cost from the load's. Runs of 1 s
+  alternate (alone, control, outbox) for 30 rounds, and the change is the median (and
+  quartiles) of each round's ratio: other processes on a shared machine move single runs by
+  10 % or more, and pairing neighbouring runs cancels most of that.
   The whole agent is not benched: the outbox is not wired into it yet.
 - open: time to open (quick_check + schema check) an outbox holding N MB, and the file size.
 """
@@ -43,11 +44,15 @@ MODEL_SIZE = 320
 MODEL_CHANNELS = (32, 64, 128, 128)
 TOPIC = "edgesight/bench/cam/result"
 COMMIT_INTERVAL_S = 1.0
-#: Alone / with-outbox measurements alternate this many times; the table shows medians.
-ROUNDS = 5
+#: Alone / control / with-outbox runs of LOOP_RUN_S alternate this many times; the table shows
+#: medians of each round's ratio, which cancel the load other processes put on the machine.
+ROUNDS = 30
+LOOP_RUN_S = 1.0
 #: Results/s a side thread puts during the "with outbox" loop: the persistence target, as if
 #: many sources shared the device.
 SIDE_RATE = 2_000
+#: Puts between commits while filling an outbox for the open test (below the memory cap).
+OPEN_FILL_BATCH = 8192
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,8 +217,15 @@ def python_step() -> None:
         total += i * i
 
 
+def change(new: list[float], old: list[float]) -> str:
+    """Median and quartiles of new/old - 1 over paired rounds, as text."""
+    ratios = [n / o - 1 for n, o in zip(new, old, strict=True)]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4)
+    return f"{q2:+.1%} ({q1:+.1%}, {q3:+.1%})"
+
+
 def inference_rows(
-    folder: Path, seconds: float, payload: bytes
+    folder: Path, payload: bytes
 ) -> list[tuple[str, list[float], list[float], list[float]]]:
     steps: list[tuple[str, Callable[[], None]]] = []
     try:
@@ -239,27 +251,32 @@ def inference_rows(
         for _ in range(20):
             step()
         alone, control, shared = [], [], []
-        for k in range(ROUNDS):
-            alone.append(loop_rate(step, seconds))
-            control.append(with_list(step, seconds, payload))
-            shared.append(with_outbox(folder / f"loop-{len(rows)}-{k}.db", step, seconds, payload))
+        for k in range(ROUNDS):  # short alternating runs: drift in the machine's load cancels
+            alone.append(loop_rate(step, LOOP_RUN_S))
+            control.append(with_list(step, LOOP_RUN_S, payload))
+            path = folder / f"loop-{len(rows)}-{k}.db"
+            shared.append(with_outbox(path, step, LOOP_RUN_S, payload))
         rows.append((name, alone, control, shared))
     return rows
 
 
 def open_rows(
     folder: Path, sizes_mb: tuple[int, ...], payload: bytes
-) -> list[tuple[int, float, float]]:
+) -> list[tuple[int, float, float, int]]:
+    """(payload MB, seconds to open, file MB, entries found) for outboxes of each size."""
     rows = []
     for mb in sizes_mb:
         path = folder / f"open-{mb}.db"
         with Outbox(path, max_bytes=2**34, max_age_s=3600, commit_interval_s=3600) as ob:
-            for _ in range(mb * 2**20 // len(payload)):
+            for n in range(mb * 2**20 // len(payload)):
                 ob.put("result", TOPIC, payload, 1, False)
-            ob.flush()
+                if n % OPEN_FILL_BATCH == 0:
+                    ob.flush()
         start = time.perf_counter()
-        Outbox(path, max_bytes=2**34, max_age_s=3600).close()
-        rows.append((mb, time.perf_counter() - start, path.stat().st_size / 2**20))
+        ob = Outbox(path, max_bytes=2**34, max_age_s=3600)
+        opened = time.perf_counter() - start
+        rows.append((mb, opened, path.stat().st_size / 2**20, ob.depth))
+        ob.close()
     return rows
 
 
@@ -289,22 +306,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['writer_cpu']:>11.1%}{r['put_cpu']:>6.1%}"
                 )
         print(
-            f"\ninference stand-in (frames/s: median (range) of {ROUNDS} runs); with outbox: one "
-            f"put a frame plus {SIDE_RATE:,}/s from a side thread, committed every 1 s; the "
-            "control puts the same into a list"
+            f"\ninference stand-in: frames/s alone (median of {ROUNDS} {LOOP_RUN_S:g} s runs), and "
+            "the change, median (quartiles) of each round's ratio,\nwhen it puts one result a "
+            f"frame plus {SIDE_RATE:,}/s from a side thread into a list (control) or the outbox"
         )
-        print(f"{'loop':<24}{'alone':>18}{'control':>18}{'outbox':>18}{'vs alone':>10}")
-        for name, alone, control, shared in inference_rows(folder, args.seconds, payload):
-            cells = "".join(
-                f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})".rjust(18)
-                for v in (alone, control, shared)
+        print(f"{'loop':<24}{'alone/s':>8}{'control':>25}{'outbox':>25}{'outbox/control':>25}")
+        for name, alone, control, shared in inference_rows(folder, payload):
+            print(
+                f"{name:<24}{statistics.median(alone):>8.0f}{change(control, alone):>25}"
+                f"{change(shared, alone):>25}{change(shared, control):>25}"
             )
-            change = statistics.median(shared) / statistics.median(alone) - 1
-            print(f"{name:<24}{cells}{change:>10.1%}")
         print("\nopen (quick_check + schema) of a full outbox")
-        print(f"{'payload MB':>10}{'open s':>9}{'file MB':>9}")
-        for mb, seconds, size in open_rows(folder, (16, 64), payload):
-            print(f"{mb:>10}{seconds:>9.3f}{size:>9.1f}")
+        print(f"{'payload MB':>10}{'open s':>9}{'file MB':>9}{'entries':>9}")
+        for mb, seconds, size, depth in open_rows(folder, (16, 64), payload):
+            print(f"{mb:>10}{seconds:>9.3f}{size:>9.1f}{depth:>9,}")
     return 0
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -117,7 +118,7 @@ def test_ids_keep_increasing_across_restarts_even_when_empty(db: Path) -> None:
         ob.flush()
         ob.ack(ids)
     with make_outbox(db) as ob:
-        assert ob.depth == 0 and ob.pending(0, 10) == []
+        assert ob.depth == 0 and ob.pending(0, 10) == [] and ob.oldest_age_s is None
         assert ob.put("result", "t", b"x", 1, False) > ids[-1]
 
 
@@ -200,6 +201,7 @@ def test_drops_survive_a_restart_and_take_drops_resets_them_on_disk(db: Path) ->
 CHILD = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from edge_agent.publish.outbox import Outbox
 ob = Outbox(Path(sys.argv[1]), max_bytes=10**8, max_age_s=3600, commit_interval_s={interval})
 n = 0
@@ -405,6 +407,59 @@ def test_concurrent_producers_and_a_sender_deliver_everything_once_in_order(db: 
     assert rows_on_disk(db) == []
 
 
+class PausedOutbox(Outbox):
+    """Stops each commit after its transaction, before the memory is updated: the window a
+    concurrent ack or pending() can fall into, held open so the test is not a race."""
+
+    written: threading.Event
+    go: threading.Event
+
+    def _write(self, *args: Any, **kw: Any) -> Any:
+        result = super()._write(*args, **kw)
+        self.written.set()
+        assert self.go.wait(10)
+        return result
+
+
+@pytest.fixture
+def paused(db: Path) -> Iterator[tuple[PausedOutbox, threading.Thread]]:
+    ob = PausedOutbox(db, max_bytes=10**6, max_age_s=3600.0, commit_interval_s=NEVER_S)
+    ob.written, ob.go = threading.Event(), threading.Event()
+    flusher = threading.Thread(target=ob.flush)
+    yield ob, flusher
+    ob.go.set()
+    flusher.join()
+    ob.close()
+
+
+def test_rows_in_a_commit_just_written_are_pending_once(
+    paused: tuple[PausedOutbox, threading.Thread],
+) -> None:
+    ob, flusher = paused
+    ids = put_n(ob, 3)
+    flusher.start()
+    assert ob.written.wait(10)  # on disk and still in memory
+    assert [e.id for e in ob.pending(0, 10)] == ids
+    assert ob.depth == 3
+
+
+def test_rows_acked_while_being_committed_are_deleted_next_commit(
+    paused: tuple[PausedOutbox, threading.Thread], db: Path
+) -> None:
+    ob, flusher = paused
+    ids = put_n(ob, 3)
+    flusher.start()
+    assert ob.written.wait(10)
+    ob.ack(ids[:2])
+    assert [e.id for e in ob.pending(0, 10)] == ids[2:] and ob.depth == 1
+    ob.go.set()
+    flusher.join()
+    assert [r[0] for r in rows_on_disk(db)] == ids  # the commit wrote them before the ack
+    assert [e.id for e in ob.pending(0, 10)] == ids[2:] and ob.depth == 1
+    ob.flush()
+    assert [r[0] for r in rows_on_disk(db)] == ids[2:]
+
+
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.integers(1, 5)),
@@ -441,3 +496,23 @@ def test_matches_a_list_model_under_any_sequence(
             assert ob.depth == len(model)
     finally:
         ob.close()
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_refusals_name_the_key() -> None:
+    from pydantic import ValidationError
+
+    from edge_agent.config.outbox import OutboxConfig
+
+    cfg = OutboxConfig.model_validate({"max_age_s": 60}, strict=True)
+    assert (cfg.path, cfg.max_bytes, cfg.max_age_s, cfg.commit_interval_s) == (
+        None,
+        256 * 2**20,
+        60.0,
+        1.0,
+    )
+    for key, bad in [("max_bytes", 1000), ("commit_interval_s", 0), ("max_age_s", -1), ("x", 1)]:
+        with pytest.raises(ValidationError, match=key):
+            OutboxConfig.model_validate({key: bad}, strict=True)

@@ -26,8 +26,8 @@ class OutboxConfig(Section):
         ge=MIN_OUTBOX_BYTES,
         le=MAX_OUTBOX_BYTES,
         description="Payload and topic bytes kept while the broker is away; the oldest go "
-        f"first beyond it ({MIN_OUTBOX_BYTES:,} to {MAX_OUTBOX_BYTES:,}). The file is about "
-        "1.35 x this at most.",
+        f"first beyond it ({MIN_OUTBOX_BYTES:,} to {MAX_OUTBOX_BYTES:,}). With 1 KB "
+        "payloads the file grows to about 1.35 x this; it does not shrink.",
     )
     max_age_s: float = Field(
         7 * 86400.0,

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -135,6 +136,7 @@ class Outbox:
         self._mem: dict[int, Entry] = {}  # not yet committed, in id order
         self._mem_bytes = 0
         self._delete: set[int] = set()  # on disk, acked or dropped: deleted at the next commit
+        self._inflight: set[int] = set()  # ids of the commit being written (still in _mem)
         self._drops: Counter[str] = Counter()
         self._drops_version = 0
         self._drops_written = 0
@@ -271,7 +273,7 @@ class Outbox:
         # Memory first, then disk: a commit in between moves rows from memory to disk, so
         # they are seen twice (de-duplicated below), never missed.
         with self._lock:
-            mem = [e for e in self._mem.values() if e.id > after_id][:limit]
+            mem = list(islice((e for e in self._mem.values() if e.id > after_id), limit))
             skip = set(self._delete)
         with self._read_lock:
             rows = self._reader.execute(
@@ -287,10 +289,10 @@ class Outbox:
         with self._lock:
             for i in ids:
                 entry = self._mem.pop(i, None)
-                if entry is None:
-                    self._delete.add(i)
-                else:
+                if entry is not None:
                     self._mem_bytes -= _size(entry)
+                if entry is None or i in self._inflight:  # on disk, or about to be
+                    self._delete.add(i)
 
     def drops(self) -> dict[str, int]:
         """Entries dropped for size or age per kind, since the last ``take_drops``."""
@@ -319,7 +321,8 @@ class Outbox:
     def depth(self) -> int:
         """Entries not yet acknowledged nor dropped (exact after each commit)."""
         with self._lock:
-            return max(0, self._db_count + len(self._mem) - len(self._delete))
+            on_disk = sum(1 for i in self._delete if i not in self._inflight)
+            return max(0, self._db_count + len(self._mem) - on_disk)
 
     @property
     def bytes(self) -> int:
@@ -353,6 +356,8 @@ class Outbox:
         self._stop.set()
         self._writer.join()
         self._commit()
+        if self._mem:  # the final commit failed (a full disk): say what is lost
+            log.error("outbox %s closed with %d entries not on disk", self.path, len(self._mem))
         with self._db_lock, self._read_lock:
             self._conn_open = False
             self._reader.close()
@@ -382,6 +387,8 @@ class Outbox:
                 break
             del self._mem[first.id]
             self._mem_bytes -= _size(first)
+            if first.id in self._inflight:
+                self._delete.add(first.id)
             self._drops[first.kind] += 1
             self._drops_version += 1
 
@@ -393,6 +400,7 @@ class Outbox:
             with self._lock:
                 self._drop_mem(lambda e: e.created < cutoff)
                 batch = list(self._mem.values())
+                self._inflight = set(self._mem)
                 delete = list(self._delete)
                 drops = Counter(self._drops)
                 version = self._drops_version
@@ -406,6 +414,9 @@ class Outbox:
                 )
             except sqlite3.Error as exc:
                 self._rollback()
+                with self._lock:  # acked or dropped while being written, and never written
+                    self._delete.difference_update(self._inflight.difference(self._mem))
+                    self._inflight = set()
                 if self.last_commit_error is None:
                     log.warning(
                         "outbox %s: commit failed, rows stay in memory (%s)", self.path, exc
@@ -425,11 +436,10 @@ class Outbox:
                     self._drops_version += 1
                 if unchanged:
                     self._drops_written = self._drops_version
-                for entry in batch:  # acked or dropped while being written: on disk now
+                for entry in batch:  # on disk now (those acked meanwhile are in _delete)
                     if self._mem.pop(entry.id, None) is not None:
                         self._mem_bytes -= _size(entry)
-                    else:
-                        self._delete.add(entry.id)
+                self._inflight = set()
 
     def _write(
         self,
