@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from edge_agent.config.base import ConfigPath, Section
@@ -35,6 +37,12 @@ class OutboxConfig(Section):
         le=MAX_OUTBOX_AGE_S,
         description=f"Entries older than this are dropped (above 0, at most {MAX_OUTBOX_AGE_S:g} "
         "s; default 7 days).",
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="full: every commit is fsynced, so a power cut loses at most one "
+        "commit_interval_s; normal: a process crash loses at most that, a power cut up to "
+        "what the kernel had not written back (about 30 s), with fewer writes to the card.",
     )
     commit_interval_s: float = Field(
         1.0,

@@ -40,6 +40,7 @@ def open_outbox(cfg: AgentConfig) -> Outbox:
         max_bytes=box.max_bytes,
         max_age_s=box.max_age_s,
         commit_interval_s=box.commit_interval_s,
+        synchronous="FULL" if box.synchronous == "full" else "NORMAL",
     )
     if outbox.recovered_from is not None:
         log.error("the outbox %s was damaged: moved to %s; starting empty",
