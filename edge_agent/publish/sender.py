@@ -78,6 +78,7 @@ class Sender:
         self._inflight: list[tuple[int, Delivery]] = []
         self._last = 0  # the highest entry id handed to paho
         self._stop = False
+        self._failing = False  # reading the outbox failed last time (logged once per streak)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -141,10 +142,15 @@ class Sender:
             try:
                 batch = self.outbox.pending(after, room)
             except Exception:  # a broken outbox must not end the thread: try again later
-                log.exception("cannot read the outbox; retrying")
+                if not self._failing:
+                    log.exception("cannot read the outbox; retrying every %.1f s", POLL_S)
+                self._failing = True
                 with self._cond:
                     self._cond.wait(POLL_S)
                 continue
+            if self._failing:
+                log.info("the outbox can be read again")
+                self._failing = False
             if not batch:
                 with self._cond:
                     if self._last == after and not self._acked_waiting():
