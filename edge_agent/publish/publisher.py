@@ -344,6 +344,12 @@ class MqttPublisher:
         body = {**self.stats_payload(), "run": self.run_id}
         self.client.publish(self.topics.stats(), payloads.encode(body), 0, retain=True)
 
+    def drop_totals(self) -> dict[str, int]:
+        """What the outbox dropped since this run started, by kind (summarised or not yet)."""
+        pending = self.outbox.drops() if self.outbox is not None else {}
+        kinds = set(self._drop_totals) | set(pending)
+        return {k: self._drop_totals.get(k, 0) + pending.get(k, 0) for k in sorted(kinds)}
+
     def _report_drops(self) -> None:
         """The retained ``dropped`` summary, when the outbox dropped anything since the last."""
         if self.outbox is None:

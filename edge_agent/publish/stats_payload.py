@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
@@ -87,8 +87,13 @@ class StatsReporter:
         self._take_latencies(registry.snapshot())  # the interval starts now, as fps does
         self._warned: set[str] = set()
 
-    def payload(self, outbox: OutboxStats | None) -> dict[str, Any]:
-        """The stats payload now; ``outbox`` is None when the agent runs without one."""
+    def payload(
+        self,
+        outbox: OutboxStats | None,
+        drop_totals: Callable[[], Mapping[str, int]] | None = None,
+    ) -> dict[str, Any]:
+        """The stats payload now; ``outbox`` is None when the agent runs without one;
+        ``drop_totals`` gives what it dropped since the run started (the publisher's)."""
         now = self._clock()
         interval = now - self._last_t
         snap = self._registry.snapshot()
@@ -108,7 +113,7 @@ class StatsReporter:
             **self._take_latencies(snap),
             "totals": self._registry.totals(),
             "mqtt": _mqtt(snap),
-            "outbox": self._outbox(outbox),
+            "outbox": self._outbox(outbox, drop_totals),
             "thermal_factor": _gauge(snap, "health", "thermal_factor"),
             "system": self._read_system(),
         }
@@ -149,17 +154,25 @@ class StatsReporter:
             out[name] = {"p50": _round(p50, MS_DIGITS), "p95": _round(p95, MS_DIGITS), "n": n}
         return out
 
-    def _outbox(self, outbox: OutboxStats | None) -> dict[str, Any] | None:
+    def _outbox(
+        self, outbox: OutboxStats | None, drop_totals: Callable[[], Mapping[str, int]] | None
+    ) -> dict[str, Any] | None:
         if outbox is None:
             return None
         try:
             age = outbox.oldest_age_s
-            return {
+            out: dict[str, Any] = {
                 "depth": int(outbox.depth),
                 "bytes": int(outbox.bytes),
                 "oldest_age_s": None if age is None else round(float(age), SECONDS_DIGITS),
                 "drops": {str(kind): int(n) for kind, n in sorted(outbox.drops().items())},
             }
+            if drop_totals is not None:
+                out["dropped_total"] = {str(k): int(n) for k, n in sorted(drop_totals().items())}
+            recovered = getattr(outbox, "recovered_from", None)
+            if recovered is not None:  # the file was damaged at start and moved here
+                out["recovered_from"] = str(recovered)
+            return out
         except Exception as exc:  # a disk fault must not stop the stats; say it instead
             self._warn_once("outbox", "stats: outbox figures unreadable: %r", exc)
             return {"error": f"{type(exc).__name__}: {exc}"}

@@ -92,14 +92,14 @@ def build_publisher(
     query_lock = threading.Lock()
 
     def stats_payload() -> dict[str, Any]:
-        return reporter.payload(outbox)
+        return reporter.payload(outbox, publisher.drop_totals)
 
     def stats_query() -> dict[str, Any]:
         with query_lock:
-            return asked.payload(outbox)
+            return asked.payload(outbox, publisher.drop_totals)
 
     ha = cfg.mqtt.home_assistant
-    return MqttPublisher(
+    publisher = MqttPublisher(
         cfg.mqtt,
         cfg.device_id,
         agent_version,
@@ -115,3 +115,4 @@ def build_publisher(
         stats_payload=stats_payload,
         stats_query=stats_query,
     )
+    return publisher
