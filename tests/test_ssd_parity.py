@@ -79,4 +79,7 @@ def test_decoder_matches_torchvision(ssd, tmp_path):
     assert len(det) == len(reference["boxes"])
     np.testing.assert_allclose(det.confidence, reference["scores"].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(det.class_id + 1, reference["labels"].numpy())
-    np.testing.assert_allclose(det.xyxy, reference["boxes"].numpy(), atol=1e-3)
+    # Within 0.01 px: torch's vectorised exp and the order of its float32 sums depend on the
+    # threads and CPU state earlier tests left (a full run once moved 14 of 200 coordinates
+    # by up to 0.0036 px); a decoding mistake moves boxes by whole pixels.
+    np.testing.assert_allclose(det.xyxy, reference["boxes"].numpy(), atol=1e-2)
