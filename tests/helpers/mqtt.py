@@ -122,6 +122,15 @@ class Broker:
             proc.kill()
             proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the broker and wait for it to die: no clean shutdown, no save of the
+        persistence file, so a start() afterwards shows what an unclean death leaves."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
+
     def log(self) -> str:
         return self.log_file.read_text(encoding="utf-8", errors="replace")
 
