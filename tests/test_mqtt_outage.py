@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def start(agents: list[Agent], config: Path, log: Path) -> Agent:
     return agent
 
 
-def result_payloads(rec: Recorder) -> list[dict[str, object]]:
+def result_payloads(rec: Recorder) -> list[dict[str, Any]]:
     return rec.json(RESULT_TOPIC)
 
 
@@ -65,7 +66,7 @@ def first_run(rec: Recorder) -> str:
 
 
 def seqs_of(rec: Recorder, run: str) -> list[int]:
-    return results_by_run(result_payloads(rec)).get(run, [])  # type: ignore[arg-type]
+    return results_by_run(result_payloads(rec)).get(run, [])
 
 
 def test_results_made_in_an_outage_survive_a_sigkill(
