@@ -19,6 +19,7 @@ from tests.helpers.mqtt import Broker, Recorder
 from tests.helpers.outage import (
     BASE,
     DROPPED_TOPIC,
+    KEEPALIVE_S,
     RESULT_TOPIC,
     STATUS_TOPIC,
     Agent,
@@ -30,6 +31,7 @@ from tests.helpers.outage import (
     wait_until,
     write_agent_config,
 )
+from tests.helpers.proxy import FaultProxy
 
 #: Results per second the clip is paced at (test 1, 3); the outbox-full test goes faster.
 FPS = 10
@@ -84,7 +86,6 @@ def test_results_made_in_an_outage_survive_a_sigkill(
     # The outage: the broker goes (cleanly: the subscriber's session and queue are saved).
     t_down = time.time()
     persistent_broker.stop()
-    seq_at_down = max(seqs_of(rec, run1))
     time.sleep(OUTAGE_S)
     t_kill = time.time()
     agent.kill()
@@ -100,11 +101,19 @@ def test_results_made_in_an_outage_survive_a_sigkill(
     # At most about one commit interval (plus the time a put takes to be picked up) was lost.
     newest_made = max(r.created for r in rows if r.kind == "result")
     assert t_kill - newest_made <= 1.0 + COMMIT_INTERVAL_S, (t_kill, newest_made)
-    # And the outage's results are really there: at the pace seen before it (a fair share of
-    # FPS on a busy 2-core machine), less what the last commit interval and a second may hold.
-    assert newest_seq - seq_at_down >= 0.5 * FPS * (t_kill - t_down) - FPS * (
-        1.0 + COMMIT_INTERVAL_S
-    ), (seq_at_down, newest_seq, t_kill - t_down)
+    # No hole inside the outbox, and it reaches what the agent had made by the kill, less
+    # about a second and a commit interval. What it had made is counted from the pace of the
+    # results seen before the outage (capture times), not assumed to be FPS.
+    assert durable_seqs == list(range(durable_seqs[0], newest_seq + 1)), as_blocks(durable_seqs)
+    before = [p for p in result_payloads(rec) if p["run"] == run1]
+    first, last = min(before, key=lambda p: p["seq"]), max(before, key=lambda p: p["seq"])
+    pace = (last["seq"] - first["seq"]) / (last["ts"] - first["ts"])
+    made_by_kill = last["seq"] + pace * (t_kill - last["ts"])
+    assert newest_seq >= made_by_kill - pace * (1.0 + COMMIT_INTERVAL_S) - 1, (
+        newest_seq,
+        made_by_kill,
+        pace,
+    )
 
     persistent_broker.start()
     agent2 = start(agents, config, tmp_path / "agent2.log")
@@ -127,6 +136,12 @@ def test_results_made_in_an_outage_survive_a_sigkill(
     assert run2 in {s.get("run") for s in rec.json(STATUS_TOPIC)}
     # The second start said it had a backlog to send.
     assert "from before; sending them first" in agent2.stderr()
+    print(
+        f"\noutage {t_kill - t_down:.1f} s then SIGKILL: {len(durable)} results durable "
+        f"(seqs {durable_seqs[0]}..{newest_seq}), newest made {t_kill - newest_made:.2f} s "
+        f"before the kill, ~{made_by_kill:.0f} made by then; run 1 seqs 0..{max(got1)} arrived "
+        f"({len(got1) - len(set(got1))} duplicates)"
+    )
 
 
 def test_a_full_outbox_drops_the_oldest_and_says_how_many(
@@ -162,15 +177,17 @@ def test_a_full_outbox_drops_the_oldest_and_says_how_many(
     # result the broker got before it went.
     blocks = as_blocks(missing)
     assert len(blocks) == 1 and blocks[0][0] > seq_at_down, (blocks, seq_at_down)
-    # One entry per publication: the subscriber's re-SUBSCRIBE after the broker's restart
-    # also brings the retained copy of a summary it may already have had queued.
-    summaries = [json.loads(b) for b in dict.fromkeys(m.payload for m in rec.on(DROPPED_TOPIC))]
+    summaries = unique_summaries(rec)
     assert {s["run"] for s in summaries} == {run}
     assert sum(s["dropped"].get("result", 0) for s in summaries) == len(missing), (
         summaries,
         blocks,
     )
     assert summaries[-1]["total"]["result"] == len(missing)
+    print(
+        f"\noutage {outage_s:.1f} s at {FAST_FPS} fps, 64 KiB outbox: seqs {blocks} dropped, "
+        f"summary {summaries[-1]['total']}"
+    )
     assert "dropped" in agent.stderr()
 
     # The summary is retained: a subscriber that comes later gets it at once.
@@ -182,6 +199,59 @@ def test_a_full_outbox_drops_the_oldest_and_says_how_many(
         assert json.loads(kept.payload)["total"]["result"] == len(missing)
     finally:
         late.close()
+
+
+def unique_summaries(rec: Recorder) -> list[dict[str, Any]]:
+    """The ``dropped`` summaries, one per publication: a re-SUBSCRIBE after the broker's
+    restart also brings the retained copy of one the subscriber may have had queued."""
+    return [json.loads(b) for b in dict.fromkeys(m.payload for m in rec.on(DROPPED_TOPIC))]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the outbox's size cap drops (and counts) rows the sender has already handed "
+    "to paho, which paho then delivers after the reconnect: the summary overcounts by up to "
+    "one sender window (see the test's docstring)",
+)
+def test_a_full_outbox_behind_a_dead_link_counts_only_what_never_arrived(
+    tmp_path: Path,
+    persistent_broker: Broker,
+    mqtt_recorder: Callable[..., Recorder],
+    agents: list[Agent],
+) -> None:
+    """A link that dies silently (blackhole) is noticed only by keepalive, ~2 x 5 s; until
+    then the sender keeps handing paho its window of 100 messages, which paho holds and sends
+    again after the reconnect (persistent session). The outbox's size cap drops the oldest
+    rows, those 100 included, and counts them as dropped although they do arrive.
+
+    Seen: ``dropped.result`` 335 with 244 seqs missing (30 fps, 64 KiB, 15 s blackhole). Fix
+    (edge_agent/publish): the cap must not drop rows handed to paho. E.g. the sender tells
+    the outbox its highest handed id (``Outbox.hold(last_id)``, reset by ``Sender.restart``),
+    and ``Outbox._write``/``_drop_mem`` drop only rows above it; the file may then exceed
+    ``max_bytes`` by at most one window, which docs/outbox.md should say.
+    """
+    rec = mqtt_recorder(persistent_broker, f"{BASE}/#", persistent_session=True)
+    outbox = {"max_bytes": 64 * 1024}
+    with FaultProxy(persistent_broker.host, persistent_broker.port) as proxy:
+        config = write_agent_config(tmp_path, proxy.port, fps=FAST_FPS, outbox=outbox)
+        agent = start(agents, config, tmp_path / "agent.log")
+        assert rec.wait_for(lambda: len(result_payloads(rec)) >= FAST_FPS, WAIT_S)
+        run = first_run(rec)
+        proxy.blackhole(True)
+        time.sleep(3 * KEEPALIVE_S)  # past keepalive's notice; the outbox overflows meanwhile
+        proxy.blackhole(False)
+        assert rec.wait_for(lambda: bool(rec.on(DROPPED_TOPIC)), WAIT_S), agent.stderr()
+        top = max(seqs_of(rec, run))
+        assert rec.wait_for(lambda: max(seqs_of(rec, run)) > top + FAST_FPS, WAIT_S)
+        assert agent.stop() == 0, agent.stderr()[-3000:]
+
+    missing = gaps(seqs_of(rec, run))
+    assert len(as_blocks(missing)) == 1, as_blocks(missing)
+    summaries = unique_summaries(rec)
+    assert sum(s["dropped"].get("result", 0) for s in summaries) == len(missing), (
+        summaries,
+        as_blocks(missing),
+    )
 
 
 def test_a_damaged_outbox_is_moved_aside_and_the_agent_publishes(
