@@ -207,12 +207,6 @@ def unique_summaries(rec: Recorder) -> list[dict[str, Any]]:
     return [json.loads(b) for b in dict.fromkeys(m.payload for m in rec.on(DROPPED_TOPIC))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the outbox's size cap drops (and counts) rows the sender has already handed "
-    "to paho, which paho then delivers after the reconnect: the summary overcounts by up to "
-    "one sender window (see the test's docstring)",
-)
 def test_a_full_outbox_behind_a_dead_link_counts_only_what_never_arrived(
     tmp_path: Path,
     persistent_broker: Broker,

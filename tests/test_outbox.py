@@ -158,6 +158,29 @@ def test_bytes_bound_drops_the_oldest_and_counts_them_per_kind(db: Path) -> None
         assert old_results[-1] < counts[0]
 
 
+@pytest.mark.parametrize("committed", [True, False])
+def test_the_bounds_never_drop_what_the_client_holds(db: Path, committed: bool) -> None:
+    """Entries handed to the MQTT client (``hold``) are sent whatever happens here: the bounds
+    drop the oldest after them, and counts stay true; hold(0) releases them."""
+    with make_outbox(db, max_bytes=18 * 10) as ob:
+        handed = put_n(ob, 3, "result")
+        ob.hold(handed[-1])
+        if committed:
+            ob.flush()
+        waiting = put_n(ob, 10, "result")
+        ob.flush()
+        left = [e.id for e in ob.pending(0, 100)]
+        assert left[:3] == handed  # kept, though the oldest
+        kept = left[3:]
+        assert kept == waiting[len(waiting) - len(kept) :]  # the newest of the rest
+        assert ob.drops().get("result", 0) == len(waiting) - len(kept)  # counted exactly
+        assert ob.bytes <= 18 * 10 + 18 * len(handed)  # over by the held ones at most
+        ob.hold(0)
+        put_n(ob, 1, "count_")
+        ob.flush()
+        assert handed[0] not in [e.id for e in ob.pending(0, 100)]  # released: oldest go
+
+
 @pytest.mark.parametrize(
     "bounds", [{"max_bytes": 18 * 5}, {"max_bytes": 10**6, "max_memory_bytes": 18 * 5}]
 )

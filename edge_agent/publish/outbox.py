@@ -135,6 +135,7 @@ class Outbox:
         self._read_lock = threading.Lock()  # the read connection
         self._mem: dict[int, Entry] = {}  # not yet committed, in id order
         self._mem_bytes = 0
+        self._handed = 0  # entries up to this id are in the MQTT client's hands (hold)
         self._delete: set[int] = set()  # on disk, acked or dropped: deleted at the next commit
         self._inflight: set[int] = set()  # ids of the commit being written (still in _mem)
         self._drops: Counter[str] = Counter()
@@ -294,6 +295,14 @@ class Outbox:
                 if entry is None or i in self._inflight:  # on disk, or about to be
                     self._delete.add(i)
 
+    def hold(self, through_id: int) -> None:
+        """Entries up to ``through_id`` are in the MQTT client's hands (the sender's window):
+        the bounds never drop them, since they will be sent whatever happens here (so the
+        queue may pass ``max_bytes`` by up to one window). 0 releases them all (a new
+        client, which holds nothing)."""
+        with self._lock:
+            self._handed = max(0, int(through_id))
+
     def drops(self) -> dict[str, int]:
         """Entries dropped for size or age per kind, since the last ``take_drops``."""
         with self._lock:
@@ -380,11 +389,13 @@ class Outbox:
                 log.exception("outbox %s: commit failed unexpectedly", self.path)
 
     def _drop_mem(self, keep_dropping: Callable[[Entry], bool]) -> None:
-        """Drop the oldest uncommitted entries while ``keep_dropping``; caller holds _lock."""
-        while self._mem:
-            first = next(iter(self._mem.values()))
+        """Drop the oldest uncommitted entries while ``keep_dropping``, never one the client
+        holds (``hold``); caller holds _lock."""
+        for first in list(self._mem.values()):
             if not keep_dropping(first):
                 break
+            if first.id <= self._handed:
+                continue
             del self._mem[first.id]
             self._mem_bytes -= _size(first)
             if first.id in self._inflight:
@@ -406,11 +417,12 @@ class Outbox:
                 version = self._drops_version
                 dirty = version != self._drops_written
                 last_id = self._next_id - 1
+                handed = self._handed
             if not (batch or delete or dirty or self._db_count):
                 return
             try:
                 deleted, removed, dropped = self._write(
-                    batch, delete, cutoff, drops, dirty, last_id
+                    batch, delete, cutoff, drops, dirty, last_id, handed
                 )
             except sqlite3.Error as exc:
                 self._rollback()
@@ -449,6 +461,7 @@ class Outbox:
         drops: Counter[str],
         dirty: bool,
         last_id: int,
+        handed: int = 0,
     ) -> tuple[int, int, Counter[str]]:
         """One transaction: delete acked rows, enforce the bounds, insert ``batch``.
 
@@ -466,12 +479,15 @@ class Outbox:
             ).fetchall()
             deleted += len(sizes)
             removed += sum(s for (s,) in sizes)
-        # Oldest first (ids follow put order): a prefix of the table goes, whatever its kind.
+        # Oldest first (ids follow put order): a run of the table goes, whatever its kind,
+        # after the rows the client holds (``handed``: they will be sent anyway).
         room = self.max_bytes - sum(map(_size, batch))
         held = self._db_bytes - removed
         dropped: Counter[str] = Counter()
         last = None
-        cursor = conn.execute("SELECT id, kind, size, created FROM messages ORDER BY id")
+        cursor = conn.execute(
+            "SELECT id, kind, size, created FROM messages WHERE id > ? ORDER BY id", (handed,)
+        )
         for row_id, kind, size, created in cursor:
             if held <= room and created >= cutoff:
                 break
@@ -480,7 +496,7 @@ class Outbox:
             dropped[kind] += 1
         cursor.close()
         if last is not None:
-            conn.execute("DELETE FROM messages WHERE id <= ?", (last,))
+            conn.execute("DELETE FROM messages WHERE id > ? AND id <= ?", (handed, last))
         conn.executemany(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [

@@ -48,6 +48,7 @@ class Queue(Protocol):
 
     def pending(self, after_id: int, limit: int) -> Sequence[Entry]: ...
     def ack(self, ids: Iterable[int]) -> None: ...
+    def hold(self, through_id: int) -> None: ...
 
 
 class Link(Protocol):
@@ -103,6 +104,7 @@ class Sender:
             self._inflight.clear()
             self._last = 0
             self._cond.notify_all()
+        self.outbox.hold(0)  # the new client holds nothing: the bounds may drop them again
 
     @property
     def in_flight(self) -> int:
@@ -178,3 +180,6 @@ class Sender:
             with self._cond:
                 self._last = entry.id
                 self._inflight.append((entry.id, delivery))
+            # In the client's hands now: it sends them after any outage, so the bounds must
+            # not drop (and count) them.
+            self.outbox.hold(entry.id)
