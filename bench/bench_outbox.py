@@ -17,7 +17,7 @@ Prints three tables:
   alternate (alone, control, outbox) for 30 rounds, and the change is the median (and
   quartiles) of each round's ratio: other processes on a shared machine move single runs by
   10 % or more, and pairing neighbouring runs cancels most of that.
-  The whole agent is not benched: the outbox is not wired into it yet.
+  The whole agent with and without the outbox is bench/bench_outbox_agent.py's.
 - open: time to open (quick_check + schema check) an outbox holding N MB, and the file size.
 """
 
