@@ -31,6 +31,7 @@ from edge_agent.publish.commands import (
     SetThresholdArgs,
     SnapshotArgs,
 )
+from edge_agent.publish.inbound import incoming_from_paho
 from edge_agent.publish.redact import redact
 from tests.helpers.mqtt import Broker
 
@@ -572,20 +573,6 @@ SIGNED_ROUTER = make_router(
 
 
 # --- over a real MQTT 5 broker: what the lead's paho callback hands the router -----------------
-
-
-def incoming_from_paho(msg: mqtt.MQTTMessage) -> Incoming:
-    """How a paho 2.x on_message maps an MQTT 5 message (the agent's callback does the same)."""
-    props = msg.properties
-    return Incoming(
-        name=msg.topic.rsplit("/", 1)[-1],
-        payload=bytes(msg.payload),
-        retained=bool(msg.retain),
-        response_topic=getattr(props, "ResponseTopic", None),
-        correlation=getattr(props, "CorrelationData", None),
-        received=time.time(),
-        expiry_s=getattr(props, "MessageExpiryInterval", None),
-    )
 
 
 class V5Client:

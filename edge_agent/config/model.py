@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
+from edge_agent.config.checks import checked_public_keys
 from edge_agent.runtimes.onnx import OnnxOptions
 from edge_agent.runtimes.tflite import TfliteOptions
 
@@ -55,17 +56,7 @@ class ModelConfig(Section):
     @field_validator("public_keys")
     @classmethod
     def _keys_load(cls, value: list[str]) -> list[str]:
-        from edge_agent.bundle.signing import load_public_key  # cryptography only when keys are set
-
-        problems = []
-        for i, key in enumerate(value):
-            try:
-                load_public_key(key)
-            except ValueError as exc:  # KeyFormatError names the file and what was expected
-                problems.append(f"[{i}] {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+        return checked_public_keys(value)
 
     def runtime_for(self, model_format: str) -> str:
         """The runtime to use for a bundle whose model file has this format."""

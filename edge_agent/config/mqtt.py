@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config.base import ConfigPath, Section
+from edge_agent.config.checks import checked_topic_prefix
 from edge_agent.config.mqtt_features import CommandsConfig, HomeAssistantConfig
 from edge_agent.config.outbox import OutboxConfig
 
@@ -192,11 +193,7 @@ class MqttConfig(Section):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_topic_safe(cls, value: str) -> str:
-        if not value or any(ch in value for ch in "#+") or value.startswith("/"):
-            raise ValueError(
-                f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}"
-            )
-        return value.rstrip("/")
+        return checked_topic_prefix(value)
 
     @field_validator("password_file")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from edge_agent.config.base import Section
+from edge_agent.config.checks import checked_public_keys, checked_topic_prefix
 
 #: Largest command payload that may be set, bytes: commands are small JSON objects.
 MAX_COMMAND_BYTES = 1_048_576
@@ -33,17 +34,7 @@ class CommandsConfig(Section):
     @field_validator("public_keys")
     @classmethod
     def _keys_load(cls, value: list[str]) -> list[str]:
-        from edge_agent.bundle.signing import load_public_key  # cryptography only when keys are set
-
-        problems = []
-        for i, key in enumerate(value):
-            try:
-                load_public_key(key)
-            except ValueError as exc:
-                problems.append(f"[{i}] {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+        return checked_public_keys(value)
 
 
 class HomeAssistantConfig(Section):
@@ -60,8 +51,4 @@ class HomeAssistantConfig(Section):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_topic_safe(cls, value: str) -> str:
-        if not value or any(ch in value for ch in "#+") or value.startswith("/"):
-            raise ValueError(
-                f"must be a non-empty topic without '#', '+' or a leading '/': {value!r}"
-            )
-        return value.rstrip("/")
+        return checked_topic_prefix(value)

@@ -82,16 +82,7 @@ class Inbound:
         name = msg.topic[len(self.command_prefix) :]
         if "/" in name:  # a reply topic (cmd/<name>/reply) or deeper: not a command
             return
-        props = msg.properties
-        incoming = Incoming(
-            name=name,
-            payload=bytes(msg.payload),
-            retained=bool(msg.retain),
-            response_topic=getattr(props, "ResponseTopic", None),
-            correlation=getattr(props, "CorrelationData", None),
-            received=time.time(),
-            expiry_s=getattr(props, "MessageExpiryInterval", None),
-        )
+        incoming = incoming_from_paho(msg, name)
         try:
             self._queue.put_nowait(incoming)
         except queue.Full:
@@ -117,3 +108,18 @@ class Inbound:
                 self._reply(reply.topic, reply.payload, reply.correlation)
             except Exception:
                 log.exception("cannot publish the reply to %r", incoming.name[:64])
+
+
+def incoming_from_paho(msg: mqtt.MQTTMessage, name: str | None = None) -> Incoming:
+    """A received command as the router takes it, with its MQTT 5 properties (response
+    topic, correlation data, expiry left); ``name`` defaults to the topic's last level."""
+    props = msg.properties
+    return Incoming(
+        name=msg.topic.rsplit("/", 1)[-1] if name is None else name,
+        payload=bytes(msg.payload),
+        retained=bool(msg.retain),
+        response_topic=getattr(props, "ResponseTopic", None),
+        correlation=getattr(props, "CorrelationData", None),
+        received=time.time(),
+        expiry_s=getattr(props, "MessageExpiryInterval", None),
+    )
