@@ -2,7 +2,7 @@
 # Set everything up and run the whole test suite (the README's test command; CI runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-mosquitto.sh
+scripts/ensure-test-tools.sh
 scripts/setup.sh onnx,tflite,train,export-tflite,demo,dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
