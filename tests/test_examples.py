@@ -23,6 +23,7 @@ from edge_agent.bundle import load_bundle
 from edge_agent.config.loader import read_config
 from edge_agent.geometry import points_in_polygon
 from edge_agent.predictor import Predictor
+from edge_agent.types import Detections
 from tests.test_exports import rows, validate_package
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,9 +160,10 @@ def test_shelf_slots_hold_their_capacity_in_the_demo_scene() -> None:
     truth_centres = (truth[:, :2] + truth[:, 2:]) / 2
     truth_labels = [b["label"] for b in scene["boxes"]]
     picture = cv2.imread(str(DEMO / "assets" / scene["scene"]))
-    assert picture.shape[:2] == (size, size)
+    assert picture is not None and picture.shape[:2] == (size, size)
     found = Predictor(load_bundle(DEMO / "shelf_bundle"), "onnx", threads=1)
     det = found.predict(picture).predictions
+    assert isinstance(det, Detections)
     det_centres = (det.xyxy[:, :2] + det.xyxy[:, 2:]) / 2
     det_labels = [manifest["labels"][c] for c in det.class_id.tolist()]
 
