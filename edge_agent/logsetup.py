@@ -36,6 +36,9 @@ FORMATS = ("text", "json")
 #: a camera that fails every frame at 30 fps would otherwise write ~100 MB a day to the SD card.
 RATE_LIMIT_BURST = 5
 RATE_LIMIT_INTERVAL_S = 60.0
+#: Templates the limiter follows at once; beyond this (messages built with f-strings, each its
+#: own template) records pass unlimited rather than grow its memory without bound.
+RATE_LIMIT_MAX_TEMPLATES = 1024
 
 
 def syslog_priority(levelno: int) -> int:
@@ -180,6 +183,7 @@ class RateLimitFilter(logging.Filter):
             raise ValueError(f"expected burst >= 1 and interval_s > 0, got {burst}, {interval_s}")
         self.burst, self.interval_s, self._clock = burst, interval_s, clock
         self._windows: dict[tuple[str, int, str], _Window] = {}
+        self._next_due = float("inf")  # the earliest end of a window: sweep no sooner
         self._lock = threading.Lock()
         #: Where the notes go; configure_logging sets the handler this filter is on.
         self.emit_note: Callable[[logging.LogRecord], object] | None = None
@@ -195,14 +199,16 @@ class RateLimitFilter(logging.Filter):
             return True
         key, now = self._key(record), self._clock()
         with self._lock:
-            notes = self._take_notes(now)
+            notes = self._take_notes(now) if now >= self._next_due else []
             window = self._windows.get(key)
-            if window is None:
+            if window is None and len(self._windows) < RATE_LIMIT_MAX_TEMPLATES:
                 window = self._windows[key] = _Window(ends=now + self.interval_s)
-            window.passed += 1
-            allowed = window.passed <= self.burst
-            if not allowed:
-                window.suppressed += 1
+                self._next_due = min(self._next_due, window.ends)
+            allowed = True
+            if window is not None:
+                window.passed += 1
+                allowed = window.passed <= self.burst
+                window.suppressed += not allowed
         self._send(notes)
         return allowed
 
@@ -214,9 +220,10 @@ class RateLimitFilter(logging.Filter):
 
     def _take_notes(self, now: float | None) -> list[logging.LogRecord]:
         """Close the windows that are over (all with ``now`` None); the notes they owe."""
-        notes = []
+        notes, self._next_due = [], float("inf")
         for key, window in list(self._windows.items()):
             if now is not None and now < window.ends:
+                self._next_due = min(self._next_due, window.ends)
                 continue
             del self._windows[key]
             if window.suppressed:

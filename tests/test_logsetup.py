@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.logsetup import (
+    RATE_LIMIT_MAX_TEMPLATES,
     TEXT_FORMAT,
     RateLimitFilter,
     configure_logging,
@@ -307,6 +308,18 @@ def test_closing_the_handler_reports_what_was_suppressed() -> None:
     assert "suppressed" not in out.getvalue()
     handler.close()
     assert out.getvalue().splitlines()[-1].endswith("suppressed 3 similar messages in 60 s: tick")
+
+
+def test_past_the_template_cap_records_pass_unlimited() -> None:
+    out, limiter, _ = limited(burst=1)
+    log = logging.getLogger("edge_agent.cap")
+    for i in range(RATE_LIMIT_MAX_TEMPLATES):
+        log.info(f"distinct {i}")
+    for _ in range(3):
+        log.info("one more %s", "x")
+    limiter.flush()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == RATE_LIMIT_MAX_TEMPLATES + 3 and "suppressed" not in out.getvalue()
 
 
 def test_bad_limits_are_refused() -> None:
