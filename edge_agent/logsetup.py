@@ -136,7 +136,10 @@ class RedactFilter(logging.Filter):
     _exc_formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # bad arguments: the handler reports them (handleError), not the caller
+            return True
         masked = mask_secrets(message)
         if masked != message or record.args:
             record.msg, record.args = masked, None
@@ -191,7 +194,10 @@ class RateLimitFilter(logging.Filter):
     def _key(self, record: logging.LogRecord) -> tuple[str, int, str]:
         template = str(record.msg)
         if not _PLACEHOLDER.sub("", template).strip():
-            template = record.getMessage()
+            try:
+                template = record.getMessage()
+            except Exception:  # bad arguments: keyed by the template, reported when written
+                pass
         return record.name, record.levelno, template
 
     def filter(self, record: logging.LogRecord) -> bool:

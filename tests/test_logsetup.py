@@ -197,6 +197,21 @@ def test_every_config_level_and_format_is_accepted() -> None:
     assert fields["log_format"].default == "text"
 
 
+@pytest.mark.parametrize("template", ["%d frames", "%s"])
+def test_a_bad_format_argument_does_not_reach_the_caller(
+    template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[logging.LogRecord] = []
+    handler = configure_logging("INFO", stream=io.StringIO(), env=NO_JOURNAL)
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    # Only our handler: pytest's own capture handler raises on a bad record by design.
+    log = logging.getLogger("edge_agent.bad")
+    monkeypatch.setattr(log, "propagate", False)
+    monkeypatch.setattr(log, "handlers", [handler])
+    log.info(template, "x", "y")  # must not raise
+    assert [r.msg for r in reported] == [template]
+
+
 def test_bad_names_are_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"log_level: expected one of .*'INFO'.*got 'LOUD'"):
         configure_logging("LOUD", stream=io.StringIO())
