@@ -55,6 +55,11 @@ class AgentConfig(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines: text (with syslog priorities and no time when stderr is the "
+        "journal) or json (one object a line: ts, level, logger, message, exception).",
+    )
 
     @field_validator("device_id")
     @classmethod
