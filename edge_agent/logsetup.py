@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from edge_agent.publish.redact import REDACTED, is_secret_key, redact_url
 
-#: The line outside the journal (the same as edge_agent.cli.common.LOG_FORMAT).
+#: The line outside the journal (every command's; the journal adds its own timestamp).
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 #: In the journal: no time (journald stamps each line) and no level name (the <N> prefix is it).
 JOURNAL_FORMAT = "%(name)s: %(message)s"

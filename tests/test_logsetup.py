@@ -15,7 +15,6 @@ import pytest
 
 from edge_agent.logsetup import (
     RATE_LIMIT_MAX_TEMPLATES,
-    TEXT_FORMAT,
     RateLimitFilter,
     configure_logging,
     mask_secrets,
@@ -62,10 +61,7 @@ def limited(burst: int = 5, interval_s: float = 60.0) -> tuple[io.StringIO, Rate
 # --- Formats ---------------------------------------------------------------------------------
 
 
-def test_text_format_is_the_commands_format() -> None:
-    from edge_agent.cli.common import LOG_FORMAT
-
-    assert TEXT_FORMAT == LOG_FORMAT
+def test_text_format_outside_the_journal() -> None:
     out = io.StringIO()
     configure_logging("INFO", stream=out, env=NO_JOURNAL)
     logging.getLogger("edge_agent.x").warning("camera %s gone", "cam1")

@@ -4,12 +4,12 @@ optionally write the fastest into an agent config (edge_agent/bench/ does the me
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, LOG_FORMAT, int_in
+from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, int_in
+from edge_agent.logsetup import configure_logging
 
 if TYPE_CHECKING:
     from edge_agent.bench import Row
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.runtimes import ModelRuntimeError
     from edge_agent.sources import SourceError
 
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    configure_logging("WARNING")
     mqtt = MqttConfig(host=args.mqtt_host, port=args.mqtt_port, client_id="edgesight-bench")
     try:
         rows = run_bench(args.bundle, args.source, mqtt, args.threads, args.frames, args.rounds)

@@ -28,8 +28,6 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 #: with --allow-drop to accept it). The one code of every command's that is not above.
 EXIT_OVER_BUDGET = 3
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high]; argparse names the flag in its error."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from edge_agent.cli.common import LOG_FORMAT, int_in
+from edge_agent.cli.common import int_in
+from edge_agent.logsetup import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from edge_agent.demo import run_demo
 
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    configure_logging("WARNING")
     realtime = False if args.fast else None  # None: the demo module default (real time)
     return run_demo(args.out, args.mqtt_host, args.mqtt_port, realtime=realtime)

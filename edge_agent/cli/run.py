@@ -13,11 +13,11 @@ from edge_agent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
-    LOG_FORMAT,
     print_config_error,
     stop_on_signals,
 )
 from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.logsetup import configure_logging
 from edge_agent.runtimes import ModelRuntimeError
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def run_agent(
             break
         log.info("config reloaded from %s: starting again", config_path)
         previous, cfg = cfg, reload.config
+        configure_logging(cfg.log_level, cfg.log_format)  # the reloaded file's log settings
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
 
 
@@ -127,5 +128,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_BAD_INPUT
-    logging.basicConfig(level=cfg.log_level, format=LOG_FORMAT)
+    configure_logging(cfg.log_level, cfg.log_format)
     return run_agent(cfg, config_path=args.config)

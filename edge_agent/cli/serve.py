@@ -16,10 +16,10 @@ from edge_agent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_OK,
-    LOG_FORMAT,
     int_in,
     stop_on_signals,
 )
+from edge_agent.logsetup import configure_logging
 from edge_agent.predictor import Predictor
 from edge_agent.runtimes import ModelRuntimeError
 from edge_agent.serve.addresses import UrlAllowList
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.url_allow and not args.allow_url:
         parser.error("--url-allow needs --allow-url (POST /url is off without it)")
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging("INFO")
     if args.no_url:
         log.warning("--no-url is deprecated: POST /url is off unless --allow-url is given")
     return serve(
