@@ -152,6 +152,12 @@ def test_no_broker_fails_with_connection_refused_and_advice(
     assert "mqtt.host and mqtt.port" in failed[0]["advice"]
 
 
+def test_mqtt_3_1_1_connects(tmp_path: Path, assets: dict[str, Path], broker: Broker) -> None:
+    mqtt = {"host": broker.host, "port": broker.port, "protocol": "3.1.1"}
+    check = by_name(run_checks(config(tmp_path, assets, 0, mqtt=mqtt), TIMEOUT_S).checks)
+    assert check["broker"].status == "ok" and "MQTT 3.1.1" in check["broker"].found
+
+
 def test_a_wrong_password_is_named_with_its_advice(
     tmp_path: Path, assets: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,6 +208,32 @@ def test_tls_is_checked_with_the_configured_ca(
         assert check.status == "fail"
         assert "TLS handshake failed" in check.found and "certificate verify failed" in check.found
         assert "mqtt.tls.ca_file" in check.advice
+
+
+def test_plain_mqtt_against_a_tls_port_fails_with_advice(
+    tmp_path: Path, assets: dict[str, Path], pki: Pki
+) -> None:
+    (tmp_path / "broker").mkdir()
+    listener = TlsListener(pki.ca.cert_file, pki.server.cert_file, pki.server.key_file)
+    broker = Broker(tmp_path / "broker", tls=listener)
+    broker.start()
+    try:
+        mqtt = {"host": broker.host, "port": broker.port}
+        report = run_checks(config(tmp_path, assets, 0, mqtt=mqtt), TIMEOUT_S)
+    finally:
+        broker.stop()
+    check = by_name(report.checks)["broker"]
+    assert check.status == "fail"
+    assert "is TLS set the same way on both sides" in check.advice
+
+
+def test_a_missing_ca_file_fails_the_broker_check(tmp_path: Path, assets: dict[str, Path]) -> None:
+    mqtt = {"host": "127.0.0.1", "port": free_port(), "tls": {"ca_file": "/nowhere/ca.pem"}}
+    report = run_checks(config(tmp_path, assets, 0, mqtt=mqtt), 1.0)
+    check = by_name(report.checks)["broker"]
+    assert (
+        check.status == "fail" and "mqtt.tls.ca_file: /nowhere/ca.pem does not exist" in check.found
+    )
 
 
 def test_a_bundle_changed_after_hashing_fails(
@@ -258,7 +290,11 @@ def test_the_outbox_cap_is_counted_with_its_file_growth(
         ({"uri": "/dev/video99"}, "no such device: /dev/video99", "ls /dev/video*"),
         ({"uri": "99", "kind": "camera"}, "no such device: /dev/video99", "video group"),
         ({"uri": "/nowhere/clip.mp4"}, "sources[0].uri: /nowhere/clip.mp4 does not exist", "uri"),
-        ({"uri": "http://127.0.0.1:{port}/cam.mjpg"}, "no frame within 1 s", "ffplay"),
+        (
+            {"uri": "http://127.0.0.1:{port}/cam.mjpg"},
+            "no frame within 1 s; TCP: connection refused",
+            "ffplay",
+        ),
     ],
 )
 def test_a_missing_camera_fails_with_advice(

@@ -27,6 +27,10 @@ REFUSED_ADVICE = (
     "start the broker (systemctl status mosquitto) or fix mqtt.host and mqtt.port; a firewall "
     "may drop the port"
 )
+NAME_ADVICE = (
+    "fix mqtt.host: this device cannot resolve it (check the name, the DNS server, or give "
+    "the broker's address)"
+)
 TLS_ADVICE = (
     "check mqtt.tls.ca_file (the CA that signed the broker's certificate), that mqtt.host is a "
     "name in that certificate, the client certificate and key for mutual TLS, and that mqtt.port "
@@ -97,7 +101,8 @@ def check_broker(cfg: AgentConfig, timeout_s: float, missing: Sequence[ConfigIss
         return Check("broker", "fail", f"{where}: TLS handshake failed: {exc}", TLS_ADVICE)
     except OSError:
         reason = probe(mq.host, mq.port, timeout_s)
-        return Check("broker", "fail", f"{where}: {reason}", REFUSED_ADVICE)
+        advice = NAME_ADVICE if reason.startswith("cannot resolve") else REFUSED_ADVICE
+        return Check("broker", "fail", f"{where}: {reason}", advice)
     try:
         while not answer and not dropped and time.monotonic() - started < timeout_s:
             client.loop(timeout=LOOP_S)

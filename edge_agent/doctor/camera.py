@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edge_agent.config import ConfigIssue, SourceConfig
 from edge_agent.doctor.checks import Check
 from edge_agent.health.stats import StatsRegistry
+from edge_agent.publish.paho_support import probe
 from edge_agent.sources import (
     STREAM_READ_TIMEOUT_MS,
     SourceError,
@@ -25,6 +27,8 @@ from edge_agent.types import Frame
 #: How long a source that gave no frame may take to close after ``stop``: a stream's read
 #: gives up after sources.py's STREAM_READ_TIMEOUT_MS (5 s).
 STOP_WAIT_S = STREAM_READ_TIMEOUT_MS / 1000 + 1.0
+#: The port a stream URL without one uses, by scheme.
+STREAM_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 CAMERA_ADVICE = (
     "check that the camera is plugged in and seen by the kernel (ls /dev/video*; a Pi camera "
     "module: rpicam-hello --list-cameras), that the agent's user is in the video group, and "
@@ -47,6 +51,20 @@ def _device_missing(cfg: SourceConfig) -> str | None:
     if str(node).startswith("/dev/") and not node.exists():
         return f"no such device: {node}"
     return None
+
+
+def _stream_probe(uri: str) -> str | None:
+    """Why a stream's host does not answer, in words (OpenCV says only that it failed); None
+    when TCP connects (then the path, the login or the codec is wrong) or there is no host."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or STREAM_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    reason = probe(parts.hostname, port)
+    return None if reason.startswith("TCP connects") else reason
 
 
 def _first_frame(cfg: SourceConfig, stop: threading.Event, out: queue.Queue[object]) -> None:
@@ -92,7 +110,9 @@ def check_source(cfg: SourceConfig, timeout_s: float, missing: Sequence[ConfigIs
     except queue.Empty:
         stop.set()  # a live source notices within its read timeout and closes itself
         thread.join(STOP_WAIT_S)
-        return Check(name, "fail", f"{where}: no frame within {timeout_s:g} s", advice)
+        why = _stream_probe(str(cfg.uri)) if kind == "stream" else None
+        found = f"{where}: no frame within {timeout_s:g} s" + (f"; TCP: {why}" if why else "")
+        return Check(name, "fail", found, advice)
     took = time.monotonic() - started
     thread.join()  # it has put its answer: only returning is left
     if isinstance(got, Frame):
