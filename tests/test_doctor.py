@@ -350,6 +350,15 @@ def test_temperature_and_throttling(
     assert words in check.found + check.advice
 
 
+def test_the_configured_thermal_zone_is_read(tmp_path: Path, assets: dict[str, Path]) -> None:
+    temp = tmp_path / "temp"
+    temp.write_text("90000\n")  # a sysfs temp file: millidegrees
+    health = {"thermal": {"thermal_zone": str(temp)}}
+    report = run_checks(config(tmp_path, assets, free_port(), health=health), 1.0)
+    check = by_name(report.checks)["thermal"]
+    assert check.status == "fail" and "cpu 90.0 °C (limit 80 °C)" in check.found
+
+
 def test_no_sensor_at_all_is_a_warning(tmp_path: Path) -> None:
     (tmp_path / "sys").mkdir()
     check = check_thermal(ThermalConfig(), SystemSensors(tmp_path / "sys", vcgencmd=lambda: None))

@@ -205,7 +205,10 @@ def check_clock(now: float, bundle: Bundle | None = None) -> Check:
 def check_thermal(cfg: ThermalConfig, sensors: SystemSensors | None = None) -> Check:
     """The CPU temperature against ``health.thermal`` and a Pi's throttling now and since
     boot (``vcgencmd get_throttled``)."""
-    readings = (sensors or SystemSensors()).read()
+    if sensors is None:  # the zone the governor reads: the configured one, else found
+        zone = Path(cfg.thermal_zone) if cfg.thermal_zone is not None else None
+        sensors = SystemSensors(cpu_zone=zone)
+    readings = sensors.read()
     temp, bits = readings.cpu_temp_c, readings.throttled_bits
     if temp is None and bits is None:
         found = "no temperature sensor and no vcgencmd: heat and throttling cannot be checked"
