@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import yaml
 from edge_agent.cli.doctor import main as doctor_main
 from edge_agent.demo.broker import free_port
 from edge_agent.doctor import Check, run_checks
+from edge_agent.doctor.checks import guarded
 from edge_agent.doctor.system import OUTBOX_FILE_FACTOR, check_clock, check_thermal
 from edge_agent.health.system import SystemSensors
 from edge_agent.health.thermal import ThermalConfig
@@ -306,6 +308,36 @@ def test_a_missing_camera_fails_with_advice(
     check = by_name(run_checks(file, 1.0).checks)["source cam"]
     assert check.status == "fail"
     assert found in check.found and advice in check.advice
+
+
+def test_a_stream_that_never_answers_still_exits_1(tmp_path: Path, assets: dict[str, Path]) -> None:
+    """A camera that accepts TCP and then says nothing holds its reader thread in OpenCV past
+    the check (FFMPEG's open timeout is 10 s): the command still ends at once, exit 1, with
+    its JSON. (The abort that cli/doctor.py's os._exit prevents needs the thread to come back
+    from OpenCV during shutdown: a race this test does not time.)"""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever answers
+        uri = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/stream"
+        file = config(tmp_path, assets, free_port(), sources=[{"id": "cam", "uri": uri}])
+        done = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "doctor", "-c", str(file), "--json",
+             "--timeout", "1"],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["source cam"]["status"] == "fail"
+    assert "no frame within 1 s" in checks["source cam"]["found"]
+
+
+def test_a_check_that_raises_is_a_fail_not_a_crash() -> None:
+    def broken() -> Check:
+        raise PermissionError(13, "Permission denied", "/var/lib/edgesight/sources")
+
+    check = guarded("disk", broken)
+    assert (check.name, check.status) == ("disk", "fail")
+    assert "PermissionError" in check.found and "Permission denied" in check.found
 
 
 def test_a_clock_in_1970_fails_with_advice(tmp_path: Path, assets: dict[str, Path]) -> None:

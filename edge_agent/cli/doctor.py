@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from edge_agent.config import ConfigError
     from edge_agent.doctor import DEFAULT_TIMEOUT_S, run_checks
+    from edge_agent.doctor.camera import THREAD_PREFIX
 
     # The checks say what they find; the sources' retry warnings would only repeat it.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -84,4 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report.as_dict()))
     else:
         _print_text(report)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    code = EXIT_OK if report.ok else EXIT_FAILED
+    if any(t.name.startswith(THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        # A reader thread still inside OpenCV (a camera stuck in its driver's read()) must
+        # not return into Python while the interpreter shuts down: Python then ends the thread
+        # with pthread_exit through OpenCV's C++ frames, and the process aborts (seen: exit
+        # 134, "terminate called without an active exception"). Nothing is left to clean up.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

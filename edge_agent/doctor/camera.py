@@ -27,6 +27,8 @@ from edge_agent.types import Frame
 #: How long a source that gave no frame may take to close after ``stop``: a stream's read
 #: gives up after sources.py's STREAM_READ_TIMEOUT_MS (5 s).
 STOP_WAIT_S = STREAM_READ_TIMEOUT_MS / 1000 + 1.0
+#: Name prefix of the reader threads; the CLI looks for ones still alive at exit.
+THREAD_PREFIX = "doctor-source-"
 #: The port a stream URL without one uses, by scheme.
 STREAM_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 CAMERA_ADVICE = (
@@ -102,7 +104,7 @@ def check_source(cfg: SourceConfig, timeout_s: float, missing: Sequence[ConfigIs
     out: queue.Queue[object] = queue.Queue()
     started = time.monotonic()
     thread = threading.Thread(
-        target=_first_frame, args=(cfg, stop, out), name=f"doctor-source-{cfg.id}", daemon=True
+        target=_first_frame, args=(cfg, stop, out), name=f"{THREAD_PREFIX}{cfg.id}", daemon=True
     )
     thread.start()
     try:

@@ -132,13 +132,25 @@ def run_checks(
     cfg = loaded.config
     missing = check_files(loaded)
     bundle_check, bundle = check_bundle(loaded, missing)
-    checks = [bundle_check, check_runtime(cfg, bundle)]
+    checks = [bundle_check, guarded("runtime", check_runtime, cfg, bundle)]
     if bundle is not None:
-        checks.append(check_model_runs(cfg, bundle))
+        checks.append(guarded("model", check_model_runs, cfg, bundle))
     for i, source in enumerate(cfg.sources):
-        checks.append(check_source(source, timeout_s, missing_under(missing, f"sources[{i}]")))
-    checks.append(check_broker(cfg, timeout_s, missing_under(missing, "mqtt")))
-    checks.append(check_disk(cfg))
-    checks.append(check_clock(clock(), bundle))
-    checks.append(check_thermal(cfg.health.thermal, sensors))
+        gone = missing_under(missing, f"sources[{i}]")
+        checks.append(guarded(f"source {source.id}", check_source, source, timeout_s, gone))
+    gone = missing_under(missing, "mqtt")
+    checks.append(guarded("broker", check_broker, cfg, timeout_s, gone))
+    checks.append(guarded("disk", check_disk, cfg))
+    checks.append(guarded("clock", check_clock, clock(), bundle))
+    checks.append(guarded("thermal", check_thermal, cfg.health.thermal, sensors))
     return Report(checks)
+
+
+def guarded(name: str, check: Callable[..., Check], *args: object) -> Check:
+    """``check(*args)``, or a fail naming the error it raised: one check that breaks on
+    something unforeseen (a folder it may not list) must not hide the others' verdicts."""
+    try:
+        return check(*args)
+    except Exception as exc:
+        found = f"the check itself failed: {type(exc).__name__}: {exc}"
+        return Check(name, "fail", found, "a bug in doctor: please report it with this line")
