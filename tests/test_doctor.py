@@ -312,7 +312,7 @@ def test_a_missing_camera_fails_with_advice(
 
 def test_a_stream_that_never_answers_still_exits_1(tmp_path: Path, assets: dict[str, Path]) -> None:
     """A camera that accepts TCP and then says nothing holds its reader thread in OpenCV past
-    the check (FFMPEG's open timeout is 10 s): the command still ends at once, exit 1, with
+    the check (FFMPEG's open timeout is 10 s): the command still ends, exit 1, with
     its JSON. (The abort that cli/doctor.py's os._exit prevents needs the thread to come back
     from OpenCV during shutdown: a race this test does not time.)"""
     with socket.socket() as silent:
