@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect-model": ("inspect_model", "print a model's inputs and outputs"),
     "serve": ("serve", "answer Custom Vision-style prediction requests over HTTP"),
     "bench": ("bench", "measure runtimes and threads for bundles here"),
+    "doctor": ("doctor", "check camera, model, broker, disk, clock and heat on this device"),
     "demo": ("demo", "count products on a generated shelf clip (offline, no broker needed)"),
 }
 
