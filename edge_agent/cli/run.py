@@ -48,6 +48,7 @@ def run_agent(
     reloaded config that still fails to start (a camera, the runtime) is logged and the
     previous one started again, so a remote reload cannot leave the device dark."""
     from edge_agent.pipeline import Agent
+    from edge_agent.publish.outbox import OutboxInUseError
     from edge_agent.sources import SourceError
 
     previous: AgentConfig | None = None
@@ -66,7 +67,7 @@ def run_agent(
             try:
                 with agent:
                     agent.wait()
-            except (BundleError, ModelRuntimeError, SourceError) as exc:
+            except (BundleError, ModelRuntimeError, SourceError, OutboxInUseError) as exc:
                 if previous is None:
                     log.error("%s", exc)
                     return EXIT_BAD_INPUT

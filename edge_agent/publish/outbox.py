@@ -92,6 +92,10 @@ class _Damaged(Exception):
     """The file is not a usable outbox database (the message says why)."""
 
 
+class OutboxInUseError(RuntimeError):
+    """Another process holds the outbox file: two agents share one state folder."""
+
+
 class Outbox:
     """A disk queue of MQTT messages; thread-safe. See the module docstring and docs/outbox.md.
 
@@ -173,9 +177,9 @@ class Outbox:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(
-                f"outbox {self.path} is in use by another outbox (lock {lock}); expected one "
-                "agent per state folder"
+            raise OutboxInUseError(
+                f"outbox {self.path} is in use by another process (lock {lock}): is a second "
+                "agent running with this state_dir? Give each agent its own state_dir"
             ) from None
         return fd
 
