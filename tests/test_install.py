@@ -367,3 +367,99 @@ def test_shellcheck_finds_nothing() -> None:
         [shellcheck, "--severity=style", str(ROOT / SCRIPT)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout
+
+
+# ---------------------------------------------- as root into /, in a private mount namespace
+
+# Runs inside `unshare --mount`: / as the installer sees it, with /etc a copy (so useradd and
+# userdel write there), /var/lib, /var/log and /opt empty folders, and /run/systemd hidden (a
+# systemd on the test machine must not get this unit). The host is untouched.
+NAMESPACE_DRIVER = """\
+set -u
+work=$1 script=$2
+cp -a /etc "$work/etc"
+mount --bind "$work/etc" /etc
+for d in /var/lib /var/log /opt; do mkdir -p "$work$d"; mount --bind "$work$d" "$d"; done
+[ ! -d /run/systemd ] || mount -t tmpfs none /run/systemd
+step() {
+  echo "=== $1"; shift
+  bash "$script" "$@" 2>&1; echo "=== rc $?"
+  stat -c '%n %a %U:%G' /var/lib/edgesight /etc/edgesight /etc/edgesight/agent.yaml \
+    /etc/systemd/system/edge-agent.service 2>/dev/null
+  getent passwd edgesight; id -nG edgesight 2>/dev/null
+}
+step install --skip-venv
+step again --skip-venv
+step uninstall --uninstall
+step purge --purge
+true
+"""
+
+
+def namespace_steps(src: Path, tmp_path: Path) -> dict[str, list[str]]:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to install into / in a private mount namespace")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --mount is not allowed here: {probe.stderr.decode().strip()}")
+    work = tmp_path / "ns"
+    work.mkdir()
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            NAMESPACE_DRIVER,
+            "driver",
+            str(work),
+            str(src / SCRIPT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("=== ") and not line.startswith("=== rc"):
+            current = steps.setdefault(line[4:], [])
+        else:
+            current.append(line)
+    return steps
+
+
+def test_as_root_into_slash_it_makes_the_user_and_sets_owners(src: Path, tmp_path: Path) -> None:
+    host_passwd = Path("/etc/passwd").read_text()
+    steps = namespace_steps(src, tmp_path)
+    assert Path("/etc/passwd").read_text() == host_passwd  # the namespace kept it all
+    first = steps["install"]
+    assert "=== rc 0" in first, "\n".join(first)
+    assert any(line.startswith("create   user      edgesight (system, no login") for line in first)
+    assert "/var/lib/edgesight 750 edgesight:edgesight" in first
+    assert "/etc/edgesight 750 root:edgesight" in first
+    assert "/etc/edgesight/agent.yaml 640 root:edgesight" in first
+    assert "/etc/systemd/system/edge-agent.service 644 root:root" in first
+    passwd = next(line for line in first if line.startswith("edgesight:"))
+    _, _, uid, _, _, home, shell = passwd.split(":")
+    assert (home, shell) == ("/var/lib/edgesight", "/usr/sbin/nologin")
+    assert int(uid) < 1000  # a system user
+    if subprocess.run(["getent", "group", "video"], capture_output=True).returncode == 0:
+        assert "video" in first[-1].split()
+
+    again = steps["again"]
+    assert "summary  nothing to change" in again, "\n".join(again)
+    assert "ok       user      edgesight" in again
+
+    gone = steps["uninstall"]
+    assert "=== rc 0" in gone
+    assert not any(line.startswith("/etc/") for line in gone)  # unit, config, folder: gone
+    assert "/var/lib/edgesight 750 edgesight:edgesight" in gone  # the state stays, and its user
+    assert any(line.startswith("edgesight:") for line in gone)
+
+    purged = steps["purge"]
+    assert "remove   user      edgesight" in purged
+    assert not any(line.startswith(("edgesight:", "/var/lib/")) for line in purged)
