@@ -27,6 +27,7 @@ CONF = Path("etc/edgesight/agent.yaml")
 STATE = Path("var/lib/edgesight")
 VENV = Path("opt/edgesight/venv")
 MOSQUITTO_CONF = Path("etc/mosquitto/conf.d/edgesight.conf")
+IGNORE_CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 CHANGE_VERBS = {"create", "install", "update", "fix", "remove", "run"}
 VERBS = CHANGE_VERBS | {"ok", "keep", "skip", "warn"}
 # Stands in for systemd/edge-agent.service while that file is written beside this one; it has
@@ -344,6 +345,15 @@ def test_the_venv_is_built_from_this_tree_once(src: Path, target: Path) -> None:
     again = ok(install(src, *args))
     assert again.changes == []
     assert again.one("pip", f"{src}[onnx]").verb == "ok"
+    # New code under the same version number is installed, not skipped by pip.
+    (src / "edge_agent").unlink()
+    shutil.copytree(ROOT / "edge_agent", src / "edge_agent", ignore=IGNORE_CACHES)
+    with (src / "edge_agent" / "types.py").open("a") as f:
+        f.write("# changed\n")
+    updated = ok(install(src, *args))
+    assert [a[:3] for a in updated.changes] == [("install", "pip", f"{src}[onnx]")]
+    installed = next((target / VENV).glob("lib/python*/site-packages/edge_agent/types.py"))
+    assert installed.read_text().endswith("# changed\n")
     ok(install(src, "--root", target, "--uninstall"))
     assert files_under(target) == {}
 
