@@ -473,8 +473,11 @@ install_all() {
   [ -f "$src_dir/deploy/starter.yaml" ] || die "$src_dir/deploy/starter.yaml is missing"
   want_extras=${extras:-$(extras_for "$platform_name")}
   echo "extras   $want_extras (pip extras${extras:+ from --extras}${extras:- for $platform_name})"
-  if [ "$platform_name" = pi ] && [ "$in_root" = 0 ] && [ "$(uname -m)" != aarch64 ]; then
-    say warn platform "$(uname -m)" "(LiteRT has wheels for 64-bit Raspberry Pi OS (aarch64) only)"
+  # The userland decides which wheels fit: 32-bit Raspberry Pi OS often runs a 64-bit kernel.
+  local arch
+  arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+  if [ "$platform_name" = pi ] && [ "$in_root" = 0 ] && [[ $arch != @(arm64|aarch64) ]]; then
+    say warn platform "$arch" "(LiteRT has wheels for 64-bit Raspberry Pi OS (arm64) only)"
   fi
   ensure_user
   ensure_dir "$STATE_DIR" 750 "$SERVICE_USER:$SERVICE_USER"
