@@ -12,8 +12,8 @@ trap 'echo "install.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 readonly SERVICE=edge-agent.service
 readonly SERVICE_USER=edgesight
-readonly APP_DIR=/opt/edgesight
-readonly VENV_DIR=/opt/edgesight/venv
+# systemd/edge-agent.service runs $VENV_DIR/bin/edge-agent; check_unit says when it does not.
+readonly VENV_DIR=/opt/edgesight
 readonly CONF_DIR=/etc/edgesight
 readonly CONF_FILE=/etc/edgesight/agent.yaml
 readonly STATE_DIR=/var/lib/edgesight
@@ -137,8 +137,9 @@ systemctl_skip_reason() {
 user_exists() { [ "$in_root" = 0 ] && id -u "$SERVICE_USER" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------------------- files
-mode_of() { stat -c %a "$1"; }
-owner_of() { stat -c %U:%G "$1"; }
+# -L: with DynamicUser=, systemd moves the state folder to /var/lib/private/ and leaves a symlink.
+mode_of() { stat -L -c %a "$1"; }
+owner_of() { stat -L -c %U:%G "$1"; }
 
 # Set mode and (outside --root, once the user exists) owner; report what was wrong.
 fix_attrs() {
@@ -427,6 +428,10 @@ check_unit() {
     say warn file "$UNIT_FILE" "(ExecStart does not run $VENV_DIR/bin/edge-agent: '$exec_start')"
   [[ $exec_start == *"$CONF_FILE"* ]] ||
     say warn file "$UNIT_FILE" "(ExecStart does not read $CONF_FILE: '$exec_start')"
+  # The config is 0640 root:edgesight: a service running as anyone else cannot read it (with
+  # DynamicUser=, User=edgesight makes systemd use the static user this script creates).
+  grep -qx "User=$SERVICE_USER" "$unit" ||
+    say warn file "$UNIT_FILE" "(no User=$SERVICE_USER: the service could not read $CONF_FILE)"
 }
 
 ensure_service() {
@@ -481,7 +486,6 @@ install_all() {
   fi
   ensure_user
   ensure_dir "$STATE_DIR" 750 "$SERVICE_USER:$SERVICE_USER"
-  ensure_dir "$APP_DIR" 755 root:root
   before=$changes
   ensure_venv "$want_extras"
   local venv_changed=$((changes != before))
@@ -515,7 +519,6 @@ uninstall_all() {
     do_ systemctl daemon-reload
   fi
   remove_tree venv "$VENV_DIR"
-  remove_dir_if_empty "$APP_DIR"
   local conf
   conf=$(at "$CONF_FILE")
   if [ -e "$conf" ] && [ "$purge" = 0 ] && ! cmp -s "$src_dir/deploy/starter.yaml" "$conf"; then
@@ -544,6 +547,7 @@ uninstall_all() {
     say keep apt mosquitto "(other programs may use it: apt-get purge mosquitto)"
   fi
   if [ "$purge" = 1 ]; then
+    [ ! -e "$(at "$CONF_DIR")" ] || remove_tree dir "$CONF_DIR"
     remove_tree dir "$STATE_DIR"
     if user_exists; then
       say remove user "$SERVICE_USER"

@@ -25,7 +25,7 @@ SCRIPT = Path("deploy") / "install.sh"
 UNIT = Path("etc/systemd/system/edge-agent.service")
 CONF = Path("etc/edgesight/agent.yaml")
 STATE = Path("var/lib/edgesight")
-VENV = Path("opt/edgesight/venv")
+VENV = Path("opt/edgesight")
 MOSQUITTO_CONF = Path("etc/mosquitto/conf.d/edgesight.conf")
 IGNORE_CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 CHANGE_VERBS = {"create", "install", "update", "fix", "remove", "run"}
@@ -37,8 +37,10 @@ PLACEHOLDER_UNIT = """\
 Description=edgesight agent (test placeholder)
 [Service]
 Type=notify
+ExecStart=/opt/edgesight/bin/edge-agent run --config /etc/edgesight/agent.yaml
+DynamicUser=yes
 User=edgesight
-ExecStart=/opt/edgesight/venv/bin/edge-agent run -c /etc/edgesight/agent.yaml
+Group=edgesight
 [Install]
 WantedBy=multi-user.target
 """
@@ -139,7 +141,7 @@ def mode(path: Path) -> int:
 
 @pytest.fixture
 def fresh_host() -> None:
-    if any(Path("/", p).exists() for p in (CONF.parent, VENV.parent, UNIT)):
+    if any(Path("/", p).exists() for p in (CONF.parent, VENV, UNIT)):
         pytest.skip("edgesight is installed on this machine: a dry run would plan no changes")
 
 
@@ -150,7 +152,7 @@ def test_dry_run_for_a_pi_plans_litert_the_unit_the_user_and_the_config(src: Pat
     assert run.header("platform") == "pi (--platform)"
     assert run.header("extras").startswith("tflite ")
     assert run.one("pip", f"{src}[tflite]").verb == "install"
-    assert run.one("venv", "/opt/edgesight/venv").verb == "create"
+    assert run.one("venv", "/opt/edgesight").verb == "create"
     unit = run.one("file", "/etc/systemd/system/edge-agent.service")
     assert unit.verb == "install"
     assert (
@@ -318,12 +320,22 @@ def test_a_changed_unit_replaces_the_installed_one(src: Path, target: Path) -> N
     assert (target / UNIT).read_text() == unit.read_text()
 
 
-def test_a_unit_that_would_not_run_this_venv_is_named(src: Path, target: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "warning"),
+    [
+        ("/opt/edgesight/bin/", "/usr/bin/", "does not run /opt/edgesight/bin/edge-agent"),
+        ("/etc/edgesight/agent.yaml", "/etc/agent.yaml", "does not read /etc/edgesight/agent.yaml"),
+        ("User=edgesight\n", "", "no User=edgesight: the service could not read"),
+    ],
+)
+def test_a_unit_that_does_not_fit_this_install_is_named(
+    src: Path, target: Path, old: str, new: str, warning: str
+) -> None:
     unit = src / "systemd/edge-agent.service"
-    unit.write_text(PLACEHOLDER_UNIT.replace("/opt/edgesight/venv/bin/", "/usr/bin/"))
+    unit.write_text(PLACEHOLDER_UNIT.replace(old, new))
     run = ok(install(src, "--root", target, "--skip-venv", "--dry-run"))
     warned = [a.note for a in run.actions if a.verb == "warn"]
-    assert len(warned) == 1 and "does not run /opt/edgesight/venv/bin/edge-agent" in warned[0]
+    assert len(warned) == 1 and warning in warned[0], run.out
 
 
 def test_the_venv_is_built_from_this_tree_once(src: Path, target: Path) -> None:
@@ -331,7 +343,7 @@ def test_the_venv_is_built_from_this_tree_once(src: Path, target: Path) -> None:
     dependencies are pip's business, not the installer's)."""
     args = ("--root", target, "--platform", "generic", "--pip-arg=--no-deps")
     first = ok(install(src, *args))
-    assert first.one("venv", "/opt/edgesight/venv").verb == "create"
+    assert first.one("venv", "/opt/edgesight").verb == "create"
     assert first.one("pip", f"{src}[onnx]").verb == "install"
     python = target / VENV / "bin" / "python"
     version = subprocess.run(
