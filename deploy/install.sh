@@ -17,6 +17,7 @@ readonly VENV_DIR=/opt/edgesight
 readonly CONF_DIR=/etc/edgesight
 readonly CONF_FILE=/etc/edgesight/agent.yaml
 readonly STATE_DIR=/var/lib/edgesight
+readonly PRIVATE_STATE_DIR=/var/lib/private/edgesight
 readonly UNIT_FILE=/etc/systemd/system/edge-agent.service
 readonly MOSQUITTO_CONF=/etc/mosquitto/conf.d/edgesight.conf
 # What the venv was built from; a rerun rebuilds it only when this line would change.
@@ -549,6 +550,8 @@ uninstall_all() {
   if [ "$purge" = 1 ]; then
     [ ! -e "$(at "$CONF_DIR")" ] || remove_tree dir "$CONF_DIR"
     remove_tree dir "$STATE_DIR"
+    # Where systemd keeps it for a DynamicUser= service (/var/lib/edgesight is then a symlink).
+    [ ! -e "$(at "$PRIVATE_STATE_DIR")" ] || remove_tree dir "$PRIVATE_STATE_DIR"
     if user_exists; then
       say remove user "$SERVICE_USER"
       do_ userdel "$SERVICE_USER"

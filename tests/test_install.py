@@ -311,6 +311,25 @@ def test_a_users_config_is_never_overwritten_and_wrong_modes_are_fixed(
     assert files_under(target) == {}
 
 
+def test_the_state_folder_systemd_moved_for_a_dynamic_user_is_kept_and_purged(
+    src: Path, target: Path
+) -> None:
+    """With DynamicUser=, systemd moves StateDirectory= to /var/lib/private/ at the first start
+    and leaves a symlink (systemd.exec(5)); done here by hand, as systemd does it."""
+    args = ("--root", target, "--skip-venv")
+    ok(install(src, *args))
+    private = target / "var/lib/private"
+    private.mkdir(mode=0o700)
+    (target / STATE).rename(private / "edgesight")
+    (target / STATE).symlink_to("private/edgesight")
+    (private / "edgesight" / "state.json").write_text("{}")
+    assert ok(install(src, *args)).changes == []
+    ok(install(src, "--root", target, "--uninstall"))
+    assert (private / "edgesight" / "state.json").exists()
+    ok(install(src, "--root", target, "--purge"))
+    assert not (target / STATE).is_symlink() and not (private / "edgesight").exists()
+
+
 def test_a_changed_unit_replaces_the_installed_one(src: Path, target: Path) -> None:
     ok(install(src, "--root", target, "--skip-venv"))
     unit = src / "systemd/edge-agent.service"
