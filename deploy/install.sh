@@ -364,10 +364,19 @@ ensure_venv() {
   fi
   say install pip "$spec" "(into $VENV_DIR${pip_args[*]:+, pip args: ${pip_args[*]}})"
   [ "$dry_run" = 0 ] || return 0
-  local log="$disk_venv/pip.log"
+  local log="$disk_venv/pip.log" target=$spec
+  if [ "$from_pypi" = 0 ]; then
+    # pip builds a local tree in place (build/, *.egg-info): build from a copy, so a checkout
+    # owned by its user gets no root-owned files.
+    build_copy=$(mktemp -d)
+    trap 'rm -rf "$build_copy"' EXIT
+    cp -RL "$src_dir/pyproject.toml" "$src_dir/README.md" "$src_dir/edge_agent" \
+      "$src_dir/trainer" "$build_copy/"
+    target="${build_copy}[$want_extras]"
+  fi
   # Quiet unless it fails; the log stays in the venv either way.
   if ! { "$disk_venv/bin/python" -m pip install -q --upgrade pip &&
-         "$disk_venv/bin/python" -m pip install -q ${pip_args[@]:+"${pip_args[@]}"} "$spec"
+         "$disk_venv/bin/python" -m pip install -q ${pip_args[@]:+"${pip_args[@]}"} "$target"
        } >"$log" 2>&1; then
     cat "$log" >&2
     echo "install.sh: pip could not install $spec (log: $log)" >&2

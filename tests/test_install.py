@@ -361,7 +361,9 @@ def test_the_venv_is_built_from_this_tree_once(src: Path, target: Path) -> None:
     """A real venv and a real pip install of this tree; --no-deps keeps it to seconds (the
     dependencies are pip's business, not the installer's)."""
     args = ("--root", target, "--platform", "generic", "--pip-arg=--no-deps")
+    before = set(src.iterdir())
     first = ok(install(src, *args))
+    assert set(src.iterdir()) == before  # pip built a copy: no build/ or egg-info in the tree
     assert first.one("venv", "/opt/edgesight").verb == "create"
     assert first.one("pip", f"{src}[onnx]").verb == "install"
     python = target / VENV / "bin" / "python"
