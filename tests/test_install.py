@@ -165,7 +165,7 @@ def test_dry_run_for_a_pi_plans_litert_the_unit_the_user_and_the_config(src: Pat
     assert run.one("user", "edgesight").verb in {"create", "ok"}
     # The dry run says what it would do to systemd, or why it cannot here.
     assert any(
-        a.kind == "systemctl" and "enable edge-agent.service" in a.target + a.note
+        a.kind == "systemctl" and "enable edge-agent.service" in f"{a.target} {a.note}"
         for a in run.actions
     )
     assert run.out.splitlines()[-1].startswith("summary  ")
