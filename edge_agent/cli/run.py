@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -61,43 +61,48 @@ def run_agent(
     watchdog.start()
     previous: AgentConfig | None = None
     signalled = threading.Event()  # SIGTERM wins over a reload that was under way
+    current: list[Reload] = []  # this run's reload_config, for SIGHUP
     try:
-        while True:
-            reload = Reload(config_path) if config_path is not None else None
-            agent = Agent(
-                cfg,
-                on_result=on_result,
-                sinks=[ReadySink(watchdog)],
-                on_reload=reload.request if reload else None,
-            )
-            if reload is not None:
-                reload.agent = agent
+        # For the whole run: between two agents SIGHUP's default action would end the process.
+        with reload_on_sighup(lambda: current[-1] if current else None):
+            while True:
+                reload = Reload(config_path) if config_path is not None else None
+                agent = Agent(
+                    cfg,
+                    on_result=on_result,
+                    sinks=[ReadySink(watchdog)],
+                    on_reload=reload.request if reload else None,
+                )
+                if reload is not None:
+                    reload.agent = agent
+                    current.append(reload)
 
-            def on_signal(agent: Agent = agent) -> None:
-                signalled.set()
-                watchdog.stopping()
-                agent.stop()
+                def on_signal(agent: Agent = agent) -> None:
+                    signalled.set()
+                    watchdog.stopping()
+                    agent.stop()
 
-            with stop_on_signals(on_signal), reload_on_sighup(reload):
-                try:
-                    with agent:
-                        run_id = agent.publisher.run_id if agent.publisher else None
-                        watchdog.attach(agent.stats, run_id)
-                        agent.wait()
-                except (BundleError, ModelRuntimeError, SourceError) as exc:
-                    if previous is None:
-                        log.error("%s", exc)
-                        return EXIT_BAD_INPUT
-                    log.error(
-                        "the reloaded config does not start (%s); back to the previous one", exc
-                    )
-                    cfg, previous = previous, None
-                    continue
-            if reload is None or reload.config is None or signalled.is_set():
-                break
-            log.info("config reloaded from %s: starting again", config_path)
-            watchdog.reloading()
-            previous, cfg = cfg, reload.config
+                with stop_on_signals(on_signal):
+                    try:
+                        with agent:
+                            run_id = agent.publisher.run_id if agent.publisher else None
+                            watchdog.attach(agent.stats, run_id)
+                            agent.wait()
+                    except (BundleError, ModelRuntimeError, SourceError) as exc:
+                        if previous is None:
+                            log.error("%s", exc)
+                            return EXIT_BAD_INPUT
+                        log.error(
+                            "the reloaded config does not start (%s); back to the previous one",
+                            exc,
+                        )
+                        cfg, previous = previous, None
+                        continue
+                if reload is None or reload.config is None or signalled.is_set():
+                    break
+                log.info("config reloaded from %s: starting again", config_path)
+                watchdog.reloading()
+                previous, cfg = cfg, reload.config
     finally:
         watchdog.stopping()
         watchdog.close()
@@ -105,14 +110,16 @@ def run_agent(
 
 
 @contextmanager
-def reload_on_sighup(reload: Reload | None) -> Iterator[None]:
+def reload_on_sighup(current: Callable[[], Reload | None]) -> Iterator[None]:
     """SIGHUP inside the block does what the ``reload_config`` command does (``systemctl
-    reload``, ``kill -HUP``); without a config file it is ignored with a log line. The check
-    loads the bundle, so it runs in a thread of its own rather than in the signal handler."""
+    reload``, ``kill -HUP``) for the ``current()`` agent; without a config file it is ignored
+    with a log line. The check loads the bundle, so it runs in a thread of its own rather than
+    in the signal handler."""
 
     def check() -> None:
         from edge_agent.publish.commands import CommandRefused
 
+        reload = current()
         if reload is None:
             log.warning("SIGHUP: no config file to reload; ignored")
             return
