@@ -63,6 +63,8 @@ ALLOWED_ABSOLUTE = (
     "/var/lib/edgesight/",  # the agent's state on a device
     "/etc/edgesight/",  # its config and public keys
     "/etc/mosquitto/",  # the broker's config in docs/mqtt-security.md
+    "/opt/edgesight/",  # the installed venv (docs/systemd.md, docs/install.md)
+    "/etc/systemd/system/",  # where the unit is installed
     "/dev/",  # cameras
     "/proc/",  # what bench reads about the device
     "/home/me/",  # a user's home in example output (keygen --out ~/.edgesight)

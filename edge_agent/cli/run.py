@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.bundle import BundleError
@@ -17,6 +21,7 @@ from edge_agent.cli.common import (
     stop_on_signals,
 )
 from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.health.watchdog import ReadySink, SdNotifier, SystemdWatchdog, watchdog_interval_s
 from edge_agent.logsetup import configure_logging
 from edge_agent.runtimes import ModelRuntimeError
 
@@ -44,42 +49,96 @@ def run_agent(
 ) -> int:
     """Run until every finite source ends or SIGINT/SIGTERM arrives. With ``config_path`` the
     ``reload_config`` command re-reads that file and, when it checks out, starts the agent
-    again with it (a new run id); a file with problems is refused and the agent runs on. A
-    reloaded config that still fails to start (a camera, the runtime) is logged and the
-    previous one started again, so a remote reload cannot leave the device dark."""
+    again with it (a new run id), and so does SIGHUP; a file with problems is refused and the
+    agent runs on. Under systemd (``$NOTIFY_SOCKET``) it tells READY/RELOADING/STOPPING and
+    earns its watchdog pings (edge_agent/health/watchdog.py). A reloaded config that still
+    fails to start (a camera, the runtime) is logged and the previous one started again, so a
+    remote reload cannot leave the device dark."""
     from edge_agent.pipeline import Agent
     from edge_agent.publish.outbox import OutboxInUseError
     from edge_agent.sources import SourceError
 
+    watchdog = SystemdWatchdog(SdNotifier.from_env(), watchdog_interval_s())
+    watchdog.start()
     previous: AgentConfig | None = None
     signalled = threading.Event()  # SIGTERM wins over a reload that was under way
-    while True:
-        reload = Reload(config_path) if config_path is not None else None
-        agent = Agent(cfg, on_result=on_result, on_reload=reload.request if reload else None)
-        if reload is not None:
-            reload.agent = agent
+    current: list[Reload] = []  # this run's reload_config, for SIGHUP
+    try:
+        # For the whole run: between two agents SIGHUP's default action would end the process.
+        with reload_on_sighup(lambda: current[-1] if current else None):
+            while True:
+                reload = Reload(config_path) if config_path is not None else None
+                agent = Agent(
+                    cfg,
+                    on_result=on_result,
+                    sinks=[ReadySink(watchdog)],
+                    on_reload=reload.request if reload else None,
+                )
+                if reload is not None:
+                    reload.agent = agent
+                    current.append(reload)
 
-        def on_signal(agent: Agent = agent) -> None:
-            signalled.set()
-            agent.stop()
+                def on_signal(agent: Agent = agent) -> None:
+                    signalled.set()
+                    watchdog.stopping()
+                    agent.stop()
 
-        with stop_on_signals(on_signal):
-            try:
-                with agent:
-                    agent.wait()
-            except (BundleError, ModelRuntimeError, SourceError, OutboxInUseError) as exc:
-                if previous is None:
-                    log.error("%s", exc)
-                    return EXIT_BAD_INPUT
-                log.error("the reloaded config does not start (%s); back to the previous one", exc)
-                cfg, previous = previous, None
-                continue
-        if reload is None or reload.config is None or signalled.is_set():
-            break
-        log.info("config reloaded from %s: starting again", config_path)
-        previous, cfg = cfg, reload.config
-        configure_logging(cfg.log_level, cfg.log_format)  # the reloaded file's log settings
+                with stop_on_signals(on_signal):
+                    try:
+                        with agent:
+                            run_id = agent.publisher.run_id if agent.publisher else None
+                            watchdog.attach(agent.stats, run_id)
+                            agent.wait()
+                    except (BundleError, ModelRuntimeError, SourceError, OutboxInUseError) as exc:
+                        if previous is None:
+                            log.error("%s", exc)
+                            return EXIT_BAD_INPUT
+                        log.error(
+                            "the reloaded config does not start (%s); back to the previous one",
+                            exc,
+                        )
+                        cfg, previous = previous, None
+                        continue
+                if reload is None or reload.config is None or signalled.is_set():
+                    break
+                log.info("config reloaded from %s: starting again", config_path)
+                watchdog.reloading()
+                previous, cfg = cfg, reload.config
+                configure_logging(cfg.log_level, cfg.log_format)  # the reloaded file's settings
+    finally:
+        watchdog.stopping()
+        watchdog.close()
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
+
+
+@contextmanager
+def reload_on_sighup(current: Callable[[], Reload | None]) -> Iterator[None]:
+    """SIGHUP inside the block does what the ``reload_config`` command does (``systemctl
+    reload``, ``kill -HUP``) for the ``current()`` agent; without a config file it is ignored
+    with a log line. The check loads the bundle, so it runs in a thread of its own rather than
+    in the signal handler."""
+
+    def check() -> None:
+        from edge_agent.publish.commands import CommandRefused
+
+        reload = current()
+        if reload is None:
+            log.warning("SIGHUP: no config file to reload; ignored")
+            return
+        try:
+            reload.request()
+        except CommandRefused:
+            pass  # request() logged the problems; the agent runs on with its config
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading the config")
+        threading.Thread(target=check, name="sighup-reload", daemon=True).start()
+
+    previous = signal.signal(signal.SIGHUP, on_hup)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 class Reload:
