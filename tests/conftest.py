@@ -12,6 +12,14 @@ import pytest
 from tests.helpers.mqtt import Broker, Recorder
 
 
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's agents (in-process and subprocesses) default to a state folder of their
+    own: the default ($STATE_DIRECTORY, else ~/.local/state/edgesight) holds the outbox, and a
+    backlog one test leaves (its broker gone) would be sent first by the next test's agent."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "default-state"))
+
+
 def _start_broker(tmp_path: Path, persistence: bool) -> Iterator[Broker]:
     workdir = tmp_path / f"mosquitto-{uuid.uuid4().hex[:8]}"
     workdir.mkdir()
