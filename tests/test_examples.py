@@ -1,6 +1,6 @@
 """The example configs in examples/ as a user meets them: both load with the real config loader
 (relative paths read against the file), `edge-agent check-config` accepts them, the camera-trap
-walkthrough of docs/examples.md runs exactly as written there and produces a valid Camtrap DP
+walkthrough in the README runs exactly as written there and produces a valid Camtrap DP
 package, and the shelf example's slots hold what the demo detector finds in the demo scene."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.test_exports import rows, validate_package
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-DOC = REPO / "docs" / "examples.md"
+DOC = REPO / "README.md"
 BIN = Path(sys.executable).parent
 AGENT = str(BIN / "edge-agent")
 DEMO = REPO / "edge_agent" / "demo"
@@ -37,7 +37,7 @@ WALKTHROUGH_TIMEOUT_S = 120
 
 
 def doc_block(heading: str) -> str:
-    """The first ```sh block under ``heading`` in docs/examples.md, as a user would copy it."""
+    """The first ```sh block under ``heading`` in the README, as a user would copy it."""
     text = DOC.read_text()
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     match = re.search(r"^( *)```sh\n(.*?)\n *```", section, re.S | re.M)
@@ -74,14 +74,14 @@ def test_camera_trap_example_is_built_for_long_offline_periods() -> None:
 
 
 def test_camera_trap_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    """The sh block of docs/examples.md, verbatim, from a folder where `examples/` and `tools/`
+    """The README's camera-trap block, verbatim, from a folder where `examples/` and `tools/`
     are the repository's: the agent reads the generated bursts, exits 0, and the events stage
     writes a Camtrap DP package that the standard's validator accepts."""
     (tmp_path / "examples").symlink_to(EXAMPLES)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.update(PYTHONPATH=str(REPO), TZ="UTC")  # EXIF times carry no offset: read them in UTC
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", doc_block("Camera trap")],
+        ["bash", "-euo", "pipefail", "-c", doc_block("Examples and containers")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -128,7 +128,10 @@ def test_shelf_example_passes_check_config_with_the_demo_bundle() -> None:
 
 
 def test_shelf_walkthrough_command_is_the_tested_one() -> None:
-    assert doc_block("Shelf").strip() == "edge-agent check-config examples/shelf.yaml"
+    """The README's shelf block is the check-config run tested below (the camera cannot be)."""
+    section = DOC.read_text().split("## Examples and containers", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)\n```", section, re.S | re.M)
+    assert blocks[1].strip() == "edge-agent check-config examples/shelf.yaml"
 
 
 def shelf_slots() -> list[dict[str, Any]]:
