@@ -24,7 +24,7 @@ from edge_agent.config.loader import read_config
 from edge_agent.geometry import points_in_polygon
 from edge_agent.predictor import Predictor
 from edge_agent.types import Detections
-from tests.test_exports import rows, validate_package
+from tests.helpers.camtrap_dp import rows, validate_package
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
