@@ -8,7 +8,8 @@ not one per result). The sender reads ``pending`` (committed or not) and ``ack``
 broker confirmed; acknowledged rows are deleted at the next commit, so a crash in between sends
 them again (QoS 1 is at least once anyway; consumers de-duplicate by ``(run, source, seq)``).
 
-Durability: WAL with ``synchronous=NORMAL``. A commit is in the WAL file when it returns, so a
+Durability: WAL with ``synchronous=NORMAL`` by default here (the agent's config asks for FULL,
+``mqtt.outbox.synchronous``). A commit is in the WAL file when it returns, so a
 process crash (SIGKILL, OOM killer) loses only what was not committed yet (at most one
 interval). NORMAL fsyncs only at checkpoints, so a power cut may also lose commits the kernel
 had not written back yet; the database itself stays consistent either way
@@ -22,7 +23,6 @@ persisted). A damaged file is moved aside (``fsutil.move_aside``) and a fresh on
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
@@ -35,18 +35,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.fsutil import move_aside
+from edge_agent.publish.outbox_file import OutboxInUseError, connect, open_database, take_lock
+
+__all__ = ["Entry", "Outbox", "OutboxInUseError"]
 
 log = logging.getLogger(__name__)
 
-#: Written to the file header (PRAGMA user_version / application_id): another program's
-#: database, or ours from an incompatible version, is refused and moved aside, not misread.
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x45534F42  # "ESOB"
-#: The WAL is truncated back to this after a checkpoint; without it, it keeps its peak size.
-JOURNAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
-#: How long a connection waits for the other's lock (reader vs. checkpoint), s.
-BUSY_TIMEOUT_S = 5.0
 QOS_LEVELS = (0, 1, 2)
 #: Uncommitted entries kept in memory at most (and ``max_bytes`` if smaller): while the disk
 #: refuses writes, the queue must not take the memory of a 512 MB device. ~1 s of results
@@ -54,20 +48,6 @@ QOS_LEVELS = (0, 1, 2)
 DEFAULT_MAX_MEMORY_BYTES = 32 * 1024**2
 #: Ids per DELETE ... IN (...): below SQLite's default limit of bound variables.
 SQL_VARIABLES_PER_STATEMENT = 500
-_TABLES = {
-    "messages": ["id", "kind", "topic", "payload", "qos", "retain", "created", "size"],
-    "drops": ["kind", "n"],
-    "meta": ["key", "value"],
-}
-_SCHEMA = f"""
-CREATE TABLE messages (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, topic TEXT NOT NULL,
-    payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
-    created REAL NOT NULL, size INTEGER NOT NULL);
-CREATE TABLE drops (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-PRAGMA user_version = {SCHEMA_VERSION};
-PRAGMA application_id = {APPLICATION_ID};
-"""
 _COLUMNS = "id, kind, topic, payload, qos, retain, created"
 
 
@@ -86,14 +66,6 @@ class Entry:
 
 def _size(entry: Entry) -> int:
     return len(entry.payload) + len(entry.topic.encode())
-
-
-class _Damaged(Exception):
-    """The file is not a usable outbox database (the message says why)."""
-
-
-class OutboxInUseError(RuntimeError):
-    """Another process holds the outbox file: two agents share one state folder."""
 
 
 class Outbox:
@@ -131,7 +103,6 @@ class Outbox:
         self.max_memory_bytes = min(max_bytes, max_memory_bytes)
         self.commit_interval_s = commit_interval_s
         self._clock = clock
-        self._synchronous = synchronous
         self.recovered_from: Path | None = None
         self.last_commit_error: str | None = None
         self._lock = threading.Lock()  # the in-memory state below
@@ -148,98 +119,17 @@ class Outbox:
         self._closed = False
         self._conn_open = True
         self._stop = threading.Event()
-        self._lock_fd = self._take_lock()
+        self._lock_fd = take_lock(self.path)
         try:
-            self._conn = self._open()
+            self._conn, self.recovered_from = open_database(self.path, synchronous)
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self._reader = self._connect()
+        self._reader = connect(self.path)
         self._reader.execute("PRAGMA query_only = 1")
         self._load()
         self._writer = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._writer.start()
-
-    # -- opening -------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves (one transaction per commit).
-        return sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-
-    def _take_lock(self) -> int:
-        """One process per file: two would send the same rows and collide on ids."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise OutboxInUseError(
-                f"outbox {self.path} is in use by another process (lock {lock}): is a second "
-                "agent running with this state_dir? Give each agent its own state_dir"
-            ) from None
-        return fd
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            return self._open_checked()
-        except _Damaged as exc:
-            reason = str(exc)
-        aside = move_aside(self.path)
-        wal = self.path.with_name(self.path.name + "-wal")
-        if wal.exists():  # the damaged file's last commits: they belong with it
-            move_aside(wal)
-        # The shared-memory index is rebuilt from the WAL; a stale one must not outlive it.
-        self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
-        self.recovered_from = aside
-        log.error(
-            "outbox %s was damaged (%s): moved to %s, starting empty", self.path, reason, aside
-        )
-        return self._open_checked()
-
-    def _open_checked(self) -> sqlite3.Connection:
-        conn = self._connect()
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise _Damaged("quick_check: " + "; ".join(problems[:3]))
-            self._check_schema(conn)
-        except sqlite3.OperationalError:
-            conn.close()  # locked, unreadable, read-only: the environment, not the file
-            raise
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
-            conn.close()
-            raise _Damaged(str(exc)) from exc
-        except _Damaged:
-            conn.close()
-            raise
-        if mode != "wal":
-            log.warning("outbox %s: journal_mode WAL refused (%s)", self.path, mode)
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
-        return conn
-
-    @staticmethod
-    def _check_schema(conn: sqlite3.Connection) -> None:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        app = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if not tables and app == 0 and version == 0:
-            conn.executescript(_SCHEMA)  # a new (or empty) file
-            return
-        if app != APPLICATION_ID or version != SCHEMA_VERSION:
-            raise _Damaged(
-                f"not an outbox of schema {SCHEMA_VERSION} (application_id {app:#x}, "
-                f"user_version {version})"
-            )
-        for table, columns in _TABLES.items():
-            got = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            if got != columns:
-                raise _Damaged(f"table {table} has columns {got}, expected {columns}")
 
     def _load(self) -> None:
         row = self._conn.execute("SELECT count(*), coalesce(sum(size), 0), max(id) FROM messages")
