@@ -23,6 +23,7 @@ from edge_agent.publish.announce import Announcer
 from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
 from edge_agent.publish.inbound import Inbound
 from edge_agent.publish.sender import Sender
+from edge_agent.publish.ticker import Job, Ticker
 from edge_agent.publish.topics import Topics
 from edge_agent.types import Frame, Publication, Result
 
@@ -140,8 +141,19 @@ class MqttPublisher:
         self.client.subscriptions = self.inbound.subscriptions()
         self.sender = Sender(outbox, self.client) if outbox is not None else None
         self._drop_totals: dict[str, int] = {}
-        self._ticker: threading.Thread | None = None
-        self._stop = threading.Event()
+        # The connect itself announces the status: the first beat waits a whole interval.
+        self._ticker = Ticker(
+            [
+                Job("MQTT heartbeat", self.heartbeat_s, self.heartbeat_s, self._beat),
+                Job(
+                    "MQTT stats",
+                    self.stats_interval_s,
+                    min(self.stats_interval_s, FIRST_STATS_S),
+                    self._publish_stats,
+                ),
+            ],
+            "mqtt-heartbeat",
+        )
         self._lock = threading.Lock()  # _last_counts; never held while publishing
         # Serialises status publishes (reconnect, set_status, set_model) and the state they
         # announce, so a reconnect cannot repeat a state that set_status has just replaced.
@@ -170,7 +182,6 @@ class MqttPublisher:
         if self.sender is not None:
             self.sender.start()
         self.inbound.start()
-        self._ticker = threading.Thread(target=self._tick, name="mqtt-heartbeat", daemon=True)
         self._ticker.start()
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
@@ -183,9 +194,7 @@ class MqttPublisher:
             closing, self._closing = self._closing, True
         if closing:
             return
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout_s)
+        self._ticker.stop(timeout_s)
         self.inbound.stop()
         if self.sender is not None and self.outbox is not None:
             outbox = self.outbox
@@ -308,27 +317,10 @@ class MqttPublisher:
         if self.sender is not None:
             self.sender.on_published()
 
-    def _tick(self) -> None:
-        """Every ``heartbeat_s``: the retained status again with a fresh ``ts`` (so a consumer
-        tells a live "online" from one a dead broker kept), the drop summary if any, and a
-        check that paho's network thread still runs."""
-        step = min(self.heartbeat_s, self.stats_interval_s)
-        start = time.monotonic()
-        next_beat = start + self.heartbeat_s  # the connect itself announced the status
-        next_stats = start + min(self.stats_interval_s, FIRST_STATS_S)
-        while not self._stop.wait(max(0.0, min(next_beat, next_stats) - time.monotonic())):
-            now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    next_beat = now + self.heartbeat_s
-                    self._beat()
-                if now >= next_stats:
-                    next_stats = now + self.stats_interval_s
-                    self._publish_stats()
-            except Exception:  # the heartbeat must go on
-                log.exception("MQTT heartbeat failed; trying again in %.0f s", step)
-
     def _beat(self) -> None:
+        """The retained status again with a fresh ``ts`` (a consumer tells a live "online"
+        from one a dead broker kept), the drop summary if any, and a check that paho's network
+        thread still runs."""
         if not self.client.check_alive() and self.sender is not None:
             self.sender.restart()
         if self.client.connected:
