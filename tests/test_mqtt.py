@@ -29,6 +29,7 @@ from edge_agent.publish.payloads import result_payload
 from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.types import Detections, Publication, Result
 from tests.helpers.mqtt import Broker, Recorder
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 #: The connection (client.py) logs outages, reconnects and drops.
@@ -75,15 +76,6 @@ def make_result(seq: int = 0, source_id: str = "cam1") -> Result:
         counts={"water": 1},
         timing_ms={"inference": 7.5},
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

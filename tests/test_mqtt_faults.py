@@ -36,10 +36,10 @@ from tests.helpers.outage import (
     TimedRecorder,
     as_blocks,
     gaps,
-    wait_until,
     write_agent_config,
 )
 from tests.helpers.proxy import FaultProxy
+from tests.helpers.waiting import wait_until
 
 FPS = 10
 #: The run's length unless EDGESIGHT_FAULT_SECONDS says otherwise, s.

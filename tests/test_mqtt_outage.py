@@ -28,10 +28,10 @@ from tests.helpers.outage import (
     outbox_path,
     read_outbox,
     results_by_run,
-    wait_until,
     write_agent_config,
 )
 from tests.helpers.proxy import FaultProxy
+from tests.helpers.waiting import wait_until
 
 #: Results per second the clip is paced at (test 1, 3); the outbox-full test goes faster.
 FPS = 10

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from edge_agent.publish.publisher import MqttPublisher
 from edge_agent.types import Detections, Result
 from tests.helpers.mqtt import Broker, Recorder, TlsListener
 from tests.helpers.tls import Pki, make_pki
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "mqtt-security.md"
@@ -49,15 +49,6 @@ WHY_NOT_LOGGED = (
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def refused_twice(broker: Broker, text: str) -> bool:

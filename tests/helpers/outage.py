@@ -192,13 +192,3 @@ def read_outbox(path: Path) -> list[OutboxRow]:
     finally:
         conn.close()
     return [OutboxRow(k, t, bytes(p), c) for k, t, p, c in rows]
-
-
-def wait_until(predicate: Any, timeout_s: float, poll_s: float = 0.1) -> bool:
-    """Poll ``predicate()`` until true; False after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
