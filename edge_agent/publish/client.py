@@ -25,11 +25,8 @@ timer) starts a new client should paho's thread ever die.
 from __future__ import annotations
 
 import logging
-import random
-import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +38,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.config import MqttConfig
 from edge_agent.health.stats import PublisherMetrics
-from edge_agent.publish.paho_support import describe_code, explain, guarded, probe
+from edge_agent.publish.outage import Outages
+from edge_agent.publish.paho_support import (
+    configure_tls,
+    describe_code,
+    explain,
+    guarded,
+    wait_for_ack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,6 @@ log = logging.getLogger(__name__)
 PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 #: How long close() waits by default for the broker to acknowledge the final message, s.
 CLOSE_TIMEOUT_S = 5.0
-#: The plain-TCP MQTT port; TLS on it is almost always a configuration mistake (TLS uses 8883).
-PLAIN_MQTT_PORT = 1883
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,11 @@ class MqttClient:
         self._client: mqtt.Client | None = None
         self._link_up = False  # a CONNACK accepted and no disconnect since
         self._ever_connected = False
-        self._outage_since: float | None = None  # monotonic time the current outage began
         self._drop_warned = False
         self._refusal_warned = False
         self._last_error: str | None = None  # paho's last ERR log line
         self._network_thread: threading.Thread | None = None  # the current paho thread
-        self._failures = 0  # failed attempts (or drops) since the last accepted CONNACK
+        self._outages = Outages(cfg, self._where, lambda: self._closed)
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,9 +150,9 @@ class MqttClient:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls is not None:
-            self._configure_tls(client, cfg.tls)
+            configure_tls(client, cfg.tls, cfg.port)
         self._set_will(client)
-        self._set_next_wait(client)
+        self._outages.set_next_wait(client)
         # Counts QoS 1 messages waiting for the broker (in flight or queued); beyond it
         # publish() returns MQTT_ERR_QUEUE_SIZE. Must be set before connecting.
         client.max_queued_messages_set(self._queue_limit)
@@ -196,17 +197,6 @@ class MqttClient:
             self._connect()
         return False
 
-    def _set_next_wait(self, client: mqtt.Client) -> None:
-        """The wait before paho's next attempt: doubling with each failure of this outage, up
-        to the maximum, less a random part of up to half of it."""
-        cfg = self.cfg
-        with self._lock:
-            n = self._failures
-        wait = min(cfg.reconnect_max_delay_s, cfg.reconnect_min_delay_s * 2 ** min(n, 30))
-        wait *= random.uniform(0.5, 1.0)
-        # paho waits its minimum first; setting both makes this exact wait the next one.
-        client.reconnect_delay_set(min_delay=wait, max_delay=wait)
-
     def close(
         self,
         final: Message | None = None,
@@ -231,22 +221,10 @@ class MqttClient:
             if final is not None and client.is_connected():
                 info = client.publish(final.topic, final.payload, final.qos, final.retain)
         if info is not None:
-            self._wait_for_ack(info, what, timeout_s)
+            wait_for_ack(info, what, timeout_s, self._where)
         client.disconnect()
         client.loop_stop()
         self.metrics.connected.set(0)
-
-    def _wait_for_ack(self, info: mqtt.MQTTMessageInfo, what: str, timeout_s: float) -> None:
-        try:
-            info.wait_for_publish(timeout=timeout_s)
-            acked = info.is_published()
-        except (ValueError, RuntimeError) as exc:
-            log.warning("could not publish %s: %s", what, exc)
-            acked = False
-        if not acked:
-            log.warning(
-                "broker %s did not acknowledge %s within %.1f s", self._where, what, timeout_s
-            )
 
     @property
     def started(self) -> bool:
@@ -335,37 +313,6 @@ class MqttClient:
         will = self._will()
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
-    def _configure_tls(self, client: mqtt.Client, tls: TlsConfig) -> None:
-        try:
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-            )
-        except (OSError, ssl.SSLError) as exc:  # a missing or malformed file
-            raise ValueError(f"mqtt.tls: cannot load the certificate files: {exc}") from exc
-        client.tls_insecure_set(tls.insecure)
-        if self.cfg.port == PLAIN_MQTT_PORT:
-            log.warning(
-                "mqtt.tls is set but mqtt.port is %d, the plain MQTT port; TLS is usually 8883",
-                PLAIN_MQTT_PORT,
-            )
-
-    def _note_outage(self, client: mqtt.Client, why: str | None) -> None:
-        """Log the start of an outage once, in words (``why``, or a probe of the address when
-        paho gives no reason); later failed attempts stay quiet. Sets the next wait."""
-        with self._lock:
-            self._failures += 1
-            if self._closed:
-                return
-            first = self._outage_since is None
-            if first:
-                self._outage_since = time.monotonic()
-        if first:
-            reason = why if why is not None else probe(self.cfg.host, self.cfg.port)
-            log.warning("broker %s unreachable: %s; will keep retrying", self._where, reason)
-        self._set_next_wait(client)
-
     # -- paho callbacks (network thread; every one is wrapped by guarded()) --------------------
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
@@ -381,23 +328,22 @@ class MqttClient:
         properties: Any,
     ) -> None:
         if reason_code.is_failure:
-            self._note_outage(client, f"the broker refused the connection: {explain(reason_code)}")
+            self._outages.failed(
+                client, f"the broker refused the connection: {explain(reason_code)}"
+            )
             return
         with self._lock:
-            self._failures = 0
             self._link_up = True
             first, self._ever_connected = not self._ever_connected, True
-            outage_since, self._outage_since = self._outage_since, None
             self._drop_warned = False
+        down_s = self._outages.ended(client)
         self.metrics.connects.inc()
         self.metrics.connected.set(1)
         verb = "connected" if first else "reconnected"
-        if outage_since is not None:
-            down_s = time.monotonic() - outage_since
+        if down_s is not None:
             log.info("%s to broker %s after %.1f s unreachable", verb, self._where, down_s)
         else:
             log.info("%s to broker %s", verb, self._where)
-        self._set_next_wait(client)  # the first wait after a later drop is short again
         if self.subscriptions:
             if self.cfg.protocol == "5":
                 # Retain As Published: a retained command sent while we listen arrives marked
@@ -417,7 +363,7 @@ class MqttClient:
         # paho calls this inside its ``except OSError``: the error (a refused TLS certificate,
         # a host name mismatch) says more than a probe of the port could.
         exc = sys.exc_info()[1]
-        self._note_outage(client, f"cannot connect: {exc}" if exc is not None else None)
+        self._outages.failed(client, f"cannot connect: {exc}" if exc is not None else None)
 
     def _on_disconnect(
         self,
@@ -441,11 +387,11 @@ class MqttClient:
                 why = f"the broker closed the session: {explain(reason_code)}"
             else:
                 why = "the connection dropped (the network or the broker went away)"
-            self._note_outage(client, why)
+            self._outages.failed(client, why)
         else:  # closed before a CONNACK: paho's last error line says why (a TLS alert)
             with self._lock:
                 last = self._last_error
-            self._note_outage(
+            self._outages.failed(
                 client, f"closed before the broker answered: {last}" if last else None
             )
 

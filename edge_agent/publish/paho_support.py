@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.config import TlsConfig
 
 log = logging.getLogger("edge_agent.publish.client")
 
@@ -79,3 +82,39 @@ def probe(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     except OSError as exc:
         return exc.strerror or str(exc)
     return "TCP connects, but the MQTT (or TLS) handshake failed; is this an MQTT port?"
+
+
+#: The plain-TCP MQTT port; TLS on it is almost always a configuration mistake (TLS uses 8883).
+PLAIN_MQTT_PORT = 1883
+
+
+def configure_tls(client: mqtt.Client, tls: TlsConfig, port: int) -> None:
+    """``mqtt.tls`` on a paho client; unreadable certificate files are a ValueError naming
+    the key (a caller mistake, raised at start)."""
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+        )
+    except (OSError, ssl.SSLError) as exc:  # a missing or malformed file
+        raise ValueError(f"mqtt.tls: cannot load the certificate files: {exc}") from exc
+    client.tls_insecure_set(tls.insecure)
+    if port == PLAIN_MQTT_PORT:
+        log.warning(
+            "mqtt.tls is set but mqtt.port is %d, the plain MQTT port; TLS is usually 8883",
+            PLAIN_MQTT_PORT,
+        )
+
+
+def wait_for_ack(info: mqtt.MQTTMessageInfo, what: str, timeout_s: float, where: str) -> None:
+    """Wait up to ``timeout_s`` for the broker at ``where`` to acknowledge ``what``; say so in
+    the log if it does not (the final message of close())."""
+    try:
+        info.wait_for_publish(timeout=timeout_s)
+        acked = info.is_published()
+    except (ValueError, RuntimeError) as exc:
+        log.warning("could not publish %s: %s", what, exc)
+        acked = False
+    if not acked:
+        log.warning("broker %s did not acknowledge %s within %.1f s", where, what, timeout_s)
