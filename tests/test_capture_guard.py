@@ -1,0 +1,210 @@
+"""GuardedCapture against real OpenCV/FFmpeg on local sockets: a silent server (accepts, never
+answers) and an MJPEG server that sends a few frames and then goes silent. The backstop tests
+turn FFmpeg's own timeouts off, so only the worker-thread deadline can end the stall."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.backend_logs import classify
+from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture
+
+TIMEOUT_S = 1.0
+BOUND_S = 2 * TIMEOUT_S  # generous: the brief's bound for any guarded call
+
+
+@contextmanager
+def tcp_server(frames: int | None) -> Iterator[str]:
+    """http://127.0.0.1:port/ that never answers (frames None) or sends `frames` MJPEG frames
+    and then holds the connection open in silence."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+    _ok, buf = cv2.imencode(".jpg", np.full((120, 160, 3), 90, np.uint8))
+    jpeg = buf.tobytes()
+
+    def handle(conn: socket.socket) -> None:
+        held.append(conn)
+        if frames is None:
+            return
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n"
+        )
+        for _ in range(frames):
+            head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+            conn.sendall(head + jpeg + b"\r\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, name="test-silent", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}/cam.mjpg"
+    finally:
+        srv.close()
+        for conn in held:
+            conn.close()
+
+
+def timed(fn: object) -> tuple[float, BaseException | None]:
+    start = time.monotonic()
+    try:
+        fn()  # type: ignore[operator]
+    except CaptureError as exc:
+        return time.monotonic() - start, exc
+    return time.monotonic() - start, None
+
+
+@pytest.mark.parametrize("backend_timeouts", [True, False], ids=["ffmpeg", "backstop"])
+def test_open_of_a_silent_server_fails_within_the_bound(backend_timeouts: bool) -> None:
+    with tcp_server(None) as url:
+        cap = GuardedCapture(url, open_timeout_s=TIMEOUT_S, backend_timeouts=backend_timeouts)
+        took, exc = timed(cap.open)
+        cap.close()
+    assert took <= BOUND_S
+    assert isinstance(exc, CaptureError) and url in str(exc)
+    if not backend_timeouts:  # only the thread deadline can end it: a timeout, named as such
+        assert isinstance(exc, CaptureTimeout) and exc.waited_for == "open"
+        assert "timed out" in str(exc) and cap.abandoned_total == 1
+
+
+@pytest.mark.parametrize("backend_timeouts", [True, False], ids=["ffmpeg", "backstop"])
+def test_frames_then_silence_gives_frames_then_a_read_failure(backend_timeouts: bool) -> None:
+    with tcp_server(5) as url:
+        cap = GuardedCapture(
+            url, open_timeout_s=3, read_timeout_s=TIMEOUT_S, backend_timeouts=backend_timeouts
+        )
+        cap.open()
+        shapes = [cap.read().shape for _ in range(4)]  # the demuxer may hold the 5th back
+        took, exc = timed(lambda: [cap.read() for _ in range(3)])
+        assert shapes == [(120, 160, 3)] * 4
+        assert took <= BOUND_S + 0.5  # the 5th frame may come first
+        assert isinstance(exc, CaptureError) and not cap.is_open
+        if not backend_timeouts:
+            assert isinstance(exc, CaptureTimeout) and exc.waited_for == "read"
+        with pytest.raises(CaptureError, match="not open"):
+            cap.read()
+        cap.open()  # a fresh capture object on the same server
+        assert cap.read().shape == (120, 160, 3)
+        cap.close()
+
+
+def test_close_during_a_stalled_read_returns_at_once_and_frees_the_reader() -> None:
+    with tcp_server(3) as url:
+        cap = GuardedCapture(url, read_timeout_s=30, backend_timeouts=False)
+        cap.open()
+        errors: list[BaseException] = []
+
+        def drain() -> None:
+            try:
+                while True:
+                    cap.read()
+            except CaptureError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        time.sleep(0.5)  # the reader is now stuck in FFmpeg
+        took, _ = timed(cap.close)
+        reader.join(BOUND_S)
+        assert took <= cap.close_timeout_s + 0.2
+        assert not reader.is_alive() and "closed" in str(errors[0])
+        assert cap.stuck_workers == 1
+
+
+def test_stuck_workers_are_capped_and_counted() -> None:
+    with tcp_server(None) as url:
+        cap = GuardedCapture(url, open_timeout_s=0.3, backend_timeouts=False, max_stuck=2)
+        before = threading.active_count()
+        for _ in range(2):
+            with pytest.raises(CaptureTimeout):
+                cap.open()
+        with pytest.raises(CaptureError, match="still stuck"):
+            cap.open()
+        assert cap.stuck_workers == 2 and cap.abandoned_total == 2
+        assert threading.active_count() - before <= 2
+    # The server closed its sockets: the stuck opens return, release and exit on their own.
+    deadline = time.monotonic() + 40
+    while cap.stuck_workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cap.stuck_workers == 0
+
+
+def test_refused_open_is_a_capture_error_not_a_timeout() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    cap = GuardedCapture(f"http://127.0.0.1:{port}/x", open_timeout_s=TIMEOUT_S)
+    took, exc = timed(cap.open)
+    assert took < TIMEOUT_S and type(exc) is CaptureError and "could not open" in str(exc)
+
+
+def test_bad_arguments_say_what_was_expected() -> None:
+    with pytest.raises(ValueError, match=r"timeouts must be > 0 s.*read -1"):
+        GuardedCapture("x", read_timeout_s=-1)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("[ WARN:0@1.009] global cap.cpp:212 open VIDEOIO(FFMPEG): backend ...", "opencv"),
+        ("[ERROR:0@0.100] global foo", "opencv"),
+        ("[http @ 0x5575a68f6500] Error reading HTTP response: Connection timed out", "ffmpeg"),
+        ("[tcp @ 0x55] Connection to tcp://127.0.0.1:1 failed: Connection refused", "ffmpeg"),
+        ("2026-12-02 06:00:00 WARNING edge_agent.sources: [ WARN in text", None),
+        ("Traceback (most recent call last):", None),
+    ],
+)
+def test_classify(line: str, kind: str | None) -> None:
+    assert classify(line) == kind
+
+
+ROUTED = """
+import logging, socket, sys
+logging.basicConfig(level=logging.{level}, format="PY %(levelname)s %(name)s: %(message)s")
+from edge_agent.backend_logs import BackendLogRouter
+router = BackendLogRouter()
+router.start()
+import cv2
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+cv2.VideoCapture(f"http://127.0.0.1:{{port}}/x", cv2.CAP_FFMPEG)
+logging.getLogger("app").info("still here")
+print("plain python stderr", file=sys.stderr)
+router.close()
+"""
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> None:
+    code = textwrap.dedent(ROUTED.format(level=level))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = proc.stderr.splitlines()
+    assert not [ln for ln in lines if classify(ln)], proc.stderr  # nothing raw from C
+    assert "PY INFO app: still here" in lines and "plain python stderr" in lines
+    routed = [ln for ln in lines if ln.startswith("PY DEBUG edge_agent.backend.")]
+    if level == "INFO":
+        assert routed == []
+    else:
+        assert any("ffmpeg: [tcp @" in ln and "Connection refused" in ln for ln in routed)
+        assert any("opencv: [ WARN:" in ln for ln in routed)
