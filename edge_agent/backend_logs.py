@@ -26,8 +26,11 @@ from typing import TextIO
 LOGGER = "edge_agent.backend"
 #: "[ WARN:0@1.009] global cap.cpp:212 ..." and "[ERROR:0@0.1] ...": OpenCV's logger.
 OPENCV_LINE = re.compile(r"^\[ ?(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE)[:\] ]")
-#: "[http @ 0x5575a68f6500] Error reading HTTP response: ...": FFmpeg's av_log with a context.
-FFMPEG_LINE = re.compile(r"^\[[\w./ -]+ @ (?:0x)?[0-9a-fA-F]+\] ")
+#: FFmpeg's av_log through FFmpeg's own callback (stderr, unbuffered): "[http @ 0x5575a68f6500]
+#: Error reading HTTP response: ...". Setting OPENCV_FFMPEG_LOGLEVEL swaps in OpenCV's callback,
+#: which printf()s "[OPENCV:FFMPEG:24] HTTP error 404 Not Found" to *stdout* (libc-buffered
+#: when stdout is not a terminal, so late), without the context; recognised, but leave it unset.
+FFMPEG_LINE = re.compile(r"^\[(?:[\w./ -]+ @ (?:0x)?[0-9a-fA-F]+|OPENCV:FFMPEG:-?\d+)\] ")
 READ_CHUNK_BYTES = 65536
 #: A line longer than this is handed on in pieces rather than held (a binary dump, say).
 MAX_LINE_BYTES = 8192
@@ -61,6 +64,7 @@ class BackendLogRouter:
         return self._stream
 
     def start(self) -> None:
+        """Take fd 2 over (early: lines written before it go to the real stderr)."""
         if self._thread is not None:
             return
         sys.stderr.flush()

@@ -155,6 +155,11 @@ class GuardedCapture:
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, backend_timeout_ms(open_timeout_s),
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, backend_timeout_ms(read_timeout_s),
             ]  # fmt: skip
+        #: A failure this late was FFmpeg's interrupt callback firing: a timeout, not a refusal.
+        self._backend_gave_up_s = {
+            "open": 0.9 * backend_timeout_ms(open_timeout_s) / 1000 if backend_timeouts else None,
+            "read": 0.9 * backend_timeout_ms(read_timeout_s) / 1000 if backend_timeouts else None,
+        }
         self._api = api
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
@@ -195,8 +200,7 @@ class GuardedCapture:
         start = time.monotonic()
         if not self._call(worker, do_open, self.open_timeout_s, "open"):
             self._retire(worker)
-            took = time.monotonic() - start
-            raise CaptureError(f"{self.label}: the backend could not open it ({took:.1f} s)")
+            raise self._failure("open", time.monotonic() - start, "the backend could not open it")
 
     def read(self) -> np.ndarray:
         """The next frame; CaptureError when the stream ends or fails, CaptureTimeout when no
@@ -206,10 +210,7 @@ class GuardedCapture:
         ok, image = self._call(worker, lambda w: _read(w), self.read_timeout_s, "read")
         if not ok or image is None:
             self._retire(worker)
-            took = time.monotonic() - start
-            raise CaptureError(
-                f"{self.label}: no frame (stream ended or the backend gave up after {took:.1f} s)"
-            )
+            raise self._failure("read", time.monotonic() - start, "no frame (stream ended)")
         return image
 
     def get(self, prop_id: int) -> float:
@@ -269,6 +270,18 @@ class GuardedCapture:
             with self._lock:
                 if self._inflight is fut:
                     self._inflight = None
+
+    def _failure(self, what: str, took_s: float, problem: str) -> CaptureError:
+        """CaptureTimeout when FFmpeg's own timeout ended the call, else CaptureError."""
+        gave_up = self._backend_gave_up_s[what]
+        if gave_up is not None and took_s >= gave_up:
+            limit = self.open_timeout_s if what == "open" else self.read_timeout_s
+            return CaptureTimeout(
+                f"{self.label}: {what} timed out inside the backend after {took_s:.1f} s",
+                what,
+                limit,
+            )
+        return CaptureError(f"{self.label}: {problem} ({took_s:.1f} s)")
 
     def _retire(self, worker: _Worker) -> None:
         """A failed call: release in the worker (it is idle) and forget it."""
