@@ -15,7 +15,6 @@ stderr directly, so a crash traceback never depends on the reader thread.
 from __future__ import annotations
 
 import faulthandler
-import io
 import logging
 import os
 import re
@@ -72,10 +71,11 @@ class BackendLogRouter:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self._stream = io.TextIOWrapper(
-            os.fdopen(os.dup(self._real_fd), "wb", buffering=0), line_buffering=True,
-            encoding="utf-8", errors="backslashreplace", write_through=True,
-        )  # fmt: skip
+        # Like Python's own stderr: line-buffered, so a print() from one thread reaches the fd
+        # as one write and is not split by a routed line from the reader thread.
+        self._stream = os.fdopen(
+            os.dup(self._real_fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"
+        )
         self._repoint_python()
         self._thread = threading.Thread(
             target=self._pump, args=(read_fd,), name="backend-logs", daemon=True
