@@ -38,6 +38,10 @@ DEFAULT_MAX_STUCK = 2
 DEFAULT_CLOSE_TIMEOUT_S = 1.0
 
 T = TypeVar("T")
+#: Abandoned workers still inside the backend, over every GuardedCapture: threads are the
+#: process's, and so is the exit problem they pose (wait_for_stuck).
+_all_stuck: set[_Worker] = set()
+_all_stuck_lock = threading.Condition()
 _Job = tuple[Callable[["_Worker"], Any], "Future[Any]"]
 
 
@@ -52,6 +56,21 @@ class CaptureTimeout(CaptureError):
         super().__init__(message)
         self.waited_for = waited_for
         self.timeout_s = timeout_s
+
+
+def wait_for_stuck(timeout_s: float) -> int:
+    """Wait up to timeout_s for stuck workers to return; how many are still stuck.
+
+    Call it at shutdown. Measured: a worker that comes back from FFmpeg while the interpreter
+    finalises is ended by a forced unwind through OpenCV's C++ frames, and the process aborts
+    ("terminate called without an active exception", exit status 134). So if this returns
+    more than 0, flush logs (logging.shutdown()) and leave with os._exit(status).
+    """
+    deadline = time.monotonic() + timeout_s
+    with _all_stuck_lock:
+        while _all_stuck and (left := deadline - time.monotonic()) > 0:
+            _all_stuck_lock.wait(left)
+        return len(_all_stuck)
 
 
 def backend_timeout_ms(timeout_s: float) -> int:
@@ -238,6 +257,8 @@ class GuardedCapture:
         except FutureTimeout:
             self._abandon(worker, already=True)
 
+    release = close  # cv2.VideoCapture's name: sources.py's _release() works unchanged
+
     def __enter__(self) -> GuardedCapture:
         return self
 
@@ -298,6 +319,8 @@ class GuardedCapture:
             if not worker.exited:
                 self._stuck.add(worker)
                 self.abandoned_total += 1
+                with _all_stuck_lock:
+                    _all_stuck.add(worker)
         if not already:
             worker.abandon()
         log.debug("%s: abandoned capture worker %s", self.label, worker.thread.name)
@@ -305,6 +328,9 @@ class GuardedCapture:
     def _exited(self, worker: _Worker) -> None:
         with self._lock:
             worker.exited = True
+            with _all_stuck_lock:
+                _all_stuck.discard(worker)
+                _all_stuck_lock.notify_all()
             if worker in self._stuck:
                 self._stuck.discard(worker)
                 log.debug("%s: stuck worker %s returned", self.label, worker.thread.name)

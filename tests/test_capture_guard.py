@@ -4,6 +4,7 @@ turn FFmpeg's own timeouts off, so only the worker-thread deadline can end the s
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,14 +13,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge_agent.backend_logs import classify
-from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture
+from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture, wait_for_stuck
 
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import edge_agent from this tree
 TIMEOUT_S = 1.0
 BOUND_S = 2 * TIMEOUT_S  # generous: the brief's bound for any guarded call
 
@@ -141,10 +145,7 @@ def test_stuck_workers_are_capped_and_counted() -> None:
         assert cap.stuck_workers == 2 and cap.abandoned_total == 2
         assert threading.active_count() - before <= 2
     # The server closed its sockets: the stuck opens return, release and exit on their own.
-    deadline = time.monotonic() + 40
-    while cap.stuck_workers and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert cap.stuck_workers == 0
+    assert wait_for_stuck(40) == 0 and cap.stuck_workers == 0
 
 
 def test_refused_open_is_a_capture_error_not_a_timeout() -> None:
@@ -211,7 +212,12 @@ router.close()
 def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> None:
     code = textwrap.dedent(ROUTED.format(level=level))
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=ENV,
     )
     lines = proc.stderr.splitlines()
     assert not [ln for ln in lines if classify(ln)], proc.stderr  # nothing raw from C
@@ -223,3 +229,30 @@ def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> No
         for reason in ("Connection refused", "404 (Not Found)", "401 (Unauthorized)"):
             assert any(".ffmpeg: [" in ln and reason in ln for ln in routed), (reason, routed)
         assert any("opencv: [ WARN:" in ln for ln in routed)
+
+
+EXIT_WHILE_STUCK = """
+import logging, os, socket, sys
+from edge_agent.capture_guard import CaptureTimeout, GuardedCapture, wait_for_stuck
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cap = GuardedCapture(f"http://127.0.0.1:{{srv.getsockname()[1]}}/", open_timeout_s=0.3,
+                     backend_timeouts=False)
+try:
+    cap.open()
+except CaptureTimeout:
+    pass
+if {use_exit} and wait_for_stuck(0.1):
+    logging.shutdown()
+    os._exit(3)
+"""
+
+
+@pytest.mark.parametrize("use_exit", [False, True], ids=["plain-exit", "os-exit"])
+def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool) -> None:
+    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts."""
+    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=ENV)
+    if use_exit:
+        assert proc.returncode == 3
+    else:  # the worker returns as the listening socket closes at exit, mid-finalisation
+        assert proc.returncode != 0, "a plain exit no longer aborts: wait_for_stuck may go"
