@@ -226,7 +226,7 @@ class GuardedCapture:
         frame came within read_timeout_s. Either way the capture is closed afterwards."""
         worker = self._current()
         start = time.monotonic()
-        ok, image = self._call(worker, lambda w: _read(w), self.read_timeout_s, "read")
+        ok, image = self._call(worker, _read, self.read_timeout_s, "read")
         if not ok or image is None:
             self._retire(worker)
             raise self._failure("read", time.monotonic() - start, "no frame (stream ended)")
@@ -274,9 +274,10 @@ class GuardedCapture:
         return worker
 
     def _call(self, worker: _Worker, fn: Callable[[_Worker], T], timeout_s: float, what: str) -> T:
-        fut = worker.submit(fn)
-        with self._lock:
-            self._inflight = fut
+        with self._lock:  # close() from another thread either sees this call or refuses it
+            if self._worker is not worker:
+                raise CaptureError(f"{self.label}: closed while waiting")
+            fut = self._inflight = worker.submit(fn)
         try:
             return fut.result(timeout_s)
         except FutureTimeout:

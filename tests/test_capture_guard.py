@@ -97,6 +97,7 @@ def test_frames_then_silence_gives_frames_then_a_read_failure(backend_timeouts: 
             url, open_timeout_s=3, read_timeout_s=TIMEOUT_S, backend_timeouts=backend_timeouts
         )
         cap.open()
+        assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 160
         shapes = [cap.read().shape for _ in range(4)]  # the demuxer may hold the 5th back
         took, exc = timed(lambda: [cap.read() for _ in range(3)])
         assert shapes == [(120, 160, 3)] * 4
