@@ -89,7 +89,7 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # the stream ends when the connection does
 
-        def log_message(self, format: str, *a: object) -> None:  # noqa: A002 (the base's name)
+        def log_message(self, format: str, *a: object) -> None:
             sys.stderr.write(f"{self.address_string()} {format % a}\n")
 
         def do_GET(self) -> None:

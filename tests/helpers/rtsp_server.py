@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 #: A child that has not said READY by then is broken (RTSP: GStreamer plugin scan on the first
 #: run after install takes ~2 s here; later starts take ~0.3 s).
@@ -95,7 +96,7 @@ class CameraProcess:
             raise RuntimeError("camera not started")
         return self._proc.pid
 
-    def start(self) -> CameraProcess:
+    def start(self) -> Self:
         """Start the child and wait until it listens; raises RuntimeError with its log if not."""
         if self.running:
             raise RuntimeError(f"camera already running (pid {self.pid})")
@@ -103,8 +104,12 @@ class CameraProcess:
         log.write(f"---- start {self.starts + 1}: {' '.join(self.command())}\n")
         log.flush()
         self._proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=log, text=True,
-            start_new_session=True, preexec_fn=die_with_parent,
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         self.starts += 1
@@ -139,7 +144,7 @@ class CameraProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def restart(self, width: int | None = None, height: int | None = None) -> CameraProcess:
+    def restart(self, width: int | None = None, height: int | None = None) -> Self:
         """Reboot on the same port, at a new resolution if one is given."""
         self.kill()
         self.width = width or self.width
@@ -157,7 +162,7 @@ class CameraProcess:
     def close(self) -> None:
         self.kill()
 
-    def __enter__(self) -> CameraProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
