@@ -164,6 +164,21 @@ def test_freeze_with_a_read_timeout_fails_the_read_in_time(camera: CameraProcess
     cap.release()
 
 
+def test_freeze_stalls_a_fresh_open_unless_it_has_an_open_timeout(camera: CameraProcess) -> None:
+    """A wedged camera still completes TCP handshakes (the kernel's listen backlog), so an open
+    does not fail: it waits for an answer that never comes."""
+    camera.freeze()
+    bounded, open_s = open_capture(camera.url, TIMEOUT_PARAMS)
+    report(f"{camera.scheme} open of a frozen camera with a {SHORT_TIMEOUT_MS} ms timeout", open_s)
+    assert not bounded.isOpened()
+    stuck = Bounded(lambda: cv2.VideoCapture(camera.url, cv2.CAP_FFMPEG))
+    assert not stuck.wait(STALL_S), "a frozen camera answered an open"
+    camera.resume()
+    assert stuck.wait(OPEN_DEADLINE_S), "the open did not complete after SIGCONT"
+    assert stuck.result.isOpened(), "the camera did not serve the waiting open after SIGCONT"
+    stuck.result.release()
+
+
 @pytest.mark.skipif(not SLOW, reason="set EDGESIGHT_SLOW_TESTS=1 (waits out OpenCV's 30 s)")
 def test_freeze_without_timeout_blocks_a_read_for_opencvs_default(camera: CameraProcess) -> None:
     """Issue 18's complaint, measured: with no timeout a read on a wedged camera blocks for
