@@ -6,19 +6,22 @@ fail to open, with OpenCV's words. Every blocking call runs in a thread with a d
 test can fail but never hang. Measured times are printed (pytest -s) for docs/sources.md.
 
 Measured 2026-12-02 (opencv-python-headless, FFmpeg avformat 62; 320x240 @ 15 fps; RTSP over
-FFmpeg's default transport), in seconds:
+TCP, OpenCV's default rtsp_transport), in seconds:
   open: RTSP 1.9 (it buffers ~27 frames, 1.8 s of stream, while probing), MJPEG 0.15
   read after kill: RTSP fails after the ~27 buffered frames come out at once; MJPEG at once
   frozen read, no timeout: blocks 30.1 (OpenCV's default), both; then RTSP may return True
   frozen read, READ_TIMEOUT 2000 ms: MJPEG fails in 2.0; RTSP in 6.1 (3 timeouts in a row)
   open of a frozen or silent camera: 30.1 without a timeout, 2.0 with OPEN_TIMEOUT 2000 ms
   wrong path / 401 / nothing listening: fail in < 0.01; OpenCV's stderr names RTSP's 404
-  ("method DESCRIBE failed: 404") and "Connection refused", but not HTTP's 404 or 401.
+  ("method DESCRIBE failed: 404") and "Connection refused", but not HTTP's 404 or 401 unless
+  OPENCV_FFMPEG_DEBUG=1 OPENCV_FFMPEG_LOGLEVEL=24 are set, and then on stdout.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -279,3 +282,20 @@ def test_mjpeg_silent_camera_stalls_the_open_unless_it_has_a_timeout() -> None:
             assert stuck.wait(OPENCV_DEFAULT_TIMEOUT_S + 20)
             report("mjpeg silent open blocks with no timeout", stuck.elapsed_s)
         # else the thread ends when OpenCV gives up (30 s) or the camera is killed at exit
+
+
+def test_ffmpeg_log_level_warning_names_http_401_and_404() -> None:
+    """OpenCV hides FFmpeg's HTTP errors by default; with OPENCV_FFMPEG_DEBUG=1 and
+    OPENCV_FFMPEG_LOGLEVEL=24 (AV_LOG_WARNING) FFmpeg says them, and OpenCV's log callback
+    prints them on STDOUT (its own warnings go to stderr): where an agent could read the reason
+    in words. Both are read once, when OpenCV first loads FFmpeg, hence a fresh interpreter."""
+    script = "import cv2, sys\nfor url in sys.argv[1:]: cv2.VideoCapture(url, cv2.CAP_FFMPEG)"
+    env = dict(os.environ, OPENCV_FFMPEG_DEBUG="1", OPENCV_FFMPEG_LOGLEVEL="24")
+    with MjpegCamera(auth=("viewer", "s3cret")) as cam:
+        urls = [cam.url, cam.url_for("/no-such-stream")]
+        done = subprocess.run(
+            [sys.executable, "-c", script, *urls], env=env, capture_output=True, text=True,
+            timeout=OPEN_DEADLINE_S * 2, check=True,
+        )  # fmt: skip
+    assert "[OPENCV:FFMPEG:24] HTTP error 401 Unauthorized" in done.stdout, done
+    assert "[OPENCV:FFMPEG:24] HTTP error 404 no stream at" in done.stdout, done
