@@ -1,0 +1,354 @@
+"""Bounded opens and reads for cv2.VideoCapture: no call makes the caller wait past its deadline.
+
+Two layers (docs/capture-guard.md). FFmpeg's own interrupt callback, armed per capture with
+CAP_PROP_OPEN_TIMEOUT_MSEC / CAP_PROP_READ_TIMEOUT_MSEC (honoured by OpenCV 5.0's FFMPEG backend
+here, for http and rtsp alike), ends most stalls inside the backend a little before our deadline.
+The backstop: every call runs in a worker thread that owns the capture object. When a deadline
+passes anyway, the caller gets CaptureTimeout at once and the worker is *abandoned*: it releases
+its capture itself if and when the backend returns (releasing it from another thread while the
+worker is inside it would be a use-after-free in the backend). Abandoned workers still stuck are
+counted and capped, so a camera that wedges every time cannot pile up threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Issue 18: no capture call blocks longer than this by default, opens included.
+DEFAULT_TIMEOUT_S = 5.0
+#: The backend's own timeout is armed this much shorter than ours, so FFmpeg normally gives up
+#: first and the worker survives; the thread backstop only fires when FFmpeg does not honour it.
+BACKEND_MARGIN_S = 0.5
+BACKEND_MARGIN_FRACTION = 0.2  # of a short timeout, so 1 s still leaves FFmpeg 0.8 s
+#: Wedged workers a GuardedCapture tolerates before open() refuses to start another.
+DEFAULT_MAX_STUCK = 2
+#: close() waits at most this long for the worker to release the capture, then abandons it.
+DEFAULT_CLOSE_TIMEOUT_S = 1.0
+
+T = TypeVar("T")
+#: Abandoned workers still inside the backend, over every GuardedCapture: threads are the
+#: process's, and so is the exit problem they pose (wait_for_stuck).
+_all_stuck: set[_Worker] = set()
+_all_stuck_lock = threading.Condition()
+_Job = tuple[Callable[["_Worker"], Any], "Future[Any]"]
+
+
+class CaptureError(RuntimeError):
+    """An open or read that failed; the message says what, of which target, after how long."""
+
+
+class CaptureTimeout(CaptureError):
+    """A call that passed its deadline; `waited_for` names the call, `timeout_s` the deadline."""
+
+    def __init__(self, message: str, waited_for: str, timeout_s: float) -> None:
+        super().__init__(message)
+        self.waited_for = waited_for
+        self.timeout_s = timeout_s
+
+
+def wait_for_stuck(timeout_s: float) -> int:
+    """Wait up to timeout_s for stuck workers to return; how many are still stuck.
+
+    Call it at shutdown. Measured: a worker that comes back from FFmpeg while the interpreter
+    finalises is ended by a forced unwind through OpenCV's C++ frames, and the process aborts
+    ("terminate called without an active exception", exit status 134). So if this returns
+    more than 0, flush logs (logging.shutdown()) and leave with os._exit(status).
+    """
+    deadline = time.monotonic() + timeout_s
+    with _all_stuck_lock:
+        while _all_stuck and (left := deadline - time.monotonic()) > 0:
+            _all_stuck_lock.wait(left)
+        return len(_all_stuck)
+
+
+def backend_timeout_ms(timeout_s: float) -> int:
+    """The FFmpeg timeout (ms) armed under a guard deadline of timeout_s."""
+    margin = min(BACKEND_MARGIN_S, BACKEND_MARGIN_FRACTION * timeout_s)
+    return max(1, round((timeout_s - margin) * 1000))
+
+
+def _settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+    """Finish fut unless close() already failed it (the caller has gone)."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+class _Worker:
+    """One thread owning one capture object; it alone calls into it, release included."""
+
+    def __init__(self, name: str, on_exit: Callable[[_Worker], None]) -> None:
+        self.cap: cv2.VideoCapture | None = None
+        self.abandoned = False
+        self.busy = False
+        self.exited = False  # set under the guard's lock by its on_exit
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._on_exit = on_exit
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def submit(self, fn: Callable[[_Worker], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def abandon(self) -> None:
+        """Let the thread go: it releases the capture and exits once the backend returns."""
+        self.abandoned = True
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                fn, fut = job
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                self.busy = True
+                try:
+                    _settle(fut, fn(self))
+                except BaseException as exc:  # handed to the caller, who raises it
+                    _settle(fut, exc=exc)
+                finally:
+                    self.busy = False
+                if self.abandoned:
+                    break
+        finally:
+            if self.cap is not None:
+                self.cap.release()
+                self.cap = None
+            self._on_exit(self)
+
+
+class GuardedCapture:
+    """A VideoCapture whose open(), read(), get() and close() return within their deadlines.
+
+    Any failure raises CaptureError (CaptureTimeout for a deadline) and leaves it closed:
+    call open() again, which builds a fresh capture object. close() may come from another
+    thread; a read() waiting meanwhile raises CaptureError("closed") at once.
+    """
+
+    def __init__(
+        self,
+        target: str | int,
+        *,
+        api: int = cv2.CAP_FFMPEG,
+        params: Sequence[int] = (),
+        open_timeout_s: float = DEFAULT_TIMEOUT_S,
+        read_timeout_s: float = DEFAULT_TIMEOUT_S,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
+        backend_timeouts: bool = True,
+        max_stuck: int = DEFAULT_MAX_STUCK,
+        label: str | None = None,
+    ) -> None:
+        if min(open_timeout_s, read_timeout_s, close_timeout_s) <= 0 or max_stuck < 1:
+            raise ValueError(
+                "timeouts must be > 0 s and max_stuck >= 1, but got "
+                f"open {open_timeout_s}, read {read_timeout_s}, close {close_timeout_s}, "
+                f"max_stuck {max_stuck}"
+            )
+        self.target = target
+        self.label = label or str(target)  # what errors and thread names show: pass it redacted
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.max_stuck = max_stuck
+        self.abandoned_total = 0  # workers ever abandoned (a metric for the lead's stats)
+        self._params = list(params)
+        if backend_timeouts:  # only CAP_FFMPEG honours these; other backends ignore them
+            self._params += [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, backend_timeout_ms(open_timeout_s),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, backend_timeout_ms(read_timeout_s),
+            ]  # fmt: skip
+        #: A failure this late was FFmpeg's interrupt callback firing: a timeout, not a refusal.
+        self._backend_gave_up_s = {
+            "open": 0.9 * backend_timeout_ms(open_timeout_s) / 1000 if backend_timeouts else None,
+            "read": 0.9 * backend_timeout_ms(read_timeout_s) / 1000 if backend_timeouts else None,
+        }
+        self._api = api
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        self._inflight: Future[Any] | None = None
+        self._stuck: set[_Worker] = set()
+        self._spawned = 0
+
+    @property
+    def stuck_workers(self) -> int:
+        """Abandoned workers whose backend call has not returned yet."""
+        with self._lock:
+            return len(self._stuck)
+
+    @property
+    def is_open(self) -> bool:
+        return self._worker is not None
+
+    def open(self) -> None:
+        """Open a fresh capture object; CaptureError if the backend says no, CaptureTimeout if
+        it has not answered within open_timeout_s."""
+        self.close()
+        with self._lock:
+            if len(self._stuck) >= self.max_stuck:
+                raise CaptureError(
+                    f"{self.label}: {len(self._stuck)} earlier capture objects are still stuck "
+                    f"in the backend (limit {self.max_stuck}); not opening another until one "
+                    "returns"
+                )
+            self._spawned += 1
+            worker = _Worker(f"capture-{self.label[:24]}-{self._spawned}", self._exited)
+            self._worker = worker
+        worker.thread.start()
+
+        def do_open(w: _Worker) -> bool:
+            w.cap = cv2.VideoCapture(self.target, self._api, self._params)
+            return bool(w.cap.isOpened())
+
+        start = time.monotonic()
+        if not self._call(worker, do_open, self.open_timeout_s, "open"):
+            self._retire(worker)
+            raise self._failure("open", time.monotonic() - start, "the backend could not open it")
+
+    def read(self) -> np.ndarray:
+        """The next frame; CaptureError when the stream ends or fails, CaptureTimeout when no
+        frame came within read_timeout_s. Either way the capture is closed afterwards."""
+        worker = self._current()
+        start = time.monotonic()
+        ok, image = self._call(worker, _read, self.read_timeout_s, "read")
+        if not ok or image is None:
+            self._retire(worker)
+            raise self._failure("read", time.monotonic() - start, "no frame (stream ended)")
+        return image
+
+    def get(self, prop_id: int) -> float:
+        """cap.get(prop_id) under the read deadline (POS_MSEC, FPS, FRAME_WIDTH, ...)."""
+        worker = self._current()
+        return float(self._call(worker, lambda w: _get(w, prop_id), self.read_timeout_s, "get"))
+
+    def close(self) -> None:
+        """Release the capture within close_timeout_s; a worker stuck in the backend is
+        abandoned instead (it releases when it returns). Safe from any thread, and twice."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+            inflight, self._inflight = self._inflight, None
+        if worker is None:
+            return
+        if inflight is not None:  # another thread waits on the backend: free it now
+            _settle(inflight, exc=CaptureError(f"{self.label}: closed while waiting"))
+        if worker.busy:
+            self._abandon(worker)
+            return
+        fut = worker.submit(_release)
+        worker.abandon()  # exit after the release
+        try:
+            fut.result(self.close_timeout_s)
+        except FutureTimeout:
+            self._abandon(worker, already=True)
+
+    release = close  # cv2.VideoCapture's name: sources.py's _release() works unchanged
+
+    def __enter__(self) -> GuardedCapture:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _current(self) -> _Worker:
+        worker = self._worker
+        if worker is None:
+            raise CaptureError(
+                f"{self.label}: not open (open() it first, or again after a failure)"
+            )
+        return worker
+
+    def _call(self, worker: _Worker, fn: Callable[[_Worker], T], timeout_s: float, what: str) -> T:
+        with self._lock:  # close() from another thread either sees this call or refuses it
+            if self._worker is not worker:
+                raise CaptureError(f"{self.label}: closed while waiting")
+            fut = self._inflight = worker.submit(fn)
+        try:
+            return fut.result(timeout_s)
+        except FutureTimeout:
+            self._abandon(worker)
+            raise CaptureTimeout(
+                f"{self.label}: {what} timed out: no answer from the backend within "
+                f"{timeout_s:g} s (capture abandoned; open() makes a fresh one)",
+                what,
+                timeout_s,
+            ) from None
+        finally:
+            with self._lock:
+                if self._inflight is fut:
+                    self._inflight = None
+
+    def _failure(self, what: str, took_s: float, problem: str) -> CaptureError:
+        """CaptureTimeout when FFmpeg's own timeout ended the call, else CaptureError."""
+        gave_up = self._backend_gave_up_s[what]
+        if gave_up is not None and took_s >= gave_up:
+            limit = self.open_timeout_s if what == "open" else self.read_timeout_s
+            return CaptureTimeout(
+                f"{self.label}: {what} timed out inside the backend after {took_s:.1f} s",
+                what,
+                limit,
+            )
+        return CaptureError(f"{self.label}: {problem} ({took_s:.1f} s)")
+
+    def _retire(self, worker: _Worker) -> None:
+        """A failed call: release in the worker (it is idle) and forget it."""
+        with self._lock:
+            if self._worker is worker:
+                self._worker = None
+        worker.submit(_release)
+        worker.abandon()
+
+    def _abandon(self, worker: _Worker, already: bool = False) -> None:
+        with self._lock:
+            if self._worker is worker:
+                self._worker = None
+            if not worker.exited:
+                self._stuck.add(worker)
+                self.abandoned_total += 1
+                with _all_stuck_lock:
+                    _all_stuck.add(worker)
+        if not already:
+            worker.abandon()
+        log.debug("%s: abandoned capture worker %s", self.label, worker.thread.name)
+
+    def _exited(self, worker: _Worker) -> None:
+        with self._lock:
+            worker.exited = True
+            with _all_stuck_lock:
+                _all_stuck.discard(worker)
+                _all_stuck_lock.notify_all()
+            if worker in self._stuck:
+                self._stuck.discard(worker)
+                log.debug("%s: stuck worker %s returned", self.label, worker.thread.name)
+
+
+def _read(w: _Worker) -> tuple[bool, np.ndarray | None]:
+    assert w.cap is not None
+    ok, image = w.cap.read()
+    return bool(ok), image
+
+
+def _get(w: _Worker, prop_id: int) -> float:
+    assert w.cap is not None
+    return float(w.cap.get(prop_id))
+
+
+def _release(w: _Worker) -> None:
+    if w.cap is not None:
+        w.cap.release()
+        w.cap = None

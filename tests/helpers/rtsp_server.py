@@ -1,0 +1,254 @@
+"""Test cameras in child processes with fault controls, and the H.264 RTSP camera.
+
+A camera runs in a process of its own so the tests can do to it what happens to real cameras:
+kill it (power cut), start it again on the same port (reboot, maybe at another resolution),
+SIGSTOP it (wedged firmware: sockets stay open, nothing moves) and SIGCONT it. The child prints
+``READY <port>`` on stdout once it listens; its stderr goes to a log file quoted when it fails.
+
+The RTSP camera is gst-rtsp-server (Debian: scripts/ensure-camera-tools.sh) serving a moving
+``videotestsrc`` picture as H.264; unknown paths get RTSP 404. python3-gi binds the SYSTEM
+interpreter, so this file is also the child's script, run by /usr/bin/python3 -I by path:
+only the standard library at module level, gi imported inside ``serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Self
+
+#: A child that has not said READY by then is broken (RTSP: GStreamer plugin scan on the first
+#: run after install takes ~2 s here; later starts take ~0.3 s).
+START_TIMEOUT_S = 20.0
+#: SIGKILL is immediate, but the kernel needs a moment to reap; waiting longer means a bug.
+STOP_TIMEOUT_S = 5.0
+READY = "READY"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """Run in the child between fork and exec (Popen's preexec_fn): be SIGKILLed when the
+    parent dies, so no camera outlives a crashed or interrupted test run (Linux prctl
+    PR_SET_PDEATHSIG, kept across exec; a no-op elsewhere). It fires when the *thread* that
+    started the child ends, so start cameras from the test's own thread."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class CameraProcess:
+    """Start, kill, restart, freeze and resume one child camera on a fixed loopback port.
+
+    Subclasses say which command runs the camera (``command()``) and how its URLs look."""
+
+    scheme = "http"
+
+    def __init__(self, path: str, width: int, height: int, fps: int, port: int = 0) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        self.path = path
+        self.width, self.height, self.fps = width, height, fps
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[str] | None = None
+        self._logdir = Path(tempfile.mkdtemp(prefix=f"{self.scheme}-camera-"))
+        self.log_path = self._logdir / "camera.log"
+        self.starts = 0
+
+    # ---- what a subclass provides -------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    # ---- addresses ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.url_for(self.path)
+
+    def url_for(self, path: str) -> str:
+        """The URL of any path on this camera (a wrong one answers 404)."""
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+    # ---- lifecycle and faults -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("camera not started")
+        return self._proc.pid
+
+    def start(self) -> Self:
+        """Start the child and wait until it listens; raises RuntimeError with its log if not."""
+        if self.running:
+            raise RuntimeError(f"camera already running (pid {self.pid})")
+        log = self.log_path.open("a")
+        log.write(f"---- start {self.starts + 1}: {' '.join(self.command())}\n")
+        log.flush()
+        self._proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+        self.starts += 1
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._proc.stdout], [], [], 0.1)
+            if ready:
+                line = self._proc.stdout.readline()
+                if line.startswith(READY):
+                    return
+                if not line and self._proc.poll() is not None:
+                    break
+        self.kill()
+        raise RuntimeError(
+            f"{type(self).__name__} on port {self.port} did not start within "
+            f"{START_TIMEOUT_S} s; its log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL, no goodbye on any connection (works on a frozen child too)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def restart(self, width: int | None = None, height: int | None = None) -> Self:
+        """Reboot on the same port, at a new resolution if one is given."""
+        self.kill()
+        self.width = width or self.width
+        self.height = height or self.height
+        return self.start()
+
+    def freeze(self) -> None:
+        """Wedge the camera: SIGSTOP. Connections stay open and the kernel still accepts new
+        ones into the listen backlog, but nothing is answered or sent."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.kill()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+# ---- the RTSP camera --------------------------------------------------------------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+INSTALL_HINT = "run scripts/ensure-camera-tools.sh (Debian: gir1.2-gst-rtsp-server-1.0 and co.)"
+#: One keyframe a second, and SPS/PPS with every keyframe (config-interval=-1): a client that
+#: connects mid-stream decodes within a second instead of waiting for the next IDR.
+_PIPELINE = (
+    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={fps}/1"
+    " ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps}"
+    " ! video/x-h264,profile=baseline ! h264parse config-interval=-1"
+    " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+)
+
+
+def rtsp_available() -> str | None:
+    """None when the system python3 can run the RTSP camera, else why not (with the fix)."""
+    probe = (
+        "import gi; gi.require_version('GstRtspServer', '1.0');"
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
+        "assert Gst.ElementFactory.find('x264enc'), 'x264enc missing'"
+    )
+    try:
+        done = subprocess.run(
+            [SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{SYSTEM_PYTHON} unusable ({exc}); {INSTALL_HINT}"
+    if done.returncode != 0:
+        return f"GStreamer RTSP server unavailable: {done.stderr.strip()[-300:]}; {INSTALL_HINT}"
+    return None
+
+
+class RtspCamera(CameraProcess):
+    """An H.264 RTSP camera at rtsp://127.0.0.1:<port><path> (default /cam), 320x240 @ 15 fps.
+
+    One shared pipeline per mount, so every client sees the same stream, as on a real camera."""
+
+    scheme = "rtsp"
+
+    def __init__(
+        self, path: str = "/cam", width: int = 320, height: int = 240, fps: int = 15, port: int = 0
+    ) -> None:
+        super().__init__(path, width, height, fps, port)
+
+    def command(self) -> list[str]:
+        # -I: the script's folder (tests/helpers, with its http.py) must not shadow the stdlib
+        return [SYSTEM_PYTHON, "-I", __file__, str(self.port), self.path,
+                str(self.width), str(self.height), str(self.fps)]  # fmt: skip
+
+
+def serve(port: int, path: str, width: int, height: int, fps: int) -> None:
+    """The child: run gst-rtsp-server until killed."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(_PIPELINE.format(w=width, h=height, fps=fps))
+    factory.set_shared(True)
+    server.get_mount_points().add_factory(path, factory)
+    if server.attach(None) == 0:
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
+    print(f"{READY} {server.get_bound_port()}", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _port, _path, _w, _h, _fps = sys.argv[1:6]
+    serve(int(_port), _path, int(_w), int(_h), int(_fps))

@@ -1,0 +1,259 @@
+"""GuardedCapture against real OpenCV/FFmpeg on local sockets: a silent server (accepts, never
+answers) and an MJPEG server that sends a few frames and then goes silent. The backstop tests
+turn FFmpeg's own timeouts off, so only the worker-thread deadline can end the stall."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.backend_logs import classify
+from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture, wait_for_stuck
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import edge_agent from this tree
+TIMEOUT_S = 1.0
+BOUND_S = 2 * TIMEOUT_S  # generous: the brief's bound for any guarded call
+
+
+@contextmanager
+def tcp_server(frames: int | None) -> Iterator[str]:
+    """http://127.0.0.1:port/ that never answers (frames None) or sends `frames` MJPEG frames
+    and then holds the connection open in silence."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+    _ok, buf = cv2.imencode(".jpg", np.full((120, 160, 3), 90, np.uint8))
+    jpeg = buf.tobytes()
+
+    def handle(conn: socket.socket) -> None:
+        held.append(conn)
+        if frames is None:
+            return
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n"
+        )
+        for _ in range(frames):
+            head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+            conn.sendall(head + jpeg + b"\r\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, name="test-silent", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}/cam.mjpg"
+    finally:
+        srv.close()
+        for conn in held:
+            conn.close()
+
+
+def timed(fn: object) -> tuple[float, BaseException | None]:
+    start = time.monotonic()
+    try:
+        fn()  # type: ignore[operator]
+    except CaptureError as exc:
+        return time.monotonic() - start, exc
+    return time.monotonic() - start, None
+
+
+@pytest.mark.parametrize("backend_timeouts", [True, False], ids=["ffmpeg", "backstop"])
+def test_open_of_a_silent_server_fails_within_the_bound(backend_timeouts: bool) -> None:
+    with tcp_server(None) as url:
+        cap = GuardedCapture(url, open_timeout_s=TIMEOUT_S, backend_timeouts=backend_timeouts)
+        took, exc = timed(cap.open)
+        cap.close()
+    assert took <= BOUND_S
+    assert isinstance(exc, CaptureTimeout) and exc.waited_for == "open" and url in str(exc)
+    assert "timed out" in str(exc)
+    # FFmpeg's interrupt callback ends it first (the worker survives); else the thread deadline.
+    assert cap.abandoned_total == (0 if backend_timeouts else 1)
+
+
+@pytest.mark.parametrize("backend_timeouts", [True, False], ids=["ffmpeg", "backstop"])
+def test_frames_then_silence_gives_frames_then_a_read_failure(backend_timeouts: bool) -> None:
+    with tcp_server(5) as url:
+        cap = GuardedCapture(
+            url, open_timeout_s=3, read_timeout_s=TIMEOUT_S, backend_timeouts=backend_timeouts
+        )
+        cap.open()
+        assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 160
+        shapes = [cap.read().shape for _ in range(4)]  # the demuxer may hold the 5th back
+        took, exc = timed(lambda: [cap.read() for _ in range(3)])
+        assert shapes == [(120, 160, 3)] * 4
+        assert took <= BOUND_S + 0.5  # the 5th frame may come first
+        assert isinstance(exc, CaptureTimeout) and exc.waited_for == "read" and not cap.is_open
+        assert cap.abandoned_total == (0 if backend_timeouts else 1)
+        with pytest.raises(CaptureError, match="not open"):
+            cap.read()
+        cap.open()  # a fresh capture object on the same server
+        assert cap.read().shape == (120, 160, 3)
+        cap.close()
+
+
+def test_close_during_a_stalled_read_returns_at_once_and_frees_the_reader() -> None:
+    with tcp_server(3) as url:
+        cap = GuardedCapture(url, read_timeout_s=30, backend_timeouts=False)
+        cap.open()
+        errors: list[BaseException] = []
+
+        def drain() -> None:
+            try:
+                while True:
+                    cap.read()
+            except CaptureError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        time.sleep(0.5)  # the reader is now stuck in FFmpeg
+        took, _ = timed(cap.close)
+        reader.join(BOUND_S)
+        assert took <= cap.close_timeout_s + 0.2
+        assert not reader.is_alive() and "closed" in str(errors[0])
+        assert cap.stuck_workers == 1
+
+
+def test_stuck_workers_are_capped_and_counted() -> None:
+    with tcp_server(None) as url:
+        cap = GuardedCapture(url, open_timeout_s=0.3, backend_timeouts=False, max_stuck=2)
+        before = threading.active_count()
+        for _ in range(2):
+            with pytest.raises(CaptureTimeout):
+                cap.open()
+        with pytest.raises(CaptureError, match="still stuck"):
+            cap.open()
+        assert cap.stuck_workers == 2 and cap.abandoned_total == 2
+        assert threading.active_count() - before <= 2
+    # The server closed its sockets: the stuck opens return, release and exit on their own.
+    assert wait_for_stuck(40) == 0 and cap.stuck_workers == 0
+
+
+def test_refused_open_is_a_capture_error_not_a_timeout() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    cap = GuardedCapture(f"http://127.0.0.1:{port}/x", open_timeout_s=TIMEOUT_S)
+    took, exc = timed(cap.open)
+    assert took < TIMEOUT_S and type(exc) is CaptureError and "could not open" in str(exc)
+
+
+def test_bad_arguments_say_what_was_expected() -> None:
+    with pytest.raises(ValueError, match=r"timeouts must be > 0 s.*read -1"):
+        GuardedCapture("x", read_timeout_s=-1)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("[ WARN:0@1.009] global cap.cpp:212 open VIDEOIO(FFMPEG): backend ...", "opencv"),
+        ("[ERROR:0@0.100] global foo", "opencv"),
+        ("[http @ 0x5575a68f6500] Error reading HTTP response: Connection timed out", "ffmpeg"),
+        ("[tcp @ 0x55] Connection to tcp://127.0.0.1:1 failed: Connection refused", "ffmpeg"),
+        ("[OPENCV:FFMPEG:24] HTTP error 404 Not Found", "ffmpeg"),
+        ("2026-12-02 06:00:00 WARNING edge_agent.sources: [ WARN in text", None),
+        ("Traceback (most recent call last):", None),
+    ],
+)
+def test_classify(line: str, kind: str | None) -> None:
+    assert classify(line) == kind
+
+
+ROUTED = """
+import logging, socket, sys, threading
+logging.basicConfig(level=logging.{level}, format="PY %(levelname)s %(name)s: %(message)s")
+from edge_agent.backend_logs import BackendLogRouter
+router = BackendLogRouter()
+router.start()
+import cv2
+
+def rtsp_camera(srv):  # answers every request 404 (path /missing) or 401
+    while True:
+        conn, _ = srv.accept()
+        head = conn.recv(65536).decode().split("\\r\\n")
+        cseq = next(ln.split(":")[1].strip() for ln in head if ln.lower().startswith("cseq"))
+        status = "404 Not Found" if "/missing" in head[0] else "401 Unauthorized"
+        conn.sendall(f"RTSP/1.0 {{status}}\\r\\nCSeq: {{cseq}}\\r\\n\\r\\n".encode())
+        conn.close()
+
+rtsp = socket.socket(); rtsp.bind(("127.0.0.1", 0)); rtsp.listen(4)
+threading.Thread(target=rtsp_camera, args=(rtsp,), daemon=True).start()
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+cam = f"rtsp://127.0.0.1:{{rtsp.getsockname()[1]}}"
+for url in (f"http://127.0.0.1:{{port}}/x", cam + "/missing", cam + "/secret"):
+    cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+logging.getLogger("app").info("still here")
+print("plain python stderr", file=sys.stderr)
+router.close()
+"""
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> None:
+    code = textwrap.dedent(ROUTED.format(level=level))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=ENV,
+    )
+    lines = proc.stderr.splitlines()
+    assert not [ln for ln in lines if classify(ln)], proc.stderr  # nothing raw from C
+    assert "PY INFO app: still here" in lines and "plain python stderr" in lines
+    routed = [ln for ln in lines if ln.startswith("PY DEBUG edge_agent.backend.")]
+    if level == "INFO":
+        assert routed == []
+    else:
+        for reason in ("Connection refused", "404 (Not Found)", "401 (Unauthorized)"):
+            assert any(".ffmpeg: [" in ln and reason in ln for ln in routed), (reason, routed)
+        assert any("opencv: [ WARN:" in ln for ln in routed)
+
+
+EXIT_WHILE_STUCK = """
+import logging, os, socket, sys
+from edge_agent.capture_guard import CaptureTimeout, GuardedCapture, wait_for_stuck
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cap = GuardedCapture(f"http://127.0.0.1:{{srv.getsockname()[1]}}/", open_timeout_s=0.3,
+                     backend_timeouts=False)
+try:
+    cap.open()
+except CaptureTimeout:
+    pass
+if {use_exit} and wait_for_stuck(0.1):
+    logging.shutdown()
+    os._exit(3)
+"""
+
+
+@pytest.mark.parametrize("use_exit", [False, True], ids=["plain-exit", "os-exit"])
+def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool) -> None:
+    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts."""
+    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=ENV)
+    if use_exit:
+        assert proc.returncode == 3
+    else:  # the worker returns as the listening socket closes at exit, mid-finalisation
+        assert proc.returncode != 0, "a plain exit no longer aborts: wait_for_stuck may go"
