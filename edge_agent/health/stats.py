@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any
 
+from edge_agent.health.source_state import SourceStates
+
 #: Latency samples kept per histogram for percentiles: the last minute at 30 fps.
 HISTOGRAM_WINDOW = 2048
 
@@ -117,6 +119,8 @@ class StatsRegistry:
         self._metrics: dict[tuple[str, str, str], Metric] = {}
         self._views: dict[tuple[type[Any], str, str], Any] = {}
         self._lock = threading.Lock()
+        #: What each source is doing now (streaming, reconnecting, ...), beside its counters.
+        self.source_states = SourceStates()
 
     def _get(self, kind: type[Metric], group: str, key: str, name: str) -> Any:
         address = (group, key, name)
@@ -211,6 +215,9 @@ class SourceMetrics:
     reopens: Counter  # reopen attempts of a live source
     dropped_fps_limit: Counter  # live frames read and discarded to keep fps_limit
     dropped_stale: Counter  # live frames replaced by a newer one before inference took them
+    #: live frames the backend had buffered (after an open, or while capture paused), read
+    #: and discarded so results describe the current picture
+    frames_drained: Counter
     results: Counter  # frames that became a result
     frames_gated: Counter  # frames the motion gate kept from the model (previous predictions)
     errors: Counter  # frames that failed (pre-processing, inference, decoding)
