@@ -22,23 +22,17 @@ import numpy as np
 from edge_agent.capture_time import FolderClock, MediaClock
 from edge_agent.config import SourceConfig
 from edge_agent.config.sources import source_kind
+from edge_agent.health.source_state import ENDED, STARTING, STREAMING, SourceStates
 from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame
 
 log = logging.getLogger(__name__)
 
-#: FFMPEG gives up opening a stream after this long; without it a dead RTSP host blocks forever.
-STREAM_OPEN_TIMEOUT_MS = 10_000
-#: FFMPEG gives up one read() after this long, so a stalled stream is noticed and reopened. It also
-#: bounds how late a live source notices `stop`, since read() itself cannot be interrupted.
-STREAM_READ_TIMEOUT_MS = 5_000
 #: Longest a wait goes without noticing close() from another thread (`stop` wakes it at once).
 CLOSE_POLL_S = 0.2
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 LIVE_KINDS = ("camera", "stream")
 
-_STREAM_PARAMS = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS]  # fmt: skip
 #: Files decode in one FFMPEG thread: capture stays only one frame ahead of inference, and
 #: FFMPEG's default of a thread per core competes with inference for the cores (twice the CPU
 #: per frame here for no gain) and holds more frames.
@@ -69,16 +63,24 @@ def resolve_kind(cfg: SourceConfig) -> str:
 
 
 def open_source(
-    cfg: SourceConfig, stop: threading.Event | None = None, metrics: SourceMetrics | None = None
+    cfg: SourceConfig,
+    stop: threading.Event | None = None,
+    metrics: SourceMetrics | None = None,
+    states: SourceStates | None = None,
 ) -> FrameSource:
     """Build the source for cfg and check what can be checked before start (else SourceError).
 
     `stop` may be shared by all sources: setting it ends every iterator promptly. `metrics`
-    is where it counts (the agent's stats registry); a private one when not given.
+    is where it counts and `states` where it says what it is doing (the agent's stats
+    registry); private ones when not given.
     """
+    from edge_agent.live_source import LiveSource  # it builds on FrameSource below
+
     kind = resolve_kind(cfg)
-    cls = {"file": VideoFileSource, "folder": ImageFolderSource}.get(kind, LiveSource)
-    source = cls(cfg, kind, stop, metrics)
+    cls: type[FrameSource] = {"file": VideoFileSource, "folder": ImageFolderSource}.get(
+        kind, LiveSource
+    )
+    source = cls(cfg, kind, stop, metrics, states)
     source.open()
     return source
 
@@ -157,11 +159,14 @@ class FrameSource:
         kind: str,
         stop: threading.Event | None = None,
         metrics: SourceMetrics | None = None,
+        states: SourceStates | None = None,
     ) -> None:
         self.source_id = cfg.id
         self.kind = kind
         self.live = kind in LIVE_KINDS
         self.metrics = metrics or StatsRegistry().source(cfg.id)
+        self._states = states if states is not None else SourceStates()
+        self._states.set(cfg.id, STARTING)
         self._cfg = cfg
         self._stop = stop if stop is not None else threading.Event()
         self._closed = False
@@ -216,9 +221,14 @@ class FrameSource:
                     return
                 ts = time.time() if ts is None else ts
                 frame = Frame(image, self.source_id, self._seq, ts, origin)
+                if self._seq == 0 and not self.live:
+                    self._states.set(self.source_id, STREAMING)
                 self._seq += 1
                 self.metrics.frames_read.inc()
+                self._states.frame(self.source_id, ts, image.shape[1], image.shape[0])
                 yield frame
+            if not self._stopped():
+                self._states.set(self.source_id, ENDED)
         finally:
             self._release()
 
@@ -344,50 +354,3 @@ class ImageFolderSource(FrameSource):
             if good == 0:  # looping would spin on a folder with nothing readable
                 log.warning("source %s: nothing readable in %s", self.source_id, self._folder)
                 return
-
-
-class LiveSource(FrameSource):
-    """A camera or network stream: failures are retried with backoff until `stop`."""
-
-    def open(self) -> None:
-        """Nothing to check: a camera or stream that is not there yet is retried, not refused."""
-
-    def _open_capture(self) -> cv2.VideoCapture | None:
-        """Streams go through FFMPEG: the only backend honouring open/read timeouts."""
-        uri = self._cfg.uri
-        if self.kind == "stream":
-            return _capture(str(uri), cv2.CAP_FFMPEG, _STREAM_PARAMS)
-        return _capture(int(uri) if isinstance(uri, int) or uri.strip().isdigit() else uri)
-
-    def _images(self) -> Iterator[_Item]:
-        origin = redact(str(self._cfg.uri))
-        delay = self._cfg.reconnect_initial_delay_s
-        attempts = 0
-        down = False  # an outage has been logged at WARNING and has not ended yet
-        while not self._stopped():
-            problem = "cannot open"
-            if self._cap is None:
-                if attempts:
-                    self.metrics.reopens.inc()
-                attempts += 1
-                self._cap = self._open_capture()
-            if self._cap is not None:
-                ok, image = self._cap.read()
-                ts = time.time()
-                if ok:
-                    if down:
-                        log.info("source %s: reconnected to %s", self.source_id, origin)
-                        down = False
-                    delay = self._cfg.reconnect_initial_delay_s
-                    yield image, origin, ts
-                    continue
-                problem = "no frame from (read failed or timed out)"
-                self._release()
-            level = logging.DEBUG if down else logging.WARNING
-            log.log(
-                level, "source %s: %s %s; retry in %.3g s", self.source_id, problem, origin, delay
-            )
-            down = True
-            if self._wait(delay):
-                return
-            delay = min(delay * 2, self._cfg.reconnect_max_delay_s)

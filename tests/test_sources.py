@@ -349,8 +349,11 @@ def test_stream_reconnects_after_server_restart(
         runner.thread.join(timeout=2.0)
     assert source.metrics.reopens.value >= 1
     messages = [r.getMessage() for r in caplog.records]
-    assert any("reconnected" in m for m in messages)
-    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1  # logged once
+    assert any("streaming again" in m for m in messages)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Once per distinct reason (the stream ended; then reopening is refused), not per attempt.
+    assert 1 <= len(warnings) <= 2 and "lost" in warnings[0], warnings
+    assert source.metrics.reopens.value >= 2
 
 
 def test_stream_fps_limit_drops_instead_of_queueing(mjpeg: MjpegServer) -> None:

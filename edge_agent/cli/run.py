@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_agent")
 
+#: How long exit waits for capture workers still blocked in a camera's backend.
+STUCK_CAPTURE_WAIT_S = 0.5
 #: Problems of a refused config named in the command's reply (all of them are in the log).
 MAX_PROBLEMS_IN_REPLY = 5
 
@@ -189,4 +192,22 @@ def main(argv: list[str] | None = None) -> int:
         print_config_error(exc)
         return EXIT_BAD_INPUT
     configure_logging(cfg.log_level, cfg.log_format)
-    return run_agent(cfg, config_path=args.config)
+    status = run_agent(cfg, config_path=args.config)
+    exit_now_if_captures_stuck(status)
+    return status
+
+
+def exit_now_if_captures_stuck(status: int) -> None:
+    """Leave with os._exit when a camera's capture worker is still inside the backend.
+
+    Measured (docs/capture-guard.md): a worker that comes back from FFmpeg while the
+    interpreter finalises aborts the process (status 134), turning a clean SIGTERM during a
+    stalled camera into a crash. The log is flushed first; nothing else is left to clean up
+    (the agent has closed its sources, model and publisher)."""
+    from edge_agent.capture_guard import wait_for_stuck
+
+    stuck = wait_for_stuck(STUCK_CAPTURE_WAIT_S)
+    if stuck:
+        log.info("%d camera capture(s) still blocked in the backend; exiting without them", stuck)
+        logging.shutdown()
+        os._exit(status)

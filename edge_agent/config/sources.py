@@ -27,6 +27,8 @@ MAX_FPS_LIMIT = 1000.0
 #: Reopen waits beyond an hour make a camera that came back look dead for longer than anyone
 #: waits for it.
 MAX_RECONNECT_DELAY_S = 3600.0
+#: A camera that has not answered within a minute is down; a longer bound only delays saying so.
+MAX_CAPTURE_TIMEOUT_S = 60.0
 
 
 def is_camera(uri: str | int) -> bool:
@@ -167,19 +169,37 @@ class SourceConfig(Section):
     on_eof: Literal["stop", "loop"] = Field(
         "stop", description="At the end of a video file or image folder: stop this source or loop."
     )
+    capture_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=MAX_CAPTURE_TIMEOUT_S,
+        description="A live source's open or read that takes longer fails (the camera is "
+        "stalled or unreachable) and is retried; shutdown never waits for one (above 0, at most "
+        f"{MAX_CAPTURE_TIMEOUT_S:g} s).",
+    )
     reconnect_initial_delay_s: float = Field(
-        1.0,
+        0.5,
         gt=0,
         le=MAX_RECONNECT_DELAY_S,
-        description="First wait before reopening a live source that failed (above 0, at most "
-        f"{MAX_RECONNECT_DELAY_S:g} s).",
+        description="Wait between reopen attempts while a live source is likely coming back "
+        f"(the first reconnect_fast_for_s of an outage; above 0, at most {MAX_RECONNECT_DELAY_S:g}"
+        " s), jittered by 20 %.",
+    )
+    reconnect_fast_for_s: float = Field(
+        60.0,
+        ge=0,
+        le=MAX_RECONNECT_DELAY_S,
+        description="How long an outage is retried at reconnect_initial_delay_s (a camera "
+        "rebooting) before the wait starts doubling (a camera that stays away); a 404 or 401 "
+        f"skips this phase (0 to {MAX_RECONNECT_DELAY_S:g} s).",
     )
     reconnect_max_delay_s: float = Field(
         60.0,
         gt=0,
         le=MAX_RECONNECT_DELAY_S,
-        description="Longest wait between reopen attempts (the delay doubles up to it; at most "
-        f"{MAX_RECONNECT_DELAY_S:g} s, not below reconnect_initial_delay_s).",
+        description="Longest wait between reopen attempts after the quick phase (the delay "
+        f"doubles up to it; at most {MAX_RECONNECT_DELAY_S:g} s, not below "
+        "reconnect_initial_delay_s).",
     )
 
     motion: MotionConfig = Field(

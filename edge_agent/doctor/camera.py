@@ -11,22 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge_agent.capture_guard import DEFAULT_CLOSE_TIMEOUT_S
 from edge_agent.config import ConfigIssue, SourceConfig
 from edge_agent.doctor.checks import Check
+from edge_agent.health.source_state import SourceStates
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish.paho_support import probe
-from edge_agent.sources import (
-    STREAM_READ_TIMEOUT_MS,
-    SourceError,
-    open_source,
-    redact,
-    resolve_kind,
-)
+from edge_agent.sources import SourceError, open_source, redact, resolve_kind
 from edge_agent.types import Frame
 
-#: How long a source that gave no frame may take to close after ``stop``: a stream's read
-#: gives up after sources.py's STREAM_READ_TIMEOUT_MS (5 s).
-STOP_WAIT_S = STREAM_READ_TIMEOUT_MS / 1000 + 1.0
+#: How long a source that gave no frame may take to close after ``stop``: a live source's
+#: blocked call is abandoned by its capture guard (capture_guard.py) within its close timeout.
+STOP_WAIT_S = DEFAULT_CLOSE_TIMEOUT_S + 1.0
 #: Name prefix of the reader threads; the CLI looks for ones still alive at exit.
 THREAD_PREFIX = "doctor-source-"
 #: The port a stream URL without one uses, by scheme.
@@ -69,12 +65,14 @@ def _stream_probe(uri: str) -> str | None:
     return None if reason.startswith("TCP connects") else reason
 
 
-def _first_frame(cfg: SourceConfig, stop: threading.Event, out: queue.Queue[object]) -> None:
+def _first_frame(
+    cfg: SourceConfig, stop: threading.Event, out: queue.Queue[object], states: SourceStates
+) -> None:
     """Open the source and put its first Frame, an exception, or None (no frame) on ``out``,
     once the source is closed: a capture released while Python exits aborts the process."""
     got: object = None
     try:
-        source = open_source(cfg, stop, StatsRegistry().source(cfg.id))
+        source = open_source(cfg, stop, StatsRegistry().source(cfg.id), states)
     except SourceError as exc:
         out.put(exc)
         return
@@ -102,18 +100,27 @@ def check_source(cfg: SourceConfig, timeout_s: float, missing: Sequence[ConfigIs
             return Check(name, "fail", f"{where}: {absent}", advice)
     stop = threading.Event()
     out: queue.Queue[object] = queue.Queue()
+    states = SourceStates()  # the live source's reason for failing, in words
     started = time.monotonic()
     thread = threading.Thread(
-        target=_first_frame, args=(cfg, stop, out), name=f"{THREAD_PREFIX}{cfg.id}", daemon=True
+        target=_first_frame,
+        args=(cfg, stop, out, states),
+        name=f"{THREAD_PREFIX}{cfg.id}",
+        daemon=True,
     )
     thread.start()
     try:
         got = out.get(timeout=timeout_s)
     except queue.Empty:
-        stop.set()  # a live source notices within its read timeout and closes itself
+        stop.set()  # a live source notices at once; its guard abandons a blocked call
         thread.join(STOP_WAIT_S)
-        why = _stream_probe(str(cfg.uri)) if kind == "stream" else None
-        found = f"{where}: no frame within {timeout_s:g} s" + (f"; TCP: {why}" if why else "")
+        status = states.get(cfg.id)
+        reason = status.reason if status is not None else None
+        found = f"{where}: no frame within {timeout_s:g} s"
+        if reason:  # the backend's own words: refused, 404, 401, no answer
+            found += f" ({reason})"
+        elif kind == "stream" and (why := _stream_probe(str(cfg.uri))):
+            found += f"; TCP: {why}"
         return Check(name, "fail", found, advice)
     took = time.monotonic() - started
     thread.join()  # it has put its answer: only returning is left

@@ -1,0 +1,181 @@
+"""Cameras and network streams: bounded calls, reconnects that follow the camera, true times.
+
+Every OpenCV call runs under a GuardedCapture (capture_guard.py): an open or a read that passes
+``capture_timeout_s`` fails with a reason instead of blocking the agent, and ``close()`` from
+another thread (shutdown) frees a blocked read at once. Failures are retried as reconnect.py
+says, and each source's state (source_state.py) says what is happening in words. Frames are
+stamped and drained by live_clock.py, so a result's ``ts`` is when its picture was taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture
+from edge_agent.health.source_state import FAILED, RECONNECTING, STALLED, STREAMING
+from edge_agent.live_clock import LiveClock
+from edge_agent.reconnect import ReconnectPolicy
+from edge_agent.sources import FrameSource, _Item, redact
+
+log = logging.getLogger("edge_agent.sources")
+
+#: Failures a quick retry rarely cures: a wrong path or wrong credentials (HTTP/RTSP codes).
+_LASTING = re.compile(r"\b40[0134]\b")
+
+
+def _target(uri: str | int, kind: str) -> tuple[str | int, int, bool]:
+    """(what VideoCapture opens, the backend, whether it honours FFmpeg's timeouts). Streams go
+    through FFMPEG, the only backend with open/read timeouts; other backends (V4L2) refuse
+    parameters they do not know, so cameras get none and only the guard's deadline."""
+    if kind == "stream":
+        return str(uri), cv2.CAP_FFMPEG, True
+    if isinstance(uri, int) or uri.strip().isdigit():
+        return int(uri), cv2.CAP_ANY, False
+    return uri, cv2.CAP_ANY, False
+
+
+def failure_reason(exc: CaptureError) -> str:
+    """The short reason of a failed call in words (the guard's, from the backend's own error)."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    if isinstance(exc, CaptureTimeout):
+        return f"no answer within {exc.timeout_s:g} s"
+    return str(exc)
+
+
+class LiveSource(FrameSource):
+    """A camera or network stream: failures are retried until `stop`, never fatal."""
+
+    def open(self) -> None:
+        """Nothing to check: a camera or stream that is not there yet is retried, not refused."""
+        cfg = self._cfg
+        target, api, ffmpeg = _target(cfg.uri, self.kind)
+        self._origin = redact(str(cfg.uri))
+        self._guard = GuardedCapture(
+            target,
+            api=api,
+            open_timeout_s=cfg.capture_timeout_s,
+            read_timeout_s=cfg.capture_timeout_s,
+            backend_timeouts=ffmpeg,
+            label=f"{self.source_id} ({self._origin})",
+        )
+        self._policy = ReconnectPolicy(
+            cfg.reconnect_initial_delay_s, cfg.reconnect_max_delay_s, cfg.reconnect_fast_for_s
+        )
+        self._clock = LiveClock()
+        self._size: tuple[int, int] | None = None
+        self._reason: str | None = None  # of the outage under way, as last logged
+
+    def close(self) -> None:
+        """Also from another thread: closing the guard frees a read blocked in the backend."""
+        self._closed = True
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+        super().close()
+
+    def _release(self) -> None:
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+
+    def _images(self) -> Iterator[_Item]:
+        first = True
+        while not self._stopped():
+            if not self._guard.is_open:
+                if not first:
+                    self.metrics.reopens.inc()
+                first = False
+                try:
+                    self._guard.open()
+                except CaptureError as exc:
+                    if self._failed(exc, opened=False):
+                        return
+                    continue
+                self._clock.opened(self._prop(cv2.CAP_PROP_FPS))
+            started = time.monotonic()
+            try:
+                image = self._guard.read()
+            except CaptureError as exc:
+                if self._failed(exc, opened=True):
+                    return
+                continue
+            ended, wall = time.monotonic(), time.time()
+            pts, pos = self._prop(cv2.CAP_PROP_PTS), self._prop(cv2.CAP_PROP_POS_MSEC)
+            ts = self._clock.stamp(started, ended, wall, pts, pos)
+            if ts is None:
+                self.metrics.frames_drained.inc()
+                continue
+            self._streaming(image)
+            yield image, self._origin, ts
+
+    def _prop(self, prop_id: int) -> float | None:
+        try:
+            return self._guard.get(prop_id)
+        except CaptureError:
+            return None  # the next read() says what went wrong
+
+    def _streaming(self, image: np.ndarray) -> None:
+        """A frame kept: say so once after an outage, and notice a new frame size."""
+        if self._policy.in_outage or self._reason is not None:
+            log.info(
+                "source %s: streaming again from %s after %.1f s down (%d attempt(s))",
+                self.source_id,
+                self._origin,
+                self._policy.down_for_s(),
+                self._policy.attempts,
+            )
+        self._policy.reset()
+        self._reason = None
+        self._states.set(self.source_id, STREAMING)
+        size = (int(image.shape[1]), int(image.shape[0]))
+        if self._size is not None and size != self._size:
+            log.warning(
+                "source %s: frame size changed from %dx%d to %dx%d",
+                self.source_id,
+                *self._size,
+                *size,
+            )
+        self._size = size
+
+    def _failed(self, exc: CaptureError, opened: bool) -> bool:
+        """Log, set the state and wait before the next attempt; True if stopped meanwhile."""
+        if self._stopped():  # close() from shutdown freed a blocked call: not a failure
+            return True
+        reason = failure_reason(exc)
+        delay = self._policy.next_delay(lasting=bool(_LASTING.search(reason)))
+        if opened and isinstance(exc, CaptureTimeout):
+            state = STALLED
+        else:
+            state = RECONNECTING if self._policy.quick() else FAILED
+        previous = self._states.get(self.source_id)
+        gave_up_quick = state == FAILED and (previous is None or previous.state != FAILED)
+        self._states.set(self.source_id, state, reason)
+        if gave_up_quick and reason == self._reason:
+            log.warning(
+                "source %s: %s still down after %.0f s: %s; retrying at most every %g s",
+                self.source_id,
+                self._origin,
+                self._policy.down_for_s(),
+                reason,
+                self._policy.max_s,
+            )
+        else:
+            log.log(
+                logging.WARNING if reason != self._reason else logging.DEBUG,
+                "source %s: %s %s: %s; retry in %.2g s",
+                self.source_id,
+                "lost" if opened else "cannot open",
+                self._origin,
+                reason,
+                delay,
+            )
+        self._reason = reason
+        return self._wait(delay)
