@@ -42,6 +42,7 @@ _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _installed = False
+_unavailable = False  # install() failed once: a retry would fail the same way
 _atexit_registered = False
 _level = AV_LOG_WARNING
 #: threading.get_ident() -> that thread's collecting list (see collect()).
@@ -67,19 +68,22 @@ def _on_log(avcl: int | None, level: int, fmt: bytes | None, vl: int | None) -> 
             return
         _partial.text = ""
         _emit(text.rstrip("\r\n"))
-    except BaseException:  # noqa: BLE001 - see the docstring
+    except BaseException:  # see the docstring
         pass
 
 
-def _emit(line: str) -> None:
-    if not line.strip():
-        return
+def _emit(text: str) -> None:
+    """One formatted message (FFmpeg sometimes puts two lines in one) to the log and to the
+    calling thread's collector."""
     lines = _collectors.get(threading.get_ident())
-    if lines is not None:
-        lines.append(line)
-        del lines[:-MAX_COLLECTED]
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s", line)
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if lines is not None:
+            lines.append(line)
+            del lines[:-MAX_COLLECTED]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", line)
 
 
 #: Kept for the life of the process: FFmpeg holds a raw pointer to it, and a thread inside
@@ -138,13 +142,16 @@ def install(level: int = AV_LOG_WARNING) -> bool:
     """Route FFmpeg's lines at `level` and more severe through our callback; idempotent and
     thread-safe. False (with a DEBUG line) when libavutil or its symbols cannot be found:
     logs never stop the agent."""
-    global _lib, _installed, _level, _atexit_registered
+    global _lib, _installed, _level, _atexit_registered, _unavailable
     with _lock:
         if _installed:
             return True
+        if _unavailable:
+            return False
         _register_opencv_ffmpeg()
         lib = _lib or _load()
         if lib is None:
+            _unavailable = True
             return False
         _lib, _level = lib, level
         lib.av_log_set_callback(ctypes.cast(_c_callback, ctypes.c_void_p))
@@ -174,15 +181,19 @@ def installed() -> bool:
 
 
 @contextmanager
-def collect() -> Iterator[list[str]]:
-    """The FFmpeg lines this thread logs inside the block (the last MAX_COLLECTED). Nested
-    blocks share the outer list. Empty when install() has not run or failed."""
+def collect(into: list[str] | None = None) -> Iterator[list[str]]:
+    """The FFmpeg lines this thread logs inside the block (the last MAX_COLLECTED), appended
+    to `into` (a new list by default; another thread may read it meanwhile). Blocks nest; the
+    outer collector has the lines again when the inner block ends. Nothing is collected when
+    install() has not run or failed."""
     ident = threading.get_ident()
     outer = _collectors.get(ident)
-    lines: list[str] = [] if outer is None else outer
+    lines: list[str] = [] if into is None else into
     _collectors[ident] = lines
     try:
         yield lines
     finally:
         if outer is None:
             _collectors.pop(ident, None)
+        else:
+            _collectors[ident] = outer
