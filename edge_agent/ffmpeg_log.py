@@ -45,6 +45,7 @@ _installed = False
 _unavailable = False  # install() failed once: a retry would fail the same way
 _atexit_registered = False
 _level = AV_LOG_WARNING
+_level_before: int | None = None  # FFmpeg's level before install(), which uninstall() restores
 #: threading.get_ident() -> that thread's collecting list (see collect()).
 _collectors: dict[int, list[str]] = {}
 #: Per thread: FFmpeg's print_prefix flag and a line not yet ended by "\n" (FFmpeg may log one
@@ -142,7 +143,7 @@ def install(level: int = AV_LOG_WARNING) -> bool:
     """Route FFmpeg's lines at `level` and more severe through our callback; idempotent and
     thread-safe. False (with a DEBUG line) when libavutil or its symbols cannot be found:
     logs never stop the agent."""
-    global _lib, _installed, _level, _atexit_registered, _unavailable
+    global _lib, _installed, _level, _atexit_registered, _unavailable, _level_before
     with _lock:
         if _installed:
             return True
@@ -153,7 +154,7 @@ def install(level: int = AV_LOG_WARNING) -> bool:
         if lib is None:
             _unavailable = True
             return False
-        _lib, _level = lib, level
+        _lib, _level, _level_before = lib, level, lib.av_log_get_level()
         lib.av_log_set_callback(ctypes.cast(_c_callback, ctypes.c_void_p))
         lib.av_log_set_level(level)
         _installed = True
@@ -166,13 +167,15 @@ def install(level: int = AV_LOG_WARNING) -> bool:
 
 
 def uninstall() -> None:
-    """Give FFmpeg its default callback (stderr) back; for tests and at exit."""
+    """Give FFmpeg its default callback (stderr) and level back; for tests and at exit."""
     global _installed
     with _lock:
         if not _installed or _lib is None:
             return
         default = ctypes.cast(_lib.av_log_default_callback, ctypes.c_void_p)
         _lib.av_log_set_callback(default)
+        if _level_before is not None:
+            _lib.av_log_set_level(_level_before)
         _installed = False
 
 

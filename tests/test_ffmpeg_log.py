@@ -153,7 +153,10 @@ def test_install_is_idempotent_and_uninstall_gives_stderr_back(
     try:
         _ok, lines = open_in_thread(mjpeg.url_for("/gone"), "uninstalled")
         assert lines == []
-        assert "HTTP error 404" in capfd.readouterr().err  # FFmpeg's default callback
+        # FFmpeg's default callback at OpenCV's level (error): http's 404 is a warning
+        assert "HTTP error 404" not in capfd.readouterr().err
+        _ok, lines = open_in_thread(f"http://127.0.0.1:{free_port()}/", "refused")
+        assert lines == [] and "Connection refused" in capfd.readouterr().err
     finally:
         assert ffmpeg_log.install()
     _ok, lines = open_in_thread(mjpeg.url_for("/gone"), "again")
