@@ -87,8 +87,6 @@ def test_at_debug_the_backend_lines_are_ours(urls: dict[str, str]) -> None:
     lines = run_agent("DEBUG", urls)
     assert not [ln for ln in lines if classify(ln)], lines  # nothing raw from C
     for name in urls:
-        said = BACKEND_SAYS[name]
-        assert any(
-            " DEBUG   edge_agent.backend.ffmpeg: [" in ln and said in ln for ln in lines
-        ), (name, lines)
+        ours = [ln for ln in lines if " DEBUG   edge_agent.backend.ffmpeg: [" in ln]
+        assert any(BACKEND_SAYS[name] in ln for ln in ours), (name, lines)
     assert any("edge_agent.backend.opencv: [ WARN:" in ln for ln in lines), lines

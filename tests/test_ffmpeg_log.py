@@ -124,7 +124,8 @@ def test_each_capture_thread_gets_its_own_lines(
     for t in threads:
         t.join(40)
     words = {
-        n: reason(lines, timed_out=False, opened=ok, kind="open") for n, (ok, lines) in results.items()
+        name: reason(lines, timed_out=False, opened=ok, kind="open")
+        for name, (ok, lines) in results.items()
     }
     assert words == {
         "rtsp404": "not found (RTSP 404)",
