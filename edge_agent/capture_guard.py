@@ -202,7 +202,7 @@ class GuardedCapture:
         self._stuck: set[_Worker] = set()
         self._spawned = 0
         self._frames = 0  # read since the last open: a read failing at 0 points at the codec
-        #: The backend's last line before the last failure, for DEBUG (its reason is shorter).
+        #: The backend's last line in the last failed call (None if it said nothing), for DEBUG.
         self.last_backend_line: str | None = None
 
     @property
@@ -355,8 +355,8 @@ class GuardedCapture:
             lines, timed_out=timed_out, opened=opened, kind=what, frames=self._frames,
             timeout_s=timeout_s,
         )  # fmt: skip
+        self.last_backend_line = lines[-1] if lines else None
         if lines:
-            self.last_backend_line = lines[-1]
             log.debug("%s: %s failed: %s (backend: %s)", self.label, what, why, lines[-1])
         return why
 

@@ -199,6 +199,25 @@ def test_a_refusing_camera_gives_its_reason(
     assert took < 5 and type(exc) is CaptureError and exc.reason == words, exc
 
 
+@pytest.mark.parametrize("camera", [RtspCamera, MjpegCamera], ids=["rtsp", "mjpeg"])
+def test_a_killed_camera_ended_its_stream_and_then_refuses(camera: type[RtspCamera]) -> None:
+    if camera is RtspCamera and (why := rtsp_available()):
+        pytest.skip(why)
+    with camera() as cam:
+        cap = GuardedCapture(cam.url, open_timeout_s=5, read_timeout_s=2)
+        cap.open()
+        for _ in range(3):
+            cap.read()
+        cam.kill()
+        with pytest.raises(CaptureError) as ended:
+            for _ in range(100):  # what the backend buffered comes out first
+                cap.read()
+        took, refused = timed(cap.open)
+    assert ended.value.reason == "stream ended", (ended.value, cap.last_backend_line)
+    assert isinstance(refused, CaptureError) and refused.reason == "connection refused"
+    assert took < 1 and cap.last_backend_line and "Connection refused" in cap.last_backend_line
+
+
 def test_a_stream_of_undecodable_parts_names_the_codec() -> None:
     with tcp_server(40, garbage=True, close=True) as url:
         cap = GuardedCapture(url, open_timeout_s=5, read_timeout_s=TIMEOUT_S)
