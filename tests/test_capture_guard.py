@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent import ffmpeg_log
 from edge_agent.backend_logs import classify
 from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture, wait_for_stuck
 from tests.helpers.mjpeg_server import MjpegCamera
@@ -72,6 +73,15 @@ def tcp_server(frames: int | None, *, garbage: bool = False, close: bool = False
         srv.close()
         for conn in held:
             conn.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ffmpeg_lines() -> Iterator[None]:
+    """Reasons need FFmpeg's lines; given back after this module (other modules check what
+    OpenCV prints on stderr by itself)."""
+    assert ffmpeg_log.install()
+    yield
+    ffmpeg_log.uninstall()
 
 
 def timed(fn: object) -> tuple[float, BaseException | None]:
@@ -315,7 +325,10 @@ def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> No
 
 EXIT_WHILE_STUCK = """
 import logging, os, socket, sys
+from edge_agent import ffmpeg_log
 from edge_agent.capture_guard import CaptureTimeout, GuardedCapture, wait_for_stuck
+if {callback}:
+    assert ffmpeg_log.install()
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 cap = GuardedCapture(f"http://127.0.0.1:{{srv.getsockname()[1]}}/", open_timeout_s=0.3,
                      backend_timeouts=False)
@@ -329,10 +342,15 @@ if {use_exit} and wait_for_stuck(0.1):
 """
 
 
-@pytest.mark.parametrize("use_exit", [False, True], ids=["plain-exit", "os-exit"])
-def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool) -> None:
-    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts."""
-    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit))
+@pytest.mark.parametrize(
+    ("use_exit", "callback"),
+    [(False, False), (True, False), (True, True)],
+    ids=["plain-exit", "os-exit", "os-exit-with-ffmpeg-callback"],
+)
+def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool, callback: bool) -> None:
+    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts.
+    With FFmpeg's log callback installed, os._exit still ends the process cleanly."""
+    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit, callback=callback))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=ENV)
     if use_exit:
         assert proc.returncode == 3
