@@ -9,10 +9,9 @@ its capture itself if and when the backend returns (releasing it from another th
 worker is inside it would be a use-after-free in the backend). Abandoned workers still stuck are
 counted and capped, so a camera that wedges every time cannot pile up threads.
 
-Each call collects the FFmpeg lines its worker logs (edge_agent.ffmpeg_log, once installed:
-backend_logs.quiet_backends() or ffmpeg_log.install()); a failure carries them translated to
-short words in `reason` (edge_agent.capture_reason). The guard does not install the callback
-itself: it is process-wide state, the process's owner decides.
+Each call collects the FFmpeg lines its worker logs (edge_agent.ffmpeg_log, installed at the
+first open); a failure carries them translated to short words in `reason`
+(edge_agent.capture_reason).
 """
 
 from __future__ import annotations
@@ -233,6 +232,9 @@ class GuardedCapture:
             self._worker = worker
         worker.thread.start()
         self._frames = 0
+        # Reasons need FFmpeg's lines. keep_stderr: a process that did not call
+        # backend_logs.quiet_backends() still sees on stderr what FFmpeg printed there before.
+        ffmpeg_log.install(keep_stderr=True)
 
         def do_open(w: _Worker) -> bool:
             w.cap = cv2.VideoCapture(self.target, self._api, self._params)

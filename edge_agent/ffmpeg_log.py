@@ -20,6 +20,7 @@ import atexit
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,9 @@ _unavailable = False  # install() failed once: a retry would fail the same way
 _atexit_registered = False
 _level = AV_LOG_WARNING
 _level_before: int | None = None  # FFmpeg's level before install(), which uninstall() restores
+#: Lines at this level or more severe also go raw to fd 2, as FFmpeg's default callback would
+#: print them (install(keep_stderr=True)); None once the process asked for quiet backends.
+_stderr_level: int | None = None
 #: threading.get_ident() -> that thread's collecting list (see collect()).
 _collectors: dict[int, list[str]] = {}
 #: Per thread: FFmpeg's print_prefix flag and a line not yet ended by "\n" (FFmpeg may log one
@@ -68,14 +72,16 @@ def _on_log(avcl: int | None, level: int, fmt: bytes | None, vl: int | None) -> 
             _partial.text = text
             return
         _partial.text = ""
-        _emit(text.rstrip("\r\n"))
+        _emit(text.rstrip("\r\n"), level)
     except BaseException:  # see the docstring
         pass
 
 
-def _emit(text: str) -> None:
+def _emit(text: str, level: int) -> None:
     """One formatted message (FFmpeg sometimes puts two lines in one) to the log and to the
-    calling thread's collector."""
+    calling thread's collector (and to fd 2 when stderr is kept)."""
+    if _stderr_level is not None and level <= _stderr_level:
+        os.write(2, text.encode("utf-8", "backslashreplace") + b"\n")
     lines = _collectors.get(threading.get_ident())
     for line in text.splitlines():
         if not line.strip():
@@ -139,13 +145,20 @@ def _register_opencv_ffmpeg() -> None:
         log.debug("could not make OpenCV register FFmpeg: %s", exc)
 
 
-def install(level: int = AV_LOG_WARNING) -> bool:
+def install(level: int = AV_LOG_WARNING, *, keep_stderr: bool = False) -> bool:
     """Route FFmpeg's lines at `level` and more severe through our callback; idempotent and
     thread-safe. False (with a DEBUG line) when libavutil or its symbols cannot be found:
-    logs never stop the agent."""
+    logs never stop the agent.
+
+    keep_stderr: also write to fd 2 what FFmpeg would have printed there by itself (lines at
+    its level before install), for a process that did not ask for quiet backends; the capture
+    guard installs it so. A later install() without it makes the process quiet for good."""
     global _lib, _installed, _level, _atexit_registered, _unavailable, _level_before
+    global _stderr_level
     with _lock:
         if _installed:
+            if not keep_stderr:
+                _stderr_level = None
             return True
         if _unavailable:
             return False
@@ -155,6 +168,7 @@ def install(level: int = AV_LOG_WARNING) -> bool:
             _unavailable = True
             return False
         _lib, _level, _level_before = lib, level, lib.av_log_get_level()
+        _stderr_level = _level_before if keep_stderr else None
         lib.av_log_set_callback(ctypes.cast(_c_callback, ctypes.c_void_p))
         lib.av_log_set_level(level)
         _installed = True
@@ -168,8 +182,9 @@ def install(level: int = AV_LOG_WARNING) -> bool:
 
 def uninstall() -> None:
     """Give FFmpeg its default callback (stderr) and level back; for tests and at exit."""
-    global _installed
+    global _installed, _stderr_level
     with _lock:
+        _stderr_level = None
         if not _installed or _lib is None:
             return
         default = ctypes.cast(_lib.av_log_default_callback, ctypes.c_void_p)

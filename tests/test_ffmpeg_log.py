@@ -192,3 +192,24 @@ def test_a_line_costs_little(installed: None, caplog: pytest.LogCaptureFixture) 
           f"below the level {filtered * 1e6:.2f} us")  # fmt: skip
     assert len(lines) == ffmpeg_log.MAX_COLLECTED
     assert quiet < 1e-3 and logged < 5e-3  # generous: ~3 and ~15 us measured
+
+
+def test_keep_stderr_prints_what_ffmpeg_printed_and_still_collects(
+    mjpeg: MjpegCamera, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ffmpeg_log.uninstall()
+    try:
+        assert ffmpeg_log.install(keep_stderr=True)
+        refused = f"http://127.0.0.1:{free_port()}/"
+        _ok, lines = open_in_thread(refused, "kept")
+        _ok, lines_404 = open_in_thread(mjpeg.url_for("/gone"), "kept-404")
+        err = capfd.readouterr().err
+        assert any("Connection refused" in ln for ln in lines) and "Connection refused" in err
+        # http's 404 is a warning: collected, but not printed (FFmpeg's level was error)
+        assert any("HTTP error 404" in ln for ln in lines_404) and "HTTP error 404" not in err
+        assert ffmpeg_log.install()  # quiet from now on
+        open_in_thread(refused, "quiet")
+        assert "Connection refused" not in capfd.readouterr().err
+    finally:
+        ffmpeg_log.uninstall()
+        assert ffmpeg_log.install()
