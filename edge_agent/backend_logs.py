@@ -10,6 +10,10 @@ So the router below takes fd 2 over with a pipe, logs the backends' lines at DEB
 `edge_agent.backend.opencv` / `.ffmpeg`, and passes every other byte through to the real stderr.
 Python's own stderr (sys.stderr, logging handlers on it, faulthandler) is pointed at the real
 stderr directly, so a crash traceback never depends on the reader thread.
+
+FFmpeg's lines no longer need the router: edge_agent.ffmpeg_log takes them through FFmpeg's
+log callback, per capture thread. OpenCV's own logger has no hook in its Python binding, so its
+"[ WARN:0@...]" lines still come through fd 2. `quiet_backends()` sets up both.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import sys
 import threading
 from typing import TextIO
+
+from edge_agent import ffmpeg_log
 
 LOGGER = "edge_agent.backend"
 #: "[ WARN:0@1.009] global cap.cpp:212 ..." and "[ERROR:0@0.1] ...": OpenCV's logger.
@@ -34,6 +40,9 @@ READ_CHUNK_BYTES = 65536
 #: A line longer than this is handed on in pieces rather than held (a binary dump, say).
 MAX_LINE_BYTES = 8192
 JOIN_TIMEOUT_S = 2.0
+
+_router_lock = threading.Lock()
+_router: BackendLogRouter | None = None
 
 
 def classify(line: str) -> str | None:
@@ -161,3 +170,30 @@ def _stream_handlers() -> list[logging.StreamHandler[TextIO]]:
         for h in lg.handlers
         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
     ]
+
+
+def quiet_backends() -> BackendLogRouter:
+    """Call once logging is configured, and again after every reconfigure: no OpenCV or FFmpeg
+    line reaches stderr raw; they are logged at DEBUG on edge_agent.backend.opencv / .ffmpeg.
+
+    Starts the process's fd-2 router (once), sets OpenCV's log level (WARNING when
+    edge_agent.backend logs DEBUG, else ERROR: fewer lines to route and drop) and installs the
+    FFmpeg log callback (edge_agent.ffmpeg_log). Only for the agent's own process: it takes fd 2,
+    which a test runner owns. Returns the router (close() gives fd 2 back)."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            _router = BackendLogRouter()
+            _router.start()
+        router = _router
+    debug = logging.getLogger(LOGGER).isEnabledFor(logging.DEBUG)
+    try:
+        import cv2
+
+        cv_log = cv2.utils.logging
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_WARNING if debug else cv_log.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError) as exc:  # an OpenCV without it: the router copes
+        logging.getLogger(LOGGER).debug("OpenCV's log level not set: %s", exc)
+    if not ffmpeg_log.install():
+        logging.getLogger(LOGGER).debug("FFmpeg's lines stay with the fd-2 router")
+    return router

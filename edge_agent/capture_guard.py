@@ -8,6 +8,10 @@ passes anyway, the caller gets CaptureTimeout at once and the worker is *abandon
 its capture itself if and when the backend returns (releasing it from another thread while the
 worker is inside it would be a use-after-free in the backend). Abandoned workers still stuck are
 counted and capped, so a camera that wedges every time cannot pile up threads.
+
+Each call collects the FFmpeg lines its worker logs (edge_agent.ffmpeg_log, installed at the
+first open); a failure carries them translated to short words in `reason`
+(edge_agent.capture_reason).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+
+from edge_agent import ffmpeg_log
+from edge_agent.capture_reason import Call, reason
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +53,23 @@ _Job = tuple[Callable[["_Worker"], Any], "Future[Any]"]
 
 
 class CaptureError(RuntimeError):
-    """An open or read that failed; the message says what, of which target, after how long."""
+    """An open or read that failed; the message says what, of which target, after how long.
+
+    `reason`: why, in short words for users and MQTT state ("not found (RTSP 404)",
+    "connection refused"; edge_agent.capture_reason), None where no backend call failed."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CaptureTimeout(CaptureError):
     """A call that passed its deadline; `waited_for` names the call, `timeout_s` the deadline."""
 
-    def __init__(self, message: str, waited_for: str, timeout_s: float) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, waited_for: str, timeout_s: float, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason)
         self.waited_for = waited_for
         self.timeout_s = timeout_s
 
@@ -178,6 +194,7 @@ class GuardedCapture:
         self._backend_gave_up_s = {
             "open": 0.9 * backend_timeout_ms(open_timeout_s) / 1000 if backend_timeouts else None,
             "read": 0.9 * backend_timeout_ms(read_timeout_s) / 1000 if backend_timeouts else None,
+            "get": None,
         }
         self._api = api
         self._lock = threading.Lock()
@@ -185,6 +202,9 @@ class GuardedCapture:
         self._inflight: Future[Any] | None = None
         self._stuck: set[_Worker] = set()
         self._spawned = 0
+        self._frames = 0  # read since the last open: a read failing at 0 points at the codec
+        #: The backend's last line in the last failed call (None if it said nothing), for DEBUG.
+        self.last_backend_line: str | None = None
 
     @property
     def stuck_workers(self) -> int:
@@ -211,25 +231,31 @@ class GuardedCapture:
             worker = _Worker(f"capture-{self.label[:24]}-{self._spawned}", self._exited)
             self._worker = worker
         worker.thread.start()
+        self._frames = 0
+        # Reasons need FFmpeg's lines. keep_stderr: a process that did not call
+        # backend_logs.quiet_backends() still sees on stderr what FFmpeg printed there before.
+        ffmpeg_log.install(keep_stderr=True)
 
         def do_open(w: _Worker) -> bool:
             w.cap = cv2.VideoCapture(self.target, self._api, self._params)
             return bool(w.cap.isOpened())
 
-        start = time.monotonic()
-        if not self._call(worker, do_open, self.open_timeout_s, "open"):
+        start, lines = time.monotonic(), list[str]()
+        if not self._call(worker, do_open, self.open_timeout_s, "open", lines):
             self._retire(worker)
-            raise self._failure("open", time.monotonic() - start, "the backend could not open it")
+            took = time.monotonic() - start
+            raise self._failure("open", took, "the backend could not open it", lines)
 
     def read(self) -> np.ndarray:
         """The next frame; CaptureError when the stream ends or fails, CaptureTimeout when no
         frame came within read_timeout_s. Either way the capture is closed afterwards."""
         worker = self._current()
-        start = time.monotonic()
-        ok, image = self._call(worker, _read, self.read_timeout_s, "read")
+        start, lines = time.monotonic(), list[str]()
+        ok, image = self._call(worker, _read, self.read_timeout_s, "read", lines)
         if not ok or image is None:
             self._retire(worker)
-            raise self._failure("read", time.monotonic() - start, "no frame (stream ended)")
+            raise self._failure("read", time.monotonic() - start, "no frame", lines)
+        self._frames += 1
         return image
 
     def get(self, prop_id: int) -> float:
@@ -273,37 +299,69 @@ class GuardedCapture:
             )
         return worker
 
-    def _call(self, worker: _Worker, fn: Callable[[_Worker], T], timeout_s: float, what: str) -> T:
+    def _call(
+        self,
+        worker: _Worker,
+        fn: Callable[[_Worker], T],
+        timeout_s: float,
+        what: Call,
+        lines: list[str] | None = None,
+    ) -> T:
+        """fn(worker) in the worker under timeout_s; the FFmpeg lines it logs go to `lines`."""
+        lines = [] if lines is None else lines
+
+        def collecting(w: _Worker) -> T:
+            with ffmpeg_log.collect(lines):
+                return fn(w)
+
         with self._lock:  # close() from another thread either sees this call or refuses it
             if self._worker is not worker:
                 raise CaptureError(f"{self.label}: closed while waiting")
-            fut = self._inflight = worker.submit(fn)
+            fut = self._inflight = worker.submit(collecting)
         try:
             return fut.result(timeout_s)
         except FutureTimeout:
             self._abandon(worker)
+            why = self._reason(what, list(lines), timed_out=True, timeout_s=timeout_s)
             raise CaptureTimeout(
                 f"{self.label}: {what} timed out: no answer from the backend within "
                 f"{timeout_s:g} s (capture abandoned; open() makes a fresh one)",
                 what,
                 timeout_s,
+                why,
             ) from None
         finally:
             with self._lock:
                 if self._inflight is fut:
                     self._inflight = None
 
-    def _failure(self, what: str, took_s: float, problem: str) -> CaptureError:
-        """CaptureTimeout when FFmpeg's own timeout ended the call, else CaptureError."""
+    def _failure(self, what: Call, took_s: float, problem: str, lines: list[str]) -> CaptureError:
+        """CaptureTimeout when FFmpeg's own timeout ended the call, else CaptureError; either
+        with the reason in words, also at the end of the message."""
         gave_up = self._backend_gave_up_s[what]
-        if gave_up is not None and took_s >= gave_up:
-            limit = self.open_timeout_s if what == "open" else self.read_timeout_s
+        limit = self.open_timeout_s if what == "open" else self.read_timeout_s
+        timed_out = gave_up is not None and took_s >= gave_up
+        why = self._reason(what, lines, timed_out=timed_out, timeout_s=limit)
+        if timed_out:
             return CaptureTimeout(
-                f"{self.label}: {what} timed out inside the backend after {took_s:.1f} s",
+                f"{self.label}: {what} timed out inside the backend after {took_s:.1f} s: {why}",
                 what,
                 limit,
+                why,
             )
-        return CaptureError(f"{self.label}: {problem} ({took_s:.1f} s)")
+        return CaptureError(f"{self.label}: {problem} ({took_s:.1f} s): {why}", why)
+
+    def _reason(self, what: Call, lines: list[str], *, timed_out: bool, timeout_s: float) -> str:
+        """The words for a failure, keeping the backend's own last line for DEBUG."""
+        opened = what != "open"
+        why = reason(
+            lines, timed_out=timed_out, opened=opened, kind=what, frames=self._frames,
+            timeout_s=timeout_s,
+        )  # fmt: skip
+        self.last_backend_line = lines[-1] if lines else None
+        if lines:
+            log.debug("%s: %s failed: %s (backend: %s)", self.label, what, why, lines[-1])
+        return why
 
     def _retire(self, worker: _Worker) -> None:
         """A failed call: release in the worker (it is idle) and forget it."""

@@ -19,8 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent import ffmpeg_log
 from edge_agent.backend_logs import classify
 from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture, wait_for_stuck
+from tests.helpers.mjpeg_server import MjpegCamera
+from tests.helpers.rtsp_server import RtspCamera, rtsp_available
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # subprocesses import edge_agent from this tree
@@ -29,9 +32,10 @@ BOUND_S = 2 * TIMEOUT_S  # generous: the brief's bound for any guarded call
 
 
 @contextmanager
-def tcp_server(frames: int | None) -> Iterator[str]:
+def tcp_server(frames: int | None, *, garbage: bool = False, close: bool = False) -> Iterator[str]:
     """http://127.0.0.1:port/ that never answers (frames None) or sends `frames` MJPEG frames
-    and then holds the connection open in silence."""
+    (random bytes that are no JPEG with `garbage`) and then holds the connection open in
+    silence (closes it with `close`)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -48,8 +52,11 @@ def tcp_server(frames: int | None) -> Iterator[str]:
             b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n"
         )
         for _ in range(frames):
-            head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
-            conn.sendall(head + jpeg + b"\r\n")
+            body = os.urandom(2000) if garbage else jpeg
+            head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(body)
+            conn.sendall(head + body + b"\r\n")
+        if close:
+            conn.close()
 
     def accept() -> None:
         while True:
@@ -66,6 +73,15 @@ def tcp_server(frames: int | None) -> Iterator[str]:
         srv.close()
         for conn in held:
             conn.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ffmpeg_lines() -> Iterator[None]:
+    """Reasons need FFmpeg's lines; given back after this module (other modules check what
+    OpenCV prints on stderr by itself)."""
+    assert ffmpeg_log.install()
+    yield
+    ffmpeg_log.uninstall()
 
 
 def timed(fn: object) -> tuple[float, BaseException | None]:
@@ -85,7 +101,7 @@ def test_open_of_a_silent_server_fails_within_the_bound(backend_timeouts: bool) 
         cap.close()
     assert took <= BOUND_S
     assert isinstance(exc, CaptureTimeout) and exc.waited_for == "open" and url in str(exc)
-    assert "timed out" in str(exc)
+    assert "timed out" in str(exc) and exc.reason == "no answer within 1 s"
     # FFmpeg's interrupt callback ends it first (the worker survives); else the thread deadline.
     assert cap.abandoned_total == (0 if backend_timeouts else 1)
 
@@ -103,6 +119,7 @@ def test_frames_then_silence_gives_frames_then_a_read_failure(backend_timeouts: 
         assert shapes == [(120, 160, 3)] * 4
         assert took <= BOUND_S + 0.5  # the 5th frame may come first
         assert isinstance(exc, CaptureTimeout) and exc.waited_for == "read" and not cap.is_open
+        assert exc.reason == "no answer within 1 s", exc
         assert cap.abandoned_total == (0 if backend_timeouts else 1)
         with pytest.raises(CaptureError, match="not open"):
             cap.read()
@@ -157,6 +174,80 @@ def test_refused_open_is_a_capture_error_not_a_timeout() -> None:
     cap = GuardedCapture(f"http://127.0.0.1:{port}/x", open_timeout_s=TIMEOUT_S)
     took, exc = timed(cap.open)
     assert took < TIMEOUT_S and type(exc) is CaptureError and "could not open" in str(exc)
+    assert exc.reason == "connection refused" and str(exc).endswith(": connection refused")
+    assert cap.last_backend_line and "Connection refused" in cap.last_backend_line
+
+
+@pytest.fixture(scope="module")
+def mjpeg_camera() -> Iterator[MjpegCamera]:
+    with MjpegCamera(auth=("user", "pass")) as cam:
+        yield cam
+
+
+@pytest.fixture(scope="module")
+def rtsp_camera() -> Iterator[RtspCamera]:
+    if why := rtsp_available():
+        pytest.skip(why)
+    with RtspCamera() as cam:
+        yield cam
+
+
+@pytest.mark.parametrize(
+    ("which", "path", "words"),
+    [
+        ("rtsp", "/nope", "not found (RTSP 404)"),
+        ("mjpeg", "/nope", "not found (HTTP 404)"),
+        ("mjpeg", None, "not authorised (HTTP 401: wrong user or password?)"),
+    ],
+)
+def test_a_refusing_camera_gives_its_reason(
+    request: pytest.FixtureRequest, which: str, path: str | None, words: str
+) -> None:
+    cam = request.getfixturevalue(f"{which}_camera")
+    cap = GuardedCapture(cam.url_for(path) if path else cam.url, open_timeout_s=5)
+    took, exc = timed(cap.open)
+    assert took < 5 and type(exc) is CaptureError and exc.reason == words, exc
+
+
+@pytest.mark.parametrize("camera", [RtspCamera, MjpegCamera], ids=["rtsp", "mjpeg"])
+def test_a_killed_camera_ended_its_stream_and_then_refuses(camera: type[RtspCamera]) -> None:
+    if camera is RtspCamera and (why := rtsp_available()):
+        pytest.skip(why)
+    with camera() as cam:
+        cap = GuardedCapture(cam.url, open_timeout_s=5, read_timeout_s=2)
+        cap.open()
+        for _ in range(3):
+            cap.read()
+        cam.kill()
+        with pytest.raises(CaptureError) as ended:
+            for _ in range(100):  # what the backend buffered comes out first
+                cap.read()
+        took, refused = timed(cap.open)
+    assert ended.value.reason == "stream ended", (ended.value, cap.last_backend_line)
+    assert isinstance(refused, CaptureError) and refused.reason == "connection refused"
+    assert took < 1 and cap.last_backend_line and "Connection refused" in cap.last_backend_line
+
+
+def test_a_stream_of_undecodable_parts_names_the_codec() -> None:
+    with tcp_server(40, garbage=True, close=True) as url:
+        cap = GuardedCapture(url, open_timeout_s=5, read_timeout_s=TIMEOUT_S)
+        try:
+            cap.open()  # FFmpeg probes the whole short stream and opens it anyway
+            _took, exc = timed(cap.read)
+        except CaptureError as exc_open:  # or gives up while probing: the same words
+            exc = exc_open
+    assert isinstance(exc, CaptureError), exc
+    assert exc.reason == "stream opened but no frame could be decoded (unsupported codec?)", exc
+
+
+def test_frames_then_a_closed_connection_is_a_stream_that_ended() -> None:
+    with tcp_server(3, close=True) as url:
+        cap = GuardedCapture(url, open_timeout_s=5, read_timeout_s=TIMEOUT_S)
+        cap.open()
+        with pytest.raises(CaptureError) as info:
+            for _ in range(10):
+                cap.read()
+    assert info.value.reason == "stream ended" and not isinstance(info.value, CaptureTimeout)
 
 
 def test_bad_arguments_say_what_was_expected() -> None:
@@ -234,7 +325,10 @@ def test_backend_lines_leave_stderr_and_reach_our_log_at_debug(level: str) -> No
 
 EXIT_WHILE_STUCK = """
 import logging, os, socket, sys
+from edge_agent import ffmpeg_log
 from edge_agent.capture_guard import CaptureTimeout, GuardedCapture, wait_for_stuck
+if {callback}:
+    assert ffmpeg_log.install()
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 cap = GuardedCapture(f"http://127.0.0.1:{{srv.getsockname()[1]}}/", open_timeout_s=0.3,
                      backend_timeouts=False)
@@ -248,10 +342,15 @@ if {use_exit} and wait_for_stuck(0.1):
 """
 
 
-@pytest.mark.parametrize("use_exit", [False, True], ids=["plain-exit", "os-exit"])
-def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool) -> None:
-    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts."""
-    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit))
+@pytest.mark.parametrize(
+    ("use_exit", "callback"),
+    [(False, False), (True, False), (True, True)],
+    ids=["plain-exit", "os-exit", "os-exit-with-ffmpeg-callback"],
+)
+def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool, callback: bool) -> None:
+    """Documents why wait_for_stuck exists: a plain exit while a worker is in FFmpeg aborts.
+    With FFmpeg's log callback installed, os._exit still ends the process cleanly."""
+    code = textwrap.dedent(EXIT_WHILE_STUCK.format(use_exit=use_exit, callback=callback))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=ENV)
     if use_exit:
         assert proc.returncode == 3
