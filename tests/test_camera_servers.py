@@ -34,6 +34,7 @@ import pytest
 
 from tests.helpers.mjpeg_server import MjpegCamera
 from tests.helpers.rtsp_server import CameraProcess, RtspCamera, free_port, rtsp_available
+from tests.helpers.stamp import draw_stamp, draw_stamp_plane, read_stamp
 
 SLOW = os.environ.get("EDGESIGHT_SLOW_TESTS") == "1"
 #: Generous: a capture opens in ~0.1 s (MJPEG) to ~2 s (RTSP, UDP setup) here.
@@ -106,6 +107,17 @@ def read_until_failure(cap: cv2.VideoCapture, deadline_s: float) -> tuple[int, f
             return delivered, time.monotonic() - start
         delivered += 1
     raise AssertionError(f"reads kept succeeding for {deadline_s} s")
+
+
+def drain(cap: cv2.VideoCapture, fps: int) -> int:
+    """Read what the backend buffered: frames that come at once (well under a frame interval).
+    Returns how many; the next read waits for the camera."""
+    for drained in range(200):
+        call = Bounded(cap.read)
+        assert call.wait(STALL_S), f"read stalled past {STALL_S} s while draining"
+        if call.elapsed_s > 0.5 / fps:
+            return drained
+    raise AssertionError("200 reads came at once: the camera is faster than it says")
 
 
 def report(what: str, seconds: float) -> None:
@@ -299,3 +311,53 @@ def test_ffmpeg_log_level_warning_names_http_401_and_404() -> None:
         )  # fmt: skip
     assert "[OPENCV:FFMPEG:24] HTTP error 401 Unauthorized" in done.stdout, done
     assert "[OPENCV:FFMPEG:24] HTTP error 404 no stream at" in done.stdout, done
+
+
+def test_stamp_round_trips_in_pixels_and_refuses_what_is_not_one() -> None:
+    t = 1_795_000_123.456
+    image = np.full((240, 320, 3), 64, np.uint8)
+    draw_stamp(image, t)
+    assert read_stamp(image) == t
+    plane = bytearray(324 * 240)  # padded rows, as GStreamer lays out GRAY8
+    draw_stamp_plane(plane, 320, 240, t, stride=324)
+    gray = np.frombuffer(bytes(plane), np.uint8).reshape(240, 324)
+    assert read_stamp(gray) == t and read_stamp(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)) == t
+    assert read_stamp(np.full((240, 320, 3), 64, np.uint8)) is None, "no stamp read as one"
+    image[48 - 8, 320 - 8] = 255 - image[48 - 8, 320 - 8]  # flip a check block's middle
+    image[32 + 4 : 48 - 4, 320 - 12 : 320 - 4] = 255 - image[40, 310]
+    assert read_stamp(image) is None, "a wrong check bit read as a time"
+    assert read_stamp(np.zeros((40, 320, 3), np.uint8)) is None, "too small for a stamp"
+
+
+def test_every_frame_carries_its_capture_time_through_the_codec(camera: CameraProcess) -> None:
+    cap, _ = open_capture(camera.url)
+    drained = drain(cap, camera.fps)
+    ages = []
+    for _ in range(2 * camera.fps):
+        stamp = read_stamp(read_frames(cap, 1)[0])
+        assert stamp is not None, f"{camera.scheme}: a frame without a readable stamp"
+        ages.append(time.time() - stamp)
+    cap.release()
+    print(f"\nMEASURED {camera.scheme}: {drained} frames drained after open; stamp age after "
+          f"drain {min(ages) * 1000:.0f}..{max(ages) * 1000:.0f} ms")  # fmt: skip
+    assert 0 <= min(ages) and max(ages) < 0.5, ages
+
+
+def test_change_resolution_reaches_open_connections_and_fresh_captures(
+    camera: CameraProcess,
+) -> None:
+    cap, _ = open_capture(camera.url)
+    drain(cap, camera.fps)
+    camera.change_resolution(640, 480)
+    # the open connection stays up: OpenCV keeps its first size and scales the new frames
+    # into it, so the stamp (drawn for 640x480) reads only after scaling back up
+    later = read_frames(cap, 2 * camera.fps)[-1]
+    assert later.shape == (240, 320, 3)
+    assert read_stamp(cv2.resize(later, (640, 480))) is not None, "no 640x480 frame came"
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    cap.release()
+    fresh, _ = open_capture(camera.url)
+    frame = read_frames(fresh, 1)[0]
+    assert frame.shape == (480, 640, 3) and read_stamp(frame) is not None
+    fresh.release()
+    assert camera.running, "the camera restarted instead of changing size live"

@@ -1,10 +1,11 @@
 """The HTTP MJPEG test camera (multipart/x-mixed-replace, like a cheap IP camera) in a child
 process, with the RTSP camera's fault controls (kill, restart, freeze, resume, new resolution)
-and live resolution change, plus the two faults only HTTP cameras have: 401 (basic auth) and silent (accepts the connection,
-reads the request, never answers).
+and live resolution change, plus the two faults only HTTP cameras have: 401 (basic auth) and
+silent (accepts the connection, reads the request, never answers).
 
-Every frame carries its capture time (stamp.py). Any path but the camera's answers 404. This file is also the child's script, run by the venv's
-python -I by file path (it needs cv2 to encode the JPEGs).
+Every frame carries its capture time (stamp.py). Any path but the camera's answers 404. This
+file is also the child's script, run by the venv's python -I by file path (it needs cv2 to
+encode the JPEGs).
 """
 
 from __future__ import annotations

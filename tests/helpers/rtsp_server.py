@@ -7,9 +7,10 @@ SIGSTOP it (wedged firmware: sockets stay open, nothing moves) and SIGCONT it. T
 
 The RTSP camera is gst-rtsp-server (Debian: scripts/ensure-camera-tools.sh) serving H.264 of
 frames it draws itself, each stamped with its capture time (stamp.py); unknown paths get RTSP
-404. ``change_resolution`` changes the size on the running stream (the same connections). python3-gi binds the SYSTEM
-interpreter, so this file is also the child's script, run by /usr/bin/python3 -I by path:
-only the standard library at module level, gi imported inside ``serve``.
+404. ``change_resolution`` changes the size on the running stream (the same connections).
+python3-gi binds the SYSTEM interpreter (no numpy there), so this file is also the child's
+script, run by /usr/bin/python3 -I by path: only the standard library at module level, gi and
+the pure-Python stamp.py imported inside the child's functions.
 """
 
 from __future__ import annotations
