@@ -15,6 +15,32 @@ TCP, OpenCV's default rtsp_transport), in seconds:
   wrong path / 401 / nothing listening: fail in < 0.01; OpenCV's stderr names RTSP's 404
   ("method DESCRIBE failed: 404") and "Connection refused", but not HTTP's 404 or 401 unless
   OPENCV_FFMPEG_DEBUG=1 OPENCV_FFMPEG_LOGLEVEL=24 are set, and then on stdout.
+
+Timestamps, measured 2026-12-02 with the stamped cameras (stamp.py: each picture carries the
+time.time() at which the camera made it; "age" = read time - stamp), 5 s open/read timeouts:
+  POS_MSEC: RTSP 0 at the first frame after open, then the stream's presentation time: over
+    100 frames it moved with the stamps to within 0.6 ms (usable as capture time after an
+    offset taken once). MJPEG: frame count x 40 ms (a 25 fps guess), 3.96 s for 6.60 s of
+    stamps: useless. CAP_PROP_PTS: RTSP counts frames (29 after 29, +100 per 100); MJPEG
+    INT64_MIN (no PTS).
+  CAP_PROP_FPS: RTSP 15.0 (right); MJPEG 25.0 (wrong: FFmpeg's default, the camera sends 15).
+  burst after open (reads < 5 ms): RTSP 27-28 frames, ages 1.91 s down to 0.19 s; MJPEG 3-4,
+    0.14 s down to 0.00 s. After a 2 s pause between reads: RTSP 30 (2.07 .. 0.15 s), MJPEG 31
+    (1.94 .. 0.00 s): the socket and FFmpeg keep a paused reader's backlog, so drain.
+  steady age after draining: RTSP 137 ms = 2 frame intervals, 69 ms with decoder threads 1
+    ([CAP_PROP_N_THREADS, 1]: FFmpeg's frame threading holds one frame); MJPEG 1-7 ms.
+  resolution change on the open connection (change_resolution 320x240 -> 640x480): both keep
+    frame.shape (240, 320, 3) and FRAME_WIDTH/HEIGHT 320x240 and scale the new pictures into
+    it (the stamp reads only after a 2x upscale): the issue's claim, confirmed; no error, no
+    log line. A fresh capture reports 640x480.
+  RTSP open with OPENCV_FFMPEG_CAPTURE_OPTIONS (when set it replaces OpenCV's default
+  rtsp_transport;tcp, so say it again), open s / burst / oldest age, 3 runs alike:
+    unset or "rtsp_transport;tcp"                                 1.92-1.98 / 27-28 / 1.90 s
+    "rtsp_transport;tcp|fpsprobesize;0"                           0.57 / 7 / 0.55 s
+    "rtsp_transport;tcp|analyzeduration;500000|probesize;32768"   0.65 / 8 / 0.61 s
+    "rtsp_transport;tcp|analyzeduration;0|probesize;32"           0.10 / 1 / 0.14 s
+  in every case CAP_PROP_FPS stayed 15.0, the width 320 and POS_MSEC 0 at the first frame,
+  advancing ~1015 ms per 15 frames.
 """
 
 from __future__ import annotations
