@@ -387,3 +387,29 @@ def test_change_resolution_reaches_open_connections_and_fresh_captures(
     assert frame.shape == (480, 640, 3) and read_stamp(frame) is not None
     fresh.release()
     assert camera.running, "the camera restarted instead of changing size live"
+
+
+def test_rtsp_clients_share_one_stream_leave_and_come_back() -> None:
+    """Two clients at once see the same stamped stream; after both leave (the shared media is
+    unprepared) the next client gets a new one, live, at the size asked for meanwhile."""
+    if (why := rtsp_available()) is not None:
+        pytest.fail(why, pytrace=False)
+    with RtspCamera() as cam:
+        for _ in range(2):
+            clients = [open_capture(cam.url)[0] for _ in range(2)]
+            stamps = []
+            for client in clients:
+                drain(client, cam.fps)
+                stamps.append(read_stamp(read_frames(client, 1)[0]))
+            for client in clients:
+                client.release()
+            assert stamps[0] is not None and stamps[1] is not None, stamps
+            assert abs(stamps[0] - stamps[1]) < 0.5, "two clients, two different streams"
+            time.sleep(0.5)
+        cam.change_resolution(640, 480)
+        again, _ = open_capture(cam.url)
+        drain(again, cam.fps)
+        frame = read_frames(again, 1)[0]
+        assert frame.shape == (480, 640, 3)
+        assert abs(time.time() - (read_stamp(frame) or 0)) < 0.5, "a stale picture after re-prepare"
+        again.release()
