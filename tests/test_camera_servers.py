@@ -15,6 +15,32 @@ TCP, OpenCV's default rtsp_transport), in seconds:
   wrong path / 401 / nothing listening: fail in < 0.01; OpenCV's stderr names RTSP's 404
   ("method DESCRIBE failed: 404") and "Connection refused", but not HTTP's 404 or 401 unless
   OPENCV_FFMPEG_DEBUG=1 OPENCV_FFMPEG_LOGLEVEL=24 are set, and then on stdout.
+
+Timestamps, measured 2026-12-02 with the stamped cameras (stamp.py: each picture carries the
+time.time() at which the camera made it; "age" = read time - stamp), 5 s open/read timeouts:
+  POS_MSEC: RTSP 0 at the first frame after open, then the stream's presentation time: over
+    100 frames it moved with the stamps to within 0.6 ms (usable as capture time after an
+    offset taken once). MJPEG: frame count x 40 ms (a 25 fps guess), 3.96 s for 6.60 s of
+    stamps: useless. CAP_PROP_PTS: RTSP counts frames (29 after 29, +100 per 100); MJPEG
+    INT64_MIN (no PTS).
+  CAP_PROP_FPS: RTSP 15.0 (right); MJPEG 25.0 (wrong: FFmpeg's default, the camera sends 15).
+  burst after open (reads < 5 ms): RTSP 27-28 frames, ages 1.91 s down to 0.19 s; MJPEG 3-4,
+    0.14 s down to 0.00 s. After a 2 s pause between reads: RTSP 30 (2.07 .. 0.15 s), MJPEG 31
+    (1.94 .. 0.00 s): the socket and FFmpeg keep a paused reader's backlog, so drain.
+  steady age after draining: RTSP 137 ms = 2 frame intervals, 69 ms with decoder threads 1
+    ([CAP_PROP_N_THREADS, 1]: FFmpeg's frame threading holds one frame); MJPEG 1-7 ms.
+  resolution change on the open connection (change_resolution 320x240 -> 640x480): both keep
+    frame.shape (240, 320, 3) and FRAME_WIDTH/HEIGHT 320x240 and scale the new pictures into
+    it (the stamp reads only after a 2x upscale): the issue's claim, confirmed; no error, no
+    log line. A fresh capture reports 640x480.
+  RTSP open with OPENCV_FFMPEG_CAPTURE_OPTIONS (when set it replaces OpenCV's default
+  rtsp_transport;tcp, so say it again), open s / burst / oldest age, 3 runs alike:
+    unset or "rtsp_transport;tcp"                                 1.92-1.98 / 27-28 / 1.90 s
+    "rtsp_transport;tcp|fpsprobesize;0"                           0.57 / 7 / 0.55 s
+    "rtsp_transport;tcp|analyzeduration;500000|probesize;32768"   0.65 / 8 / 0.61 s
+    "rtsp_transport;tcp|analyzeduration;0|probesize;32"           0.10 / 1 / 0.14 s
+  in every case CAP_PROP_FPS stayed 15.0, the width 320 and POS_MSEC 0 at the first frame,
+  advancing ~1015 ms per 15 frames.
 """
 
 from __future__ import annotations
@@ -34,6 +60,7 @@ import pytest
 
 from tests.helpers.mjpeg_server import MjpegCamera
 from tests.helpers.rtsp_server import CameraProcess, RtspCamera, free_port, rtsp_available
+from tests.helpers.stamp import draw_stamp, draw_stamp_plane, read_stamp
 
 SLOW = os.environ.get("EDGESIGHT_SLOW_TESTS") == "1"
 #: Generous: a capture opens in ~0.1 s (MJPEG) to ~2 s (RTSP, UDP setup) here.
@@ -106,6 +133,17 @@ def read_until_failure(cap: cv2.VideoCapture, deadline_s: float) -> tuple[int, f
             return delivered, time.monotonic() - start
         delivered += 1
     raise AssertionError(f"reads kept succeeding for {deadline_s} s")
+
+
+def drain(cap: cv2.VideoCapture, fps: int) -> int:
+    """Read what the backend buffered: frames that come at once (well under a frame interval).
+    Returns how many; the next read waits for the camera."""
+    for drained in range(200):
+        call = Bounded(cap.read)
+        assert call.wait(STALL_S), f"read stalled past {STALL_S} s while draining"
+        if call.elapsed_s > 0.5 / fps:
+            return drained
+    raise AssertionError("200 reads came at once: the camera is faster than it says")
 
 
 def report(what: str, seconds: float) -> None:
@@ -299,3 +337,79 @@ def test_ffmpeg_log_level_warning_names_http_401_and_404() -> None:
         )  # fmt: skip
     assert "[OPENCV:FFMPEG:24] HTTP error 401 Unauthorized" in done.stdout, done
     assert "[OPENCV:FFMPEG:24] HTTP error 404 no stream at" in done.stdout, done
+
+
+def test_stamp_round_trips_in_pixels_and_refuses_what_is_not_one() -> None:
+    t = 1_795_000_123.456
+    image = np.full((240, 320, 3), 64, np.uint8)
+    draw_stamp(image, t)
+    assert read_stamp(image) == t
+    plane = bytearray(324 * 240)  # padded rows, as GStreamer lays out GRAY8
+    draw_stamp_plane(plane, 320, 240, t, stride=324)
+    gray = np.frombuffer(bytes(plane), np.uint8).reshape(240, 324)
+    assert read_stamp(gray) == t and read_stamp(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)) == t
+    assert read_stamp(np.full((240, 320, 3), 64, np.uint8)) is None, "no stamp read as one"
+    image[48 - 8, 320 - 8] = 255 - image[48 - 8, 320 - 8]  # flip a check block's middle
+    image[32 + 4 : 48 - 4, 320 - 12 : 320 - 4] = 255 - image[40, 310]
+    assert read_stamp(image) is None, "a wrong check bit read as a time"
+    assert read_stamp(np.zeros((40, 320, 3), np.uint8)) is None, "too small for a stamp"
+
+
+def test_every_frame_carries_its_capture_time_through_the_codec(camera: CameraProcess) -> None:
+    cap, _ = open_capture(camera.url)
+    drained = drain(cap, camera.fps)
+    ages = []
+    for _ in range(2 * camera.fps):
+        stamp = read_stamp(read_frames(cap, 1)[0])
+        assert stamp is not None, f"{camera.scheme}: a frame without a readable stamp"
+        ages.append(time.time() - stamp)
+    cap.release()
+    print(f"\nMEASURED {camera.scheme}: {drained} frames drained after open; stamp age after "
+          f"drain {min(ages) * 1000:.0f}..{max(ages) * 1000:.0f} ms")  # fmt: skip
+    assert 0 <= min(ages) and max(ages) < 0.5, ages
+
+
+def test_change_resolution_reaches_open_connections_and_fresh_captures(
+    camera: CameraProcess,
+) -> None:
+    cap, _ = open_capture(camera.url)
+    drain(cap, camera.fps)
+    camera.change_resolution(640, 480)
+    # the open connection stays up: OpenCV keeps its first size and scales the new frames
+    # into it, so the stamp (drawn for 640x480) reads only after scaling back up
+    later = read_frames(cap, 2 * camera.fps)[-1]
+    assert later.shape == (240, 320, 3)
+    assert read_stamp(cv2.resize(later, (640, 480))) is not None, "no 640x480 frame came"
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    cap.release()
+    fresh, _ = open_capture(camera.url)
+    frame = read_frames(fresh, 1)[0]
+    assert frame.shape == (480, 640, 3) and read_stamp(frame) is not None
+    fresh.release()
+    assert camera.running, "the camera restarted instead of changing size live"
+
+
+def test_rtsp_clients_share_one_stream_leave_and_come_back() -> None:
+    """Two clients at once see the same stamped stream; after both leave (the shared media is
+    unprepared) the next client gets a new one, live, at the size asked for meanwhile."""
+    if (why := rtsp_available()) is not None:
+        pytest.fail(why, pytrace=False)
+    with RtspCamera() as cam:
+        for _ in range(2):
+            clients = [open_capture(cam.url)[0] for _ in range(2)]
+            stamps = []
+            for client in clients:
+                drain(client, cam.fps)
+                stamps.append(read_stamp(read_frames(client, 1)[0]))
+            for client in clients:
+                client.release()
+            assert stamps[0] is not None and stamps[1] is not None, stamps
+            assert abs(stamps[0] - stamps[1]) < 0.5, "two clients, two different streams"
+            time.sleep(0.5)
+        cam.change_resolution(640, 480)
+        again, _ = open_capture(cam.url)
+        drain(again, cam.fps)
+        frame = read_frames(again, 1)[0]
+        assert frame.shape == (480, 640, 3)
+        assert abs(time.time() - (read_stamp(frame) or 0)) < 0.5, "a stale picture after re-prepare"
+        again.release()

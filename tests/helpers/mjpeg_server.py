@@ -1,10 +1,11 @@
 """The HTTP MJPEG test camera (multipart/x-mixed-replace, like a cheap IP camera) in a child
 process, with the RTSP camera's fault controls (kill, restart, freeze, resume, new resolution)
-plus the two faults only HTTP cameras have: 401 (basic auth) and silent (accepts the connection,
-reads the request, never answers).
+and live resolution change, plus the two faults only HTTP cameras have: 401 (basic auth) and
+silent (accepts the connection, reads the request, never answers).
 
-Any path but the camera's answers 404. This file is also the child's script, run by the venv's
-python -I by file path (it needs cv2 to encode the JPEGs).
+Every frame carries its capture time (stamp.py). Any path but the camera's answers 404. This
+file is also the child's script, run by the venv's python -I by file path (it needs cv2 to
+encode the JPEGs).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 if __package__:
-    from tests.helpers.rtsp_server import READY, CameraProcess
+    from tests.helpers.rtsp_server import READY, CameraProcess, read_control
+    from tests.helpers.stamp import draw_stamp
 else:  # run as the child's script: the sibling by file path, no package needed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.helpers.rtsp_server import READY, CameraProcess
+    from tests.helpers.rtsp_server import READY, CameraProcess, read_control
+    from tests.helpers.stamp import draw_stamp
 
 BOUNDARY = "frame"
 JPEG_QUALITY = 80
@@ -52,7 +55,8 @@ class MjpegCamera(CameraProcess):
     def command(self) -> list[str]:
         # -I: the script's folder (tests/helpers, with its http.py) must not shadow the stdlib
         cmd = [sys.executable, "-I", __file__, str(self.port), self.path,
-               str(self.width), str(self.height), str(self.fps)]  # fmt: skip
+               str(self.width), str(self.height), str(self.fps),
+               "--control", str(self.control_path)]  # fmt: skip
         if self.auth:
             cmd += ["--auth", f"{self.auth[0]}:{self.auth[1]}"]
         if self.silent:
@@ -66,9 +70,10 @@ class MjpegCamera(CameraProcess):
 # ---- the child ----------------------------------------------------------------------------------
 
 
-def picture(index: int, width: int, height: int) -> bytes:
-    """Frame ``index`` as JPEG: a white square crossing a grey field, and the index in text,
-    so consecutive frames differ (a frozen stream is visible in the pixels too)."""
+def picture(index: int, width: int, height: int, t: float) -> bytes:
+    """Frame ``index`` as JPEG: a white square crossing a grey field, the index in text, so
+    consecutive frames differ (a frozen stream is visible in the pixels too), and the capture
+    time ``t`` stamped in the top rows (stamp.py)."""
     import cv2
     import numpy as np
 
@@ -77,6 +82,7 @@ def picture(index: int, width: int, height: int) -> bytes:
     x = (index * 4) % max(1, width - side)
     img[height // 3 : height // 3 + side, x : x + side] = 255
     cv2.putText(img, str(index), (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 1)
+    draw_stamp(img, t)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     assert ok
     return bytes(buf.tobytes())
@@ -113,7 +119,9 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
             index, start = 0, time.monotonic()
             try:
                 while True:
-                    jpeg = picture(index, args.width, args.height)
+                    # a resolution change reaches every client from its next frame on
+                    width, height = read_control(args.control) or (args.width, args.height)
+                    jpeg = picture(index, width, height, time.time())
                     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                     head += f"Content-Length: {len(jpeg)}\r\n\r\n"
                     self.wfile.write(head.encode() + jpeg + b"\r\n")
@@ -130,6 +138,7 @@ def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="MJPEG test camera (tests/helpers)")
     for name in ("port", "path", "width", "height", "fps"):
         parser.add_argument(name, type=str if name == "path" else int)
+    parser.add_argument("--control", default="", help="file with 'W H' to change size live")
     parser.add_argument("--auth", help="user:password for basic auth (else none)")
     parser.add_argument("--silent", action="store_true", help="accept, never answer")
     args = parser.parse_args(argv)

@@ -5,10 +5,12 @@ kill it (power cut), start it again on the same port (reboot, maybe at another r
 SIGSTOP it (wedged firmware: sockets stay open, nothing moves) and SIGCONT it. The child prints
 ``READY <port>`` on stdout once it listens; its stderr goes to a log file quoted when it fails.
 
-The RTSP camera is gst-rtsp-server (Debian: scripts/ensure-camera-tools.sh) serving a moving
-``videotestsrc`` picture as H.264; unknown paths get RTSP 404. python3-gi binds the SYSTEM
-interpreter, so this file is also the child's script, run by /usr/bin/python3 -I by path:
-only the standard library at module level, gi imported inside ``serve``.
+The RTSP camera is gst-rtsp-server (Debian: scripts/ensure-camera-tools.sh) serving H.264 of
+frames it draws itself, each stamped with its capture time (stamp.py); unknown paths get RTSP
+404. ``change_resolution`` changes the size on the running stream (the same connections).
+python3-gi binds the SYSTEM interpreter (no numpy there), so this file is also the child's
+script, run by /usr/bin/python3 -I by path: only the standard library at module level, gi and
+the pure-Python stamp.py imported inside the child's functions.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 #: A child that has not said READY by then is broken (RTSP: GStreamer plugin scan on the first
 #: run after install takes ~2 s here; later starts take ~0.3 s).
@@ -67,6 +70,8 @@ class CameraProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._logdir = Path(tempfile.mkdtemp(prefix=f"{self.scheme}-camera-"))
         self.log_path = self._logdir / "camera.log"
+        #: ``change_resolution`` writes "W H" here; the running child polls it every frame.
+        self.control_path = self._logdir / "control"
         self.starts = 0
 
     # ---- what a subclass provides -------------------------------------------------------------
@@ -100,6 +105,7 @@ class CameraProcess:
         """Start the child and wait until it listens; raises RuntimeError with its log if not."""
         if self.running:
             raise RuntimeError(f"camera already running (pid {self.pid})")
+        self.control_path.unlink(missing_ok=True)  # the command line says the size at start
         log = self.log_path.open("a")
         log.write(f"---- start {self.starts + 1}: {' '.join(self.command())}\n")
         log.flush()
@@ -151,6 +157,17 @@ class CameraProcess:
         self.height = height or self.height
         return self.start()
 
+    def change_resolution(self, width: int, height: int) -> None:
+        """Send ``width`` x ``height`` from the next frame on, on the same connections (a live
+        sensor-mode change, not a reboot: no client is dropped). The child polls a control file
+        each frame, so the change lands within a frame interval or two."""
+        if not self.running:
+            raise RuntimeError("camera not running: use restart(width, height)")
+        tmp = self.control_path.with_suffix(".tmp")
+        tmp.write_text(f"{width} {height}\n")
+        tmp.replace(self.control_path)  # atomic: the child never reads half a line
+        self.width, self.height = width, height
+
     def freeze(self) -> None:
         """Wedge the camera: SIGSTOP. Connections stay open and the kernel still accepts new
         ones into the listen backlog, but nothing is answered or sent."""
@@ -175,15 +192,31 @@ class CameraProcess:
             return "(no log)"
 
 
+def read_control(path: str) -> tuple[int, int] | None:
+    """The child's side of ``change_resolution``: (width, height) asked for, or None."""
+    try:
+        width, height = Path(path).read_text().split()
+        return int(width), int(height)
+    except (OSError, ValueError):
+        return None
+
+
 # ---- the RTSP camera --------------------------------------------------------------------------
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 INSTALL_HINT = "run scripts/ensure-camera-tools.sh (Debian: gir1.2-gst-rtsp-server-1.0 and co.)"
-#: One keyframe a second, and SPS/PPS with every keyframe (config-interval=-1): a client that
-#: connects mid-stream decodes within a second instead of waiting for the next IDR.
+#: The camera draws its own frames (a capture-time stamp, see stamp.py, and a moving square) and
+#: pushes them into appsrc, timestamped with the pipeline clock when pushed (do-timestamp); at
+#: most 2 wait there, the oldest dropped (leaky-type=downstream), so a pipeline that is not
+#: playing yet never hands a client a backlog. One keyframe a second, and SPS/PPS with every
+#: keyframe (config-interval=-1): a client that connects mid-stream decodes within a second,
+#: and one already connected learns a new resolution from the next keyframe. threads=1: with
+#: x264's sliced threads (zerolatency's default) FFmpeg decoded the stamp's third block row,
+#: whose bits change every frame, as smeared grey in about half the frames (measured here).
 _PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={fps}/1"
-    " ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps}"
+    "( appsrc name=src is-live=true do-timestamp=true format=time max-buffers=2 leaky-type=2"
+    " ! videoconvert ! video/x-raw,format=I420"
+    " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} threads=1"
     " ! video/x-h264,profile=baseline ! h264parse config-interval=-1"
     " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
@@ -194,7 +227,8 @@ def rtsp_available() -> str | None:
     probe = (
         "import gi; gi.require_version('GstRtspServer', '1.0');"
         "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
-        "assert Gst.ElementFactory.find('x264enc'), 'x264enc missing'"
+        "assert Gst.ElementFactory.find('x264enc'), 'x264enc missing';"
+        "assert Gst.ElementFactory.find('appsrc'), 'appsrc missing'"
     )
     try:
         done = subprocess.run(
@@ -221,12 +255,28 @@ class RtspCamera(CameraProcess):
 
     def command(self) -> list[str]:
         # -I: the script's folder (tests/helpers, with its http.py) must not shadow the stdlib
-        return [SYSTEM_PYTHON, "-I", __file__, str(self.port), self.path,
-                str(self.width), str(self.height), str(self.fps)]  # fmt: skip
+        return [SYSTEM_PYTHON, "-I", __file__, str(self.port), self.path, str(self.width),
+                str(self.height), str(self.fps), str(self.control_path)]  # fmt: skip
 
 
-def serve(port: int, path: str, width: int, height: int, fps: int) -> None:
-    """The child: run gst-rtsp-server until killed."""
+def gray_frame(index: int, width: int, height: int, t: float) -> tuple[bytes, int]:
+    """Frame ``index`` as a GRAY8 plane (bytes, row stride): a white square crossing a grey
+    field, stamped with ``t``. Pure Python: the system interpreter has no numpy."""
+    from tests.helpers.stamp import draw_stamp_plane
+
+    stride = (width + 3) // 4 * 4  # GStreamer's default GRAY8 stride: rows padded to 4 bytes
+    plane = bytearray(b"\x40" * (stride * height))
+    side = max(8, height // 6)
+    x = (index * 4) % max(1, width - side)
+    for row in range(height // 3, height // 3 + side):
+        plane[row * stride + x : row * stride + x + side] = b"\xff" * side
+    draw_stamp_plane(plane, width, height, t, stride)
+    return bytes(plane), stride
+
+
+def serve(port: int, path: str, width: int, height: int, fps: int, control: str) -> None:
+    """The child: run gst-rtsp-server until killed, making a frame every 1/fps s and pushing it
+    to the mount's shared media while one exists (clients connected)."""
     import gi
 
     gi.require_version("Gst", "1.0")
@@ -234,21 +284,57 @@ def serve(port: int, path: str, width: int, height: int, fps: int) -> None:
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
+    size = [width, height]
+    live: dict[str, Any] = {"src": None, "caps": None, "index": 0}
+
+    def caps() -> Any:
+        return Gst.Caps.from_string(
+            f"video/x-raw,format=GRAY8,width={size[0]},height={size[1]},framerate={fps}/1"
+        )
+
+    def on_configure(_factory: Any, media: Any) -> None:
+        src = media.get_element().get_by_name("src")
+        src.set_property("caps", caps())
+        live.update(src=src, caps=tuple(size))
+
+        def on_unprepared(_media: Any) -> None:  # the last client left: this media is done
+            if live["src"] is src:
+                live.update(src=None, caps=None)
+
+        media.connect("unprepared", on_unprepared)
+
+    def tick() -> bool:
+        new = read_control(control)
+        if new and list(new) != size:
+            size[:] = new
+            sys.stderr.write(f"resolution now {size[0]}x{size[1]}\n")
+        data, _ = gray_frame(live["index"], size[0], size[1], time.time())
+        live["index"] += 1
+        src = live["src"]
+        if src is not None:
+            if live["caps"] != tuple(size):  # same connection, new size: renegotiate
+                src.set_property("caps", caps())
+                live["caps"] = tuple(size)
+            src.emit("push-buffer", Gst.Buffer.new_wrapped(data))
+        return True
+
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(_PIPELINE.format(w=width, h=height, fps=fps))
+    factory.set_launch(_PIPELINE.format(fps=fps))
     factory.set_shared(True)
+    factory.connect("media-configure", on_configure)
     server.get_mount_points().add_factory(path, factory)
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
+    GLib.timeout_add(max(1, round(1000 / fps)), tick)
     print(f"{READY} {server.get_bound_port()}", flush=True)
     GLib.MainLoop().run()
 
 
 if __name__ == "__main__":
-    import sys
-
-    _port, _path, _w, _h, _fps = sys.argv[1:6]
-    serve(int(_port), _path, int(_w), int(_h), int(_fps))
+    # the stamp module by file path: the repo root, not tests/helpers (its http.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    _port, _path, _w, _h, _fps, _control = sys.argv[1:7]
+    serve(int(_port), _path, int(_w), int(_h), int(_fps), _control)
