@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,11 @@ BACKEND_MARGIN_FRACTION = 0.2  # of a short timeout, so 1 s still leaves FFmpeg 
 DEFAULT_MAX_STUCK = 2
 #: close() waits at most this long for the worker to release the capture, then abandons it.
 DEFAULT_CLOSE_TIMEOUT_S = 1.0
+
+#: FFmpeg lines (at VERBOSE, ffmpeg_log's level) saying a running stream changed its picture:
+#: H.264/HEVC decoders "Reinit context to 640x480, ...", and the scaler OpenCV builds again
+#: when the decoded size changes (MJPEG: "[swscaler @ 0x..] deprecated pixel format used").
+_REINIT = re.compile(r"Reinit context to \d+x\d+|^\[swscaler @ ")
 
 T = TypeVar("T")
 #: Abandoned workers still inside the backend, over every GuardedCapture: threads are the
@@ -205,6 +211,10 @@ class GuardedCapture:
         self._frames = 0  # read since the last open: a read failing at 0 points at the codec
         #: The backend's last line in the last failed call (None if it said nothing), for DEBUG.
         self.last_backend_line: str | None = None
+        #: Set when a read's FFmpeg lines say the decoder or scaler was set up again mid-stream
+        #: (a new frame size): OpenCV keeps scaling into the size it opened with, so the caller
+        #: reopens to see the true size (docs/sources.md). Cleared by open().
+        self.reinit_line: str | None = None
 
     @property
     def stuck_workers(self) -> int:
@@ -232,6 +242,7 @@ class GuardedCapture:
             self._worker = worker
         worker.thread.start()
         self._frames = 0
+        self.reinit_line = None
         # Reasons need FFmpeg's lines. keep_stderr: a process that did not call
         # backend_logs.quiet_backends() still sees on stderr what FFmpeg printed there before.
         ffmpeg_log.install(keep_stderr=True)
@@ -256,6 +267,8 @@ class GuardedCapture:
             self._retire(worker)
             raise self._failure("read", time.monotonic() - start, "no frame", lines)
         self._frames += 1
+        if self._frames > 1 and any(_REINIT.search(line) for line in lines):
+            self.reinit_line = next(line for line in lines if _REINIT.search(line))
         return image
 
     def get(self, prop_id: int) -> float:

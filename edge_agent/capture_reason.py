@@ -17,6 +17,8 @@ from typing import Literal
 Call = Literal["open", "read", "get"]
 
 #: "[rtsp @ 0x..] method DESCRIBE failed: 404 (Not Found)"; "[http @ 0x..] HTTP error 401 ...".
+#: What an open failure says when FFmpeg logged nothing that names a cause.
+NO_REASON = "the backend could not open it (no reason given)"
 _STATUS = re.compile(
     r"^\[(?P<proto>rtsp|https?|tls|tcp)[^\]]*\] (?:method \w+ failed: |HTTP error )(?P<code>\d{3})"
 )
@@ -104,7 +106,7 @@ def reason(
     if timed_out:
         return f"no answer within {_seconds(timeout_s)}"
     if kind == "open" or not opened:
-        return "the backend could not open it (no reason given)"
+        return NO_REASON
     if frames == 0:
         return "stream opened but no frame could be decoded (unsupported codec?)"
     return "stream ended"

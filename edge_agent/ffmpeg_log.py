@@ -27,9 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOGGER = "edge_agent.backend.ffmpeg"
-#: libavutil/log.h: AV_LOG_ERROR 16, AV_LOG_WARNING 24, AV_LOG_INFO 32. At WARNING the http
-#: 404/401 lines arrive (FFmpeg logs them as warnings); INFO adds per-stream chatter.
+#: libavutil/log.h: AV_LOG_ERROR 16, AV_LOG_WARNING 24, AV_LOG_INFO 32, AV_LOG_VERBOSE 40. At
+#: WARNING the http 404/401 lines arrive (FFmpeg logs them as warnings); VERBOSE adds the
+#: decoder's "Reinit context to WxH" when a stream changes its frame size, which OpenCV hides
+#: (capture_guard.reinit_line). Measured: ~25 lines per RTSP open, none per frame after.
 AV_LOG_WARNING = 24
+AV_LOG_VERBOSE = 40
 #: A formatted line longer than this is cut (FFmpeg's own default callback uses 1024).
 LINE_BYTES = 1024
 #: A collector keeps at most this many lines (the last ones): a read that logs a decode error
@@ -145,7 +148,7 @@ def _register_opencv_ffmpeg() -> None:
         log.debug("could not make OpenCV register FFmpeg: %s", exc)
 
 
-def install(level: int = AV_LOG_WARNING, *, keep_stderr: bool = False) -> bool:
+def install(level: int = AV_LOG_VERBOSE, *, keep_stderr: bool = False) -> bool:
     """Route FFmpeg's lines at `level` and more severe through our callback; idempotent and
     thread-safe. False (with a DEBUG line) when libavutil or its symbols cannot be found:
     logs never stop the agent.

@@ -10,6 +10,7 @@ stamped and drained by live_clock.py, so a result's ``ts`` is when its picture w
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge_agent.capture_guard import CaptureError, CaptureTimeout, GuardedCapture
+from edge_agent.capture_reason import NO_REASON
 from edge_agent.health.source_state import FAILED, RECONNECTING, STALLED, STREAMING
 from edge_agent.live_clock import LiveClock
 from edge_agent.reconnect import ReconnectPolicy
@@ -25,8 +27,36 @@ from edge_agent.sources import FrameSource, _Item, redact
 
 log = logging.getLogger("edge_agent.sources")
 
+#: A read this close to the capture timeout ended by FFmpeg's interrupt: its frame is stale.
+STALL_FRACTION = 0.8
 #: Failures a quick retry rarely cures: a wrong path or wrong credentials (HTTP/RTSP codes).
 _LASTING = re.compile(r"\b40[0134]\b")
+
+
+#: One decoder thread: FFmpeg's frame threads hold a decoded frame back per extra thread
+#: (measured: RTSP pictures 137 ms old at read time with the default, 69 ms with one), and the
+#: cores belong to inference (files decode in one thread for the same reason).
+STREAM_PARAMS = (cv2.CAP_PROP_N_THREADS, 1)
+#: FFmpeg options for every stream open (OPENCV_FFMPEG_CAPTURE_OPTIONS, "key;value|..."):
+#: RTSP over TCP (OpenCV's default, which setting the variable would otherwise drop), and no
+#: frame-rate probing: FFmpeg read 27 frames (1.9 s) of an RTSP stream before open returned
+#: only to estimate a rate the SDP already gives; without it the open takes 0.57 s.
+STREAM_OPTIONS = {"rtsp_transport": "tcp", "fpsprobesize": "0"}
+OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+def stream_options() -> str:
+    """Add STREAM_OPTIONS to OPENCV_FFMPEG_CAPTURE_OPTIONS, keeping every key the user set
+    there (their rtsp_transport;udp wins). One process-wide variable, read at every FFmpeg
+    open: set once, the same for every source, so opens in parallel threads cannot race."""
+    current = os.environ.get(OPTIONS_ENV, "")
+    pairs = [p for p in current.split("|") if p]
+    keys = {p.split(";", 1)[0] for p in pairs}
+    pairs += [f"{k};{v}" for k, v in STREAM_OPTIONS.items() if k not in keys]
+    value = "|".join(pairs)
+    if value != current:
+        os.environ[OPTIONS_ENV] = value
+    return value
 
 
 def _target(uri: str | int, kind: str) -> tuple[str | int, int, bool]:
@@ -58,9 +88,12 @@ class LiveSource(FrameSource):
         cfg = self._cfg
         target, api, ffmpeg = _target(cfg.uri, self.kind)
         self._origin = redact(str(cfg.uri))
+        if ffmpeg:
+            stream_options()
         self._guard = GuardedCapture(
             target,
             api=api,
+            params=STREAM_PARAMS if ffmpeg else (),
             open_timeout_s=cfg.capture_timeout_s,
             read_timeout_s=cfg.capture_timeout_s,
             backend_timeouts=ffmpeg,
@@ -108,6 +141,30 @@ class LiveSource(FrameSource):
                     return
                 continue
             ended, wall = time.monotonic(), time.time()
+            if ended - started >= STALL_FRACTION * self._cfg.capture_timeout_s:
+                # FFmpeg's interrupt fired (it is armed a little below our deadline) and RTSP
+                # handed back an old decoded frame as if it were new (measured: one every 4.5 s
+                # from a frozen camera): a stall, not a frame.
+                self._guard.close()
+                stall = CaptureTimeout(
+                    f"{self._origin}: read took {ended - started:.1f} s",
+                    "read",
+                    self._cfg.capture_timeout_s,
+                )
+                if self._failed(stall, opened=True):
+                    return
+                continue
+            if self._guard.reinit_line is not None:
+                # OpenCV scales a stream whose frame size changed into the size it opened with
+                # (measured, RTSP and MJPEG): reopen, and the next frames have the true size.
+                log.info(
+                    "source %s: the stream changed its picture (%s); reopening to read it at "
+                    "its new size",
+                    self.source_id,
+                    self._guard.reinit_line,
+                )
+                self._guard.close()
+                continue
             pts, pos = self._prop(cv2.CAP_PROP_PTS), self._prop(cv2.CAP_PROP_POS_MSEC)
             ts = self._clock.stamp(started, ended, wall, pts, pos)
             if ts is None:
@@ -168,8 +225,11 @@ class LiveSource(FrameSource):
                 self._policy.max_s,
             )
         else:
+            # Each new reason once (stream ended, then refused), not each attempt; a failure
+            # without a named cause during an outage adds nothing to the one already logged.
+            new = reason != self._reason and not (self._reason and reason == NO_REASON)
             log.log(
-                logging.WARNING if reason != self._reason else logging.DEBUG,
+                logging.WARNING if new else logging.DEBUG,
                 "source %s: %s %s: %s; retry in %.2g s",
                 self.source_id,
                 "lost" if opened else "cannot open",

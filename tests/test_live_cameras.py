@@ -27,6 +27,7 @@ from edge_agent.sources import FrameSource, open_source
 from edge_agent.types import Frame
 from tests.helpers.mjpeg_server import MjpegCamera
 from tests.helpers.rtsp_server import CameraProcess, RtspCamera, free_port, rtsp_available
+from tests.helpers.stamp import read_stamp
 
 #: A short capture timeout keeps stall tests quick; the default (5 s) is the same code path.
 TIMEOUT_S = 1.5
@@ -58,12 +59,17 @@ class Reader:
             config, self.stop, self.stats.source("cam"), self.states
         )
         self.frames: list[tuple[float, Frame]] = []
+        #: While set, the next frame is not asked for: the capture thread is away (inference,
+        #: a stopped process) and the camera's frames pile up in the backend.
+        self.paused = threading.Event()
         self.thread = threading.Thread(target=self._run, name="test-live", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         for frame in self.source.frames():
             self.frames.append((time.monotonic(), frame))
+            while self.paused.is_set() and not self.stop.is_set():
+                time.sleep(0.005)
 
     @property
     def state(self) -> str | None:
@@ -227,3 +233,70 @@ def test_camera_down_at_start_is_retried_until_it_appears(
     with cam:
         assert r.wait_frames(5), r.seen
     assert r.seen[0][0] == "starting" and (STREAMING, None) in r.seen
+
+
+#: Frame interval of the test cameras (15 fps), and what a loaded machine may add to it.
+INTERVAL_S = 1 / 15
+SLACK_S = 0.1
+
+
+def picture_ages(frames: list[tuple[float, Frame]]) -> list[float]:
+    """ts minus the time stamped into each picture by the camera (unreadable stamps skipped)."""
+    ages = []
+    for _, frame in frames:
+        taken = read_stamp(frame.image)
+        if taken is not None:
+            ages.append(frame.ts - taken)
+    return ages
+
+
+@pytest.mark.parametrize("make_camera", cameras())
+def test_ts_is_when_the_picture_was_taken_after_reconnects_and_pauses(
+    make_camera: type[CameraProcess], reader_factory: Callable[[SourceConfig], Reader]
+) -> None:
+    with make_camera() as cam:
+        r = reader_factory(cfg(cam.url))
+        assert r.wait_frames(20)
+        phases = {"after open": picture_ages(r.frames)}
+        n = len(r.frames)
+        r.paused.set()
+        time.sleep(2.0)  # 30 frames pile up in the backend
+        r.paused.clear()
+        assert r.wait_frames(n + 20)
+        phases["after a 2 s pause"] = picture_ages(r.frames[n + 1 :])  # n: taken before it
+        cam.kill()
+        cam.start()
+        n = len(r.frames)
+        assert r.wait(lambda: r.stats.source("cam").reopens.value >= 1, BACK_WITHIN_S)
+        assert r.wait_frames(n + 20)
+        phases["after a reconnect"] = picture_ages(r.frames[n:])
+    drained = r.stats.source("cam").frames_drained.value
+    assert drained >= 25, drained  # the pause's backlog at least (RTSP: each open's too)
+    for phase, ages in phases.items():
+        assert len(ages) >= 10, (phase, ages)
+        late = [round(a, 3) for a in ages if not -0.02 <= a <= INTERVAL_S + SLACK_S]
+        assert not late, f"{phase}: pictures older than their ts by {late} s"
+
+
+@pytest.mark.parametrize("make_camera", cameras())
+def test_a_resolution_change_on_the_same_connection_is_seen(
+    make_camera: type[CameraProcess],
+    reader_factory: Callable[[SourceConfig], Reader],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_agent.sources")
+    with make_camera() as cam:
+        r = reader_factory(cfg(cam.url))
+        assert r.wait_frames(10)
+        cam.change_resolution(640, 480)
+        assert r.wait(lambda: r.frames[-1][1].image.shape[:2] == (480, 640), BACK_WITHIN_S), (
+            r.frames[-1][1].image.shape
+        )
+        n = len(r.frames)
+        assert r.wait_frames(n + 5)
+    assert all(f.image.shape[:2] == (480, 640) for _, f in r.frames[n:])
+    assert [m for m in caplog.messages if "frame size changed" in m] == [
+        "source cam: frame size changed from 320x240 to 640x480"
+    ]
+    status = r.states.get("cam")
+    assert status is not None and (status.width, status.height) == (640, 480)

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.backend_logs import quiet_backends
 from edge_agent.bundle import BundleError
 from edge_agent.cli.common import (
     EXIT_BAD_INPUT,
@@ -108,6 +109,7 @@ def run_agent(
                 watchdog.reloading()
                 previous, cfg = cfg, reload.config
                 configure_logging(cfg.log_level, cfg.log_format)  # the reloaded file's settings
+                quiet_backends()  # OpenCV's level follows the new log_level
     finally:
         watchdog.stopping()
         watchdog.close()
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print_config_error(exc)
         return EXIT_BAD_INPUT
     configure_logging(cfg.log_level, cfg.log_format)
+    quiet_backends()  # OpenCV's and FFmpeg's own lines into ours, at DEBUG
     status = run_agent(cfg, config_path=args.config)
     exit_now_if_captures_stuck(status)
     return status
