@@ -51,6 +51,13 @@ class Outages:
         self.set_next_wait(client)
         return None if since is None else time.monotonic() - since
 
+    def hold(self, client: mqtt.Client, wait_s: float) -> None:
+        """The next attempt in ``wait_s`` exactly, with no warning (the session was taken
+        over: publish/takeover.py said so)."""
+        with self._lock:
+            self._failures += 1
+        client.reconnect_delay_set(min_delay=wait_s, max_delay=wait_s)
+
     def set_next_wait(self, client: mqtt.Client) -> None:
         """The wait before paho's next attempt: doubling with each failure of this outage, up
         to the maximum, less a random part of up to half of it."""

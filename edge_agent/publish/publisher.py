@@ -137,6 +137,7 @@ class MqttPublisher:
             on_published=self._on_published,
             queue_limit=0 if outbox is not None else None,
             on_message=self.inbound.on_message,
+            device_id=device_id,
         )
         self.client.subscriptions = self.inbound.subscriptions()
         self.sender = Sender(outbox, self.client) if outbox is not None else None
