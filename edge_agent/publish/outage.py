@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -56,7 +57,8 @@ class Outages:
         over: publish/takeover.py said so)."""
         with self._lock:
             self._failures += 1
-        client.reconnect_delay_set(min_delay=wait_s, max_delay=wait_s)
+        delay: Any = wait_s  # paho's hint says int; it adds any number of seconds to time()
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)
 
     def set_next_wait(self, client: mqtt.Client) -> None:
         """The wait before paho's next attempt: doubling with each failure of this outage, up

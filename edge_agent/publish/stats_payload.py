@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from edge_agent.health.stats import SourceMetrics, StatsRegistry, percentile_of
 from edge_agent.health.system import SystemReadings, SystemSensors, throttle_flags
-from edge_agent.publish.payloads import TIMING_DIGITS
+from edge_agent.publish.payloads import TIMING_DIGITS, source_states_payload
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,23 @@ class StatsReporter:
         self,
         outbox: OutboxStats | None,
         drop_totals: Callable[[], Mapping[str, int]] | None = None,
+        link: Callable[[], Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The stats payload now; ``outbox`` is None when the agent runs without one;
-        ``drop_totals`` gives what it dropped since the run started (the publisher's)."""
+        ``drop_totals`` gives what it dropped since the run started (the publisher's);
+        ``link`` the MQTT link's own figures (``MqttPublisher.link_figures``)."""
         now = self._clock()
         interval = now - self._last_t
         snap = self._registry.snapshot()
         counts = self._source_counts(snap)
+        states = source_states_payload(
+            self._registry.source_states.snapshot(), snap.get("source", {})
+        )
         sources = {
-            sid: self._source(counts[sid], self._last_counts.get(sid, {}), interval)
+            sid: {
+                **self._source(counts[sid], self._last_counts.get(sid, {}), interval),
+                **states.get(sid, {}),
+            }
             for sid in counts
         }
         self._last_t, self._last_counts = now, counts
@@ -112,7 +120,7 @@ class StatsReporter:
             "sources": sources,
             **self._take_latencies(snap),
             "totals": self._registry.totals(),
-            "mqtt": _mqtt(snap),
+            "mqtt": _mqtt(snap, link),
             "outbox": self._outbox(outbox, drop_totals),
             "thermal_factor": _gauge(snap, "health", "thermal_factor"),
             "system": self._read_system(),
@@ -210,7 +218,9 @@ def _gauge(snap: dict[str, dict[str, dict[str, Any]]], group: str, name: str) ->
     return None if value is None else round(float(value), INTERVAL_DIGITS)
 
 
-def _mqtt(snap: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+def _mqtt(
+    snap: dict[str, dict[str, dict[str, Any]]], link: Callable[[], Mapping[str, Any]] | None
+) -> dict[str, Any] | None:
     """The publisher's figures, None when the agent runs without one (``publish=False``)."""
     metrics = snap.get("publisher", {}).get("")
     if metrics is None:
@@ -218,4 +228,5 @@ def _mqtt(snap: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
     return {
         "connected": bool(metrics.get("connected", 0)),
         **{name: int(metrics.get(name, 0)) for name in MQTT_COUNTERS},
+        **(dict(link()) if link is not None else {}),
     }
