@@ -33,10 +33,12 @@ class ScriptedCamera:
 
     live = True
 
-    def __init__(self, source_id: str, states: SourceStates, metrics: SourceMetrics) -> None:
+    def __init__(
+        self, source_id: str, states: SourceStates, metrics: SourceMetrics, stop: threading.Event
+    ) -> None:
         self.source_id, self.states, self.metrics = source_id, states, metrics
         self.away = threading.Event()
-        self._stop = threading.Event()
+        self._stop = stop  # the agent's, as real sources share it
 
     def frames(self) -> Iterator[Frame]:
         image = np.full((SIZE[1], SIZE[0], 3), 60, np.uint8)
@@ -77,7 +79,7 @@ def camera_agent(
     stats = StatsRegistry()
 
     def factory(cfg: Any, stop: threading.Event, metrics: SourceMetrics) -> ScriptedCamera:
-        cams[cfg.id] = ScriptedCamera(cfg.id, stats.source_states, metrics)
+        cams[cfg.id] = ScriptedCamera(cfg.id, stats.source_states, metrics, stop)
         return cams[cfg.id]
 
     sources = [{"id": "gate", "uri": "rtsp://127.0.0.1:8554/gate"}]
