@@ -152,3 +152,29 @@ def test_a_flapping_camera_cannot_flood_the_broker(
     assert changed, "no status was published for the changes"
     assert len(changed) <= 3 + flapped  # about one per second, not 200
     assert changed[-1]["source_state"]["gate"]["reason"] == "flap 199"  # ends on the latest
+
+
+def test_state_changes_beside_status_publishes_never_deadlock(camera_agent: Any) -> None:
+    """A state change reaches set_status under SourceStates' lock (the source's down/up flips
+    the health) while the heartbeat builds the status under the publisher's lock."""
+    agent, _camera = camera_agent
+    done = threading.Event()
+
+    def publish_status() -> None:
+        while not done.is_set():
+            agent.publisher.refresh_status()
+
+    other = threading.Thread(target=publish_status, daemon=True)
+    flapper = threading.Thread(
+        target=lambda: [
+            agent.stats.source_states.set("gate", "stalled" if i % 2 else "streaming")
+            for i in range(2000)
+        ],
+        daemon=True,
+    )
+    other.start()
+    flapper.start()
+    flapper.join(20)
+    done.set()
+    other.join(20)
+    assert not flapper.is_alive() and not other.is_alive(), "deadlocked"

@@ -385,9 +385,12 @@ class MqttPublisher:
         return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
 
     def source_states(self) -> dict[str, dict[str, Any]]:
-        """``source_state`` of the status and stats payloads, from the stats registry."""
-        counters = self.stats.snapshot().get("source", {})
-        return payloads.source_states_payload(self.stats.source_states.snapshot(), counters)
+        """``source_state`` of the status payload, from the stats registry. Read with
+        ``get`` (no lock): a source's state change reaches ``set_status`` under SourceStates'
+        lock, and this runs under ``_status_lock``; taking that lock here could deadlock."""
+        states = self.stats.source_states
+        now = {sid: st.payload() for sid in self.sources if (st := states.get(sid)) is not None}
+        return payloads.source_states_payload(now, self.stats.snapshot().get("source", {}))
 
     def link_figures(self) -> dict[str, Any]:
         """The MQTT link's own story: whether another client has taken the session."""
