@@ -97,3 +97,14 @@ def test_stats_carry_each_source_state_beside_its_counters() -> None:
     assert gate["frames_read"] == 10 and gate["frames_drained"] == 2  # the counters stay
     assert gate["frames_dropped"] == 2 and gate["reopens"] == 0
     assert payload["mqtt"]["session_taken_over"] is False and payload["mqtt"]["takeovers"] == 0
+
+
+def test_a_source_with_no_state_yet_has_the_same_keys_as_null() -> None:
+    reg = StatsRegistry()
+    reg.source("gate").dropped_stale.inc(5)
+    rep = StatsReporter(reg, "run-1", system=lambda: SystemReadings(1, 1, None))
+    reg.source_states.set("yard", "streaming")
+    reg.source("yard")
+    sources = rep.payload(None)["sources"]
+    assert set(sources["gate"]) == set(sources["yard"])
+    assert sources["gate"]["state"] is None and sources["gate"]["frames_dropped"] == 5

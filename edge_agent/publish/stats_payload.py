@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from edge_agent.health.stats import SourceMetrics, StatsRegistry, percentile_of
 from edge_agent.health.system import SystemReadings, SystemSensors, throttle_flags
-from edge_agent.publish.payloads import TIMING_DIGITS, source_states_payload
+from edge_agent.publish.payloads import DROPPED_COUNTERS, TIMING_DIGITS, source_states_payload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ LATENCIES = ("preprocess_ms", "inference_ms", "decode_ms")
 SOURCE_COUNTERS = tuple(f.name for f in fields(SourceMetrics))
 #: The publisher's counters (``PublisherMetrics``), as totals.
 MQTT_COUNTERS = ("published", "dropped", "connects", "disconnects")
+#: A source's state keys, null until the source has said a state (the keys never change).
+STATE_KEYS = ("state", "reason", "since", "last_frame_ts", "width", "height")
+#: The MQTT link's figures, null when the payload is built without the publisher's.
+LINK_KEYS = ("session_taken_over", "takeovers")
 
 
 class OutboxStats(Protocol):
@@ -106,7 +110,7 @@ class StatsReporter:
         sources = {
             sid: {
                 **self._source(counts[sid], self._last_counts.get(sid, {}), interval),
-                **states.get(sid, {}),
+                **_state(states.get(sid), counts[sid]),
             }
             for sid in counts
         }
@@ -228,5 +232,13 @@ def _mqtt(
     return {
         "connected": bool(metrics.get("connected", 0)),
         **{name: int(metrics.get(name, 0)) for name in MQTT_COUNTERS},
-        **(dict(link()) if link is not None else {}),
+        **(dict(link()) if link is not None else dict.fromkeys(LINK_KEYS)),
     }
+
+
+def _state(said: dict[str, Any] | None, counts: dict[str, int]) -> dict[str, Any]:
+    """The source's state entry, or nulls (and its losses) before it said one."""
+    if said is not None:
+        return said
+    dropped = sum(counts.get(name, 0) for name in DROPPED_COUNTERS)
+    return {**dict.fromkeys(STATE_KEYS), "frames_dropped": dropped}
