@@ -317,3 +317,65 @@ def test_retained_message_round_trips_and_removal_empties_it(
     publish(broker, "homeassistant/marker", b"after")  # retained copies come before it
     assert fresh.wait_for(lambda: bool(fresh.on("homeassistant/marker")))
     assert fresh.on(topic) == []
+
+
+# --- a live source's connectivity binary sensor ------------------------------------------------
+
+#: HA's MQTT binary_sensor schema (homeassistant/components/mqtt/binary_sensor.py
+#: PLATFORM_SCHEMA_MODERN; device classes from binary_sensor/__init__.py, the few we may use).
+#: Not yet in tests/helpers/ha_schema.py: added for these tests only.
+BINARY_SENSOR_DEVICE_CLASSES = ("connectivity", "problem", "running")
+
+
+@pytest.fixture
+def binary_sensor_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import ha_schema as h
+
+    rules = {
+        **h.RO, **h.COMMON, "name": h._opt_str, "expire_after": h._positive_int,
+        "force_update": h._bool, "off_delay": h._positive_int, "payload_on": h._str,
+        "payload_off": h._str,
+        "device_class": lambda v: v is None or v in BINARY_SENSOR_DEVICE_CLASSES,
+    }  # fmt: skip
+    monkeypatch.setitem(h.PLATFORMS, "binary_sensor", rules)
+    monkeypatch.setitem(h.REQUIRED, "binary_sensor", ("state_topic",))
+
+
+GATE = d.SourceInputs("gate", labels=("person",), live=True)
+
+
+def test_a_live_source_gets_a_connectivity_sensor_home_assistant_accepts(
+    binary_sensor_schema: None,
+) -> None:
+    cmps = check_device_message(d.discovery_message(inputs(GATE, SHELF))[1])
+    sensor = cmps["gate_connected"]
+    assert sensor["platform"] == "binary_sensor" and sensor["device_class"] == "connectivity"
+    assert (
+        sensor["state_topic"]
+        == sensor["json_attributes_topic"]
+        == Topics("edgesight", "shelf-01").status()
+    )
+    assert "shelf_connected" not in cmps  # not live: no sensor
+
+
+@pytest.mark.parametrize(
+    ("state", "shown"),
+    [("streaming", "ON"), ("reconnecting", "OFF"), ("stalled", "OFF"), ("failed", "OFF")],
+)
+def test_connectivity_reads_the_source_state_of_the_status(state: str, shown: str) -> None:
+    entry = {"state": state, "reason": "connection refused", "since": 1.0, "last_frame_ts": 2.0,
+             "width": 640, "height": 480, "reopens": 3, "frames_dropped": 0}  # fmt: skip
+    status = status_payload("online", 1.0, "v", MODEL, ["gate"], source_state={"gate": entry})
+    assert render(d.CONNECTIVITY_TEMPLATE.format(source="gate"), status) == shown
+    attributes = json.loads(
+        render(d.CONNECTIVITY_ATTRIBUTES_TEMPLATE.format(source="gate"), status)
+    )
+    assert attributes == entry
+
+
+def test_connectivity_is_unknown_before_the_source_says_a_state() -> None:
+    status = status_payload("online", 1.0, "v", MODEL, ["gate"])  # an older agent: no key
+    assert render(d.CONNECTIVITY_TEMPLATE.format(source="gate"), status) == "None"
+    status = status_payload("online", 1.0, "v", MODEL, ["gate"], source_state={})
+    assert render(d.CONNECTIVITY_TEMPLATE.format(source="gate"), status) == "None"
+    assert render(d.CONNECTIVITY_ATTRIBUTES_TEMPLATE.format(source="gate"), status) == "{}"

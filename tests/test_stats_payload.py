@@ -217,6 +217,7 @@ def test_totals_publisher_and_header() -> None:
     assert payload["sources"]["cam1"]["dropped_stale"] == 7
     assert payload["mqtt"] == {
         "connected": True, "published": 42, "dropped": 3, "connects": 1, "disconnects": 0,
+        "session_taken_over": None, "takeovers": None,  # no publisher's link figures given
     }  # fmt: skip
     assert payload["thermal_factor"] == 0.25
     assert payload["outbox"] is None

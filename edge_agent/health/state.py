@@ -1,6 +1,9 @@
-"""The online/degraded verdict: degraded at the first failed frame, online again once frames
-have succeeded for a while with no new failure, so a passing fault (one corrupt frame, a
-runtime hiccup) does not leave a dashboard red for good."""
+"""The online/degraded verdict, from two kinds of cause.
+
+Failed frames: degraded at the first, online again once frames have succeeded for a while with
+no new failure, so a passing fault (one corrupt frame, a runtime hiccup) does not leave a
+dashboard red for good. Held conditions (a camera that is down, ``hold(cause, why)``): degraded
+while one lasts, online as soon as the last is released (the camera is back: no delay)."""
 
 from __future__ import annotations
 
@@ -26,27 +29,46 @@ class HealthState:
         self._clear_after_s = clear_after_s
         self._clock = clock
         self._state = ONLINE
+        self._frames_failing = False  # a failure, and not yet clear_after_s of success since
         self._last_failure = 0.0
+        self._held: dict[str, str] = {}  # cause -> why, while it lasts
         self._lock = threading.Lock()
 
     @property
     def state(self) -> str:
         return self._state
 
+    def held(self) -> dict[str, str]:
+        """The conditions holding the agent degraded now (cause -> why)."""
+        with self._lock:
+            return dict(self._held)
+
     def failed(self) -> None:
         with self._lock:
             self._last_failure = self._clock()
-            if self._state != DEGRADED:
-                self._state = DEGRADED
-                self._on_change(DEGRADED)  # under the lock: transitions are told in order
+            self._frames_failing = True
+            self._settle()
 
     def succeeded(self) -> None:
-        if self._state == ONLINE:  # the per-frame path: no lock when nothing can change
+        if not self._frames_failing:  # the per-frame path: no lock when nothing can change
             return
         with self._lock:
-            if (
-                self._state == DEGRADED
-                and self._clock() - self._last_failure >= self._clear_after_s
-            ):
-                self._state = ONLINE
-                self._on_change(ONLINE)
+            if self._clock() - self._last_failure >= self._clear_after_s:
+                self._frames_failing = False
+                self._settle()
+
+    def hold(self, cause: str, why: str | None) -> None:
+        """Degraded because of ``cause`` (said as ``why``) until ``hold(cause, None)``."""
+        with self._lock:
+            if why is None:
+                self._held.pop(cause, None)
+            else:
+                self._held[cause] = why
+            self._settle()
+
+    def _settle(self) -> None:
+        """The caller holds the lock: the verdict from the causes, told if it changed."""
+        state = DEGRADED if self._frames_failing or self._held else ONLINE
+        if state != self._state:
+            self._state = state
+            self._on_change(state)  # under the lock: transitions are told in order

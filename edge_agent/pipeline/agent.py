@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 
@@ -33,6 +33,7 @@ from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.items import Done, Staged
 from edge_agent.pipeline.model_slot import ModelSlot, return_free_heap
 from edge_agent.pipeline.pacing import Pacer
+from edge_agent.pipeline.source_health import SourceHealth, StatusLink
 from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
 from edge_agent.predictor import Prediction, Predictor
 from edge_agent.sources import Source, SourceError, open_source, resolve_kind
@@ -92,9 +93,11 @@ class Agent:
         self._post_q: queue.Queue[Done | Skipped | str | None] = queue.Queue(POST_QUEUE_FRAMES)
         self._post_thread: threading.Thread | None = None
         self._model = self.stats.model()
-        self.health = HealthState(self._on_health, cfg.health.degraded_clear_s)
+        #: The retained status: health, source states (coalesced), thermal slowdown.
+        self.status = StatusLink()
+        self.health = HealthState(self.status.health_changed, cfg.health.degraded_clear_s)
         self._gates = Gates(cfg.sources)
-        self._pacer = Pacer(cfg.health.thermal, self.stats, self._on_thermal)
+        self._pacer = Pacer(cfg.health.thermal, self.stats, self.status.thermal)
         #: Frames asked for by the snapshot command, handed over by the capture threads.
         self.snapshots = SnapshotDesk()
         self._on_reload = on_reload
@@ -180,6 +183,10 @@ class Agent:
         self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
         if self.publisher is not None:
             self.publisher.start()
+        self.status.publisher = self.publisher
+        live = [s.id for s in cfg.sources if resolve_kind(s) in ("camera", "stream")]
+        SourceHealth(self.stats.source_states, self.health, live, self.status)
+        self.status.start()
         self._post_thread = self._thread(self._post_loop, "post", waited=False)
         self._thread(self._infer_loop, "infer")
         log.info(
@@ -240,6 +247,7 @@ class Agent:
         else:
             log.error("the post thread did not stop; the stages are left as they are")
         self._chains = {}
+        self.status.close()  # before the publisher's offline status
         self._sinks.close()
         self._sinks = Sinks([], self.stats)
         if self.slot is not None:
@@ -396,16 +404,6 @@ class Agent:
         self._model.swaps.inc()
         if self.publisher is not None:
             self.publisher.set_model(predictor.bundle.describe())
-
-    def _on_thermal(self, info: dict[str, Any] | None) -> None:
-        """The inference thread slowed down or sped up to cool: said in the status."""
-        if self.publisher is not None:
-            self.publisher.set_thermal(info)
-
-    def _on_health(self, state: str) -> None:
-        if self.publisher is not None:
-            self.publisher.set_status(state)
-        log.log(logging.WARNING if state != "online" else logging.INFO, "agent status: %s", state)
 
     def _require_slot(self) -> ModelSlot:
         if self.slot is None:

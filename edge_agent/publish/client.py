@@ -48,6 +48,7 @@ from edge_agent.publish.paho_support import (
     guarded,
     wait_for_ack,
 )
+from edge_agent.publish.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class MqttClient:
         on_published: Callable[[], None] | None = None,
         queue_limit: int | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        device_id: str | None = None,
     ) -> None:
         if not cfg.host:
             raise ValueError("mqtt.host must be a host name or address, but got an empty string")
@@ -116,6 +118,8 @@ class MqttClient:
         self._last_error: str | None = None  # paho's last ERR log line
         self._network_thread: threading.Thread | None = None  # the current paho thread
         self._outages = Outages(cfg, self._where, lambda: self._closed)
+        #: Another client with our id (a second agent): said once, then long waits.
+        self.takeover = TakeoverWatch(client_id, device_id, cfg.reconnect_max_delay_s)
         self._closed = False  # close() has begun: nothing more is published or logged as outage
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -328,10 +332,12 @@ class MqttClient:
         properties: Any,
     ) -> None:
         if reason_code.is_failure:
+            self.takeover.attempt_failed()
             self._outages.failed(
                 client, f"the broker refused the connection: {explain(reason_code)}"
             )
             return
+        self.takeover.connected()
         with self._lock:
             self._link_up = True
             first, self._ever_connected = not self._ever_connected, True
@@ -363,6 +369,7 @@ class MqttClient:
         # paho calls this inside its ``except OSError``: the error (a refused TLS certificate,
         # a host name mismatch) says more than a probe of the port could.
         exc = sys.exc_info()[1]
+        self.takeover.attempt_failed()
         self._outages.failed(client, f"cannot connect: {exc}" if exc is not None else None)
 
     def _on_disconnect(
@@ -382,6 +389,11 @@ class MqttClient:
         if closing:
             log.info("disconnected from broker %s", self._where)
         elif was_up:
+            from_server = flags.is_disconnect_packet_from_server
+            wait = self.takeover.dropped(reason_code.value, from_server)
+            if wait is not None:  # said once by the watch; no "unreachable" every 2 s
+                self._outages.hold(client, wait)
+                return
             why: str
             if flags.is_disconnect_packet_from_server:
                 why = f"the broker closed the session: {explain(reason_code)}"

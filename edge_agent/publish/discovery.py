@@ -69,6 +69,16 @@ EVENT_TEMPLATE = "{{ dict(value_json, event_type=value_json.type) | tojson }}"
 #: Paths in the stats topic's JSON (``<prefix>/<device>/stats``), set where that payload is made.
 OUTBOX_DEPTH_TEMPLATE = "{{ value_json.outbox.depth }}"
 FPS_TEMPLATE = "{{{{ value_json.sources['{source}'].fps }}}}"
+#: A live source's connectivity, from ``source_state.<id>`` of the status (HA's binary sensor
+#: takes "ON"/"OFF", and "None" as unknown: a source that has said no state yet).
+CONNECTIVITY_TEMPLATE = (
+    "{{% set s = (value_json.source_state or {{}}).get('{source}') %}}"
+    "{{{{ 'None' if s is none else ('ON' if s.state == 'streaming' else 'OFF') }}}}"
+)
+#: The same entry as the sensor's attributes (reason, reopens, last_frame_ts, ...).
+CONNECTIVITY_ATTRIBUTES_TEMPLATE = (
+    "{{{{ ((value_json.source_state or {{}}).get('{source}') or {{}}) | tojson }}}}"
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class SourceInputs:
     slots: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()  # empty: no event entity
     snapshot: bool = False
+    live: bool = False  # a camera or stream: a connectivity binary sensor
 
 
 @dataclass(frozen=True)
@@ -182,10 +193,29 @@ def _source_components(b: _Builder, t: Topics, src: SourceInputs) -> None:
     if src.snapshot:
         image = {"p": "image", "name": f"{s} snapshot", "img_t": t.snapshot(s)}
         b.add((s, "snapshot"), {**image, "cont_type": "image/jpeg"})
+    if src.live:
+        _connectivity(b, t, s)
     if src.event_types:
         event: dict[str, Any] = {"p": "event", "name": f"{s} event", "stat_t": t.event(s)}
         event.update(evt_typ=list(src.event_types), val_tpl=EVENT_TEMPLATE, ic="mdi:bell")
         b.add((s, "event"), event)
+
+
+def _connectivity(b: _Builder, t: Topics, s: str) -> None:
+    """A live source's connectivity: on while it is streaming, from the retained status."""
+    if not _SAFE_ID.fullmatch(s):  # config.py allows no other; it goes in a template
+        raise ValueError(f"source id {s!r} must be letters, digits, '_' or '-' for Home Assistant")
+    config = {
+        "p": "binary_sensor",
+        "name": f"{s} connected",
+        "stat_t": t.status(),
+        "val_tpl": CONNECTIVITY_TEMPLATE.format(source=s),
+        "dev_cla": "connectivity",
+        "json_attr_t": t.status(),
+        "json_attr_tpl": CONNECTIVITY_ATTRIBUTES_TEMPLATE.format(source=s),
+        "ent_cat": "diagnostic",
+    }
+    b.add((s, "connected"), config)
 
 
 def _stats_components(b: _Builder, t: Topics, sources: tuple[SourceInputs, ...]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.config.sources import source_kind
 from edge_agent.publish import discovery
 
 if TYPE_CHECKING:
@@ -63,4 +64,5 @@ def _source(src: SourceConfig, labels: Sequence[str]) -> discovery.SourceInputs:
         slots=tuple(slots),
         event_types=tuple(dict.fromkeys(events)),  # each once, in order
         snapshot=snapshot,
+        live=source_kind(src) in ("camera", "stream"),
     )

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -50,6 +51,14 @@ class Outages:
             since, self._since = self._since, None
         self.set_next_wait(client)
         return None if since is None else time.monotonic() - since
+
+    def hold(self, client: mqtt.Client, wait_s: float) -> None:
+        """The next attempt in ``wait_s`` exactly, with no warning (the session was taken
+        over: publish/takeover.py said so)."""
+        with self._lock:
+            self._failures += 1
+        delay: Any = wait_s  # paho's hint says int; it adds any number of seconds to time()
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)
 
     def set_next_wait(self, client: mqtt.Client) -> None:
         """The wait before paho's next attempt: doubling with each failure of this outage, up

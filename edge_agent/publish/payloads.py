@@ -242,10 +242,13 @@ def status_payload(
     thermal: dict[str, Any] | None = None,
     run: str | None = None,
     heartbeat_s: float | None = None,
+    source_state: dict[str, dict[str, Any]] | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The retained ``status`` payload; ``state`` is one of STATUS_STATES; ``totals`` are the
     stats registry's counts since start (``StatsRegistry.totals``); ``thermal`` is present
-    while the agent runs slower to cool down (``ThermalState``)."""
+    while the agent runs slower to cool down (``ThermalState``); ``source_state`` is each
+    source's state (``source_states_payload``); ``mqtt`` the link's figures when notable."""
     if state not in STATUS_STATES:
         raise ValueError(f"status state must be one of {list(STATUS_STATES)}, but got {state!r}")
     payload = {
@@ -262,7 +265,39 @@ def status_payload(
         payload["run"] = run
     if heartbeat_s is not None:
         payload["heartbeat_s"] = float(heartbeat_s)
+    if source_state is not None:
+        payload["source_state"] = source_state
+    if mqtt is not None:
+        payload["mqtt"] = mqtt
     return payload
+
+
+#: SourceMetrics counters whose sum is ``frames_dropped``: frames the camera gave and no
+#: result came of. Frames the fps limit skips are by design, not losses: not counted.
+DROPPED_COUNTERS = ("dropped_stale", "frames_drained")
+
+
+def source_states_payload(
+    states: dict[str, dict[str, Any]], counters: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``source_state`` of the status and stats: per source (those that said a state,
+    ``SourceStates.snapshot()``) its state, reason, since, last frame, size, and from its
+    counters (``StatsRegistry.snapshot()["source"]``) ``reopens`` and ``frames_dropped``."""
+    out: dict[str, dict[str, Any]] = {}
+    for sid, st in states.items():
+        c = counters.get(sid, {})
+        last = st.get("last_frame_ts")
+        out[sid] = {
+            "state": str(st["state"]),
+            "reason": st.get("reason"),
+            "since": round(float(st["since"]), 3),
+            "last_frame_ts": None if last is None else round(float(last), 3),
+            "width": st.get("width"),
+            "height": st.get("height"),
+            "reopens": int(c.get("reopens", 0)),
+            "frames_dropped": sum(int(c.get(name, 0)) for name in DROPPED_COUNTERS),
+        }
+    return out
 
 
 def count_payload(n: int, ts: float, run: str | None = None) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class MqttPublisher:
             on_published=self._on_published,
             queue_limit=0 if outbox is not None else None,
             on_message=self.inbound.on_message,
+            device_id=device_id,
         )
         self.client.subscriptions = self.inbound.subscriptions()
         self.sender = Sender(outbox, self.client) if outbox is not None else None
@@ -286,6 +287,12 @@ class MqttPublisher:
             self._state = state
             self._send_status(msg)
 
+    def refresh_status(self) -> None:
+        """Publish the retained status again as it is now (a source's state changed)."""
+        with self._status_lock:
+            if not self._closing:
+                self._send_status(self._status_message(self._state))
+
     def set_thermal(self, thermal: dict[str, Any] | None) -> None:
         """Say in the status that the agent runs slower to cool down (None: full speed)."""
         with self._status_lock:
@@ -372,8 +379,23 @@ class MqttPublisher:
             self._thermal,
             run=self.run_id,
             heartbeat_s=self.heartbeat_s,
+            source_state=self.source_states(),
+            mqtt=self.link_figures() if self.client.takeover.count else None,
         )
         return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """``source_state`` of the status payload, from the stats registry. Read with
+        ``get`` (no lock): a source's state change reaches ``set_status`` under SourceStates'
+        lock, and this runs under ``_status_lock``; taking that lock here could deadlock."""
+        states = self.stats.source_states
+        now = {sid: st.payload() for sid in self.sources if (st := states.get(sid)) is not None}
+        return payloads.source_states_payload(now, self.stats.snapshot().get("source", {}))
+
+    def link_figures(self) -> dict[str, Any]:
+        """The MQTT link's own story: whether another client has taken the session."""
+        watch = self.client.takeover
+        return {"session_taken_over": watch.taken_over, "takeovers": watch.count}
 
     def _on_connected(self) -> None:
         """paho's network thread, after every accepted CONNACK."""

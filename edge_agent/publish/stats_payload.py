@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from edge_agent.health.stats import SourceMetrics, StatsRegistry, percentile_of
 from edge_agent.health.system import SystemReadings, SystemSensors, throttle_flags
-from edge_agent.publish.payloads import TIMING_DIGITS
+from edge_agent.publish.payloads import DROPPED_COUNTERS, TIMING_DIGITS, source_states_payload
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ LATENCIES = ("preprocess_ms", "inference_ms", "decode_ms")
 SOURCE_COUNTERS = tuple(f.name for f in fields(SourceMetrics))
 #: The publisher's counters (``PublisherMetrics``), as totals.
 MQTT_COUNTERS = ("published", "dropped", "connects", "disconnects")
+#: A source's state keys, null until the source has said a state (the keys never change).
+STATE_KEYS = ("state", "reason", "since", "last_frame_ts", "width", "height")
+#: The MQTT link's figures, null when the payload is built without the publisher's.
+LINK_KEYS = ("session_taken_over", "takeovers")
 
 
 class OutboxStats(Protocol):
@@ -91,15 +95,23 @@ class StatsReporter:
         self,
         outbox: OutboxStats | None,
         drop_totals: Callable[[], Mapping[str, int]] | None = None,
+        link: Callable[[], Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The stats payload now; ``outbox`` is None when the agent runs without one;
-        ``drop_totals`` gives what it dropped since the run started (the publisher's)."""
+        ``drop_totals`` gives what it dropped since the run started (the publisher's);
+        ``link`` the MQTT link's own figures (``MqttPublisher.link_figures``)."""
         now = self._clock()
         interval = now - self._last_t
         snap = self._registry.snapshot()
         counts = self._source_counts(snap)
+        states = source_states_payload(
+            self._registry.source_states.snapshot(), snap.get("source", {})
+        )
         sources = {
-            sid: self._source(counts[sid], self._last_counts.get(sid, {}), interval)
+            sid: {
+                **self._source(counts[sid], self._last_counts.get(sid, {}), interval),
+                **_state(states.get(sid), counts[sid]),
+            }
             for sid in counts
         }
         self._last_t, self._last_counts = now, counts
@@ -112,7 +124,7 @@ class StatsReporter:
             "sources": sources,
             **self._take_latencies(snap),
             "totals": self._registry.totals(),
-            "mqtt": _mqtt(snap),
+            "mqtt": _mqtt(snap, link),
             "outbox": self._outbox(outbox, drop_totals),
             "thermal_factor": _gauge(snap, "health", "thermal_factor"),
             "system": self._read_system(),
@@ -210,7 +222,9 @@ def _gauge(snap: dict[str, dict[str, dict[str, Any]]], group: str, name: str) ->
     return None if value is None else round(float(value), INTERVAL_DIGITS)
 
 
-def _mqtt(snap: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+def _mqtt(
+    snap: dict[str, dict[str, dict[str, Any]]], link: Callable[[], Mapping[str, Any]] | None
+) -> dict[str, Any] | None:
     """The publisher's figures, None when the agent runs without one (``publish=False``)."""
     metrics = snap.get("publisher", {}).get("")
     if metrics is None:
@@ -218,4 +232,13 @@ def _mqtt(snap: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
     return {
         "connected": bool(metrics.get("connected", 0)),
         **{name: int(metrics.get(name, 0)) for name in MQTT_COUNTERS},
+        **(dict(link()) if link is not None else dict.fromkeys(LINK_KEYS)),
     }
+
+
+def _state(said: dict[str, Any] | None, counts: dict[str, int]) -> dict[str, Any]:
+    """The source's state entry, or nulls (and its losses) before it said one."""
+    if said is not None:
+        return said
+    dropped = sum(counts.get(name, 0) for name in DROPPED_COUNTERS)
+    return {**dict.fromkeys(STATE_KEYS), "frames_dropped": dropped}

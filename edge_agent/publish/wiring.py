@@ -92,11 +92,11 @@ def build_publisher(
     query_lock = threading.Lock()
 
     def stats_payload() -> dict[str, Any]:
-        return reporter.payload(outbox, publisher.drop_totals)
+        return reporter.payload(outbox, publisher.drop_totals, publisher.link_figures)
 
     def stats_query() -> dict[str, Any]:
         with query_lock:
-            return asked.payload(outbox, publisher.drop_totals)
+            return asked.payload(outbox, publisher.drop_totals, publisher.link_figures)
 
     ha = cfg.mqtt.home_assistant
     publisher = MqttPublisher(
