@@ -321,32 +321,10 @@ def test_retained_message_round_trips_and_removal_empties_it(
 
 # --- a live source's connectivity binary sensor ------------------------------------------------
 
-#: HA's MQTT binary_sensor schema (homeassistant/components/mqtt/binary_sensor.py
-#: PLATFORM_SCHEMA_MODERN; device classes from binary_sensor/__init__.py, the few we may use).
-#: Not yet in tests/helpers/ha_schema.py: added for these tests only.
-BINARY_SENSOR_DEVICE_CLASSES = ("connectivity", "problem", "running")
-
-
-@pytest.fixture
-def binary_sensor_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.helpers import ha_schema as h
-
-    rules = {
-        **h.RO, **h.COMMON, "name": h._opt_str, "expire_after": h._positive_int,
-        "force_update": h._bool, "off_delay": h._positive_int, "payload_on": h._str,
-        "payload_off": h._str,
-        "device_class": lambda v: v is None or v in BINARY_SENSOR_DEVICE_CLASSES,
-    }  # fmt: skip
-    monkeypatch.setitem(h.PLATFORMS, "binary_sensor", rules)
-    monkeypatch.setitem(h.REQUIRED, "binary_sensor", ("state_topic",))
-
-
 GATE = d.SourceInputs("gate", labels=("person",), live=True)
 
 
-def test_a_live_source_gets_a_connectivity_sensor_home_assistant_accepts(
-    binary_sensor_schema: None,
-) -> None:
+def test_a_live_source_gets_a_connectivity_sensor_home_assistant_accepts() -> None:
     cmps = check_device_message(d.discovery_message(inputs(GATE, SHELF))[1])
     sensor = cmps["gate_connected"]
     assert sensor["platform"] == "binary_sensor" and sensor["device_class"] == "connectivity"

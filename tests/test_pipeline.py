@@ -112,7 +112,7 @@ def slow_model(monkeypatch):
 def cameras(n_frames: int, fps: float = CAMERA_FPS):
     made: dict[str, FakeCamera] = {}
 
-    def factory(cfg, stop, metrics):
+    def factory(cfg, stop, metrics, states):
         made[cfg.id] = FakeCamera(cfg.id, n_frames, metrics, fps)
         return made[cfg.id]
 
@@ -275,8 +275,8 @@ def test_a_failed_start_closes_what_it_opened(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4")
     opened = []
 
-    def factory(cfg, stop, metrics):
-        source = open_source(cfg, stop, metrics)  # the second one raises: no such file
+    def factory(cfg, stop, metrics, states):
+        source = open_source(cfg, stop, metrics, states)  # the second one raises: no such file
         opened.append(source)
         return source
 

@@ -78,7 +78,9 @@ def camera_agent(
     cams: dict[str, ScriptedCamera] = {}
     stats = StatsRegistry()
 
-    def factory(cfg: Any, stop: threading.Event, metrics: SourceMetrics) -> ScriptedCamera:
+    def factory(
+        cfg: Any, stop: threading.Event, metrics: SourceMetrics, _states: Any
+    ) -> ScriptedCamera:
         cams[cfg.id] = ScriptedCamera(cfg.id, stats.source_states, metrics, stop)
         return cams[cfg.id]
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_agent.bundle import Bundle
 from edge_agent.config import AgentConfig, ModelConfig, SourceConfig
+from edge_agent.health.source_state import SourceStates
 from edge_agent.health.stats import SourceMetrics, StatsRegistry
 from edge_agent.types import Frame, Result
 
@@ -116,7 +117,9 @@ def sources_row(
     )
     per_camera_fps = OVERSUPPLY * loop_fps / n_sources
 
-    def camera(source: SourceConfig, stop: threading.Event, m: SourceMetrics) -> SimulatedCamera:
+    def camera(
+        source: SourceConfig, stop: threading.Event, m: SourceMetrics, _states: SourceStates
+    ) -> SimulatedCamera:
         return SimulatedCamera(source.id, image, per_camera_fps, seconds + WARMUP_S, m)
 
     stats = StatsRegistry()

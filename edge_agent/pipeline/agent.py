@@ -41,6 +41,7 @@ from edge_agent.types import Frame, FrameInfo, Result
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig, SourceConfig
+    from edge_agent.health.source_state import SourceStates
     from edge_agent.health.stats import SourceMetrics
     from edge_agent.publish.publisher import MqttPublisher
 
@@ -53,7 +54,7 @@ THREAD_JOIN_TIMEOUT_S = 10.0
 POST_QUEUE_FRAMES = 8
 
 ResultHook = Callable[[Result, Frame], None]
-SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics"], Source]
+SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics", "SourceStates"], Source]
 
 
 class Agent:
@@ -164,7 +165,9 @@ class Agent:
             except ValueError as exc:
                 raise SourceError(f"source {source_cfg.id!r}: stages: {exc}") from None
             metrics = self.stats.source(source_cfg.id)
-            self._sources.append(self._source_factory(source_cfg, self.stop_event, metrics))
+            self._sources.append(
+                self._source_factory(source_cfg, self.stop_event, metrics, self.stats.source_states)
+            )
         sinks: list[Sink] = []
         if self._publish:
             from edge_agent.publish.wiring import build_publisher  # paho only when publishing

@@ -42,6 +42,7 @@ ABBREVIATIONS = {
     "json_attr_tpl": "json_attributes_template", "lrst_val_tpl": "last_reset_value_template",
     "name": "name", "o": "origin", "ops": "options", "p": "platform",
     "pl_avail": "payload_available", "pl_not_avail": "payload_not_available",
+    "pl_on": "payload_on", "pl_off": "payload_off", "off_dly": "off_delay",
     "stat_cla": "state_class", "stat_t": "state_topic",
     "sug_dsp_prc": "suggested_display_precision",
     "t": "topic", "uniq_id": "unique_id", "unit_of_meas": "unit_of_measurement",
@@ -57,6 +58,8 @@ ORIGIN_ABBREVIATIONS = {"name": "name", "sw": "sw_version", "url": "support_url"
 ENTITY_CATEGORIES = ("config", "diagnostic")
 STATE_CLASSES = ("measurement", "measurement_angle", "total", "total_increasing")
 EVENT_DEVICE_CLASSES = ("button", "doorbell", "motion")
+#: binary_sensor/__init__.py BinarySensorDeviceClass, the few we may use.
+BINARY_SENSOR_DEVICE_CLASSES = ("connectivity", "problem", "running")
 #: Only the sensor device classes this project uses; add one after checking HA's list.
 SENSOR_DEVICE_CLASSES = ("enum",)
 AVAILABILITY_MODES = ("all", "any", "latest")
@@ -151,8 +154,18 @@ PLATFORMS: dict[str, dict[str, Rule]] = {
         **RO, **COMMON, "device_class": lambda v: v in EVENT_DEVICE_CLASSES, "name": _opt_str,
         "event_types": _str_list,
     },
+    # homeassistant/components/mqtt/binary_sensor.py PLATFORM_SCHEMA_MODERN
+    "binary_sensor": {
+        **RO, **COMMON, "name": _opt_str, "expire_after": _positive_int,
+        "force_update": _bool, "off_delay": _positive_int, "payload_on": _str,
+        "payload_off": _str,
+        "device_class": lambda v: v is None or v in BINARY_SENSOR_DEVICE_CLASSES,
+    },
 }  # fmt: skip
-REQUIRED = {"sensor": ("state_topic",), "image": (), "event": ("state_topic", "event_types")}
+REQUIRED = {
+    "sensor": ("state_topic",), "image": (), "event": ("state_topic", "event_types"),
+    "binary_sensor": ("state_topic",),
+}  # fmt: skip
 TOP_LEVEL: dict[str, Rule] = {
     **AVAILABILITY, "device": lambda v: isinstance(v, dict),
     "components": lambda v: isinstance(v, dict), "origin": lambda v: isinstance(v, dict),
