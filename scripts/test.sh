@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-test-tools.sh
+scripts/ensure-camera-tools.sh  # the RTSP test camera: GStreamer from Debian
 scripts/setup.sh onnx,tflite,train,export-tflite,demo,dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
