@@ -104,6 +104,7 @@ class LiveSource(FrameSource):
         )
         self._clock = LiveClock()
         self._size: tuple[int, int] | None = None
+        self._last_frame: float | None = None  # monotonic time of the last frame kept
         self._reason: str | None = None  # of the outage under way, as last logged
 
     def close(self) -> None:
@@ -181,14 +182,17 @@ class LiveSource(FrameSource):
 
     def _streaming(self, image: np.ndarray) -> None:
         """A frame kept: say so once after an outage, and notice a new frame size."""
+        now = time.monotonic()
         if self._policy.in_outage or self._reason is not None:
+            gap = now - (self._last_frame or now - self._policy.down_for_s())
             log.info(
-                "source %s: streaming again from %s after %.1f s down (%d attempt(s))",
+                "source %s: streaming again from %s after %.1f s without frames (%d attempt(s))",
                 self.source_id,
                 self._origin,
-                self._policy.down_for_s(),
+                gap,
                 self._policy.attempts,
             )
+        self._last_frame = now
         self._policy.reset()
         self._reason = None
         self._states.set(self.source_id, STREAMING)
