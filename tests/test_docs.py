@@ -86,7 +86,14 @@ OUTSIDE_NAMES = ("TOOLCHAIN.md", "DESIGN.md", "STYLE.md", "../shared", ".venv/li
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 #: A dotted name in our packages (``python -m tools.config_docs``, ``trainer.metrics``).
 DOTTED = re.compile(r"(?<![\w./-])((?:edge_agent|trainer|tools)(?:\.\w+)+)")
-NOT_MODULES = {"trainer.recipe"}  # the manifest's trainer block, not a module
+#: Dotted names that are not modules: the manifest's trainer block; the loggers OpenCV's and
+#: FFmpeg's own lines are logged on (backend_logs.py, ffmpeg_log.py).
+NOT_MODULES = {
+    "trainer.recipe",
+    "edge_agent.backend",
+    "edge_agent.backend.ffmpeg",
+    "edge_agent.backend.opencv",
+}
 
 
 def _slug(heading: str) -> str:

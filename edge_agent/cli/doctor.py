@@ -88,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print_text(report)
     code = EXIT_OK if report.ok else EXIT_FAILED
-    if any(t.name.startswith(THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
-        # A reader thread still inside OpenCV (a camera stuck in its driver's read()) must
+    from edge_agent.capture_guard import wait_for_stuck
+
+    reader_alive = any(
+        t.name.startswith(THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()
+    )
+    if reader_alive or wait_for_stuck(0.5):
+        # A reader or capture worker still inside OpenCV (a camera stuck in its driver) must
         # not return into Python while the interpreter shuts down: Python then ends the thread
         # with pthread_exit through OpenCV's C++ frames, and the process aborts (seen: exit
         # 134, "terminate called without an active exception"). Nothing is left to clean up.
