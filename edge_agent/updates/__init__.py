@@ -1,0 +1,1 @@
+"""Remote model updates: download, verify, trial, swap, probation, rollback; fleet state."""
