@@ -276,20 +276,21 @@ class ModelStore:
         pending = state.pending
         if pending is None:
             return None
+        loop = "crash loop during probation"
         if self.current_sha256() != pending.sha256:
-            reason = f"interrupted at {pending.state}"
+            # A boot count past the limit means a rollback had begun: it got as far as current.
+            rolled_back = pending.boots > MAX_PROBATION_BOOTS
+            reason = loop if rolled_back else f"interrupted at {pending.state}"
             state.mark_rejected(pending.sha256, reason)
             state.clear_pending()
-            return f"rejected: {reason}"
+            return f"{'rolled_back' if rolled_back else 'rejected'}: {reason}"
         boots = pending.boots + 1
+        state.set_pending(replace(pending, boots=boots))  # before the rollback: see above
         if boots <= MAX_PROBATION_BOOTS:
-            state.set_pending(replace(pending, boots=boots))
             return (f"{pending.state}: restarted during probation "
                     f"({boots} of {MAX_PROBATION_BOOTS} restarts allowed)")  # fmt: skip
-        reason = "crash loop during probation"
         if self.rollback() is None:
-            state.set_pending(replace(pending, boots=boots))
-            return f"{pending.state}: {reason}, but there is no previous model to roll back to"
-        state.mark_rejected(pending.sha256, reason)
+            return f"{pending.state}: {loop}, but there is no previous model to roll back to"
+        state.mark_rejected(pending.sha256, loop)
         state.clear_pending()
-        return f"rolled_back: {reason}"
+        return f"rolled_back: {loop}"
