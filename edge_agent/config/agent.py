@@ -15,6 +15,7 @@ from edge_agent.config.ids import DEVICE_ID_CHARS, check_id
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.sources import SourceConfig
+from edge_agent.config.updates import UpdatesConfig
 from edge_agent.publish.topics import RESERVED_DEVICE_IDS
 
 #: systemd sets this for a unit with ``StateDirectory=`` (/var/lib/edgesight in ours).
@@ -44,6 +45,11 @@ class AgentConfig(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="When status says degraded."
+    )
+    updates: UpdatesConfig = Field(
+        default_factory=UpdatesConfig,
+        description="Remote model updates: commands, the fleet group, download limits, the "
+        "trial and probation; see docs/updates.md.",
     )
     state_dir: ConfigPath = Field(
         default_factory=default_state_dir,

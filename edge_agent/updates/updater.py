@@ -1,0 +1,290 @@
+"""The update state machine: downloading → verifying → staged → trial → active, or rejected /
+rolled_back, one update at a time in a thread of its own (docs/updates.md).
+
+Each step is a module of its own (download.py, verify.py, trial.py, store.py, probation.py);
+this one orders them, says each state on the retained model topic, records the update in
+state.json before anything a restart must finish or undo (store.recover reads it), and
+calls ``crashpoint(state)`` at each state so a test can SIGKILL the agent there. The old model
+keeps serving until the swap, which happens between two frames (ModelSlot); it is kept in
+memory through probation so a rollback is one more swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_agent.predictor import Predictor
+from edge_agent.updates import progress as p
+from edge_agent.updates.crashpoint import crashpoint
+from edge_agent.updates.device_state import DeviceState, UpdateRecord
+from edge_agent.updates.download import DownloadError, FetchPolicy, fetch
+from edge_agent.updates.probation import Probation
+from edge_agent.updates.store import ModelStore
+from edge_agent.updates.trial import run_trial
+from edge_agent.updates.verify import CandidateError, check_candidate
+from edge_agent.updates.watch import ResultWatch
+
+log = logging.getLogger(__name__)
+
+#: Results the new model must make before its latency is judged.
+PROBATION_MIN_FRAMES = 20
+#: Requests waiting behind the running update; a newer fleet document replaces a waiting one.
+QUEUE_LIMIT = 4
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    url: str
+    sha256: str
+    size: int
+    version: int
+    name: str | None = None
+    origin: str = "command"  # or "fleet:<group>"
+    allow_downgrade: bool = False
+
+
+class Host(Protocol):
+    """What the updater needs of the running agent (wiring.AgentHost)."""
+
+    def running(self) -> tuple[p.ModelRef, str]: ...  # the model in use and its model id
+    def task(self) -> str: ...
+    def label_problems(self, labels: list[str]) -> list[str]: ...
+    def runtime_of(self, bundle_dir: Path) -> tuple[str, Any]: ...
+    def load(self, bundle_dir: Path) -> Predictor: ...
+    def swap(self, predictor: Predictor) -> Predictor: ...
+    def publish_model(self, payload: dict[str, Any]) -> None: ...
+
+
+class Rejected(Exception):
+    """An update refused at some step; the message is the reason in words."""
+
+
+class Updater:
+    def __init__(
+        self,
+        host: Host,
+        store: ModelStore,
+        state: DeviceState,
+        watch: ResultWatch,
+        *,
+        policy: FetchPolicy,
+        public_keys: list[Any],
+        agent_version: str,
+        trial_timeout_s: float,
+        trial_memory_mb: int,
+        probation_s: float,
+        keep_models: int,
+        group: str | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host, self.store, self.state, self.watch = host, store, state, watch
+        self.policy, self.public_keys, self.agent_version = policy, public_keys, agent_version
+        self.trial_timeout_s, self.trial_memory_mb = trial_timeout_s, trial_memory_mb
+        self.probation_s, self.keep_models, self.group = probation_s, keep_models, group
+        self._clock = clock
+        self._queue: queue.Queue[UpdateRequest | None] = queue.Queue(QUEUE_LIMIT)
+        self._stop = threading.Event()
+        self._busy: UpdateRequest | None = None
+        self._old: Predictor | None = None  # the model before the last swap, for a rollback
+        self._thread = threading.Thread(target=self._work, name="model-updater", daemon=True)
+
+    # -- outside: commands, the fleet document, the agent -----------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self.watch.close()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+
+    def submit(self, req: UpdateRequest) -> str | None:
+        """Queue an update; None when accepted, else why not (the command's error)."""
+        running, _ = self.host.running()
+        if req.sha256 == running.sha256:
+            return f"bundle {req.sha256[:12]} is the model running now"
+        if self._busy is not None and self._busy.sha256 == req.sha256:
+            return f"bundle {req.sha256[:12]} is being installed already"
+        try:
+            self._queue.put_nowait(req)
+        except queue.Full:
+            return f"{QUEUE_LIMIT} updates are waiting already; try again later"
+        return None
+
+    def rollback_now(self, reason: str) -> str | None:
+        """Go back to models/previous (the rollback_model command); None or why not."""
+        if self._busy is not None:
+            return "an update is under way; roll back when it has ended"
+        return self._rollback(reason, origin="command")
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            req = self._queue.get()
+            if req is None:
+                return
+            self._busy = req
+            try:
+                self._update(req)
+            except Exception:
+                log.exception("model update of %s failed unexpectedly", req.sha256[:12])
+                self._say(p.REJECTED, self._ref(req), req, "internal error (see the log)")
+            finally:
+                self._busy = None
+
+    def _ref(self, req: UpdateRequest) -> p.ModelRef:
+        return p.ModelRef(req.name, req.version, req.sha256)
+
+    def _say(
+        self, state: str, model: p.ModelRef, req: UpdateRequest | None, reason: str | None = None
+    ) -> None:
+        running, _ = self.host.running()
+        previous = running if model.sha256 != running.sha256 else None
+        payload = p.model_payload(
+            state,
+            model,
+            reason=reason,
+            origin=req.origin if req else "start",
+            group=self.group,
+            previous=previous,
+        )
+        level = logging.WARNING if state in (p.REJECTED, p.ROLLED_BACK) else logging.INFO
+        log.log(level, "model update %s@%s: %s%s", model.name, model.version, state,
+                f" ({reason})" if reason else "")  # fmt: skip
+        self.host.publish_model(payload)
+
+    def _update(self, req: UpdateRequest) -> None:
+        ref = self._ref(req)
+        work = self.store.root / f".work-{req.sha256[:16]}"
+        try:
+            self._say(p.DOWNLOADING, ref, req)
+            crashpoint(p.DOWNLOADING)
+            archive = self._download(req)
+            self._say(p.VERIFYING, ref, req)
+            crashpoint(p.VERIFYING)
+            candidate = self._verify(req, archive, work)
+            ref = p.ModelRef(candidate.name, candidate.version, req.sha256)
+            folder = self.store.stage(req.sha256, candidate.folder)
+            self._say(p.STAGED, ref, req)
+            crashpoint(p.STAGED)
+            self._trial(folder)
+        except Rejected as exc:
+            self.state.mark_rejected(req.sha256, str(exc))
+            self._say(p.REJECTED, ref, req, str(exc))
+            return
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            archive_part = self.store.download_path(req.sha256)
+            archive_part.unlink(missing_ok=True)
+        self._swap_and_watch(req, ref, folder)
+
+    def _download(self, req: UpdateRequest) -> Path:
+        dest = self.store.download_path(req.sha256).with_suffix(".tar.gz")
+        try:
+            return fetch(req.url, dest, size=req.size, sha256=req.sha256, policy=self.policy,
+                         stop=self._stop)  # fmt: skip
+        except DownloadError as exc:
+            raise Rejected(str(exc)) from None
+
+    def _verify(self, req: UpdateRequest, archive: Path, work: Path) -> Any:
+        running, _ = self.host.running()
+        try:
+            return check_candidate(
+                archive,
+                sha256=req.sha256,
+                size=req.size,
+                public_keys=self.public_keys,
+                highest_version=self.state.highest_version(req.name or running.name or ""),
+                allow_downgrade=req.allow_downgrade,
+                expected_task=self.host.task(),
+                config_labels_problem=self.host.label_problems,
+                agent_version=self.agent_version,
+                work_dir=work,
+            )
+        except CandidateError as exc:
+            raise Rejected(str(exc)) from None
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def _trial(self, folder: Path) -> None:
+        self._say_trial = None
+        runtime, options = self.host.runtime_of(folder)
+        report = run_trial(folder, runtime, options, timeout_s=self.trial_timeout_s,
+                           memory_mb=self.trial_memory_mb)  # fmt: skip
+        if not report.ok:
+            raise Rejected(f"trial: {report.reason}")
+
+    def _swap_and_watch(self, req: UpdateRequest, ref: p.ModelRef, folder: Path) -> None:
+        running, old_id = self.host.running()
+        try:
+            new = self.host.load(folder)  # loaded and proven beside the old model
+        except Exception as exc:  # a model the child ran but this process cannot
+            self.state.mark_rejected(req.sha256, f"cannot load: {exc}")
+            self._say(p.REJECTED, ref, req, f"cannot load: {exc}")
+            return
+        self.state.set_pending(UpdateRecord(
+            sha256=req.sha256, name=ref.name or "", version=ref.version or 0, state=p.TRIAL,
+            origin=req.origin, started=time.time(), previous_sha256=running.sha256, boots=0,
+        ))  # fmt: skip
+        self._say(p.TRIAL, ref, req, f"on probation for {self.probation_s:g} s")
+        crashpoint(p.TRIAL)
+        self.store.activate(req.sha256)
+        baseline = self.watch.baseline(old_id)
+        self.watch.start(new.model_id, Probation(baseline, self.probation_s, PROBATION_MIN_FRAMES))
+        self._old = self.host.swap(new)
+        if ref.name is not None and ref.version is not None:
+            if (self.state.highest_version(ref.name) or -1) < ref.version:
+                self.state.accept_version(ref.name, ref.version)
+        crashpoint("probation")
+        deadline = self._clock() + self.probation_s
+        while not self._stop.is_set() and self._clock() < deadline:
+            if self.watch.decided.wait(min(1.0, max(0.0, deadline - self._clock()))):
+                break
+        self.watch.stop()
+        if self._stop.is_set() and self.watch.verdict is None:
+            return  # shutdown during probation: the next start resumes it (store.recover)
+        if self.watch.verdict is not None:
+            self.state.mark_rejected(req.sha256, self.watch.verdict)
+            self._rollback(self.watch.verdict, origin=req.origin, failed=ref)
+            return
+        self.state.clear_pending()
+        self._old = None
+        self._say(p.ACTIVE, ref, req)
+        crashpoint(p.ACTIVE)
+        removed = self.store.cleanup(self.keep_models)
+        if removed:
+            log.info("model store: removed %s", ", ".join(removed))
+
+    def _rollback(
+        self, reason: str, origin: str, failed: p.ModelRef | None = None
+    ) -> str | None:
+        folder = self.store.previous()
+        if folder is None:
+            return "there is no previous model to go back to"
+        old = self._old
+        try:
+            predictor = old if old is not None else self.host.load(folder)
+        except Exception as exc:
+            return f"the previous model does not load: {exc}"
+        self.store.rollback()
+        self.host.swap(predictor)
+        self._old = None
+        self.state.clear_pending()
+        back, _ = self.host.running()
+        req = UpdateRequest("", back.sha256 or "", 0, back.version or 0, back.name, origin)
+        self._say(p.ROLLED_BACK, back, req, reason if failed is None else
+                  f"{failed.name}@{failed.version}: {reason}")  # fmt: skip
+        return None
