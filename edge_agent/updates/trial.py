@@ -138,7 +138,7 @@ def run_trial(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=_limits(memory_mb),  # noqa: PLW1509  # no threads start before exec
+        preexec_fn=_limits(memory_mb),  # the child: no threads before exec
         start_new_session=True,  # killed as a group: nothing it started outlives the trial
     )
     try:

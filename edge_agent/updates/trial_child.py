@@ -1,4 +1,4 @@
-"""The trial of a candidate model, run in a child process: ``python -m edge_agent.updates.trial_child``.
+"""The trial of a candidate model, in a child: ``python -m edge_agent.updates.trial_child``.
 
 A model file is native code's input (onnxruntime, TFLite parse and run it), so a hostile or
 broken one can crash, hang or eat memory; here that costs a child, not the agent. The parent
@@ -52,7 +52,7 @@ def say(**fields: Any) -> None:
 
 def synthetic_frames() -> list[TrialFrame]:
     """Grey, noise and a gradient: enough to see a model run, finite and shaped right."""
-    h, w, _ = SYNTHETIC_SHAPE
+    w = SYNTHETIC_SHAPE[1]
     rng = np.random.default_rng(SYNTHETIC_SEED)
     ramp = np.linspace(0, 255, w, dtype=np.float32)[np.newaxis, :, np.newaxis]
     return [

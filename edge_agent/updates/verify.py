@@ -20,7 +20,7 @@ from pathlib import Path
 from edge_agent.bundle import Bundle, BundleError, load_bundle
 from edge_agent.bundle.archive import ArchiveError
 from edge_agent.bundle.cache import unpack_cached
-from edge_agent.bundle.signing import PublicKeySource
+from edge_agent.bundle.signing import KeyFormatError, PublicKeySource
 from edge_agent.fsutil import sha256_file
 
 #: One constraint of ``requires_agent``: an operator and a dotted version.
@@ -118,8 +118,7 @@ def _fits(
     if highest_version is not None and manifest.version <= highest_version:
         if not allow_downgrade:
             raise CandidateError(
-                f"version {manifest.version} is not higher than {highest_version}, "
-                "accepted before"
+                f"version {manifest.version} is not higher than {highest_version}, accepted before"
             )
     if manifest.task != expected_task:
         raise CandidateError(
@@ -171,6 +170,8 @@ def check_candidate(
             bundle = load_bundle(folder, public_keys)
         except BundleError as exc:
             raise CandidateError(f"refused: {exc}") from exc
+        except KeyFormatError as exc:  # a configured key, not the bundle, is at fault
+            raise CandidateError(f"model.public_keys: {exc}") from exc
         _fits(
             bundle,
             highest_version=highest_version,
