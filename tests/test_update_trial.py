@@ -101,7 +101,10 @@ def test_a_child_dying_without_a_verdict(tmp_path: Path) -> None:
 
 def test_the_memory_limit_applies_to_the_child(tmp_path: Path) -> None:
     """Allocating 400 MB under a 300 MB address-space limit fails in the child only."""
-    code = "print(json.dumps({'phase': 'run'}), flush=True); x = bytearray(400 << 20)"
+    code = (
+        "sys.stdin.read(); print(json.dumps({'phase': 'run'}), flush=True)\n"
+        "x = bytearray(400 << 20)"
+    )
     report = run_trial(tmp_path, None, None, memory_mb=300, command=_child(code))
     assert report.reason is not None and "(perhaps the memory limit)" in report.reason
     assert report.reason.startswith(
@@ -110,6 +113,6 @@ def test_the_memory_limit_applies_to_the_child(tmp_path: Path) -> None:
 
 
 def test_the_real_child_reports_running_out_of_memory(tmp_path: Path) -> None:
-    report = run_trial(build("good", tmp_path / "b", KEY), None, None, memory_mb=150)
+    report = run_trial(build("good", tmp_path / "b", KEY), None, None, memory_mb=250)
     assert report.reason is not None and report.reason.startswith("ran out of memory")
-    assert report.reason.endswith("(limit 150 MB)")
+    assert report.reason.endswith("(limit 250 MB)")

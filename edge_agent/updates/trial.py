@@ -17,7 +17,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,11 @@ DEFAULT_MEMORY_MB = 1024
 MIB = 1 << 20
 #: Characters of the child's stderr quoted in a reason: the end holds the error.
 STDERR_TAIL_CHARS = 400
+#: Words in the child's stderr that point at the memory limit (Python, OpenBLAS, the loader).
+MEMORY_WORDS = ("MemoryError", "Memory allocation", "failed to map segment", "bad_alloc")
+#: One thread per library in the child: each OpenBLAS or OpenMP thread reserves address space,
+#: which RLIMIT_AS counts, and the trial runs with one inference thread anyway.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 #: What the crash interrupted, by the last phase the child reported.
 PHASE_WORDS = {
     None: "the trial crashed before loading the model",
@@ -48,13 +53,19 @@ class TrialReport:
     frames: int  # frames run to the end
 
 
-def _limits(memory_mb: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        limit = memory_mb * MIB
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing model leaves no core
+def _limit(pid: int, memory_mb: int) -> None:
+    """Cap the child's address space and core dumps from outside.
 
-    return apply
+    Not ``preexec_fn``: Python documents it as unsafe in a process with threads (the child can
+    deadlock before exec), and the agent runs many. The child reads its request before it
+    imports or loads anything heavy, so the limits are in place before the model is touched.
+    """
+    limit = memory_mb * MIB
+    try:
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+        resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))  # a crashing model leaves no core
+    except ProcessLookupError:
+        pass  # it is gone already: its exit status tells why
 
 
 def _signal_name(returncode: int) -> str:
@@ -96,7 +107,7 @@ def _report(
         return _failed(f"{PHASE_WORDS.get(phase, PHASE_WORDS['run'])} ({_signal_name(returncode)})")
     if result is None:
         how = f"exited with status {returncode}" if returncode else "printed no verdict"
-        memory = " (perhaps the memory limit)" if "MemoryError" in stderr else ""
+        memory = " (perhaps the memory limit)" if any(w in stderr for w in MEMORY_WORDS) else ""
         words = PHASE_WORDS.get(phase, PHASE_WORDS["run"])
         return _failed(f"{words}: the trial {how}{memory}{_tail(stderr)}")
     reason = result.get("reason")
@@ -130,7 +141,7 @@ def run_trial(
         "runtime": runtime,
         "options": None if options is None else options.model_dump(mode="json"),
     }
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, **CHILD_ENV, "PYTHONPATH": _pythonpath()}
     proc = subprocess.Popen(
         list(command),
         stdin=subprocess.PIPE,
@@ -138,9 +149,9 @@ def run_trial(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=_limits(memory_mb),  # the child: no threads before exec
         start_new_session=True,  # killed as a group: nothing it started outlives the trial
     )
+    _limit(proc.pid, memory_mb)
     try:
         stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
     except subprocess.TimeoutExpired:

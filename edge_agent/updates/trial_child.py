@@ -12,14 +12,16 @@ broken one can crash, hang or eat memory; here that costs a child, not the agent
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 TRIAL_DIR = "trial"
 EXPECTED = "expected.json"
@@ -30,6 +32,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 #: How an allocation refused by RLIMIT_AS shows in native libraries' errors (the dynamic loader,
 #: C++'s std::bad_alloc, errno ENOMEM), besides Python's MemoryError.
 OUT_OF_MEMORY_HINTS = ("failed to map segment", "bad_alloc", "Cannot allocate memory")
+#: Other errors (not ValueError) count as out of memory when the peak address space came this
+#: close to the limit: a library whose allocation failed may report anything (a SystemError).
+NEAR_LIMIT_FRACTION = 0.75
 
 
 @dataclass
@@ -52,6 +57,8 @@ def say(**fields: Any) -> None:
 
 def synthetic_frames() -> list[TrialFrame]:
     """Grey, noise and a gradient: enough to see a model run, finite and shaped right."""
+    import numpy as np
+
     w = SYNTHETIC_SHAPE[1]
     rng = np.random.default_rng(SYNTHETIC_SEED)
     ramp = np.linspace(0, 255, w, dtype=np.float32)[np.newaxis, :, np.newaxis]
@@ -88,6 +95,8 @@ def bundle_frames(bundle_dir: Path, listed: list[str]) -> list[TrialFrame]:
 
 
 def _non_finite(outputs: dict[str, np.ndarray]) -> str | None:
+    import numpy as np
+
     for name, value in outputs.items():
         array = np.asarray(value)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -125,6 +134,8 @@ def _options(runtime: str, raw: dict[str, Any] | None) -> Any:
 
 
 def _shapes(outputs: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    import numpy as np
+
     return {name: tuple(np.shape(value)) for name, value in outputs.items()}
 
 
@@ -135,6 +146,8 @@ def _run(predictor: Any, bundle: Any) -> tuple[str | None, list[float], list[int
     (``Predictor.prove``); then every frame's outputs must be finite and shaped like the blank
     frame's. Value-range heuristics are not applied per frame: they hold on blank frames only.
     """
+    import numpy as np
+
     from edge_agent.predictor import describe_problems
     from edge_agent.types import Classifications
 
@@ -191,10 +204,24 @@ def trial(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _near_memory_limit() -> bool:
+    """True when the peak address space (/proc, Linux) came near RLIMIT_AS."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    peak = next((line.split()[1] for line in status.splitlines() if line.startswith("VmPeak")), 0)
+    return limit != resource.RLIM_INFINITY and int(peak) * 1024 >= NEAR_LIMIT_FRACTION * limit
+
+
 def _verdict(exc: Exception) -> dict[str, Any]:
     """The result line for a failure: out of memory, or the error, with what it interrupted."""
     doing = DOING[_reached[-1] if _reached else None]
-    if isinstance(exc, MemoryError) or any(h in str(exc) for h in OUT_OF_MEMORY_HINTS):
+    hinted = any(h in str(exc) for h in OUT_OF_MEMORY_HINTS)
+    # Our own errors (BundleError, a bad expected.json) are ValueErrors and say what they mean.
+    native = not isinstance(exc, ValueError) and _near_memory_limit()
+    if isinstance(exc, MemoryError) or hinted or native:
         return {"ok": False, "reason": f"ran out of memory {doing}", "frames": 0}
     return {"ok": False, "reason": f"failed {doing}: {type(exc).__name__}: {exc}", "frames": 0}
 
