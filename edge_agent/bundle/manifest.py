@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA = "edgesight.bundle/1"
+#: ``requires_agent``: comma-separated constraints on dotted versions, as ">=0.9" or ">=0.9,<2".
+REQUIRES_AGENT_PATTERN = r"^\s*(>=|<|==)\s*\d+(\.\d+)*\s*(,\s*(>=|<|==)\s*\d+(\.\d+)*\s*)*$"
 #: The manifest's file name inside a bundle.
 MANIFEST = "manifest.json"
 
@@ -224,6 +226,8 @@ class Manifest(_Strict):
     files: dict[str, str]
     created: str | None = None
     trainer: dict[str, Any] | None = None
+    # Checked by remote updates (edge_agent/updates/verify.py) before a bundle is tried.
+    requires_agent: str | None = Field(None, pattern=REQUIRES_AGENT_PATTERN)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
