@@ -8,6 +8,8 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,6 +78,24 @@ def test_server_ignoring_range_restarts_from_zero(
     assert out.read_bytes() == BLOB
     assert srv.ranges == [None, "bytes=100000-"]
     assert "ignored Range bytes=100000-; restarting from byte 0" in caplog.text
+
+
+def test_206_from_the_wrong_byte_restarts_from_zero(tmp_path: Path) -> None:
+    with serving(BLOB, mode="wrong_range", cut_at=100_000) as srv:
+        assert download(srv.url, tmp_path / "dl").read_bytes() == BLOB
+    assert srv.ranges == [None, "bytes=100000-", None]
+
+
+def test_redirect_is_followed_and_checked_again(tmp_path: Path) -> None:
+    with serving(BLOB) as target, serving(BLOB, redirect_to=target.url) as srv:
+        assert download(srv.url, tmp_path / "dl").read_bytes() == BLOB
+    assert (srv.requests, target.requests) == (1, 1)
+    with (
+        serving(BLOB, redirect_to="file:///etc/passwd") as srv,
+        pytest.raises(DownloadError, match="redirect to file:///etc/passwd refused"),
+    ):
+        download(srv.url, tmp_path / "dl2")
+    assert left(tmp_path / "dl2") == []
 
 
 def test_existing_part_is_resumed(tmp_path: Path) -> None:
@@ -180,6 +200,36 @@ def test_not_enough_free_disk_is_refused(tmp_path: Path) -> None:
     with serving(BLOB) as srv, pytest.raises(DownloadError, match="not enough free disk in"):
         fetch(srv.url, tmp_path / "b", size=free + 1, sha256=SHA, policy=policy(max_bytes=2**62))
     assert srv.requests == 0
+    assert left(tmp_path) == []
+
+
+FULL_DISK_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+from edge_agent.updates.download import DownloadError, FetchPolicy, fetch
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+url, dest, size, sha = sys.argv[1:]
+try:
+    fetch(url, Path(dest), size=int(size), sha256=sha,
+          policy=FetchPolicy(allow_http=True, allow_private=True, read_gap_s=5))
+except DownloadError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_failing_mid_download_is_a_download_error(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE stands in for a disk filling up while the download runs (as ENOSPC would,
+    the write fails): the error names the part file and the part is removed to free space."""
+    dest = tmp_path / "bundle.tar.gz"
+    with serving(BLOB) as srv:
+        child = subprocess.run(
+            [sys.executable, "-c", FULL_DISK_CHILD, srv.url, str(dest), str(len(BLOB)), SHA],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert f"cannot write {dest}.part: File too large" in child.stdout
     assert left(tmp_path) == []
 
 

@@ -172,6 +172,8 @@ class _Job:
                 try:
                     self._attempt()
                     return
+                except OSError as exc:  # our side: the part file cannot be opened or written
+                    raise self.fail(f"cannot write {self.part}: {exc.strerror or exc}") from exc
                 except _Retry as exc:
                     self._check_stop()
                     reason = str(exc)
@@ -239,10 +241,11 @@ class _Job:
         """A file:// URL: the same counting and cap as HTTP, from byte 0 every time."""
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(self.url).path))
         try:
-            with path.open("rb") as src, self.part.open("wb") as out:
-                self._pump(src, out, 0, "the file")
+            src = path.open("rb")
         except OSError as exc:
             raise self.fail(f"cannot read {path}: {exc.strerror or exc}") from exc
+        with src, self.part.open("wb") as out:
+            self._pump(src, out, 0, "the file")
 
     def _connect(self, url: str) -> http.client.HTTPConnection:
         parts = urllib.parse.urlsplit(url)
@@ -357,7 +360,7 @@ class _Job:
             if not chunk:
                 self._check_stop()
                 raise _Retry(f"{source} ended at byte {have} of {self.size}")
-            out.write(chunk)
+            self._write(out, chunk)
             have += len(chunk)
             if self.progress is not None:
                 self.progress(have)
@@ -365,11 +368,22 @@ class _Job:
             extra = body.read1(1)
         except (OSError, http.client.HTTPException):
             extra = b""  # the server closed early or stalled after the last byte: we have them
-        out.flush()
-        os.fsync(out.fileno())
+        self._write(out, b"")
         if extra:
             self.part.unlink()
             raise self.fail(f"{source} sent more than the {self.size} bytes announced")
+
+    def _write(self, out: BinaryIO, data: bytes) -> None:
+        """Append ``data``, or flush and fsync when it is empty; a full disk frees the part."""
+        try:
+            if data:
+                out.write(data)
+            else:
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            self.part.unlink(missing_ok=True)
+            raise self.fail(f"cannot write {self.part}: {exc.strerror or exc}") from exc
 
     def _set_timeout(self) -> None:
         timeout = min(self.policy.read_gap_s, self._remaining_s())

@@ -26,6 +26,7 @@ MODES = (
     "substitute",  # one byte flipped (at flip_at)
     "not_found",  # 404
     "no_length",  # no Content-Length: the body ends when the connection closes
+    "wrong_range",  # a 206 to any Range, but from byte 0 (Content-Range says so)
 )
 PATH = "/bundle.tar.gz"
 RANGE = re.compile(r"^bytes=(\d+)-$")
@@ -36,6 +37,7 @@ class UpdateServer:
     """``with UpdateServer(blob, mode=...) as srv: fetch(srv.url, ...)``.
 
     ``cut_at=N`` makes the first request (only) send N body bytes and close, whatever the mode.
+    ``redirect_to=URL`` makes the first request (only) answer 302 to URL.
     ``tls`` (a tests/helpers/tls.py KeyPair) serves https for 127.0.0.1.
     """
 
@@ -48,6 +50,7 @@ class UpdateServer:
         trickle_s: float = 1.0,
         lie_by: int = 1000,
         flip_at: int | None = None,
+        redirect_to: str | None = None,
         tls: KeyPair | None = None,
     ) -> None:
         if mode not in MODES:
@@ -58,6 +61,7 @@ class UpdateServer:
         self.trickle_s = trickle_s
         self.lie_by = lie_by
         self.flip_at = len(blob) // 2 if flip_at is None else flip_at
+        self.redirect_to = redirect_to
         self.tls = tls
         self.requests = 0
         self.ranges: list[str | None] = []  # the Range header of every request, None if absent
@@ -121,6 +125,12 @@ def _handler(server: UpdateServer) -> type[BaseHTTPRequestHandler]:
             if self.path != PATH or server.mode == "not_found":
                 self.send_error(404)
                 return
+            if server.redirect_to is not None and number == 1:
+                self.send_response(302)
+                self.send_header("Location", server.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             blob = server.blob
             if server.mode == "substitute":
                 flipped = bytearray(blob)
@@ -129,7 +139,7 @@ def _handler(server: UpdateServer) -> type[BaseHTTPRequestHandler]:
             start = 0
             match = RANGE.match(self.headers.get("Range") or "")
             if match and server.mode != "ignore_range":
-                start = int(match[1])
+                start = 0 if server.mode == "wrong_range" else int(match[1])
                 if start >= len(blob):
                     self.send_error(416)
                     return
