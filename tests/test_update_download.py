@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.updates.download import DownloadError, FetchPolicy, fetch
+from edge_agent.updates.download import DownloadError, DownloadStopped, FetchPolicy, fetch
 from tests.helpers.tls import make_pki
 from tests.helpers.update_server import serving
 
@@ -183,7 +183,7 @@ def test_not_found_is_not_retried_and_masks_the_password(tmp_path: Path) -> None
     ("pol", "host", "match"),
     [
         (policy(max_bytes=1000), "127.0.0.1", "300001 bytes announced, over the 1000 allowed"),
-        (policy(allow_private=False), "127.0.0.1", "resolves to 127.0.0.1, a private"),
+        (policy(allow_private=False), "127.0.0.1", "resolves to 127.0.0.1, not a public"),
         (policy(allow_private=False), "localhost", "localhost resolves to .*refused"),
         (policy(allow_http=False), "127.0.0.1", "scheme 'http' refused.*http is not allowed"),
     ],
@@ -193,6 +193,19 @@ def test_refused_before_connecting(tmp_path: Path, pol: FetchPolicy, host: str, 
         download(srv.url.replace("127.0.0.1", host), tmp_path / "dl", pol)
     assert srv.requests == 0
     assert left(tmp_path / "dl") == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["10.1.2.3", "192.168.1.20", "172.16.0.9", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+     "224.0.0.251", "[::1]", "[fe80::1]", "[fd00::5]", "[::ffff:192.168.1.1]"],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(tmp_path: Path, host: str) -> None:
+    with pytest.raises(DownloadError, match="not a public unicast address"):
+        download(
+            f"http://{host}:9/b", tmp_path, policy(allow_private=False, read_gap_s=1, retries=0)
+        )
+    assert left(tmp_path) == []
 
 
 def test_not_enough_free_disk_is_refused(tmp_path: Path) -> None:
@@ -239,7 +252,7 @@ def test_stop_aborts_a_blocked_read_promptly(tmp_path: Path) -> None:
     t0 = time.monotonic()
     with (
         serving(BLOB, mode="trickle", trickle_s=10) as srv,
-        pytest.raises(DownloadError, match="stopped"),
+        pytest.raises(DownloadStopped, match="stopped"),
     ):
         download(srv.url, tmp_path / "dl", policy(read_gap_s=30), stop=stop)
     assert time.monotonic() - t0 < 2

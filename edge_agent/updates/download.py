@@ -59,6 +59,10 @@ class DownloadError(Exception):
         self.reason = reason
 
 
+class DownloadStopped(DownloadError):
+    """``stop`` was set (shutdown): not the bundle's fault; the ``.part`` stays to resume."""
+
+
 class _Retry(Exception):
     """A fault another attempt may cure (a cut, a stall, a 503); ``reason`` is kept if not."""
 
@@ -100,8 +104,10 @@ def fetch(
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` (via ``dest.part``) and return ``dest`` once it is exactly
-    ``size`` bytes with this ``sha256``. Raises DownloadError; a cut or stalled attempt leaves
-    the ``.part`` for the next call to resume, wrong bytes leave nothing."""
+    ``size`` bytes with this ``sha256``. ``dest``'s folder must exist. Raises DownloadError
+    (DownloadStopped when ``stop`` is set); a cut, stalled or stopped attempt leaves the
+    ``.part`` for the next call to resume, wrong bytes leave nothing. ``progress`` gets the
+    byte count so far after every chunk (64 KiB), in the calling thread."""
     if not SHA256_HEX.match(sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
     if size <= 0:
@@ -202,7 +208,7 @@ class _Job:
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
-            raise self.fail("stopped (the agent is shutting down)")
+            raise DownloadStopped(self.url, "stopped (the agent is shutting down)")
 
     def _remaining_s(self) -> float:
         left = self.deadline - time.monotonic()
@@ -268,8 +274,11 @@ class _Job:
             raise self.fail(f"TLS certificate of {host} refused: {exc.verify_message}") from exc
         except OSError as exc:
             raise _Retry(f"cannot connect to {host}:{port}: {exc}") from exc
-        with self._lock:
+        with self._lock:  # the watcher shuts this socket, or has seen stop set already
             self._sock = conn.sock
+        if self.stop.is_set():
+            conn.close()
+            self._check_stop()
         return conn
 
     def _resolve(self, host: str, port: int) -> str:
@@ -284,11 +293,10 @@ class _Job:
                 ip = ipaddress.ip_address(text.split("%", 1)[0])
                 if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
                     ip = ip.ipv4_mapped
-                if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                        or ip.is_reserved or ip.is_unspecified):  # fmt: skip
+                if not ip.is_global or ip.is_multicast:  # LAN, loopback, link-local, CGNAT...
                     raise self.fail(
-                        f"{host} resolves to {ip}, a private/loopback/link-local/multicast "
-                        "address; refused (allow_private is off)"
+                        f"{host} resolves to {ip}, not a public unicast address (private, "
+                        "loopback, link-local or multicast): refused, allow_private is off"
                     )
         return addresses[0]
 
