@@ -263,17 +263,26 @@ class _Job:
         address = self._resolve(host, port)
         timeout = min(self.policy.read_gap_s, self._remaining_s())
         conn: http.client.HTTPConnection
-        if scheme == "https":
-            context = ssl.create_default_context(cafile=self.policy.cafile)
-            conn = _PinnedHTTPS(host, port, address, timeout, context)
-        else:
-            conn = _PinnedHTTP(host, port, address, timeout)
+        # Connect to the address checked, not to a second DNS answer; http.client uses a
+        # socket it is given. TLS verifies the certificate against the URL's host name.
         try:
-            conn.connect()
-        except ssl.SSLCertVerificationError as exc:
-            raise self.fail(f"TLS certificate of {host} refused: {exc.verify_message}") from exc
+            sock = socket.create_connection((address, port), timeout)
         except OSError as exc:
             raise _Retry(f"cannot connect to {host}:{port}: {exc}") from exc
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=self.policy.cafile)
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                sock.close()
+                raise self.fail(f"TLS certificate of {host} refused: {exc.verify_message}") from exc
+            except OSError as exc:
+                sock.close()
+                raise _Retry(f"TLS with {host}:{port} failed: {exc}") from exc
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.sock = sock
         with self._lock:  # the watcher shuts this socket, or has seen stop set already
             self._sock = conn.sock
         if self.stop.is_set():
@@ -398,33 +407,3 @@ class _Job:
         with self._lock:
             if self._sock is not None:
                 self._sock.settimeout(timeout)
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to the address that passed the check, not to a second DNS answer."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """TLS to the checked address, verifying the certificate against the URL's host name."""
-
-    def __init__(
-        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._address = address
-        self._tls = context
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        try:
-            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
