@@ -45,6 +45,9 @@ class Inbound:
         self.ha_status_topic = ha_status_topic
         self._on_ha_online = on_ha_online
         self._queue: queue.Queue[Incoming | None] = queue.Queue(QUEUE_LIMIT)
+        #: Other topics listened to (the fleet's desired model): topic -> callback(payload),
+        #: called on paho's thread, so it must not block.
+        self.watched: dict[str, Callable[[bytes], None]] = {}
         self._thread: threading.Thread | None = None
         #: Commands dropped because the worker was QUEUE_LIMIT behind.
         self.dropped = 0
@@ -55,6 +58,7 @@ class Inbound:
             subs.append((f"{self.command_prefix}+", 1))
         if self.ha_status_topic is not None:
             subs.append((self.ha_status_topic, 1))
+        subs += [(topic, 1) for topic in self.watched]
         return subs
 
     def start(self) -> None:
@@ -76,6 +80,13 @@ class Inbound:
         if msg.topic == self.ha_status_topic:
             if bytes(msg.payload).strip().lower() == HA_ONLINE and self._on_ha_online:
                 self._on_ha_online()
+            return
+        watcher = self.watched.get(msg.topic)
+        if watcher is not None:
+            try:
+                watcher(bytes(msg.payload))
+            except Exception:
+                log.exception("handling a message on %r failed", msg.topic[:128])
             return
         if self.router is None or not msg.topic.startswith(self.command_prefix):
             return

@@ -170,6 +170,7 @@ class MqttPublisher:
         #: paho's publish only queues; it never waits for a lock its network thread holds
         #: while calling back, so holding this across it cannot deadlock.
         self._retained: dict[str, tuple[str, bytes, int]] = {}
+        self._control: dict[str, bytes] = {}  # publish_control's, sent again on reconnect
         self._retain_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -309,6 +310,21 @@ class MqttPublisher:
             self.model = model
             self._send_status(self._status_message(self._state))
 
+    def watch(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Listen to `topic` (retained messages included) from the next (re)subscribe on;
+        `callback(payload)` runs on paho's thread and must not block."""
+        self.inbound.watched[topic] = callback
+        self.client.subscriptions = self.inbound.subscriptions()
+        self.client.resubscribe()
+
+    def publish_control(self, topic: str, payload: dict[str, Any]) -> None:
+        """A retained control message (the model state): straight to paho, QoS 1, never
+        dropped, and sent again after every reconnect (the broker may have lost it)."""
+        data = payloads.encode(payload)
+        with self._retain_lock:
+            self._control[topic] = data
+            self.client.publish(topic, data, 1, retain=True)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _data(self, kind: str, topic: str, data: bytes, qos: int, retain: bool) -> bool:
@@ -410,6 +426,8 @@ class MqttPublisher:
             # a topic is always the last the broker gets.
             for topic, (kind, data, qos) in self._retained.items():
                 self._data(kind, topic, data, qos, retain=True)
+            for topic, data in self._control.items():
+                self.client.publish(topic, data, 1, retain=True)
         if self.sender is not None:
             self.sender.wake()
         self._report_drops()

@@ -237,7 +237,8 @@ class ModelStore:
         neither current nor previous. Entries it does not know are left alone.
         """
         protected = {s for s in (self.current_sha256(), self.previous_sha256()) if s}
-        removed: list[Path] = list(self.downloads.glob("*" + PART_SUFFIX))
+        # No download outlives the process: a .part, or a whole archive not yet unpacked.
+        removed: list[Path] = [p for p in self.downloads.iterdir() if not p.is_dir()]
         removed += self.models.glob(TMP_PREFIX + "*")
         removed += [p for p in self.models.glob(".*.tmp") if p.is_symlink()]
         complete: list[tuple[float, str]] = []

@@ -25,9 +25,9 @@ from edge_agent.predictor import Predictor
 from edge_agent.updates import progress as p
 from edge_agent.updates.crashpoint import crashpoint
 from edge_agent.updates.device_state import DeviceState, UpdateRecord
-from edge_agent.updates.download import DownloadError, FetchPolicy, fetch
-from edge_agent.updates.probation import Probation
-from edge_agent.updates.store import ModelStore
+from edge_agent.updates.download import DownloadError, DownloadStopped, FetchPolicy, fetch
+from edge_agent.updates.probation import Baseline, Probation
+from edge_agent.updates.store import TMP_PREFIX, ModelStore
 from edge_agent.updates.trial import run_trial
 from edge_agent.updates.verify import CandidateError, check_candidate
 from edge_agent.updates.watch import ResultWatch
@@ -168,7 +168,7 @@ class Updater:
 
     def _update(self, req: UpdateRequest) -> None:
         ref = self._ref(req)
-        work = self.store.root / f".work-{req.sha256[:16]}"
+        work = self.store.models / f"{TMP_PREFIX}work-{req.sha256[:16]}"  # cleanup() knows it
         try:
             self._say(p.DOWNLOADING, ref, req)
             crashpoint(p.DOWNLOADING)
@@ -181,23 +181,25 @@ class Updater:
             self._say(p.STAGED, ref, req)
             crashpoint(p.STAGED)
             self._trial(folder)
+        except DownloadStopped:
+            return  # shutdown: the next start cleans up; a fleet document asks again
         except Rejected as exc:
             self.state.mark_rejected(req.sha256, str(exc))
             self._say(p.REJECTED, ref, req, str(exc))
             return
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            archive_part = self.store.download_path(req.sha256)
-            archive_part.unlink(missing_ok=True)
         self._swap_and_watch(req, ref, folder)
 
     def _download(self, req: UpdateRequest) -> Path:
-        dest = self.store.download_path(req.sha256).with_suffix(".tar.gz")
+        dest = self.store.downloads / req.sha256  # fetch writes <dest>.part until verified
         try:
             return fetch(req.url, dest, size=req.size, sha256=req.sha256, policy=self.policy,
                          stop=self._stop)  # fmt: skip
+        except DownloadStopped:
+            raise
         except DownloadError as exc:
-            raise Rejected(str(exc)) from None
+            raise Rejected(exc.reason) from None
 
     def _verify(self, req: UpdateRequest, archive: Path, work: Path) -> Any:
         running, _ = self.host.running()
@@ -215,12 +217,11 @@ class Updater:
                 work_dir=work,
             )
         except CandidateError as exc:
-            raise Rejected(str(exc)) from None
+            raise Rejected(exc.reason) from None
         finally:
             archive.unlink(missing_ok=True)
 
     def _trial(self, folder: Path) -> None:
-        self._say_trial = None
         runtime, options = self.host.runtime_of(folder)
         report = run_trial(folder, runtime, options, timeout_s=self.trial_timeout_s,
                            memory_mb=self.trial_memory_mb)  # fmt: skip
@@ -242,7 +243,7 @@ class Updater:
         self._say(p.TRIAL, ref, req, f"on probation for {self.probation_s:g} s")
         crashpoint(p.TRIAL)
         self.store.activate(req.sha256)
-        baseline = self.watch.baseline(old_id)
+        baseline = self.watch.baseline(old_id) or Baseline(float("inf"), 0.0)  # none: no checks
         self.watch.start(new.model_id, Probation(baseline, self.probation_s, PROBATION_MIN_FRAMES))
         self._old = self.host.swap(new)
         if ref.name is not None and ref.version is not None:
