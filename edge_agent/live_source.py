@@ -107,7 +107,7 @@ class LiveSource(FrameSource):
         self._clock = LiveClock()
         self._size: tuple[int, int] | None = None
         self._last_frame: float | None = None  # monotonic time of the last frame kept
-        self._warned = 0  # reasons logged at WARNING in this outage
+        self._outage_warnings = 0  # reasons logged at WARNING in this outage
         self._reason: str | None = None  # of the outage under way, as last logged
 
     def close(self) -> None:
@@ -196,7 +196,7 @@ class LiveSource(FrameSource):
                 self._policy.attempts,
             )
         self._last_frame = now
-        self._warned = 0
+        self._outage_warnings = 0
         self._policy.reset()
         self._reason = None
         self._states.set(self.source_id, STREAMING)
@@ -239,10 +239,14 @@ class LiveSource(FrameSource):
             # outage adds nothing to the one already logged.
             new = reason != self._reason and not (self._reason and reason == NO_REASON)
             if new:
-                self._warned += 1
+                self._outage_warnings += 1
             level = logging.DEBUG
             if new:
-                level = logging.WARNING if self._warned <= WARNINGS_PER_OUTAGE else logging.INFO
+                level = (
+                    logging.WARNING
+                    if self._outage_warnings <= WARNINGS_PER_OUTAGE
+                    else logging.INFO
+                )
             log.log(
                 level,
                 "source %s: %s %s: %s; retry in %.2g s",
