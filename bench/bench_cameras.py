@@ -12,7 +12,8 @@ loopback) and prints one table row per fault and camera:
   return to the first frame (the issue's target: a 10 s restart costs at most 12 s);
 - freeze: SIGSTOP: time to the `stalled` state; SIGCONT after 3 s: time to the first frame;
 - wrong path: time to the `failed` state, and its reason;
-- resolution: restarted at 640x480: time from the restart to the first 640x480 frame;
+- resolution: restarted at 640x480: time from the restart to the first 640x480 frame; then
+  changed back to 320x240 on the open connection: time to the first 320x240 frame;
 - close in a stall: how long close() takes while a read is blocked in a frozen camera.
 The figures go into docs/sources.md's fault table.
 """
@@ -117,11 +118,15 @@ def bench(make: Callable[[], CameraProcess], name: str, down_s: float, timeout_s
         r.until(r.frames_after(5))
         cam.restart(width=640, height=480)
         new_size = r.until(lambda: bool(r.arrivals) and r.arrivals[-1][1] == (480, 640))
-        row["new resolution after"] = f"{new_size:.2f} s"
+        row["restart at 640x480: frames after"] = f"{new_size:.2f} s"
+        r.until(r.frames_after(len(r.arrivals) + 5))
+        cam.change_resolution(320, 240)  # on the open connection
+        live = r.until(lambda: r.arrivals[-1][1] == (240, 320))
+        row["live change to 320x240: frames after"] = f"{live:.2f} s"
         r.close()
     print(f"\n{name} (down {down_s:g} s, capture timeout {timeout_s:g} s)")
     for key, value in row.items():
-        print(f"  {key:<26} {value}")
+        print(f"  {key:<38} {value}")
 
 
 def main() -> None:

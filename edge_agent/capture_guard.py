@@ -7,7 +7,8 @@ The backstop: every call runs in a worker thread that owns the capture object. W
 passes anyway, the caller gets CaptureTimeout at once and the worker is *abandoned*: it releases
 its capture itself if and when the backend returns (releasing it from another thread while the
 worker is inside it would be a use-after-free in the backend). Abandoned workers still stuck are
-counted and capped, so a camera that wedges every time cannot pile up threads.
+counted and capped, so a camera that wedges every time cannot pile up threads. The worker
+thread and the process-wide count of stuck ones live in capture_worker.py.
 
 Each call collects the FFmpeg lines its worker logs (edge_agent.ffmpeg_log, installed at the
 first open); a failure carries them translated to short words in `reason`
@@ -17,12 +18,11 @@ first open); a failure carries them translated to short words in `reason`
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -31,6 +31,9 @@ import numpy as np
 
 from edge_agent import ffmpeg_log
 from edge_agent.capture_reason import Call, reason
+from edge_agent.capture_worker import Worker, add_stuck, discard_stuck, get_prop, read_frame, settle
+from edge_agent.capture_worker import release as _release
+from edge_agent.capture_worker import wait_for_stuck as wait_for_stuck
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,7 @@ DEFAULT_CLOSE_TIMEOUT_S = 1.0
 #: H.264/HEVC decoders "Reinit context to 640x480, ...", and the scaler OpenCV builds again
 #: when the decoded size changes (MJPEG: "[swscaler @ 0x..] deprecated pixel format used").
 _REINIT = re.compile(r"Reinit context to \d+x\d+|^\[swscaler @ ")
-
 T = TypeVar("T")
-#: Abandoned workers still inside the backend, over every GuardedCapture: threads are the
-#: process's, and so is the exit problem they pose (wait_for_stuck).
-_all_stuck: set[_Worker] = set()
-_all_stuck_lock = threading.Condition()
-_Job = tuple[Callable[["_Worker"], Any], "Future[Any]"]
 
 
 class CaptureError(RuntimeError):
@@ -80,80 +77,10 @@ class CaptureTimeout(CaptureError):
         self.timeout_s = timeout_s
 
 
-def wait_for_stuck(timeout_s: float) -> int:
-    """Wait up to timeout_s for stuck workers to return; how many are still stuck.
-
-    Call it at shutdown. Measured: a worker that comes back from FFmpeg while the interpreter
-    finalises is ended by a forced unwind through OpenCV's C++ frames, and the process aborts
-    ("terminate called without an active exception", exit status 134). So if this returns
-    more than 0, flush logs (logging.shutdown()) and leave with os._exit(status).
-    """
-    deadline = time.monotonic() + timeout_s
-    with _all_stuck_lock:
-        while _all_stuck and (left := deadline - time.monotonic()) > 0:
-            _all_stuck_lock.wait(left)
-        return len(_all_stuck)
-
-
 def backend_timeout_ms(timeout_s: float) -> int:
     """The FFmpeg timeout (ms) armed under a guard deadline of timeout_s."""
     margin = min(BACKEND_MARGIN_S, BACKEND_MARGIN_FRACTION * timeout_s)
     return max(1, round((timeout_s - margin) * 1000))
-
-
-def _settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
-    """Finish fut unless close() already failed it (the caller has gone)."""
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-    except InvalidStateError:
-        pass
-
-
-class _Worker:
-    """One thread owning one capture object; it alone calls into it, release included."""
-
-    def __init__(self, name: str, on_exit: Callable[[_Worker], None]) -> None:
-        self.cap: cv2.VideoCapture | None = None
-        self.abandoned = False
-        self.busy = False
-        self.exited = False  # set under the guard's lock by its on_exit
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._on_exit = on_exit
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def submit(self, fn: Callable[[_Worker], T]) -> Future[T]:
-        fut: Future[T] = Future()
-        self._jobs.put((fn, fut))
-        return fut
-
-    def abandon(self) -> None:
-        """Let the thread go: it releases the capture and exits once the backend returns."""
-        self.abandoned = True
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        try:
-            while (job := self._jobs.get()) is not None:
-                fn, fut = job
-                if not fut.set_running_or_notify_cancel():
-                    continue
-                self.busy = True
-                try:
-                    _settle(fut, fn(self))
-                except BaseException as exc:  # handed to the caller, who raises it
-                    _settle(fut, exc=exc)
-                finally:
-                    self.busy = False
-                if self.abandoned:
-                    break
-        finally:
-            if self.cap is not None:
-                self.cap.release()
-                self.cap = None
-            self._on_exit(self)
 
 
 class GuardedCapture:
@@ -204,9 +131,9 @@ class GuardedCapture:
         }
         self._api = api
         self._lock = threading.Lock()
-        self._worker: _Worker | None = None
+        self._worker: Worker | None = None
         self._inflight: Future[Any] | None = None
-        self._stuck: set[_Worker] = set()
+        self._stuck: set[Worker] = set()
         self._spawned = 0
         self._frames = 0  # read since the last open: a read failing at 0 points at the codec
         #: The backend's last line in the last failed call (None if it said nothing), for DEBUG.
@@ -238,7 +165,7 @@ class GuardedCapture:
                     "returns"
                 )
             self._spawned += 1
-            worker = _Worker(f"capture-{self.label[:24]}-{self._spawned}", self._exited)
+            worker = Worker(f"capture-{self.label[:24]}-{self._spawned}", self._exited)
             self._worker = worker
         worker.thread.start()
         self._frames = 0
@@ -247,7 +174,7 @@ class GuardedCapture:
         # backend_logs.quiet_backends() still sees on stderr what FFmpeg printed there before.
         ffmpeg_log.install(keep_stderr=True)
 
-        def do_open(w: _Worker) -> bool:
+        def do_open(w: Worker) -> bool:
             w.cap = cv2.VideoCapture(self.target, self._api, self._params)
             return bool(w.cap.isOpened())
 
@@ -262,7 +189,7 @@ class GuardedCapture:
         frame came within read_timeout_s. Either way the capture is closed afterwards."""
         worker = self._current()
         start, lines = time.monotonic(), list[str]()
-        ok, image = self._call(worker, _read, self.read_timeout_s, "read", lines)
+        ok, image = self._call(worker, read_frame, self.read_timeout_s, "read", lines)
         if not ok or image is None:
             self._retire(worker)
             raise self._failure("read", time.monotonic() - start, "no frame", lines)
@@ -274,7 +201,7 @@ class GuardedCapture:
     def get(self, prop_id: int) -> float:
         """cap.get(prop_id) under the read deadline (POS_MSEC, FPS, FRAME_WIDTH, ...)."""
         worker = self._current()
-        return float(self._call(worker, lambda w: _get(w, prop_id), self.read_timeout_s, "get"))
+        return float(self._call(worker, lambda w: get_prop(w, prop_id), self.read_timeout_s, "get"))
 
     def close(self) -> None:
         """Release the capture within close_timeout_s; a worker stuck in the backend is
@@ -285,7 +212,7 @@ class GuardedCapture:
         if worker is None:
             return
         if inflight is not None:  # another thread waits on the backend: free it now
-            _settle(inflight, exc=CaptureError(f"{self.label}: closed while waiting"))
+            settle(inflight, exc=CaptureError(f"{self.label}: closed while waiting"))
         if worker.busy:
             self._abandon(worker)
             return
@@ -304,7 +231,7 @@ class GuardedCapture:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _current(self) -> _Worker:
+    def _current(self) -> Worker:
         worker = self._worker
         if worker is None:
             raise CaptureError(
@@ -314,8 +241,8 @@ class GuardedCapture:
 
     def _call(
         self,
-        worker: _Worker,
-        fn: Callable[[_Worker], T],
+        worker: Worker,
+        fn: Callable[[Worker], T],
         timeout_s: float,
         what: Call,
         lines: list[str] | None = None,
@@ -323,7 +250,7 @@ class GuardedCapture:
         """fn(worker) in the worker under timeout_s; the FFmpeg lines it logs go to `lines`."""
         lines = [] if lines is None else lines
 
-        def collecting(w: _Worker) -> T:
+        def collecting(w: Worker) -> T:
             with ffmpeg_log.collect(lines):
                 return fn(w)
 
@@ -376,7 +303,7 @@ class GuardedCapture:
             log.debug("%s: %s failed: %s (backend: %s)", self.label, what, why, lines[-1])
         return why
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: Worker) -> None:
         """A failed call: release in the worker (it is idle) and forget it."""
         with self._lock:
             if self._worker is worker:
@@ -384,42 +311,22 @@ class GuardedCapture:
         worker.submit(_release)
         worker.abandon()
 
-    def _abandon(self, worker: _Worker, already: bool = False) -> None:
+    def _abandon(self, worker: Worker, already: bool = False) -> None:
         with self._lock:
             if self._worker is worker:
                 self._worker = None
             if not worker.exited:
                 self._stuck.add(worker)
                 self.abandoned_total += 1
-                with _all_stuck_lock:
-                    _all_stuck.add(worker)
+                add_stuck(worker)
         if not already:
             worker.abandon()
         log.debug("%s: abandoned capture worker %s", self.label, worker.thread.name)
 
-    def _exited(self, worker: _Worker) -> None:
+    def _exited(self, worker: Worker) -> None:
         with self._lock:
             worker.exited = True
-            with _all_stuck_lock:
-                _all_stuck.discard(worker)
-                _all_stuck_lock.notify_all()
+            discard_stuck(worker)
             if worker in self._stuck:
                 self._stuck.discard(worker)
                 log.debug("%s: stuck worker %s returned", self.label, worker.thread.name)
-
-
-def _read(w: _Worker) -> tuple[bool, np.ndarray | None]:
-    assert w.cap is not None
-    ok, image = w.cap.read()
-    return bool(ok), image
-
-
-def _get(w: _Worker, prop_id: int) -> float:
-    assert w.cap is not None
-    return float(w.cap.get(prop_id))
-
-
-def _release(w: _Worker) -> None:
-    if w.cap is not None:
-        w.cap.release()
-        w.cap = None

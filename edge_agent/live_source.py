@@ -29,6 +29,8 @@ log = logging.getLogger("edge_agent.sources")
 
 #: A read this close to the capture timeout ended by FFmpeg's interrupt: its frame is stale.
 STALL_FRACTION = 0.8
+#: Reasons of one outage logged at WARNING (the loss, and why reopening fails); more at INFO.
+WARNINGS_PER_OUTAGE = 2
 #: Failures a quick retry rarely cures: a wrong path or wrong credentials (HTTP/RTSP codes).
 _LASTING = re.compile(r"\b40[0134]\b")
 
@@ -105,6 +107,7 @@ class LiveSource(FrameSource):
         self._clock = LiveClock()
         self._size: tuple[int, int] | None = None
         self._last_frame: float | None = None  # monotonic time of the last frame kept
+        self._outage_warnings = 0  # reasons logged at WARNING in this outage
         self._reason: str | None = None  # of the outage under way, as last logged
 
     def close(self) -> None:
@@ -193,6 +196,7 @@ class LiveSource(FrameSource):
                 self._policy.attempts,
             )
         self._last_frame = now
+        self._outage_warnings = 0
         self._policy.reset()
         self._reason = None
         self._states.set(self.source_id, STREAMING)
@@ -229,11 +233,22 @@ class LiveSource(FrameSource):
                 self._policy.max_s,
             )
         else:
-            # Each new reason once (stream ended, then refused), not each attempt; a failure
-            # without a named cause during an outage adds nothing to the one already logged.
+            # Each new reason once, not each attempt: at WARNING the loss and why reopening
+            # fails (stream ended, then refused), later changes at INFO (a camera rebooting
+            # goes from reset to refused to 404); a failure without a named cause during an
+            # outage adds nothing to the one already logged.
             new = reason != self._reason and not (self._reason and reason == NO_REASON)
+            if new:
+                self._outage_warnings += 1
+            level = logging.DEBUG
+            if new:
+                level = (
+                    logging.WARNING
+                    if self._outage_warnings <= WARNINGS_PER_OUTAGE
+                    else logging.INFO
+                )
             log.log(
-                logging.WARNING if new else logging.DEBUG,
+                level,
                 "source %s: %s %s: %s; retry in %.2g s",
                 self.source_id,
                 "lost" if opened else "cannot open",

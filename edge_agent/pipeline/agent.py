@@ -33,9 +33,11 @@ from edge_agent.pipeline.handover import END, POLL_S, Handover
 from edge_agent.pipeline.items import Done, Staged
 from edge_agent.pipeline.model_slot import ModelSlot, return_free_heap
 from edge_agent.pipeline.pacing import Pacer
+from edge_agent.pipeline.post import POST_QUEUE_FRAMES as POST_QUEUE_FRAMES
+from edge_agent.pipeline.post import Poster
 from edge_agent.pipeline.source_health import SourceHealth, StatusLink
-from edge_agent.pipeline.stages import HookSink, Sink, Sinks, StageChain, build_chain
-from edge_agent.predictor import Prediction, Predictor
+from edge_agent.pipeline.stages import HookSink, Sink, Sinks, build_chain
+from edge_agent.predictor import Predictor
 from edge_agent.sources import Source, SourceError, open_source, resolve_kind
 from edge_agent.types import Frame, FrameInfo, Result
 
@@ -49,9 +51,6 @@ log = logging.getLogger(__name__)
 
 #: How long close() waits for each thread to finish its current frame.
 THREAD_JOIN_TIMEOUT_S = 10.0
-#: Inferred frames waiting for the post thread (decode, stages, sinks); inference waits when it
-#: is full, so nothing is dropped.
-POST_QUEUE_FRAMES = 8
 
 ResultHook = Callable[[Result, Frame], None]
 SourceFactory = Callable[["SourceConfig", threading.Event, "SourceMetrics", "SourceStates"], Source]
@@ -87,17 +86,18 @@ class Agent:
         self._publish = publish
         self._source_factory = source_factory
         self._sources: list[Source] = []
-        self._chains: dict[str, StageChain] = {}
-        self._sinks = Sinks([], self.stats)
         self._handover = Handover([s.id for s in cfg.sources])
         self._threads: list[threading.Thread] = []
-        self._post_q: queue.Queue[Done | Skipped | str | None] = queue.Queue(POST_QUEUE_FRAMES)
         self._post_thread: threading.Thread | None = None
         self._model = self.stats.model()
         #: The retained status: health, source states (coalesced), thermal slowdown.
         self.status = StatusLink()
         self.health = HealthState(self.status.health_changed, cfg.health.degraded_clear_s)
         self._gates = Gates(cfg.sources)
+        #: The post thread's queue, stage chains and sinks (pipeline/post.py).
+        self._poster = Poster(
+            self.stats, self._gates, self.health, self._frame_failed, lambda t: self._observe(t)
+        )
         self._pacer = Pacer(cfg.health.thermal, self.stats, self.status.thermal)
         #: Frames asked for by the snapshot command, handed over by the capture threads.
         self.snapshots = SnapshotDesk()
@@ -153,7 +153,7 @@ class Agent:
             specs = [(s.type, s.options()) for s in source_cfg.stages]
             folder = resolve_kind(source_cfg) == "folder"
             try:
-                self._chains[source_cfg.id] = build_chain(
+                self._poster.chains[source_cfg.id] = build_chain(
                     source_cfg.id,
                     specs,
                     self.stats,
@@ -183,14 +183,14 @@ class Agent:
             )
             sinks.append(self.publisher)
         # Built before the publisher connects, so close() closes it even if start() fails next.
-        self._sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
+        self._poster.sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
         if self.publisher is not None:
             self.publisher.start()
         self.status.publisher = self.publisher
         live = [s.id for s in cfg.sources if resolve_kind(s) in ("camera", "stream")]
         SourceHealth(self.stats.source_states, self.health, live, self.status)
         self.status.start()
-        self._post_thread = self._thread(self._post_loop, "post", waited=False)
+        self._post_thread = self._thread(self._poster.run, "post", waited=False)
         self._thread(self._infer_loop, "infer")
         log.info(
             "running %s (%s, %s) on %d source(s)",
@@ -235,24 +235,25 @@ class Agent:
         post_stuck = False
         if self._post_thread is not None:
             try:  # after every frame already inferred
-                self._post_q.put(None, timeout=THREAD_JOIN_TIMEOUT_S)
+                self._poster.q.put(None, timeout=THREAD_JOIN_TIMEOUT_S)
             except queue.Full:
                 log.error("the post thread is stuck; %d result(s) not published", POST_QUEUE_FRAMES)
             self._post_thread.join(THREAD_JOIN_TIMEOUT_S)
             post_stuck = self._post_thread.is_alive()
             self._post_thread = None
         if not post_stuck:  # the stages are the post thread's: never run them beside it
-            for source_id in list(self._chains):  # live sources stopped: conclude what is open
-                self._finish_source(source_id)
+            # Live sources stopped: conclude what is open.
+            for source_id in list(self._poster.chains):
+                self._poster.finish_source(source_id)
             # Also after a start() that failed half-way: whatever was built is closed, once.
-            for chain in self._chains.values():
+            for chain in self._poster.chains.values():
                 chain.close()
         else:
             log.error("the post thread did not stop; the stages are left as they are")
-        self._chains = {}
+        self._poster.chains = {}
         self.status.close()  # before the publisher's offline status
-        self._sinks.close()
-        self._sinks = Sinks([], self.stats)
+        self._poster.sinks.close()
+        self._poster.sinks = Sinks([], self.stats)
         if self.slot is not None:
             if stuck:  # a runtime freed under a running inference can crash in native code
                 log.error("threads %s did not stop; the model is left open", stuck)
@@ -263,7 +264,7 @@ class Agent:
     # -- the threads ---------------------------------------------------------------------------
 
     def _needs_frame(self, source_id: str) -> bool:
-        return self._chains[source_id].needs_frame or self._sinks.needs_frame
+        return self._poster.chains[source_id].needs_frame or self._poster.sinks.needs_frame
 
     def _capture_loop(self, source: Source) -> None:
         sid = source.source_id
@@ -312,7 +313,7 @@ class Agent:
                 continue
             sid, staged = got
             if staged is END or isinstance(staged, Skipped):  # in order, past the model
-                if not self._blocking_put(sid if staged is END else staged):
+                if not self._poster.put(sid if staged is END else staged, self.stop_event):
                     return
                 continue
             started = time.monotonic()
@@ -323,73 +324,14 @@ class Agent:
                 continue
             done = Done(staged.frame, inferred, staged.predictor)
             del staged  # the input tensor is done with: free it before waiting
-            if not self._blocking_put(done):
+            if not self._poster.put(done, self.stop_event):
                 return
             now = time.monotonic()
             rest = self._pacer.rest_after(now - started, now)
             if rest > 0 and self.stop_event.wait(rest):  # too hot: work only part of the time
                 return
 
-    def _blocking_put(self, item: Done | Skipped | str) -> bool:
-        while not self.stop_event.is_set():
-            try:
-                self._post_q.put(item, timeout=POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _post_loop(self) -> None:
-        """Decode, run the source's stages, hand to every sink: in frame order per source."""
-        while True:
-            item = self._post_q.get()
-            if item is None:
-                return
-            if isinstance(item, str):
-                n = self.stats.source(item).results.value
-                log.info("source %s finished after %d frame(s)", item, n)
-                self._finish_source(item)
-                continue
-            metrics = self.stats.source(item.frame.source_id)
-            try:  # whatever fails, the post thread goes on: inference would wait for it forever
-                if isinstance(item, Skipped):
-                    self._post_skipped(item, metrics)
-                else:
-                    self._post(item, metrics)
-            except Exception:
-                self._frame_failed(metrics, item.frame, "decoding")
-
-    def _post(self, item: Done, metrics: SourceMetrics) -> None:
-        frame = item.frame
-        prediction = item.predictor.finish(item.inferred)
-        self._observe(prediction.timing_ms)
-        result = self._result(frame, prediction, item.predictor)
-        self._gates.remember(result)
-        self._conclude(result, frame, metrics)
-
-    def _post_skipped(self, item: Skipped, metrics: SourceMetrics) -> None:
-        """A frame the motion gate kept from the model: the source's last predictions stand."""
-        result = self._gates.standing(item.frame)
-        if result is not None:
-            self._conclude(result, item.frame, metrics)
-
-    def _conclude(self, result: Result, frame: Frame | FrameInfo, metrics: SourceMetrics) -> None:
-        """The source's stages, then every sink."""
-        picture = frame if isinstance(frame, Frame) else None
-        result = self._chains[frame.source_id].process(result, picture)  # stages are guarded
-        self._sinks.emit(result, picture)  # sinks are guarded
-        metrics.results.inc()
-        self.health.succeeded()
-
     # -- helpers -------------------------------------------------------------------------------
-
-    def _finish_source(self, source_id: str) -> None:
-        """A source ended (or the agent stops): its stages conclude (an open camera-trap
-        sequence ends) and the sinks publish that. Guarded like every stage and sink."""
-        chain = self._chains.get(source_id)
-        concluded = chain.finish() if chain is not None else None
-        if concluded is not None:
-            self._sinks.finish(concluded)
 
     def _observe(self, timing_ms: dict[str, float]) -> None:
         self._model.preprocess_ms.observe(timing_ms.get("preprocess", 0.0))
@@ -412,22 +354,6 @@ class Agent:
         if self.slot is None:
             raise RuntimeError("Agent.start() must run before frames are processed")
         return self.slot
-
-    def _result(self, frame: Frame | FrameInfo, out: Prediction, predictor: Predictor) -> Result:
-        manifest = predictor.bundle.manifest
-        return Result(
-            source_id=frame.source_id,
-            seq=frame.seq,
-            ts=frame.ts,
-            model=predictor.model_id,
-            task=manifest.task,
-            labels=manifest.labels,
-            frame_size=(frame.width, frame.height),
-            predictions=out.predictions,
-            timing_ms=out.timing_ms,
-            origin=frame.origin,
-            class_thresholds=predictor.thresholds,
-        )
 
     def frames_done(self) -> int:
         """Results produced over every source (what run's exit code looks at)."""

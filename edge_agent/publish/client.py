@@ -5,11 +5,8 @@ go away at any time. Nothing here raises for that. paho's network thread (``loop
 reconnects, QoS 1 messages wait in paho's in-memory queue meanwhile, one warning in words is
 logged per outage and the state shows in :attr:`MqttClient.connected` and the metrics.
 
-Protocol: MQTT 5 by default (``mqtt.protocol: "3.1.1"`` for a broker without it). 5 gives reason
-codes the log can say in words ("Session taken over", "Bad user name or password"), session
-expiry and request/response properties for commands. The session is persistent either way
-(MQTT 5: no clean start, ``SessionExpiryInterval`` = ``mqtt.session_expiry_s``; 3.1.1: no clean
-session), so the broker keeps our subscriptions and the commands sent to us while we are away.
+Protocol and the persistent session (MQTT 5 by default; the broker keeps our subscriptions and
+the commands sent to us while we are away): session.py builds the paho client for them.
 
 Reconnecting: paho waits between attempts; we set each wait ourselves from the failure count
 (doubling from ``reconnect_min_delay_s`` to ``reconnect_max_delay_s``, less a random part of up
@@ -28,44 +25,25 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config import MqttConfig
 from edge_agent.health.stats import PublisherMetrics
+from edge_agent.publish import session
 from edge_agent.publish.outage import Outages
-from edge_agent.publish.paho_support import (
-    configure_tls,
-    describe_code,
-    explain,
-    guarded,
-    wait_for_ack,
-)
+from edge_agent.publish.paho_support import describe_code, explain, guarded, wait_for_ack
+from edge_agent.publish.session import PROTOCOLS as PROTOCOLS
+from edge_agent.publish.session import Message as Message
 from edge_agent.publish.takeover import TakeoverWatch
 
 log = logging.getLogger(__name__)
 
-#: ``mqtt.protocol`` -> paho's protocol constant.
-PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 #: How long close() waits by default for the broker to acknowledge the final message, s.
 CLOSE_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Message:
-    """One message to publish: the last will, or the final message of close()."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
 
 
 class MqttClient:
@@ -143,23 +121,9 @@ class MqttClient:
     def _connect(self) -> None:
         """A configured paho client in ``_client``, connecting in its own network thread
         (assigned before that thread starts: its callbacks look at ``started``)."""
-        cfg = self.cfg
-        v5 = cfg.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=PROTOCOLS[cfg.protocol],
-            clean_session=None if v5 else False,  # 5 has clean start, given at connect
-        )
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls is not None:
-            configure_tls(client, cfg.tls, cfg.port)
-        self._set_will(client)
+        client = session.new_client(self.cfg, self.client_id, self._queue_limit)
+        session.set_will(client, self._will())
         self._outages.set_next_wait(client)
-        # Counts QoS 1 messages waiting for the broker (in flight or queued); beyond it
-        # publish() returns MQTT_ERR_QUEUE_SIZE. Must be set before connecting.
-        client.max_queued_messages_set(self._queue_limit)
         client.on_pre_connect = guarded("pre_connect", self._on_pre_connect)
         client.on_connect = guarded("connect", self._on_connect)
         client.on_connect_fail = guarded("connect_fail", self._on_connect_fail)
@@ -167,18 +131,7 @@ class MqttClient:
         client.on_log = guarded("log", self._on_log)
         client.on_publish = guarded("publish", self._on_publish)
         client.on_message = guarded("message", self._on_message_received)
-        if v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = cfg.session_expiry_s
-            client.connect_async(
-                cfg.host,
-                cfg.port,
-                keepalive=cfg.keepalive_s,
-                clean_start=cfg.session_expiry_s == 0,
-                properties=props,
-            )
-        else:
-            client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        session.connect_async(client, self.cfg)
         self._client = client
         client.loop_start()  # thread "paho-mqtt-client-<client id>"
         self._network_thread = getattr(client, "_thread", None)
@@ -257,14 +210,7 @@ class MqttClient:
                 log.debug("dropped %s: client closed", topic)
                 return False
             rc = self._client.publish(topic, payload, qos=qos, retain=retain).rc
-        # For QoS > 0 paho keeps the message in its out queue whatever the socket did
-        # (NO_CONN included) and resends it after reconnecting; only QUEUE_SIZE means it was
-        # not kept (client.py publish()). QoS 0 messages are kept only on SUCCESS.
-        if qos > 0:
-            accepted = rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
-        else:
-            accepted = rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-        if accepted:
+        if session.kept(rc, qos):
             self.metrics.published.inc()
             return True
         self.metrics.dropped.inc()
@@ -285,10 +231,7 @@ class MqttClient:
         A control message: never limited by the queue (see ``queue_limit``)."""
         if self._client is None:
             raise RuntimeError("start() must be called before publishing")
-        props = None
-        if correlation is not None and self.cfg.protocol == "5":
-            props = Properties(PacketTypes.PUBLISH)
-            props.CorrelationData = correlation
+        props = session.reply_properties(self.cfg.protocol, correlation)
         with self._send_lock:
             if self._closed:
                 return False
@@ -311,17 +254,11 @@ class MqttClient:
         self.metrics.published.inc()
         return info
 
-    # -- internals -----------------------------------------------------------------------------
-
-    def _set_will(self, client: mqtt.Client) -> None:
-        will = self._will()
-        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-
     # -- paho callbacks (network thread; every one is wrapped by guarded()) --------------------
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         # The will goes out in CONNECT; refresh it so its ts is this connection's time.
-        self._set_will(client)
+        session.set_will(client, self._will())
 
     def _on_connect(
         self,
@@ -351,17 +288,7 @@ class MqttClient:
         else:
             log.info("%s to broker %s", verb, self._where)
         if self.subscriptions:
-            if self.cfg.protocol == "5":
-                # Retain As Published: a retained command sent while we listen arrives marked
-                # retained (and is ignored); plain subscriptions clear the flag.
-                client.subscribe(
-                    [
-                        (t, SubscribeOptions(qos=q, retainAsPublished=True))
-                        for t, q in self.subscriptions
-                    ]
-                )
-            else:
-                client.subscribe(self.subscriptions)
+            session.subscribe(client, self.cfg.protocol, self.subscriptions)
         if self._on_connected is not None:
             self._on_connected()
 

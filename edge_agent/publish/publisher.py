@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -20,9 +19,12 @@ from edge_agent.config import MqttConfig
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.publish import payloads, topics
 from edge_agent.publish.announce import Announcer
-from edge_agent.publish.client import CLOSE_TIMEOUT_S, Message, MqttClient
+from edge_agent.publish.client import CLOSE_TIMEOUT_S, MqttClient
 from edge_agent.publish.inbound import Inbound
 from edge_agent.publish.sender import Sender
+from edge_agent.publish.status import DROPPED_QOS as DROPPED_QOS
+from edge_agent.publish.status import STATUS_QOS as STATUS_QOS
+from edge_agent.publish.status import DropSummary, Status
 from edge_agent.publish.ticker import Job, Ticker
 from edge_agent.publish.topics import Topics
 from edge_agent.types import Frame, Publication, Result
@@ -34,8 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: QoS per topic, as docs/mqtt.md documents them.
-STATUS_QOS = 1
+#: QoS per topic, as docs/mqtt.md documents them (the status's: status.py).
 RESULT_QOS = 1
 COUNT_QOS = 1
 #: (retained, QoS) of each kind of stage publication (types.Publication), as docs/mqtt.md
@@ -49,8 +50,6 @@ PUBLICATION_FLAGS: dict[str, tuple[bool, int]] = {
 }
 #: Default client id is this prefix plus the device id.
 CLIENT_ID_PREFIX = "edgesight-"
-#: The retained drop summary: QoS 1, a control message.
-DROPPED_QOS = 1
 #: The first stats message comes this soon after start (then every stats_interval_s), s.
 FIRST_STATS_S = 5.0
 #: How long close() waits for the outbox's messages in flight to be acknowledged, s.
@@ -95,11 +94,9 @@ class MqttPublisher:
         topics.check_source_ids(sources)
         self.device_id = device_id
         self.agent_version = agent_version
-        self.model = model
         self.sources = list(sources)
         #: Sources whose frames the motion gate skipped still get a result message.
         self.publish_skipped = frozenset(publish_skipped)
-        self._thermal: dict[str, Any] | None = None
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.stats = stats if stats is not None else StatsRegistry()
         self.metrics = self.stats.publisher()
@@ -131,7 +128,7 @@ class MqttPublisher:
         self.client = MqttClient(
             cfg,
             cfg.client_id or f"{CLIENT_ID_PREFIX}{device_id}",
-            will=lambda: self._status_message("offline"),
+            will=lambda: self.status.message("offline"),
             metrics=self.metrics,
             on_connected=self._on_connected,
             on_published=self._on_published,
@@ -140,8 +137,19 @@ class MqttPublisher:
             device_id=device_id,
         )
         self.client.subscriptions = self.inbound.subscriptions()
+        #: The retained status; the client's last will is its "offline" (built at CONNECT).
+        self.status = Status(
+            self.client,
+            self.topics,
+            self.stats,
+            self.run_id,
+            agent_version,
+            model,
+            self.sources,
+            self.heartbeat_s,
+        )
         self.sender = Sender(outbox, self.client) if outbox is not None else None
-        self._drop_totals: dict[str, int] = {}
+        self.drops = DropSummary(self.client, self.topics, self.run_id, outbox)
         # The connect itself announces the status: the first beat waits a whole interval.
         self._ticker = Ticker(
             [
@@ -156,11 +164,6 @@ class MqttPublisher:
             "mqtt-heartbeat",
         )
         self._lock = threading.Lock()  # _last_counts; never held while publishing
-        # Serialises status publishes (reconnect, set_status, set_model) and the state they
-        # announce, so a reconnect cannot repeat a state that set_status has just replaced.
-        self._status_lock = threading.Lock()
-        self._state = "online"  # what (re)connects announce; set_status changes it
-        self._closing = False
         self._last_counts: dict[str, dict[str, int]] = {}
         self._result_topics: dict[str, str] = {}
         #: The last retained publication per topic (zone, line, slot, snapshot), sent again
@@ -192,9 +195,7 @@ class MqttPublisher:
 
         A clean DISCONNECT makes the broker discard the last will, hence the explicit status.
         """
-        with self._status_lock:
-            closing, self._closing = self._closing, True
-        if closing:
+        if self.status.begin_close():
             return
         self._ticker.stop(timeout_s)
         self.inbound.stop()
@@ -206,7 +207,7 @@ class MqttPublisher:
                 self.sender.wait_drained(min(DRAIN_S, timeout_s), lambda: outbox.depth > 0)
             self.sender.stop()
             outbox.close()
-        self.client.close(self._status_message("offline"), timeout_s, what="the offline status")
+        self.client.close(self.status.message("offline"), timeout_s, what="the offline status")
         if self.client.started:
             m = self.metrics
             log.info(
@@ -216,6 +217,11 @@ class MqttPublisher:
                 m.connects.value,
                 m.disconnects.value,
             )
+
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """The model the status announces (``Bundle.describe()``)."""
+        return self.status.model
 
     @property
     def connected(self) -> bool:
@@ -282,23 +288,17 @@ class MqttPublisher:
                     self._last_counts.setdefault(source_id, {})[label] = n
 
     def set_status(self, state: str) -> None:
-        """Publish the retained status (online, offline or degraded); reconnects repeat it."""
-        msg = self._status_message(state)  # raises ValueError for an unknown state
-        with self._status_lock:
-            self._state = state
-            self._send_status(msg)
+        """Publish the retained status (online, offline or degraded); reconnects repeat it.
+        Raises ValueError for an unknown state."""
+        self.status.set_state(state)
 
     def refresh_status(self) -> None:
         """Publish the retained status again as it is now (a source's state changed)."""
-        with self._status_lock:
-            if not self._closing:
-                self._send_status(self._status_message(self._state))
+        self.status.resend()
 
     def set_thermal(self, thermal: dict[str, Any] | None) -> None:
         """Say in the status that the agent runs slower to cool down (None: full speed)."""
-        with self._status_lock:
-            self._thermal = thermal
-            self._send_status(self._status_message(self._state))
+        self.status.set_thermal(thermal)
 
     def set_model(self, model: dict[str, Any] | None) -> None:
         """Announce another model (``Bundle.describe()``) in the status, and republish it.
@@ -306,9 +306,7 @@ class MqttPublisher:
         The last will registered with the broker keeps the old model until the next reconnect
         (MQTT 3.1.1 cannot change a will during a connection).
         """
-        with self._status_lock:
-            self.model = model
-            self._send_status(self._status_message(self._state))
+        self.status.set_model(model)
 
     def watch(self, topic: str, callback: Callable[[bytes], None]) -> None:
         """Listen to `topic` (retained messages included) from the next (re)subscribe on;
@@ -347,10 +345,8 @@ class MqttPublisher:
         if not self.client.check_alive() and self.sender is not None:
             self.sender.restart()
         if self.client.connected:
-            with self._status_lock:
-                if not self._closing:
-                    self._send_status(self._status_message(self._state))
-            self._report_drops()
+            self.status.resend()
+            self.drops.report()
 
     def _publish_stats(self) -> None:
         """The stats message, retained, QoS 0: only while connected (a newer one follows)."""
@@ -361,66 +357,22 @@ class MqttPublisher:
 
     def drop_totals(self) -> dict[str, int]:
         """What the outbox dropped since this run started, by kind (summarised or not yet)."""
-        pending = self.outbox.drops() if self.outbox is not None else {}
-        kinds = set(self._drop_totals) | set(pending)
-        return {k: self._drop_totals.get(k, 0) + pending.get(k, 0) for k in sorted(kinds)}
-
-    def _report_drops(self) -> None:
-        """The retained ``dropped`` summary, when the outbox dropped anything since the last."""
-        if self.outbox is None:
-            return
-        dropped = self.outbox.take_drops()
-        if not any(dropped.values()):
-            return
-        for kind, n in dropped.items():
-            self._drop_totals[kind] = self._drop_totals.get(kind, 0) + n
-        body = payloads.dropped_payload(dropped, self._drop_totals, time.time(), self.run_id)
-        log.warning("the outbox dropped %s while the broker was away", dropped)
-        self.client.publish(self.topics.dropped(), payloads.encode(body), DROPPED_QOS, True)
-
-    def _send_status(self, msg: Message) -> None:
-        """The caller holds ``_status_lock``. Before start() nothing is sent (the first connect
-        announces the state); after close() the message is dropped."""
-        if self.client.started:
-            self.client.publish(msg.topic, msg.payload, msg.qos, msg.retain)
-
-    def _status_message(self, state: str) -> Message:
-        payload = payloads.status_payload(
-            state,
-            time.time(),
-            self.agent_version,
-            self.model,
-            self.sources,
-            self.stats.totals(),
-            self._thermal,
-            run=self.run_id,
-            heartbeat_s=self.heartbeat_s,
-            source_state=self.source_states(),
-            mqtt=self.link_figures() if self.client.takeover.count else None,
-        )
-        return Message(self.topics.status(), payloads.encode(payload), STATUS_QOS, retain=True)
+        return self.drops.totals()
 
     def source_states(self) -> dict[str, dict[str, Any]]:
-        """``source_state`` of the status payload, from the stats registry. Read with
-        ``get`` (no lock): a source's state change reaches ``set_status`` under SourceStates'
-        lock, and this runs under ``_status_lock``; taking that lock here could deadlock."""
-        states = self.stats.source_states
-        now = {sid: st.payload() for sid in self.sources if (st := states.get(sid)) is not None}
-        return payloads.source_states_payload(now, self.stats.snapshot().get("source", {}))
+        """``source_state`` of the status payload (Status.source_states)."""
+        return self.status.source_states()
 
     def link_figures(self) -> dict[str, Any]:
         """The MQTT link's own story: whether another client has taken the session."""
-        watch = self.client.takeover
-        return {"session_taken_over": watch.taken_over, "takeovers": watch.count}
+        return self.status.link_figures()
 
     def _on_connected(self) -> None:
         """paho's network thread, after every accepted CONNACK."""
         with self._lock:
             # Retained counts may be gone (a broker restarted without persistence): republish.
             self._last_counts.clear()
-        with self._status_lock:
-            if not self._closing:
-                self._send_status(self._status_message(self._state))
+        self.status.resend()
         with self._retain_lock:
             # Through the outbox when there is one: after any backlog, so the newest value of
             # a topic is always the last the broker gets.
@@ -430,6 +382,6 @@ class MqttPublisher:
                 self.client.publish(topic, data, 1, retain=True)
         if self.sender is not None:
             self.sender.wake()
-        self._report_drops()
+        self.drops.report()
         if self.announcer is not None:
             self.announcer.announce()
