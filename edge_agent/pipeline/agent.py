@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from edge_agent.health.source_state import SourceStates
     from edge_agent.health.stats import SourceMetrics
     from edge_agent.publish.publisher import MqttPublisher
+    from edge_agent.updates.wiring import Updates
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Agent:
         #: Frames asked for by the snapshot command, handed over by the capture threads.
         self.snapshots = SnapshotDesk()
         self._on_reload = on_reload
+        #: Remote model updates (edge_agent/updates/); None when off or without a broker.
+        self.updates: Updates | None = None
 
     def __enter__(self) -> Agent:
         try:
@@ -124,7 +127,13 @@ class Agent:
         an unreachable broker is not an error (the publisher keeps retrying).
         """
         cfg = self.cfg
-        self.bundle = load_bundle(cfg.model.bundle, cfg.model.public_keys)
+        bundle_path = cfg.model.bundle
+        if cfg.updates.enabled and self._publish:
+            from edge_agent.updates.wiring import Updates  # only where updates can arrive
+
+            self.updates = Updates(cfg)
+            bundle_path = self.updates.boot()  # the store's current model, after recovery
+        self.bundle = load_bundle(bundle_path, cfg.model.public_keys)
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.source, self.bundle.signed_by)
         runtime = cfg.model.runtime_for(self.bundle.manifest.model.format)
@@ -178,14 +187,19 @@ class Agent:
                 model=self.bundle.describe(),
                 labels=list(self.bundle.manifest.labels),
                 stats=self.stats,
-                handlers=agent_handlers(self, self._on_reload),
+                handlers=agent_handlers(self, self._on_reload)
+                | (self.updates.handlers() if self.updates else {}),
                 publish_skipped=self._gates.publish_skipped,
             )
             sinks.append(self.publisher)
+        if self.updates is not None:
+            sinks.append(self.updates.watch)  # the old model's baseline, the new one's probation
         # Built before the publisher connects, so close() closes it even if start() fails next.
         self._poster.sinks = Sinks([*sinks, *self._extra_sinks], self.stats, self.health.failed)
         if self.publisher is not None:
             self.publisher.start()
+        if self.updates is not None:
+            self.updates.start(self)
         self.status.publisher = self.publisher
         live = [s.id for s in cfg.sources if resolve_kind(s) in ("camera", "stream")]
         SourceHealth(self.stats.source_states, self.health, live, self.status)
@@ -225,6 +239,8 @@ class Agent:
         """Stop sources, let the post thread finish what was inferred, close stages and sinks
         (the publisher sends its offline status), release the model. Safe to call twice."""
         self.stop_event.set()
+        if self.updates is not None:  # an update under way stops; the next start recovers it
+            self.updates.close()
         for thread in self._threads:
             thread.join(THREAD_JOIN_TIMEOUT_S)
         stuck = [t.name for t in self._threads if t.is_alive()]

@@ -188,6 +188,12 @@ class MqttClient:
         """True once start() has run (and still after close())."""
         return self._client is not None
 
+    def resubscribe(self) -> None:
+        """Subscribe to ``subscriptions`` now: one added while connected (the fleet's topic)."""
+        client = self._client
+        if client is not None and client.is_connected() and self.subscriptions:
+            session.subscribe(client, self.cfg.protocol, self.subscriptions)
+
     @property
     def connected(self) -> bool:
         """True while a connection to the broker is up (CONNACK accepted)."""

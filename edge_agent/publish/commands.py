@@ -77,6 +77,14 @@ class SnapshotArgs(_Args):
         return check_id(value, SOURCE_ID_CHARS, ())
 
 
+class UpdateModelArgs(_Args):
+    url: str = Field(min_length=1, max_length=2048, description="Where the bundle archive is.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The archive's sha256.")
+    size: int = Field(gt=0, description="The archive's size in bytes.")
+    version: int = Field(ge=0, description="The bundle's manifest version.")
+    name: str | None = Field(None, min_length=1, max_length=128, description="Model name.")
+
+
 #: The command set of the MQTT contract and each one's arguments.
 COMMAND_ARGS: dict[str, type[_Args]] = {
     "ping": NoArgs,
@@ -85,6 +93,8 @@ COMMAND_ARGS: dict[str, type[_Args]] = {
     "reload_config": NoArgs,
     "get_config": NoArgs,
     "get_stats": NoArgs,
+    "update_model": UpdateModelArgs,
+    "rollback_model": NoArgs,
 }
 
 #: Takes the command's arguments model, returns the reply's ``result`` (a JSON-able mapping).

@@ -192,7 +192,7 @@ class Updater:
         self._swap_and_watch(req, ref, folder)
 
     def _download(self, req: UpdateRequest) -> Path:
-        dest = self.store.downloads / req.sha256  # fetch writes <dest>.part until verified
+        dest = self.store.downloads / f"{req.sha256}.tar.gz"  # <dest>.part until verified
         try:
             return fetch(req.url, dest, size=req.size, sha256=req.sha256, policy=self.policy,
                          stop=self._stop)  # fmt: skip
@@ -269,9 +269,7 @@ class Updater:
         if removed:
             log.info("model store: removed %s", ", ".join(removed))
 
-    def _rollback(
-        self, reason: str, origin: str, failed: p.ModelRef | None = None
-    ) -> str | None:
+    def _rollback(self, reason: str, origin: str, failed: p.ModelRef | None = None) -> str | None:
         folder = self.store.previous()
         if folder is None:
             return "there is no previous model to go back to"

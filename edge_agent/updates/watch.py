@@ -34,7 +34,7 @@ def _found(result: Result) -> int:
     if isinstance(pred, Detections):
         return len(pred.confidence)
     threshold = result.class_thresholds if result.class_thresholds is not None else 0.5
-    return int(len(pred.above(threshold)))
+    return len(pred.above(threshold))
 
 
 def _latency_ms(result: Result) -> float:

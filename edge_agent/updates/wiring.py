@@ -22,12 +22,13 @@ from edge_agent.bundle import load_bundle
 from edge_agent.bundle.signing import load_public_key
 from edge_agent.config.labels import label_problems
 from edge_agent.predictor import Predictor
+from edge_agent.publish.commands import CommandRefused, UpdateModelArgs
 from edge_agent.updates import progress as p
 from edge_agent.updates.desired import DesiredError, verify_desired
 from edge_agent.updates.device_state import DeviceState
 from edge_agent.updates.download import FetchPolicy
 from edge_agent.updates.store import ModelStore
-from edge_agent.updates.updater import UpdateRequest, Updater
+from edge_agent.updates.updater import Updater, UpdateRequest
 from edge_agent.updates.watch import ResultWatch
 
 if TYPE_CHECKING:
@@ -147,32 +148,23 @@ class Updates:
 
     # -- triggers -----------------------------------------------------------------------------
 
-    def _cmd_update(self, args: Any) -> Mapping[str, Any]:
-        if not isinstance(args, Mapping):
-            raise ValueError("update_model needs an object: {url, sha256, size, version}")
-        missing = [k for k in ("url", "sha256", "size", "version") if k not in args]
-        if missing:
-            raise ValueError(f"update_model: missing {', '.join(missing)}")
-        sha = str(args["sha256"]).lower()
-        size, version = args["size"], args["version"]
-        if not isinstance(size, int) or not isinstance(version, int) or isinstance(size, bool):
-            raise ValueError("update_model: size and version must be integers")
-        req = UpdateRequest(str(args["url"]), sha, size, version,
-                            str(args["name"]) if args.get("name") else None, "command")  # fmt: skip
+    def _cmd_update(self, args: UpdateModelArgs) -> Mapping[str, Any]:
         if self.updater is None:
-            raise ValueError("updates are not running")
+            raise CommandRefused("updates are not running")
+        sha = args.sha256.lower()
+        req = UpdateRequest(args.url, sha, args.size, args.version, args.name, "command")
         self.state.forget_rejected(sha)  # an operator asks again: try again
         problem = self.updater.submit(req)
         if problem:
-            raise ValueError(problem)
+            raise CommandRefused(problem)
         return {"state": p.DOWNLOADING, "sha256": sha}
 
     def _cmd_rollback(self, _args: Any) -> Mapping[str, Any]:
         if self.updater is None:
-            raise ValueError("updates are not running")
+            raise CommandRefused("updates are not running")
         problem = self.updater.rollback_now("rolled back by command")
         if problem:
-            raise ValueError(problem)
+            raise CommandRefused(problem)
         return {"state": p.ROLLED_BACK}
 
     def _on_desired(self, raw: bytes) -> None:
@@ -238,7 +230,9 @@ class AgentHost:
         assert slot is not None
         old = slot.swap(predictor)
         m = predictor.bundle.manifest
-        self.updates.running_ref = p.ModelRef(m.name, m.version, self.updates.store.current_sha256())
+        self.updates.running_ref = p.ModelRef(
+            m.name, m.version, self.updates.store.current_sha256()
+        )
         return old
 
     def publish_model(self, payload: dict[str, Any]) -> None:
