@@ -98,7 +98,7 @@ def test_an_update_swaps_between_two_frames_with_no_result_lost(
 @pytest.mark.parametrize(
     ("kind", "why"),
     [
-        ("wrong_key", "signature"),
+        ("wrong_key", "configured keys"),
         ("unsigned", "sign"),
         ("other_labels", "label"),
         ("nan", "NaN"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import shutil
 import threading
 import time
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Results the new model must make before its latency is judged.
 PROBATION_MIN_FRAMES = 20
+#: How often the probation verdict is looked at.
+PROBATION_POLL_S = 0.25
 #: Requests waiting behind the running update; a newer fleet document replaces a waiting one.
 QUEUE_LIMIT = 4
 
@@ -217,7 +220,10 @@ class Updater:
                 work_dir=work,
             )
         except CandidateError as exc:
-            raise Rejected(exc.reason) from None
+            # The words go to the model topic: the device's folders mean nothing there.
+            raise Rejected(
+                re.sub(rf"{re.escape(str(work))}/?\S*", "the bundle", exc.reason)
+            ) from None
         finally:
             archive.unlink(missing_ok=True)
 
@@ -244,22 +250,25 @@ class Updater:
         crashpoint(p.TRIAL)
         self.store.activate(req.sha256)
         baseline = self.watch.baseline(old_id) or Baseline(float("inf"), 0.0)  # none: no checks
-        self.watch.start(new.model_id, Probation(baseline, self.probation_s, PROBATION_MIN_FRAMES))
+        probation = Probation(baseline, self.probation_s, PROBATION_MIN_FRAMES)
+        self.watch.start(new.model_id, probation)
         self._old = self.host.swap(new)
         if ref.name is not None and ref.version is not None:
             if (self.state.highest_version(ref.name) or -1) < ref.version:
                 self.state.accept_version(ref.name, ref.version)
         crashpoint("probation")
-        deadline = self._clock() + self.probation_s
-        while not self._stop.is_set() and self._clock() < deadline:
-            if self.watch.decided.wait(min(1.0, max(0.0, deadline - self._clock()))):
+        # Until a reason holds or the window has passed with enough frames (a camera that is
+        # down keeps the model on probation: nothing has been proven yet).
+        while not self._stop.is_set():
+            if self.watch.decided.wait(PROBATION_POLL_S) or probation.passed(self._clock()):
                 break
         self.watch.stop()
-        if self._stop.is_set() and self.watch.verdict is None:
+        if self._stop.is_set() and self.watch.verdict is None and probation.reason is None:
             return  # shutdown during probation: the next start resumes it (store.recover)
-        if self.watch.verdict is not None:
-            self.state.mark_rejected(req.sha256, self.watch.verdict)
-            self._rollback(self.watch.verdict, origin=req.origin, failed=ref)
+        verdict = self.watch.verdict or probation.reason
+        if verdict is not None:
+            self.state.mark_rejected(req.sha256, verdict)
+            self._rollback(verdict, origin=req.origin, failed=ref)
             return
         self.state.clear_pending()
         self._old = None

@@ -130,6 +130,9 @@ class Updates:
             manifest.version if manifest else None,
             self.store.current_sha256(),
         )
+        name, version = self.running_ref.name, self.running_ref.version
+        if name and version is not None and (self.state.highest_version(name) or -1) < version:
+            self.state.accept_version(name, version)  # what runs now: no update goes below it
         words = self.boot_words
         state = p.ROLLED_BACK if words and "rolled_back" in words else p.ACTIVE
         self.publish(agent, p.model_payload(state, self.running_ref, reason=words, group=cfg.group))
@@ -210,8 +213,15 @@ class AgentHost:
         return self.agent.slot.current.bundle.manifest.task if self.agent.slot else ""
 
     def label_problems(self, labels: list[str]) -> list[str]:
-        return [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in
-                label_problems(self.agent.cfg, labels)]  # fmt: skip
+        """Labels the config's stages name, and every label of the running model: counts
+        topics, Home Assistant sensors and dashboards are keyed by them."""
+        problems = [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in
+                    label_problems(self.agent.cfg, labels)]  # fmt: skip
+        running = self.agent.slot.current.bundle.manifest.labels if self.agent.slot else []
+        lost = [label for label in running if label not in labels]
+        if lost:
+            problems.append(f"labels of the running model missing: {', '.join(lost)}")
+        return problems
 
     def runtime_of(self, bundle_dir: Path) -> tuple[str, Any]:
         model = self.agent.cfg.model
