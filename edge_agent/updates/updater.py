@@ -98,6 +98,7 @@ class Updater:
         self._busy: UpdateRequest | None = None
         self._old: Predictor | None = None  # the model before the last swap, for a rollback
         self._thread = threading.Thread(target=self._work, name="model-updater", daemon=True)
+        self._resume: UpdateRequest | None = None
 
     # -- outside: commands, the fleet document, the agent -----------------------------------
 
@@ -126,6 +127,12 @@ class Updater:
             return f"{QUEUE_LIMIT} updates are waiting already; try again later"
         return None
 
+    def resume(self, record: UpdateRecord) -> None:
+        """After a restart during probation (the new model runs): watch it again, with no
+        baseline (the old model is not running to compare with): NaN and enough frames."""
+        req = UpdateRequest("", record.sha256, 0, record.version, record.name, record.origin)
+        self._resume = req
+
     def rollback_now(self, reason: str) -> str | None:
         """Go back to models/previous (the rollback_model command); None or why not."""
         if self._busy is not None:
@@ -135,6 +142,13 @@ class Updater:
     # -- the worker ---------------------------------------------------------------------------
 
     def _work(self) -> None:
+        if self._resume is not None:
+            resumed = self._resume
+            self._busy = resumed
+            try:
+                self._probation(resumed, self._ref(resumed), None)
+            finally:
+                self._busy = None
         while not self._stop.is_set():
             req = self._queue.get()
             if req is None:
@@ -169,24 +183,37 @@ class Updater:
                 f" ({reason})" if reason else "")  # fmt: skip
         self.host.publish_model(payload)
 
+    def _record(self, req: UpdateRequest, ref: p.ModelRef, state: str) -> None:
+        """The update in state.json before each state: what a restart must finish or undo."""
+        running, _ = self.host.running()
+        self.state.set_pending(UpdateRecord(
+            sha256=req.sha256, name=ref.name or "", version=ref.version or 0, state=state,
+            origin=req.origin, started=time.time(), previous_sha256=running.sha256, boots=0,
+        ))  # fmt: skip
+
     def _update(self, req: UpdateRequest) -> None:
         ref = self._ref(req)
         work = self.store.models / f"{TMP_PREFIX}work-{req.sha256[:16]}"  # cleanup() knows it
         try:
+            self._record(req, ref, p.DOWNLOADING)
             self._say(p.DOWNLOADING, ref, req)
             crashpoint(p.DOWNLOADING)
             archive = self._download(req)
+            self._record(req, ref, p.VERIFYING)
             self._say(p.VERIFYING, ref, req)
             crashpoint(p.VERIFYING)
             candidate = self._verify(req, archive, work)
             ref = p.ModelRef(candidate.name, candidate.version, req.sha256)
+            self._record(req, ref, p.STAGED)
             folder = self.store.stage(req.sha256, candidate.folder)
             self._say(p.STAGED, ref, req)
             crashpoint(p.STAGED)
             self._trial(folder)
         except DownloadStopped:
+            self.state.clear_pending()
             return  # shutdown: the next start cleans up; a fleet document asks again
         except Rejected as exc:
+            self.state.clear_pending()
             self.state.mark_rejected(req.sha256, str(exc))
             self._say(p.REJECTED, ref, req, str(exc))
             return
@@ -235,27 +262,31 @@ class Updater:
             raise Rejected(f"trial: {report.reason}")
 
     def _swap_and_watch(self, req: UpdateRequest, ref: p.ModelRef, folder: Path) -> None:
-        running, old_id = self.host.running()
+        _, old_id = self.host.running()
         try:
             new = self.host.load(folder)  # loaded and proven beside the old model
         except Exception as exc:  # a model the child ran but this process cannot
+            self.state.clear_pending()
             self.state.mark_rejected(req.sha256, f"cannot load: {exc}")
             self._say(p.REJECTED, ref, req, f"cannot load: {exc}")
             return
-        self.state.set_pending(UpdateRecord(
-            sha256=req.sha256, name=ref.name or "", version=ref.version or 0, state=p.TRIAL,
-            origin=req.origin, started=time.time(), previous_sha256=running.sha256, boots=0,
-        ))  # fmt: skip
+        self._record(req, ref, p.TRIAL)
         self._say(p.TRIAL, ref, req, f"on probation for {self.probation_s:g} s")
         crashpoint(p.TRIAL)
         self.store.activate(req.sha256)
-        baseline = self.watch.baseline(old_id) or Baseline(float("inf"), 0.0)  # none: no checks
-        probation = Probation(baseline, self.probation_s, PROBATION_MIN_FRAMES)
-        self.watch.start(new.model_id, probation)
+        baseline = self.watch.baseline(old_id)
         self._old = self.host.swap(new)
         if ref.name is not None and ref.version is not None:
             if (self.state.highest_version(ref.name) or -1) < ref.version:
                 self.state.accept_version(ref.name, ref.version)
+        self._probation(req, ref, baseline)
+
+    def _probation(self, req: UpdateRequest, ref: p.ModelRef, baseline: Baseline | None) -> None:
+        """Watch the running new model until a verdict; roll back or make it active."""
+        probation = Probation(baseline or Baseline(float("inf"), 0.0), self.probation_s,
+                              PROBATION_MIN_FRAMES)  # fmt: skip
+        _, model_id = self.host.running()
+        self.watch.start(model_id, probation)
         crashpoint("probation")
         # Until a reason holds or the window has passed with enough frames (a camera that is
         # down keeps the model on probation: nothing has been proven yet).

@@ -25,7 +25,7 @@ from edge_agent.predictor import Predictor
 from edge_agent.publish.commands import CommandRefused, UpdateModelArgs
 from edge_agent.updates import progress as p
 from edge_agent.updates.desired import DesiredError, verify_desired
-from edge_agent.updates.device_state import DeviceState
+from edge_agent.updates.device_state import DeviceState, UpdateRecord
 from edge_agent.updates.download import FetchPolicy
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.updater import Updater, UpdateRequest
@@ -63,10 +63,12 @@ class Updates:
         self.watch = ResultWatch()
         self.updater: Updater | None = None
         self.boot_words: str | None = None
+        self.interrupted: UpdateRecord | None = None
         self.running_ref = p.ModelRef(None, None, None)
 
     def boot(self) -> Path:
         """The bundle folder this start runs: the store's current model after recovery."""
+        self.interrupted = self.state.pending  # the update a crash cut short, if any
         self.boot_words = self.store.recover(self.state)
         if self.boot_words:
             log.warning("model store: %s", self.boot_words)
@@ -133,13 +135,31 @@ class Updates:
         name, version = self.running_ref.name, self.running_ref.version
         if name and version is not None and (self.state.highest_version(name) or -1) < version:
             self.state.accept_version(name, version)  # what runs now: no update goes below it
-        words = self.boot_words
-        state = p.ROLLED_BACK if words and "rolled_back" in words else p.ACTIVE
-        self.publish(agent, p.model_payload(state, self.running_ref, reason=words, group=cfg.group))
+        self.publish(agent, self._boot_payload())
+        pending = self.state.pending  # still set: restarted during probation, the model runs
+        if pending is not None and pending.sha256 == self.running_ref.sha256:
+            self.updater.resume(pending)
         self.updater.start()
         if cfg.group and agent.publisher is not None:
             topic = f"{agent.publisher.topics.prefix}/fleet/{cfg.group}/desired"
             agent.publisher.watch(topic, self._on_desired)
+
+    def _boot_payload(self) -> dict[str, Any]:
+        """The model topic at start: the running model, or what became of an update a crash
+        cut short (the same shape as when it ends without a crash)."""
+        group, words, cut = self.cfg.updates.group, self.boot_words, self.interrupted
+        if cut is None or not words:
+            return p.model_payload(p.ACTIVE, self.running_ref, group=group)
+        if words.startswith(p.TRIAL):  # the new model runs and its probation goes on
+            return p.model_payload(p.TRIAL, self.running_ref, reason=words.partition(": ")[2],
+                                   origin=cut.origin, group=group)  # fmt: skip
+        state, _, reason = words.partition(": ")
+        if state == p.ROLLED_BACK:
+            return p.model_payload(state, self.running_ref, reason=f"{cut.name}@{cut.version}: "
+                                   f"{reason}", origin=cut.origin, group=group)  # fmt: skip
+        candidate = p.ModelRef(cut.name or None, cut.version, cut.sha256)
+        return p.model_payload(p.REJECTED, candidate, reason=reason, origin=cut.origin,
+                               group=group, previous=self.running_ref)  # fmt: skip
 
     def publish(self, agent: Agent, payload: dict[str, Any]) -> None:
         if agent.publisher is not None:
