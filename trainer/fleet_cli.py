@@ -18,6 +18,7 @@ from edge_agent.bundle.signing import load_private_key
 from edge_agent.cli.common import EXIT_OK
 from edge_agent.config.mqtt import read_password_file
 from trainer.cli_support import AGENT_INPUT_ERRORS, INPUT_ERRORS, error, positive
+from trainer.errors import InputError
 from trainer.fleet import (
     DEFAULT_DEVICE_TIMEOUT_S,
     BundleInfo,
@@ -36,7 +37,8 @@ EXIT_FAILED = 1
 #: --expires-in units, s.
 UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_EXPIRES = "7d"
-FLEET_INPUT_ERRORS = (*INPUT_ERRORS, *AGENT_INPUT_ERRORS)
+#: Bad input: a flag, a bundle, a key, a broker that cannot be reached (FleetError).
+FLEET_INPUT_ERRORS: tuple[type[Exception], ...] = (*INPUT_ERRORS, *AGENT_INPUT_ERRORS)
 
 
 def duration(text: str) -> float:
@@ -132,10 +134,13 @@ def connection(args: argparse.Namespace) -> Connection:
     host, _, port = str(args.broker).partition(":")
     port = port or "1883"
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(
+        raise InputError(
             f"--broker: expected HOST[:PORT] with a port 1 to 65535, got {args.broker!r}"
         )
-    password = read_password_file(args.password_file) if args.password_file else None
+    try:
+        password = read_password_file(args.password_file) if args.password_file else None
+    except ValueError as exc:
+        raise InputError(f"--password-file: {exc}") from None
     return Connection(
         host,
         int(port),
@@ -162,7 +167,7 @@ def _archive(args: argparse.Namespace) -> BundleInfo:
 
 def _key(args: argparse.Namespace) -> Any:
     if args.key is None:
-        raise ValueError("--key: a group's desired document must be signed; give the private key")
+        raise InputError("--key: a group's desired document must be signed; give the private key")
     return load_private_key(args.key)
 
 
@@ -184,7 +189,7 @@ def run_push(args: argparse.Namespace) -> int:
             )
             print(f"{args.device}: update_model {info.name}@{info.version} from {url}")
             [outcome] = update_devices(fleet, [args.device], info, url, args.timeout)
-    except (*FLEET_INPUT_ERRORS, ValueError) as exc:
+    except FLEET_INPUT_ERRORS as exc:
         return error(exc)
     print(
         f"{outcome.device}: {outcome.state} after {outcome.seconds:.1f} s"
@@ -197,7 +202,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         with FleetClient(connection(args), args.prefix) as fleet:
             devices = fleet.snapshot()
-    except (*FLEET_INPUT_ERRORS, ValueError) as exc:
+    except FLEET_INPUT_ERRORS as exc:
         return error(exc)
     rows = [("device", "group", "state", "model", "online", "reason")]
     for dev, entry in sorted(devices.items()):
@@ -244,7 +249,7 @@ def run_rollout(args: argparse.Namespace) -> int:
                 device_timeout_s=args.timeout,
                 progress=print,
             )
-    except (*FLEET_INPUT_ERRORS, ValueError) as exc:
+    except FLEET_INPUT_ERRORS as exc:
         return error(exc)
     for o in report.outcomes:
         if o.state != "active":
