@@ -248,6 +248,10 @@ class FleetClient:
         self.client.publish(f"{self.prefix}/{device}/cmd/{name}", body, qos=1, properties=props)
         return corr
 
+    def reply(self, corr: bytes) -> dict[str, Any] | None:
+        with self._cond:
+            return self.replies.get(corr)
+
     def snapshot(self) -> dict[str, Device]:
         with self._cond:
             return {k: Device(v.model, v.status, v.model_updates) for k, v in self.devices.items()}
@@ -377,7 +381,7 @@ class RolloutReport:
     devices: list[str]
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already on the bundle
-    rolled_back: list[str] = field(default_factory=list)  # told to roll back on abort
+    rolled_back: list[str] = field(default_factory=list)  # rolled back on abort (replied ok)
     aborted: bool = False
     desired_seq: int | None = None
     seconds: float = 0.0
@@ -390,6 +394,13 @@ class RolloutReport:
 
     def failures(self) -> int:
         return sum(o.state != "active" for o in self.outcomes)
+
+
+def rollback_devices(fleet: FleetClient, devices: Sequence[str], timeout_s: float) -> list[str]:
+    """Send cmd/rollback_model to each; return those that answered ok within ``timeout_s``."""
+    sent = {d: fleet.command(d, "rollback_model") for d in devices}
+    fleet.wait(lambda: all(c in fleet.replies for c in sent.values()), timeout_s)
+    return [d for d, c in sent.items() if (fleet.reply(c) or {}).get("ok") is True]
 
 
 def group_devices(fleet: FleetClient, group: str) -> list[str]:
@@ -443,9 +454,8 @@ def rollout(
         progress(f"{what}: {failed} of {tried} tried failed so far ({report.counts()})")
         if failed * 100 > max_failures_pct * tried:
             report.aborted = True
-            report.rolled_back = [o.device for o in report.outcomes if o.state == "active"]
-            for dev in report.rolled_back:
-                fleet.command(dev, "rollback_model")
+            went_active = [o.device for o in report.outcomes if o.state == "active"]
+            report.rolled_back = rollback_devices(fleet, went_active, device_timeout_s)
             progress(
                 f"abort: {100 * failed / tried:.0f} % failed > {max_failures_pct:g} %; "
                 f"rolling back {len(report.rolled_back)} devices"

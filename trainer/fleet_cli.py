@@ -255,8 +255,10 @@ def run_rollout(args: argparse.Namespace) -> int:
         if o.state != "active":
             print(f"  {o.device}: {o.state} ({o.reason or 'no reason given'})")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())) or "none"
+    went_active = report.counts().get("active", 0)
     verdict = (
-        f"ABORTED, {len(report.rolled_back)} devices told to roll back; nothing published"
+        f"ABORTED, {len(report.rolled_back)} of {went_active} devices that went active rolled "
+        "back; nothing published"
         if report.aborted
         else f"done, published desired seq {report.desired_seq}"
     )
