@@ -100,6 +100,8 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
         )
         meter.start()
         fleet = SimFleet(broker.host, broker.port, args.devices, cfg).start(timeout_s=120)
+        # CONNACKs are in; the connect phase ends when their status and model reached us.
+        rec.wait_for(lambda: len(rec.messages) >= 2 * args.devices, 30)
         phases = [meter.stop("connect")]
         if args.agent_config:
             agent = subprocess.Popen(
