@@ -17,6 +17,7 @@ from tests.helpers.mqtt import Broker, Recorder
 from tests.helpers.waiting import wait_until
 from tools.fleet_sim import SimConfig, SimFleet
 from trainer.cli import main
+from trainer.fleet import bundle_info
 from trainer.fleet_cli import duration
 from trainer.signing_cli import keygen, pack_bundle
 
@@ -189,3 +190,21 @@ def test_a_late_joiner_reconciles_to_the_desired_doc(broker, keys, archive):
         assert {d.desired_seq for d in fleet.devices} == {1}
     finally:
         fleet.stop()
+
+
+def test_signed_commands_pass_the_devices_check(broker, keys, archive, tmp_path):
+    from edge_agent.publish.command_auth import CommandAuth
+
+    rec = Recorder(broker, "edgesight/shelf-01/cmd/#", persistent_session=False)
+    try:
+        code = cli(broker, "push", str(archive), "--url-base", URL_BASE, "--device", "shelf-01",
+                   "--key", str(keys[0]), "--sign-commands", "--timeout", "1")  # fmt: skip
+        assert code == 1  # nobody answered
+        assert rec.wait_for(lambda: len(rec.messages) == 1)
+    finally:
+        rec.close()
+    envelope = json.loads(rec.messages[0].payload)
+    auth = CommandAuth("shelf-01", [keys[1]], tmp_path / "seq.json")
+    verified = auth.check("update_model", envelope)
+    assert verified.seq > 0
+    assert envelope["args"]["sha256"] == bundle_info(archive).sha256

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.bundle import load_bundle
+from edge_agent.publish.command_auth import sign_command
 from edge_agent.publish.paho_support import describe_code, guarded
 from edge_agent.updates.desired import sign_desired
 from trainer.errors import InputError
@@ -43,6 +44,8 @@ KEEPALIVE_S = 30
 #: How long one device may take from command to a final state before it counts as failed, s.
 DEFAULT_DEVICE_TIMEOUT_S = 600.0
 SHA_CHUNK_BYTES = 1 << 20
+#: A signed command's lifetime, s: long enough for a queued QoS 1 delivery, short against replay.
+COMMAND_TTL_S = 300
 
 
 class FleetError(InputError):
@@ -127,6 +130,8 @@ class FleetClient:
         self.devices: dict[str, Device] = {}
         self.replies: dict[bytes, dict[str, Any]] = {}
         self.retained: dict[str, bytes] = {}
+        #: Signs commands (docs/commands.md's envelope) when the devices require it.
+        self.signer: Ed25519PrivateKey | None = None
         self.on_model: Callable[[str, dict[str, Any]], None] | None = None
         self._inbox = f"{self.prefix}/tools/{uuid.uuid4().hex[:12]}"
         self._cond = threading.Condition()
@@ -244,7 +249,20 @@ class FleetClient:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = f"{self._inbox}/reply/{corr.decode()}"
         props.CorrelationData = corr
-        body = json.dumps({"id": corr.decode(), **(args or {})}).encode()
+        if self.signer is None:
+            body = json.dumps({"id": corr.decode(), **(args or {})}).encode()
+        else:  # devices with commands.public_keys take only signed envelopes
+            seq = time.time_ns() // 1_000_000  # rises across runs without a counter on disk
+            envelope = sign_command(
+                self.signer,
+                device=device,
+                command=name,
+                seq=seq,
+                expires=int(time.time() + COMMAND_TTL_S),
+                args=args,
+                request_id=corr.decode(),
+            )
+            body = json.dumps(envelope).encode()
         self.client.publish(f"{self.prefix}/{device}/cmd/{name}", body, qos=1, properties=props)
         return corr
 

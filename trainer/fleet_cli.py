@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from edge_agent.bundle.signing import load_private_key
 from edge_agent.cli.common import EXIT_OK
 from edge_agent.config.mqtt import read_password_file
@@ -95,6 +97,11 @@ def _bundle_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_DEVICE_TIMEOUT_S,
         help="per device, command to final state (600s)",
     )
+    parser.add_argument(
+        "--sign-commands",
+        action="store_true",
+        help="sign commands with --key (for devices with mqtt.commands.public_keys)",
+    )
 
 
 def add_fleet_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -165,9 +172,11 @@ def _archive(args: argparse.Namespace) -> BundleInfo:
     return bundle_info(path)
 
 
-def _key(args: argparse.Namespace) -> Any:
+def _key(args: argparse.Namespace) -> Ed25519PrivateKey:
     if args.key is None:
-        raise InputError("--key: a group's desired document must be signed; give the private key")
+        raise InputError(
+            "--key: desired documents (and --sign-commands) must be signed; give the private key"
+        )
     return load_private_key(args.key)
 
 
@@ -175,9 +184,10 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         info, conn = _archive(args), connection(args)
         url = bundle_url(args.url_base, info.archive)
-        key = _key(args) if args.group else None
+        key = _key(args) if args.group or args.sign_commands else None
         with FleetClient(conn, args.prefix) as fleet:
-            if key is not None:
+            fleet.signer = key if args.sign_commands else None
+            if key is not None and args.group:
                 doc = publish_desired(fleet, key, args.group, info, url, args.expires_in)
                 print(
                     f"published {desired_topic(fleet.prefix, args.group)} seq {doc['seq']}: "
@@ -236,6 +246,7 @@ def run_rollout(args: argparse.Namespace) -> int:
         info, conn, key = _archive(args), connection(args), _key(args)
         url = bundle_url(args.url_base, info.archive)
         with FleetClient(conn, args.prefix) as fleet:
+            fleet.signer = key if args.sign_commands else None
             report = rollout(
                 fleet,
                 key,
