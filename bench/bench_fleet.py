@@ -27,13 +27,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.bundle.signing import load_private_key, load_public_key
 from tests.helpers.models import classifier_bundle
-from tests.helpers.mqtt import Broker, Recorder
+from tests.helpers.mqtt import Broker
 from tools.fleet_sim import SimConfig, SimFleet
 from trainer.fleet import Connection, FleetClient, bundle_info, bundle_url, rollout
 from trainer.signing_cli import keygen, pack_bundle
@@ -60,22 +65,53 @@ class Phase:
     sim_cpu_s: float
 
 
-class Meter:
-    """Messages the wildcard subscriber saw, broker and own CPU, between start() and stop()."""
+class Counter:
+    """A wildcard subscriber that only counts. QoS 0: at QoS 1 the broker queues at most
+    max_queued_messages (1000) for a client and drops the rest of a burst, so it would
+    undercount; tests/helpers/mqtt.py's Recorder subscribes at QoS 1 and keeps every message."""
 
-    def __init__(self, rec: Recorder, broker_pid: int) -> None:
-        self.rec, self.pid = rec, broker_pid
+    def __init__(self, broker: Broker, topic_filter: str) -> None:
+        self.count = 0
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=0)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise TimeoutError(f"the counter could not subscribe to {topic_filter} on {broker}")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.count += 1  # one writer, the network thread; readers only read
+
+    def wait_for(self, n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.count < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.count >= n
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Meter:
+    """Messages the counter saw, broker and own CPU, between start() and stop()."""
+
+    def __init__(self, counter: Counter, broker_pid: int) -> None:
+        self.counter, self.pid = counter, broker_pid
         self.mark = (0.0, 0, 0.0, 0.0)
 
     def start(self) -> None:
-        self.mark = (time.monotonic(), len(self.rec.messages), cpu_s(self.pid), time.process_time())
+        self.mark = (time.monotonic(), self.counter.count, cpu_s(self.pid), time.process_time())
 
     def stop(self, name: str) -> Phase:
         t, n, cpu, own = self.mark
         return Phase(
             name,
             time.monotonic() - t,
-            len(self.rec.messages) - n,
+            self.counter.count - n,
             cpu_s(self.pid) - cpu,
             time.process_time() - own,
         )
@@ -85,7 +121,7 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
     broker = Broker(work, port=args.port)
     broker.start()
     pid = broker._proc.pid if broker._proc else 0  # the helper keeps its Popen private
-    rec = Recorder(broker, f"{args.prefix}/#", persistent_session=False)
+    rec = Counter(broker, f"{args.prefix}/#")
     agent = None
     try:
         meter = Meter(rec, pid)
@@ -101,7 +137,7 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
         meter.start()
         fleet = SimFleet(broker.host, broker.port, args.devices, cfg).start(timeout_s=120)
         # CONNACKs are in; the connect phase ends when their status and model reached us.
-        rec.wait_for(lambda: len(rec.messages) >= 2 * args.devices, 30)
+        rec.wait_for(2 * args.devices, 30)
         phases = [meter.stop("connect")]
         if args.agent_config:
             agent = subprocess.Popen(

@@ -184,8 +184,11 @@ class FleetClient:
         if rc.is_failure:
             self._error = f"connection refused: {describe_code(rc)}"
             return
+        # QoS 0 for the fleet's retained state: a broker queues a bounded number of QoS 1
+        # messages per client (mosquitto's max_queued_messages, 1000) and drops the rest, so
+        # 1,000 devices' retained model + status at QoS 1 lost half of them, and the sync marker.
         client.subscribe(
-            [(f"{self.prefix}/+/model", 1), (f"{self.prefix}/+/status", 1), (f"{self._inbox}/#", 1)]
+            [(f"{self.prefix}/+/model", 0), (f"{self.prefix}/+/status", 0), (f"{self._inbox}/#", 1)]
         )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
