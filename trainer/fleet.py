@@ -204,12 +204,12 @@ class FleetClient:
             self._cond.notify_all()
 
     def _record(self, topic: str, payload: bytes) -> None:
-        if msg_retained := topic.startswith(f"{self.prefix}/fleet/"):
+        if fleet_topic := topic.startswith(f"{self.prefix}/fleet/"):
             self.retained[topic] = payload
         rest = topic.removeprefix(f"{self.prefix}/")
         device, _, kind = rest.partition("/")
         data = _json_object(payload)
-        if msg_retained or data is None or kind not in ("model", "status"):
+        if fleet_topic or data is None or kind not in ("model", "status"):
             return
         entry = self.devices.setdefault(device, Device())
         if kind == "model":
