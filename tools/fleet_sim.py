@@ -93,6 +93,7 @@ class SimDevice:
         self.state = "active"
         self.busy = False
         self.connected = False
+        self.started = False
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.id, protocol=mqtt.MQTTv5
         )
@@ -108,14 +109,31 @@ class SimDevice:
         self.client.publish(topic, json.dumps(payload), qos=1, retain=retain, **kw)
 
     def status(self) -> None:
-        self.publish(f"{self.base}/status", {"state": "online", "ts": round(time.time(), 3),
-                     "agent_version": "sim", "model": self.current, "run": self.id})  # fmt: skip
+        self.publish(
+            f"{self.base}/status",
+            {
+                "state": "online",
+                "ts": round(time.time(), 3),
+                "agent_version": "sim",
+                "model": self.current,
+                "run": self.id,
+            },
+        )
 
     def model(self, state: str, about: dict[str, Any], reason: str | None, origin: str) -> None:
         self.state = state
-        self.publish(f"{self.base}/model", {**about, "state": state, "ts": round(time.time(), 3),
-                     "reason": reason, "origin": origin, "group": self.cfg.group,
-                     "previous": self.previous})  # fmt: skip
+        self.publish(
+            f"{self.base}/model",
+            {
+                **about,
+                "state": state,
+                "ts": round(time.time(), 3),
+                "reason": reason,
+                "origin": origin,
+                "group": self.cfg.group,
+                "previous": self.previous,
+            },
+        )
 
     def _on_connect(self, client: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
         if rc.is_failure:
@@ -123,11 +141,12 @@ class SimDevice:
         self.connected = True
         self.fleet.connected.add(self.id)
         self.status()
-        if not self.busy:
-            self.model(self.state if self.state != "active" else "active", self.current,
-                       None, "start")  # fmt: skip
-        client.subscribe([(f"{self.base}/cmd/+", 1),
-                          (f"{self.cfg.prefix}/fleet/{self.cfg.group}/desired", 1)])  # fmt: skip
+        if not self.started:  # a start, not a reconnect: the broker kept the retained state
+            self.started = True
+            self.model("active", self.current, None, "start")
+        client.subscribe(
+            [(f"{self.base}/cmd/+", 1), (f"{self.cfg.prefix}/fleet/{self.cfg.group}/desired", 1)]
+        )
 
     def _on_disconnect(self, client: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
         self.connected = False
@@ -162,8 +181,9 @@ class SimDevice:
         else:
             self._reply(msg, name, request, {"ok": False, "error": f"unknown command {name!r}"})
 
-    def _reply(self, msg: mqtt.MQTTMessage, name: str, req: dict[str, Any],
-               body: dict[str, Any]) -> None:  # fmt: skip
+    def _reply(
+        self, msg: mqtt.MQTTMessage, name: str, req: dict[str, Any], body: dict[str, Any]
+    ) -> None:
         props = msg.properties
         topic = getattr(props, "ResponseTopic", None) or f"{self.base}/cmd/{name}/reply"
         out = Properties(PacketTypes.PUBLISH)
@@ -176,8 +196,11 @@ class SimDevice:
 
     def _update(self, req: dict[str, Any], origin: str, rollback: bool) -> dict[str, Any]:
         try:
-            about = {"name": str(req.get("name") or self.current["name"]),
-                     "version": int(req["version"]), "sha256": str(req["sha256"])}  # fmt: skip
+            about = {
+                "name": str(req.get("name") or self.current["name"]),
+                "version": int(req["version"]),
+                "sha256": str(req["sha256"]),
+            }
         except (KeyError, TypeError, ValueError):
             return {"ok": False, "error": "update_model needs version and sha256"}
         if self.busy:
@@ -252,8 +275,9 @@ class SimFleet:
         self._stopped = threading.Event()
         failing = set(self.rng.sample(range(count), round(count * cfg.fail_fraction)))
         kinds = ("rejected", "rolled_back")
-        self.devices = [SimDevice(self, i, kinds[i % 2] if i in failing else None)
-                        for i in range(count)]  # fmt: skip
+        self.devices = [
+            SimDevice(self, i, kinds[i % 2] if i in failing else None) for i in range(count)
+        ]
 
     def attach(self, client: mqtt.Client) -> None:
         """Let the selector drive this client: paho tells us when its socket opens, closes and
@@ -284,8 +308,10 @@ class SimFleet:
         deadline = time.monotonic() + timeout_s
         while len(self.connected) < len(self.devices):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.connected)} of {len(self.devices)} simulated "
-                                   f"devices connected within {timeout_s:g} s")  # fmt: skip
+                raise TimeoutError(
+                    f"{len(self.connected)} of {len(self.devices)} simulated "
+                    f"devices connected within {timeout_s:g} s"
+                )
             time.sleep(0.05)
         return self
 
@@ -316,8 +342,16 @@ class SimFleet:
         self._stopped.set()
 
     def publish_offline(self, dev: SimDevice) -> None:
-        dev.publish(f"{dev.base}/status", {"state": "offline", "ts": round(time.time(), 3),
-                    "agent_version": "sim", "model": dev.current, "run": dev.id})  # fmt: skip
+        dev.publish(
+            f"{dev.base}/status",
+            {
+                "state": "offline",
+                "ts": round(time.time(), 3),
+                "agent_version": "sim",
+                "model": dev.current,
+                "run": dev.id,
+            },
+        )
 
     def _beat(self, dev: SimDevice) -> Callable[[], None]:
         def beat() -> None:
@@ -364,9 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     host, _, port = args.broker.partition(":")
-    cfg = SimConfig(prefix=args.prefix, group=args.group, fail_fraction=args.fail_fraction,
-                    public_keys=[load_public_key(k) for k in args.public_key],
-                    heartbeat_s=args.heartbeat_s, seed=args.seed)  # fmt: skip
+    cfg = SimConfig(
+        prefix=args.prefix,
+        group=args.group,
+        fail_fraction=args.fail_fraction,
+        public_keys=[load_public_key(k) for k in args.public_key],
+        heartbeat_s=args.heartbeat_s,
+        seed=args.seed,
+    )
     fleet = SimFleet(host, int(port or 1883), args.devices, cfg)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
