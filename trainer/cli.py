@@ -33,6 +33,7 @@ from trainer.datasets import (
 from trainer.datasets.multilabel import MIN_AREA, MIN_VISIBLE
 from trainer.datasets.stats import size_range, summarize, warnings
 from trainer.export_cli import add_export_commands
+from trainer.fleet_cli import add_fleet_commands
 from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
 from trainer.synth import MIN_VISIBLE as SYNTH_MIN_VISIBLE
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)  # train, evaluate
     add_export_commands(sub)  # export
     add_signing_commands(sub)  # keygen, sign, pack
+    add_fleet_commands(sub)  # push, fleet status, fleet rollout
     return parser
 
 
