@@ -139,6 +139,8 @@ def test_help_and_only_honest_subcommands(capsys) -> None:
         "keygen",
         "sign",
         "pack",
+        "push",
+        "fleet",
     }
 
 
