@@ -15,14 +15,17 @@ CPU time from /proc/<pid>/stat:
 - rollout: trainer.fleet.rollout, canary ``--canary`` then batches of ``--batch``, abort above
   ``--max-failures-pct``: completion time, messages per device, broker CPU seconds, aborted.
 
-``--agent-config`` adds one real ``edge-agent run -c PATH`` to the run: its config must name the
-group (``--group``) and the broker port (``--port``, fixed for this), and trust the key this
-bench writes to ``--key-dir`` (the lead's part of issue 13 wires the agent's updater).
+One real ``edge-agent run`` joins each run (``--no-agent`` leaves it out): the toy
+colour-blocks detector, version 1, on a looping clip, in the bench's group, trusting the
+bench's key; the rollout's bundle is its version 2, served from a loopback HTTP server, so the
+real agent downloads, verifies, tries and swaps it like a device in the field while the
+simulated devices only pretend to. Its final model state is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -37,14 +40,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.bundle.signing import load_private_key, load_public_key
-from tests.helpers.models import classifier_bundle
+from tests.helpers.clips import write_clip
 from tests.helpers.mqtt import Broker
+from tests.helpers.update_server import UpdateServer
+from tools.bad_models import build
 from tools.fleet_sim import SimConfig, SimFleet
 from trainer.fleet import Connection, FleetClient, bundle_info, bundle_url, rollout
 from trainer.signing_cli import keygen, pack_bundle
 
 SCENARIOS = (0.02, 0.30)  # failing fractions: one completes, one aborts
-URL_BASE = "https://models.example/bundles"
+#: The real agent's device id in the run.
+AGENT_ID = "real-agent"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Longest wait for the real agent to publish its model, s.
 AGENT_READY_S = 60.0
@@ -139,9 +145,12 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
         # CONNACKs are in; the connect phase ends when their status and model reached us.
         rec.wait_for(2 * args.devices, 30)
         phases = [meter.stop("connect")]
-        if args.agent_config:
+        if args.agent:
+            config = agent_config_file(args, work, broker)
             agent = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(args.agent_config)]
+                [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / "agent.log").open("wb"),
             )
         meter.start()
         time.sleep(args.steady_s)
@@ -159,7 +168,7 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
                 key,
                 args.group,
                 args.info,
-                bundle_url(URL_BASE, args.archive),
+                bundle_url(args.url_base, args.archive),
                 canary=args.canary,
                 batch=args.batch,
                 max_failures_pct=args.max_failures_pct,
@@ -167,6 +176,12 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
                 device_timeout_s=args.timeout_s,
             )
         phases.append(meter.stop("rollout"))
+        if agent is not None:
+            real = tool.snapshot().get(AGENT_ID)
+            model = real.model if real else None
+            seen = (f"{model['state']} {model['name']}@{model['version']}"
+                    if model else "no model state seen")  # fmt: skip
+            print(f"real agent {AGENT_ID}: {seen}")
         fleet.stop()
     finally:
         if agent is not None:
@@ -196,6 +211,27 @@ def scenario(args: argparse.Namespace, work: Path, fail: float) -> None:
         )
 
 
+def agent_config_file(args: argparse.Namespace, work: Path, broker: Broker) -> Path:
+    """The real agent's config: bundle v1 (signed by the bench key), a looping clip, the group."""
+    key = load_private_key(args.key_dir / "edgesight.key")
+    v1 = build("good", work / "agent-v1", key, version=1)
+    clip = write_clip(work / "clip.mp4")
+    cfg = {
+        "device_id": AGENT_ID,
+        "state_dir": str(work / "agent-state"),
+        "model": {"bundle": str(v1), "threads": 1,
+                  "public_keys": [str(args.key_dir / "edgesight.pub")]},
+        "sources": [{"id": "belt", "uri": str(clip), "on_eof": "loop", "fps_limit": 10}],
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": args.prefix},
+        "updates": {"group": args.group, "allow_http": True, "allow_private_addresses": True,
+                    "probation_s": 5},
+        "log_level": "WARNING",
+    }  # fmt: skip
+    path = work / "agent.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
 def pair(text: str) -> tuple[float, float]:
     low, _, high = text.partition(",")
     return float(low), float(high or low)
@@ -215,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per device")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", type=float, action="append", help="failing fraction(s)")
-    parser.add_argument("--agent-config", type=Path, help="also run one real edge-agent")
+    parser.add_argument(
+        "--no-agent", dest="agent", action="store_false", help="no real edge-agent in the run"
+    )
     parser.add_argument("--port", type=int, help="broker port (default: a free one)")
     parser.add_argument("--key-dir", type=Path, help="signing key pair (default: a new one)")
     args = parser.parse_args(argv)
@@ -224,18 +262,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.key_dir is None or not (args.key_dir / "edgesight.key").exists():
             args.key_dir = args.key_dir or work / "keys"
             keygen(args.key_dir)
-        folder = classifier_bundle(work / "bundle", name="sim-model", version=2)
-        args.archive = pack_bundle(folder, work / "sim-model-2.tar.gz")
+        # The real agent's next model: colour-blocks v2, signed, served on loopback at the
+        # one path the test server serves (the simulated devices never fetch it).
+        key = load_private_key(args.key_dir / "edgesight.key")
+        folder = build("good", work / "bundle", key, version=2)
+        args.archive = pack_bundle(folder, work / "bundle.tar.gz")
         args.info = bundle_info(args.archive)
-        print(
-            f"{args.devices} simulated devices, canary {args.canary}, batches of "
-            f"{args.batch}, abort above {args.max_failures_pct:g} % failed, downloads "
-            f"{args.download_s[0]:g}-{args.download_s[1]:g} s, heartbeat every "
-            f"{args.heartbeat_s:g} s, {os.cpu_count()} cores"
-        )
-        for i, fail in enumerate(args.scenario or SCENARIOS):
-            (work / f"run{i}").mkdir()
-            scenario(args, work / f"run{i}", fail)
+        with UpdateServer(args.archive.read_bytes()) as server:
+            args.url_base = server.url.rsplit("/", 1)[0]
+            print(
+                f"{args.devices} simulated devices, canary {args.canary}, batches of "
+                f"{args.batch}, abort above {args.max_failures_pct:g} % failed, downloads "
+                f"{args.download_s[0]:g}-{args.download_s[1]:g} s, heartbeat every "
+                f"{args.heartbeat_s:g} s, {os.cpu_count()} cores"
+            )
+            for i, fail in enumerate(args.scenario or SCENARIOS):
+                (work / f"run{i}").mkdir()
+                scenario(args, work / f"run{i}", fail)
     return 0
 
 
