@@ -3,9 +3,8 @@ nothing else.
 
 The URL comes from an MQTT command or a fleet document, so the server may be slow, cut, lying
 or hostile, and the address may point into the LAN the device sits on. Hence: the size and
-sha256 the caller pinned decide, never Content-Length; a host resolving to a private, loopback,
-link-local or multicast address is refused before connecting (and the connection goes to the
-address that was checked, so a second DNS answer cannot swap it: DNS rebinding); bytes are
+sha256 the caller pinned decide, never Content-Length; the address is checked before connecting
+(netguard.py: no private, loopback, link-local or multicast host, no DNS rebinding); bytes are
 counted and capped at ``size``; a read gap or an overall deadline ends a trickle. A cut resumes
 with ``Range`` from the ``.part`` file, accepting only a 206 whose Content-Range starts where the
 file ends (RFC 9110 14.4); the whole file is hashed at the end whatever happened in between.
@@ -14,13 +13,10 @@ file ends (RFC 9110 14.4); the whole file is hashed at the end whatever happened
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import logging
 import os
 import re
 import shutil
-import socket
-import ssl
 import threading
 import time
 import urllib.parse
@@ -31,6 +27,9 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from edge_agent.fsutil import fsync_dir, sha256_file
+from edge_agent.updates import netguard
+from edge_agent.updates.netguard import Retry as _Retry
+from edge_agent.updates.netguard import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,6 @@ CHUNK_BYTES = 64 * 1024
 #: Backoff between attempts: short, the deadline bounds the total anyway.
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
-#: How often the stop watcher looks whether the download has finished.
-STOP_POLL_S = 0.2
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -63,10 +60,6 @@ class DownloadStopped(DownloadError):
     """``stop`` was set (shutdown): not the bundle's fault; the ``.part`` stays to resume."""
 
 
-class _Retry(Exception):
-    """A fault another attempt may cure (a cut, a stall, a 503); ``reason`` is kept if not."""
-
-
 @dataclass(frozen=True)
 class FetchPolicy:
     """What a device allows a download to do (from its config)."""
@@ -78,15 +71,6 @@ class FetchPolicy:
     deadline_s: float = 1800.0  # the whole download, retries included
     retries: int = 5  # attempts after the first
     cafile: str | None = None  # trust these CAs instead of the system's
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: error messages end up in logs and MQTT."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 class _Body(Protocol):
@@ -114,10 +98,8 @@ def fetch(
         raise ValueError(f"size must be a positive byte count, got {size}")
     if size > policy.max_bytes:
         raise DownloadError(url, f"{size} bytes announced, over the {policy.max_bytes} allowed")
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in ("https", "http", "file") or (scheme == "http" and not policy.allow_http):
-        allowed = "https, file" + (", http" if policy.allow_http else " (http is not allowed)")
-        raise DownloadError(url, f"scheme {scheme!r} refused; allowed: {allowed}")
+    if refusal := netguard.scheme_refusal(url, policy.allow_http):
+        raise DownloadError(url, refusal)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     if have > size:
@@ -160,8 +142,7 @@ class _Job:
         self.stop = stop
         self.progress = progress
         self.deadline = time.monotonic() + policy.deadline_s
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        self._live = netguard.LiveSocket()
 
     def fail(self, reason: str) -> DownloadError:
         return DownloadError(self.url, reason)
@@ -169,7 +150,9 @@ class _Job:
     def run(self) -> None:
         """Attempt until the ``.part`` holds ``size`` bytes, retrying what a retry may cure."""
         done = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(done,), name="fetch-stop", daemon=True)
+        watcher = threading.Thread(
+            target=self._live.watch, args=(self.stop, done), name="fetch-stop", daemon=True
+        )
         watcher.start()
         reason = ""
         try:
@@ -193,18 +176,6 @@ class _Job:
             raise self.fail(f"{reason} (after {attempt + 1} attempts)")
         finally:
             done.set()
-
-    def _watch(self, done: threading.Event) -> None:
-        """Shut the live socket when ``stop`` is set, so a blocked read returns at once."""
-        while not done.is_set():
-            if self.stop.wait(STOP_POLL_S):
-                with self._lock:
-                    if self._sock is not None:
-                        try:
-                            self._sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass  # already closed: nothing to wake
-                return
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -235,8 +206,7 @@ class _Job:
             try:
                 location = self._request(conn, url, have)
             finally:
-                with self._lock:
-                    self._sock = None
+                self._live.hold(None)
                 conn.close()
             if location is None:
                 return
@@ -254,60 +224,21 @@ class _Job:
             self._pump(src, out, 0, "the file")
 
     def _connect(self, url: str) -> http.client.HTTPConnection:
-        parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("https", "http") or (scheme == "http" and not self.policy.allow_http):
-            raise self.fail(f"redirect to {mask_url(url)} refused (scheme {scheme!r})")
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        address = self._resolve(host, port)
-        timeout = min(self.policy.read_gap_s, self._remaining_s())
-        conn: http.client.HTTPConnection
-        # Connect to the address checked, not to a second DNS answer; http.client uses a
-        # socket it is given. TLS verifies the certificate against the URL's host name.
         try:
-            sock = socket.create_connection((address, port), timeout)
-        except OSError as exc:
-            raise _Retry(f"cannot connect to {host}:{port}: {exc}") from exc
-        if scheme == "https":
-            context = ssl.create_default_context(cafile=self.policy.cafile)
-            try:
-                sock = context.wrap_socket(sock, server_hostname=host)
-            except ssl.SSLCertVerificationError as exc:
-                sock.close()
-                raise self.fail(f"TLS certificate of {host} refused: {exc.verify_message}") from exc
-            except OSError as exc:
-                sock.close()
-                raise _Retry(f"TLS with {host}:{port} failed: {exc}") from exc
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn.sock = sock
-        with self._lock:  # the watcher shuts this socket, or has seen stop set already
-            self._sock = conn.sock
+            conn = netguard.open_connection(
+                url,
+                allow_http=self.policy.allow_http,
+                allow_private=self.policy.allow_private,
+                cafile=self.policy.cafile,
+                timeout_s=lambda: min(self.policy.read_gap_s, self._remaining_s()),
+            )
+        except netguard.Refused as exc:
+            raise self.fail(str(exc)) from exc
+        self._live.hold(conn.sock)  # the watcher shuts this socket, or has seen stop set already
         if self.stop.is_set():
             conn.close()
             self._check_stop()
         return conn
-
-    def _resolve(self, host: str, port: int) -> str:
-        """The first address of ``host``, refused if any is one a device must not reach."""
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise _Retry(f"cannot resolve {host!r}: {exc}") from exc
-        addresses = [str(info[4][0]) for info in infos]
-        if not self.policy.allow_private:
-            for text in addresses:
-                ip = ipaddress.ip_address(text.split("%", 1)[0])
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-                    ip = ip.ipv4_mapped
-                if not ip.is_global or ip.is_multicast:  # LAN, loopback, link-local, CGNAT...
-                    raise self.fail(
-                        f"{host} resolves to {ip}, not a public unicast address (private, "
-                        "loopback, link-local or multicast): refused, allow_private is off"
-                    )
-        return addresses[0]
 
     def _request(self, conn: http.client.HTTPConnection, url: str, have: int) -> str | None:
         """One GET; returns a redirect's Location, or None once the ``.part`` is complete."""
@@ -403,7 +334,4 @@ class _Job:
             raise self.fail(f"cannot write {self.part}: {exc.strerror or exc}") from exc
 
     def _set_timeout(self) -> None:
-        timeout = min(self.policy.read_gap_s, self._remaining_s())
-        with self._lock:
-            if self._sock is not None:
-                self._sock.settimeout(timeout)
+        self._live.set_timeout(min(self.policy.read_gap_s, self._remaining_s()))
