@@ -131,8 +131,12 @@ class Agent:
         if cfg.updates.enabled and self._publish:
             from edge_agent.updates.wiring import Updates  # only where updates can arrive
 
-            self.updates = Updates(cfg)
-            bundle_path = self.updates.boot()  # the store's current model, after recovery
+            try:
+                self.updates = Updates(cfg)
+                bundle_path = self.updates.boot()  # the store's current model, after recovery
+            except OSError as exc:  # a read-only state_dir: run, without remote updates
+                log.warning("remote model updates are off: %s", exc)
+                self.updates, bundle_path = None, cfg.model.bundle
         self.bundle = load_bundle(bundle_path, cfg.model.public_keys)
         if self.bundle.signed_by:
             log.info("bundle %s signed by key %s", self.bundle.source, self.bundle.signed_by)
