@@ -9,6 +9,7 @@ to the process, not to one guard: wait_for_stuck() lets shutdown wait for them.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -24,6 +25,13 @@ T = TypeVar("T")
 #: process's, and so is the exit problem they pose (wait_for_stuck).
 _all_stuck: set[Worker] = set()
 _all_stuck_lock = threading.Condition()
+#: Every worker thread not yet ended (stuck or not): a retired worker may still be releasing its
+#: capture inside OpenCV when the main thread returns, and the interpreter must not finalise
+#: under it (the abort above); the atexit hook below waits for them.
+_alive: set[Worker] = set()
+#: How long an exiting interpreter waits for capture workers to end (they release in ms; one
+#: still inside a wedged backend is the CLI's job: it leaves with os._exit).
+EXIT_WAIT_S = 2.0
 _Job = tuple[Callable[["Worker"], Any], "Future[Any]"]
 
 
@@ -40,6 +48,17 @@ def wait_for_stuck(timeout_s: float) -> int:
         while _all_stuck and (left := deadline - time.monotonic()) > 0:
             _all_stuck_lock.wait(left)
         return len(_all_stuck)
+
+
+def _wait_at_exit() -> None:
+    """atexit: let workers that are ending (releasing their capture) end first."""
+    deadline = time.monotonic() + EXIT_WAIT_S
+    with _all_stuck_lock:
+        while _alive and (left := deadline - time.monotonic()) > 0:
+            _all_stuck_lock.wait(left)
+
+
+atexit.register(_wait_at_exit)
 
 
 def add_stuck(worker: Worker) -> None:
@@ -77,6 +96,8 @@ class Worker:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._on_exit = on_exit
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        with _all_stuck_lock:
+            _alive.add(self)
 
     def submit(self, fn: Callable[[Worker], T]) -> Future[T]:
         fut: Future[T] = Future()
@@ -108,6 +129,9 @@ class Worker:
                 self.cap.release()
                 self.cap = None
             self._on_exit(self)
+            with _all_stuck_lock:
+                _alive.discard(self)
+                _all_stuck_lock.notify_all()
 
 
 def read_frame(w: Worker) -> tuple[bool, np.ndarray | None]:
