@@ -5,7 +5,6 @@ it SIGKILL itself at one step (edge_agent/updates/crashpoint.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -17,23 +16,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle import load_bundle, write_manifest
-from edge_agent.bundle.signing import sign_manifest
+from edge_agent.bundle import load_bundle
 from edge_agent.updates.crashpoint import KILL_AT_ENV, crashpoint
 from edge_agent.updates.device_state import DeviceState, UpdateRecord
 from edge_agent.updates.store import CRASHPOINTS, MAX_PROBATION_BOOTS, SHA256_RE, ModelStore
+from tests.helpers.store_bundles import make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-#: As in test_update_store.py (test modules do not import each other).
-MANIFEST_BASE = {
-    "schema": "edgesight.bundle/1",
-    "name": "shelf",
-    "task": "classify",
-    "labels": ["a", "b"],
-    "model": {"file": "model.onnx", "format": "onnx"},
-    "input": {"width": 8, "height": 8},
-    "decoder": {"type": "softmax"},
-}
 CHILD_TIMEOUT_S = 60
 #: (step, pending state at that step, whether models/current is the new model afterwards)
 UPDATE_STEPS = [
@@ -52,15 +41,6 @@ UPDATE_STEPS = [
     ("probation", "trial", True),
     ("active", None, True),
 ]
-
-
-def make_bundle(folder: Path, version: int, key: Ed25519PrivateKey) -> str:
-    """A signed bundle folder; returns a sha256 to stage it under."""
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(f"model v{version}".encode())
-    write_manifest(folder, {**MANIFEST_BASE, "version": version, "files": {"model.onnx": ""}})
-    sign_manifest(folder, key)
-    return hashlib.sha256(f"archive v{version}".encode()).hexdigest()
 
 
 def run_update(state_dir: str, unpacked: str, sha: str) -> None:

@@ -14,31 +14,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle import load_bundle, write_manifest
-from edge_agent.bundle.signing import sign_manifest
+from edge_agent.bundle import load_bundle
 from edge_agent.updates.crashpoint import KILL_AT_ENV, crashpoint
 from edge_agent.updates.device_state import MAX_REJECTED, DeviceState, UpdateRecord
 from edge_agent.updates.store import MAX_PROBATION_BOOTS, ModelStore
-
-MANIFEST_BASE = {
-    "schema": "edgesight.bundle/1",
-    "name": "shelf",
-    "task": "classify",
-    "labels": ["a", "b"],
-    "model": {"file": "model.onnx", "format": "onnx"},
-    "input": {"width": 8, "height": 8},
-    "decoder": {"type": "softmax"},
-}
-
-
-def make_bundle(folder: Path, version: int, key: Ed25519PrivateKey | None = None) -> str:
-    """A bundle folder (model bytes unique per version); returns a sha256 to stage it under."""
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(f"model v{version}".encode())
-    write_manifest(folder, {**MANIFEST_BASE, "version": version, "files": {"model.onnx": ""}})
-    if key is not None:
-        sign_manifest(folder, key)
-    return hashlib.sha256(f"archive v{version}".encode()).hexdigest()
+from tests.helpers.store_bundles import make_bundle
 
 
 def staged(store: ModelStore, tmp_path: Path, version: int) -> str:
