@@ -201,7 +201,7 @@ REFUSALS = [
         b"",
         "unknown_command",
         "unknown command 'reboot'; this device knows get_config, get_stats, ping, "
-        "reload_config, set_threshold, snapshot",
+        "reload_config, rollback_model, set_threshold, snapshot, update_model",
     ),
     (
         "set_threshold",
