@@ -170,7 +170,7 @@ def test_state_changes_beside_status_publishes_never_deadlock(camera_agent: Any)
     flapper = threading.Thread(
         target=lambda: [
             agent.stats.source_states.set("gate", "stalled" if i % 2 else "streaming")
-            for i in range(2000)
+            for i in range(500)
         ],
         daemon=True,
     )

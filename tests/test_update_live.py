@@ -149,3 +149,19 @@ def test_a_model_that_stops_detecting_is_rolled_back_in_probation(
     assert results(rec)[-1]["model"].endswith("@1")
     state = json.loads((config.parent / "state" / "state.json").read_text())
     assert pinned["sha256"] in state.get("rejected", {}), state
+
+
+def test_without_pinned_keys_update_commands_are_refused_saying_why(
+    tmp_path: Path, broker: Broker, mqtt_recorder: Callable[..., Recorder]
+) -> None:
+    v1 = build("good", tmp_path / "v1", Ed25519PrivateKey.generate(), version=1)
+    assets = Assets(v1, write_clip(tmp_path / "clip.mp4"))
+    cfg = agent_config(assets, broker, tmp_path / "state", [source(assets)])
+    config = write_config(tmp_path / "agent.json", cfg)  # no model.public_keys
+    rec = mqtt_recorder(broker, f"{BASE}/#")
+    with running_agent(config), requester(broker) as req:
+        assert rec.wait_for(lambda: len(results(rec)) >= 1, WAIT_S)
+        args = {"url": "https://example.org/b.tar.gz", "sha256": "a" * 64, "size": 10}
+        reply = req.request("update_model", {**args, "version": 2})
+        assert not reply["ok"] and "public_keys" in reply["error"], reply
+    assert not (tmp_path / "state" / "models").exists()  # nothing adopted, nothing installed

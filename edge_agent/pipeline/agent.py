@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
@@ -128,7 +128,8 @@ class Agent:
         """
         cfg = self.cfg
         bundle_path = cfg.model.bundle
-        if cfg.updates.enabled and self._publish:
+        # Updates install signed bundles only: without pinned keys there is nothing to accept.
+        if cfg.updates.enabled and cfg.model.public_keys and self._publish:
             from edge_agent.updates.wiring import Updates  # only where updates can arrive
 
             try:
@@ -191,8 +192,7 @@ class Agent:
                 model=self.bundle.describe(),
                 labels=list(self.bundle.manifest.labels),
                 stats=self.stats,
-                handlers=agent_handlers(self, self._on_reload)
-                | (self.updates.handlers() if self.updates else {}),
+                handlers=agent_handlers(self, self._on_reload) | self._update_handlers(),
                 publish_skipped=self._gates.publish_skipped,
             )
             sinks.append(self.publisher)
@@ -219,6 +219,18 @@ class Agent:
         )
         for source in self._sources:
             self._thread(self._capture_loop, f"capture-{source.source_id}", source)
+
+    def _update_handlers(self) -> dict[str, Any]:
+        """The update commands: the updater's, or a refusal saying why updates are off."""
+        if self.updates is not None:
+            return self.updates.handlers()
+        from edge_agent.updates.off import refusing_handlers
+
+        model = self.cfg.model
+        why = ("updates.enabled is false" if not self.cfg.updates.enabled else
+               "model.public_keys is empty (only signed bundles are installed)"
+               if not model.public_keys else "state_dir cannot be written")  # fmt: skip
+        return refusing_handlers(why)
 
     def _thread(
         self, target: Callable[..., None], name: str, *args: object, waited: bool = True

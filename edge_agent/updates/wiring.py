@@ -82,9 +82,11 @@ class Updates:
         if self.store.current() is None or known != sha:
             self._adopt(configured, sha)
             mark.write_text(sha + "\n")
-        current, current_sha = self.store.current(), self.store.current_sha256()
-        assert current is not None and current_sha is not None
-        return current
+        current = self.store.current()
+        assert current is not None
+        # Still the configured bundle: load it from where the config names it (an archive
+        # through the bundle cache, as before updates existed); else the store's copy.
+        return configured if self.store.current_sha256() == sha else current
 
     def _adopt(self, configured: Path, sha: str) -> None:
         """Copy the config's bundle into the store and make it current."""
