@@ -142,6 +142,8 @@ class GuardedCapture:
         #: (a new frame size): OpenCV keeps scaling into the size it opened with, so the caller
         #: reopens to see the true size (docs/sources.md). Cleared by open().
         self.reinit_line: str | None = None
+        #: (CAP_PROP_PTS, CAP_PROP_POS_MSEC) of the frame read() returned last.
+        self.last_times: tuple[float, float] = (float("nan"), float("nan"))
 
     @property
     def stuck_workers(self) -> int:
@@ -189,13 +191,14 @@ class GuardedCapture:
         frame came within read_timeout_s. Either way the capture is closed afterwards."""
         worker = self._current()
         start, lines = time.monotonic(), list[str]()
-        ok, image = self._call(worker, read_frame, self.read_timeout_s, "read", lines)
+        ok, image, pts, pos_ms = self._call(worker, read_frame, self.read_timeout_s, "read", lines)
         if not ok or image is None:
             self._retire(worker)
             raise self._failure("read", time.monotonic() - start, "no frame", lines)
         self._frames += 1
-        if self._frames > 1 and any(_REINIT.search(line) for line in lines):
-            self.reinit_line = next(line for line in lines if _REINIT.search(line))
+        self.last_times = (pts, pos_ms)
+        if self._frames > 1:
+            self.reinit_line = next((ln for ln in lines if _REINIT.search(ln)), self.reinit_line)
         return image
 
     def get(self, prop_id: int) -> float:

@@ -134,11 +134,18 @@ class Worker:
                 _all_stuck_lock.notify_all()
 
 
-def read_frame(w: Worker) -> tuple[bool, np.ndarray | None]:
-    """cap.read() in the worker."""
+def read_frame(w: Worker) -> tuple[bool, np.ndarray | None, float, float]:
+    """cap.read() in the worker, with the frame's CAP_PROP_PTS and CAP_PROP_POS_MSEC read in
+    the same job: a live source needs them for every frame, and two more round trips to the
+    worker per frame would cost more than the reads themselves."""
     assert w.cap is not None
     ok, image = w.cap.read()
-    return bool(ok), image
+    return (
+        bool(ok),
+        image,
+        float(w.cap.get(cv2.CAP_PROP_PTS)),
+        float(w.cap.get(cv2.CAP_PROP_POS_MSEC)),
+    )
 
 
 def get_prop(w: Worker, prop_id: int) -> float:

@@ -169,7 +169,7 @@ class LiveSource(FrameSource):
                 )
                 self._guard.close()
                 continue
-            pts, pos = self._prop(cv2.CAP_PROP_PTS), self._prop(cv2.CAP_PROP_POS_MSEC)
+            pts, pos = self._guard.last_times
             ts = self._clock.stamp(started, ended, wall, pts, pos)
             if ts is None:
                 self.metrics.frames_drained.inc()
@@ -199,7 +199,9 @@ class LiveSource(FrameSource):
         self._outage_warnings = 0
         self._policy.reset()
         self._reason = None
-        self._states.set(self.source_id, STREAMING)
+        status = self._states.get(self.source_id)  # lock-free: this runs for every frame
+        if status is None or status.state != STREAMING:
+            self._states.set(self.source_id, STREAMING)
         size = (int(image.shape[1]), int(image.shape[0]))
         if self._size is not None and size != self._size:
             log.warning(
