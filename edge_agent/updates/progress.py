@@ -40,7 +40,6 @@ def model_payload(
     origin: str = "start",
     group: str | None = None,
     previous: ModelRef | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model topic's payload; `model` is the one the state is about (the candidate during
     an update, the running one when active or after a rollback)."""
@@ -54,5 +53,4 @@ def model_payload(
         "origin": origin,
         "group": group,
         "previous": previous.as_dict() if previous else None,
-        **(extra or {}),
     }

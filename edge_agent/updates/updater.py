@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,13 +87,11 @@ class Updater:
         probation_s: float,
         keep_models: int,
         group: str | None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.store, self.state, self.watch = host, store, state, watch
         self.policy, self.public_keys, self.agent_version = policy, public_keys, agent_version
         self.trial_timeout_s, self.trial_memory_mb = trial_timeout_s, trial_memory_mb
         self.probation_s, self.keep_models, self.group = probation_s, keep_models, group
-        self._clock = clock
         self._queue: queue.Queue[UpdateRequest | None] = queue.Queue(QUEUE_LIMIT)
         self._stop = threading.Event()
         self._busy: UpdateRequest | None = None
@@ -144,37 +143,36 @@ class Updater:
     def _work(self) -> None:
         if self._resume is not None:
             resumed = self._resume
-            self._busy = resumed
-            try:
-                self._probation(resumed, self._ref(resumed), None)
-            finally:
-                self._busy = None
+            self._guarded(resumed, lambda: self._probation(resumed, self._ref(resumed), None))
         while not self._stop.is_set():
             req = self._queue.get()
             if req is None:
                 return
-            self._busy = req
-            try:
-                self._update(req)
-            except Exception:
-                log.exception("model update of %s failed unexpectedly", req.sha256[:12])
-                self._say(p.REJECTED, self._ref(req), req, "internal error (see the log)")
-            finally:
-                self._busy = None
+            self._guarded(req, partial(self._update, req))
+
+    def _guarded(self, req: UpdateRequest, run: Callable[[], None]) -> None:
+        """One update (or a resumed probation); an unexpected error is reported, and the
+        worker lives on for the next one."""
+        self._busy = req
+        try:
+            run()
+        except Exception:
+            log.exception("model update of %s failed unexpectedly", req.sha256[:12])
+            self._say(p.REJECTED, self._ref(req), req.origin, "internal error (see the log)")
+        finally:
+            self._busy = None
 
     def _ref(self, req: UpdateRequest) -> p.ModelRef:
         return p.ModelRef(req.name, req.version, req.sha256)
 
-    def _say(
-        self, state: str, model: p.ModelRef, req: UpdateRequest | None, reason: str | None = None
-    ) -> None:
+    def _say(self, state: str, model: p.ModelRef, origin: str, reason: str | None = None) -> None:
         running, _ = self.host.running()
         previous = running if model.sha256 != running.sha256 else None
         payload = p.model_payload(
             state,
             model,
             reason=reason,
-            origin=req.origin if req else "start",
+            origin=origin,
             group=self.group,
             previous=previous,
         )
@@ -196,26 +194,24 @@ class Updater:
         work = self.store.models / f"{TMP_PREFIX}work-{req.sha256[:16]}"  # cleanup() knows it
         try:
             self._record(req, ref, p.DOWNLOADING)
-            self._say(p.DOWNLOADING, ref, req)
+            self._say(p.DOWNLOADING, ref, req.origin)
             crashpoint(p.DOWNLOADING)
             archive = self._download(req)
             self._record(req, ref, p.VERIFYING)
-            self._say(p.VERIFYING, ref, req)
+            self._say(p.VERIFYING, ref, req.origin)
             crashpoint(p.VERIFYING)
             candidate = self._verify(req, archive, work)
             ref = p.ModelRef(candidate.name, candidate.version, req.sha256)
             self._record(req, ref, p.STAGED)
             folder = self.store.stage(req.sha256, candidate.folder)
-            self._say(p.STAGED, ref, req)
+            self._say(p.STAGED, ref, req.origin)
             crashpoint(p.STAGED)
             self._trial(folder)
         except DownloadStopped:
             self.state.clear_pending()
             return  # shutdown: the next start cleans up; a fleet document asks again
         except Rejected as exc:
-            self.state.clear_pending()
-            self.state.mark_rejected(req.sha256, str(exc))
-            self._say(p.REJECTED, ref, req, str(exc))
+            self._reject(req, ref, str(exc))
             return
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -261,17 +257,21 @@ class Updater:
         if not report.ok:
             raise Rejected(f"trial: {report.reason}")
 
+    def _reject(self, req: UpdateRequest, ref: p.ModelRef, reason: str) -> None:
+        """Refused before it ran: remembered with why, and said; the old model serves on."""
+        self.state.clear_pending()
+        self.state.mark_rejected(req.sha256, reason)
+        self._say(p.REJECTED, ref, req.origin, reason)
+
     def _swap_and_watch(self, req: UpdateRequest, ref: p.ModelRef, folder: Path) -> None:
         _, old_id = self.host.running()
         try:
             new = self.host.load(folder)  # loaded and proven beside the old model
         except Exception as exc:  # a model the child ran but this process cannot
-            self.state.clear_pending()
-            self.state.mark_rejected(req.sha256, f"cannot load: {exc}")
-            self._say(p.REJECTED, ref, req, f"cannot load: {exc}")
+            self._reject(req, ref, f"cannot load: {exc}")
             return
         self._record(req, ref, p.TRIAL)
-        self._say(p.TRIAL, ref, req, f"on probation for {self.probation_s:g} s")
+        self._say(p.TRIAL, ref, req.origin, f"on probation for {self.probation_s:g} s")
         crashpoint(p.TRIAL)
         self.store.activate(req.sha256)
         baseline = self.watch.baseline(old_id)
@@ -291,7 +291,7 @@ class Updater:
         # Until a reason holds or the window has passed with enough frames (a camera that is
         # down keeps the model on probation: nothing has been proven yet).
         while not self._stop.is_set():
-            if self.watch.decided.wait(PROBATION_POLL_S) or probation.passed(self._clock()):
+            if self.watch.decided.wait(PROBATION_POLL_S) or probation.passed(time.monotonic()):
                 break
         self.watch.stop()
         if self._stop.is_set() and self.watch.verdict is None and probation.reason is None:
@@ -303,7 +303,7 @@ class Updater:
             return
         self.state.clear_pending()
         self._old = None
-        self._say(p.ACTIVE, ref, req)
+        self._say(p.ACTIVE, ref, req.origin)
         crashpoint(p.ACTIVE)
         removed = self.store.cleanup(self.keep_models)
         if removed:
@@ -323,7 +323,6 @@ class Updater:
         self._old = None
         self.state.clear_pending()
         back, _ = self.host.running()
-        req = UpdateRequest("", back.sha256 or "", 0, back.version or 0, back.name, origin)
-        self._say(p.ROLLED_BACK, back, req, reason if failed is None else
+        self._say(p.ROLLED_BACK, back, origin, reason if failed is None else
                   f"{failed.name}@{failed.version}: {reason}")  # fmt: skip
         return None

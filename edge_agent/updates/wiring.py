@@ -8,7 +8,6 @@ and again whenever the config names another bundle (an operator's local change w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -21,6 +20,7 @@ from edge_agent import __version__
 from edge_agent.bundle import load_bundle
 from edge_agent.bundle.signing import load_public_key
 from edge_agent.config.labels import label_problems
+from edge_agent.fsutil import sha256_file
 from edge_agent.predictor import Predictor
 from edge_agent.publish.commands import CommandRefused, UpdateModelArgs
 from edge_agent.updates import progress as p
@@ -43,12 +43,7 @@ CONFIG_MARK = ".config-bundle"
 
 def bundle_sha256(path: Path) -> str:
     """An archive's sha256, or a folder's manifest.json's (it pins every other file)."""
-    target = path / "manifest.json" if path.is_dir() else path
-    digest = hashlib.sha256()
-    with target.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path / "manifest.json" if path.is_dir() else path)
 
 
 class Updates:
@@ -62,6 +57,7 @@ class Updates:
         self.state.load()
         self.watch = ResultWatch()
         self.updater: Updater | None = None
+        self._keys: list[Any] = []  # the pinned keys, loaded by start()
         self.boot_words: str | None = None
         self.interrupted: UpdateRecord | None = None
         self.running_ref = p.ModelRef(None, None, None)
@@ -209,9 +205,9 @@ class Updates:
         if seen is not None and doc.seq <= seen:
             return  # handled before (a retained message again after a reconnect)
         self.state.accept_seq(group, doc.seq)
-        if self.state.rejected(doc.sha256):
+        if why := self.state.rejected(doc.sha256):
             log.warning("fleet %s: desired %s@%s was rejected here before: %s", group, doc.name,
-                        doc.version, self.state.rejected(doc.sha256))  # fmt: skip
+                        doc.version, why)  # fmt: skip
             return
         req = UpdateRequest(doc.url, doc.sha256, doc.size, doc.version, doc.name,
                             f"fleet:{group}", allow_downgrade=doc.rollback)  # fmt: skip
@@ -254,7 +250,8 @@ class AgentHost:
     def load(self, bundle_dir: Path) -> Predictor:
         model = self.agent.cfg.model
         bundle = load_bundle(bundle_dir, model.public_keys)
-        runtime, options = self.runtime_of(bundle_dir)
+        runtime = model.runtime_for(bundle.manifest.model.format)
+        options = model.options_for(runtime)
         return Predictor.proven(bundle, runtime, model.threads, model.score_threshold, options)
 
     def swap(self, predictor: Predictor) -> Predictor:
