@@ -113,7 +113,10 @@ class Worker:
         try:
             while (job := self._jobs.get()) is not None:
                 fn, fut = job
-                if not fut.set_running_or_notify_cancel():
+                try:
+                    if not fut.set_running_or_notify_cancel():
+                        continue
+                except RuntimeError:  # close() failed it before it ran: its caller has gone
                     continue
                 self.busy = True
                 try:

@@ -356,3 +356,26 @@ def test_exit_with_a_stuck_worker_needs_os_exit(use_exit: bool, callback: bool) 
         assert proc.returncode == 3
     else:  # the worker returns as the listening socket closes at exit, mid-finalisation
         assert proc.returncode != 0, "a plain exit no longer aborts: wait_for_stuck may go"
+
+
+def test_a_job_failed_by_close_before_it_ran_is_skipped_by_its_worker() -> None:
+    """close() fails the job in flight for its caller; the worker, reaching it later, skips
+    it instead of dying on the future's state (a race seen with a restarting RTSP camera)."""
+    from edge_agent.capture_worker import Worker, settle
+
+    errors: list[BaseException] = []
+    hook, threading.excepthook = threading.excepthook, lambda a: errors.append(a.exc_value)
+    try:
+        ran: list[int] = []
+        worker = Worker("capture-test", on_exit=lambda _w: None)
+        fut = worker.submit(lambda _w: ran.append(1))
+        settle(fut, exc=CaptureError("closed while waiting"))  # before the thread takes it
+        later = worker.submit(lambda _w: ran.append(2))
+        worker.thread.start()
+        assert later.result(5) is None
+        worker.abandon()
+        worker.thread.join(5)
+    finally:
+        threading.excepthook = hook
+    assert ran == [2] and errors == []
+    assert isinstance(fut.exception(), CaptureError)

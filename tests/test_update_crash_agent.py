@@ -57,10 +57,16 @@ def start(config: Path, log: Path, kill_at: str | None = None) -> subprocess.Pop
         )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, and the agent must end; killed after WAIT_S so the failure shows its log."""
     if proc.poll() is None:
         proc.terminate()
-        proc.wait(WAIT_S)
+        try:
+            proc.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"SIGTERM did not end the agent:\n{log.read_text()}") from None
 
 
 @pytest.mark.parametrize(("point", "runs", "said"), POINTS, ids=[p[0] for p in POINTS])
@@ -91,7 +97,7 @@ def test_sigkill_at_each_state_then_restart(
     try:
         assert rec.wait_for(lambda: any(m["state"] == "active" for m in model_states()), WAIT_S)
     finally:
-        stop(proc)
+        stop(proc, log)
     rec.clear()
     proc = start(config, log, kill_at=point)
     try:
@@ -103,7 +109,7 @@ def test_sigkill_at_each_state_then_restart(
             assert reply["ok"], reply
             assert proc.wait(WAIT_S) == -9, log.read_text()  # killed at the crash point
     finally:
-        stop(proc)
+        stop(proc, log)
     assert f"crashpoint: SIGKILL at {point}" in log.read_text()
     rec.clear()
     proc = start(config, log)
@@ -119,7 +125,7 @@ def test_sigkill_at_each_state_then_restart(
         assert rec.wait_for(lambda: len(results(rec)) >= 5, WAIT_S), log.read_text()
         assert all(r["model"].endswith(f"@{runs}") for r in results(rec))
     finally:
-        stop(proc)
+        stop(proc, log)
     store = ModelStore(tmp_path / "state")
     current = store.current()
     assert current is not None

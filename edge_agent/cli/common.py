@@ -11,10 +11,11 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
+
+from edge_agent.cli.signals import relayed_signals
 
 if TYPE_CHECKING:
     from edge_agent.config import ConfigError
@@ -52,18 +53,12 @@ def print_config_error(exc: ConfigError) -> None:
         print(f"  {issue}", file=sys.stderr)
 
 
-@contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Call ``stop`` on SIGINT or SIGTERM inside the block; the old handlers come back after.
-    Use from the main thread (Python delivers signals there)."""
+def stop_on_signals(stop: Callable[[], None]) -> AbstractContextManager[None]:
+    """Call ``stop`` on SIGINT or SIGTERM inside the block (from a relay thread, see
+    edge_agent/cli/signals.py); the old handlers come back after."""
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s, stopping", sig.name)
         stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return relayed_signals({signal.SIGINT: on_signal, signal.SIGTERM: on_signal})

@@ -7,10 +7,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.backend_logs import quiet_backends
@@ -22,6 +21,7 @@ from edge_agent.cli.common import (
     print_config_error,
     stop_on_signals,
 )
+from edge_agent.cli.signals import relayed_signals
 from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.health.watchdog import ReadySink, SdNotifier, SystemdWatchdog, watchdog_interval_s
 from edge_agent.logsetup import configure_logging
@@ -116,34 +116,26 @@ def run_agent(
     return EXIT_FAILED if agent.frames_failed() and not agent.frames_done() else EXIT_OK
 
 
-@contextmanager
-def reload_on_sighup(current: Callable[[], Reload | None]) -> Iterator[None]:
+def reload_on_sighup(current: Callable[[], Reload | None]) -> AbstractContextManager[None]:
     """SIGHUP inside the block does what the ``reload_config`` command does (``systemctl
     reload``, ``kill -HUP``) for the ``current()`` agent; without a config file it is ignored
-    with a log line. The check loads the bundle, so it runs in a thread of its own rather than
-    in the signal handler."""
+    with a log line. The check loads the bundle: it runs in the relay thread
+    (edge_agent/cli/signals.py), never in the signal handler."""
 
-    def check() -> None:
+    def check(_sig: signal.Signals) -> None:
         from edge_agent.publish.commands import CommandRefused
 
         reload = current()
         if reload is None:
             log.warning("SIGHUP: no config file to reload; ignored")
             return
+        log.info("received SIGHUP: reloading the config")
         try:
             reload.request()
         except CommandRefused:
             pass  # request() logged the problems; the agent runs on with its config
 
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        log.info("received SIGHUP: reloading the config")
-        threading.Thread(target=check, name="sighup-reload", daemon=True).start()
-
-    previous = signal.signal(signal.SIGHUP, on_hup)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    return relayed_signals({signal.SIGHUP: check})
 
 
 class Reload:
