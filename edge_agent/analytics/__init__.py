@@ -1,6 +1,7 @@
 """What the agent concludes over frames, as stages of a source's chain. Importing this package
-registers the built-in stage types; tracking, zones, lines, events and shelf slots join here."""
+registers the built-in stage types; tracking, zones, lines, events, shelf slots and field
+collection join here."""
 
-from edge_agent.analytics import counting, events, lines, slots, snapshots, tracking, zones
+from edge_agent.analytics import collect, counting, events, lines, slots, snapshots, tracking, zones
 
-__all__ = ["counting", "events", "lines", "slots", "snapshots", "tracking", "zones"]
+__all__ = ["collect", "counting", "events", "lines", "slots", "snapshots", "tracking", "zones"]

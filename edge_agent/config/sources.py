@@ -102,7 +102,7 @@ NAMED_LISTS = {"zones": "zones", "lines": "lines", "slots": "slots"}
 
 #: Stage types a source may have only once: two trackers would hand out the same ids from one
 #: id file, two events or snapshot stages would write one folder, two counts one topic.
-ONCE_PER_SOURCE = ("counts", "track", "events", "snapshot")
+ONCE_PER_SOURCE = ("counts", "track", "events", "snapshot", "collect")
 
 
 def _once_problem(stages: list[StageConfig]) -> str | None:
@@ -126,6 +126,24 @@ def _names_problem(stages: list[StageConfig]) -> str | None:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             return f"{key} names must be unique in a source, but {dupes} appear more than once"
+    return None
+
+
+def _track_problem(stages: list[StageConfig]) -> str | None:
+    """A stage option that reads track ids (collect's ``disagreement``) needs a tracker
+    before it, one that lets a track's label change: a class-consistent track never does."""
+    for i, stage in enumerate(stages):
+        field = getattr(stage.options(), "wants_track", lambda: None)()
+        if not field:
+            continue
+        track = next((s.options() for s in stages[:i] if s.type == "track"), None)
+        if track is None:
+            return f"{stage.type}.{field} needs a 'track' stage before it in the same source"
+        if getattr(track, "class_consistent", False):
+            return (
+                f"{stage.type}.{field} needs track.class_consistent: false (a track that only "
+                "matches boxes of its own label never changes label)"
+            )
     return None
 
 
@@ -248,7 +266,10 @@ class SourceConfig(Section):
         if problem:
             raise ValueError(f"stages: {problem}")
         problem = (
-            _once_problem(self.stages) or _names_problem(self.stages) or _lost_problem(self.stages)
+            _once_problem(self.stages)
+            or _names_problem(self.stages)
+            or _lost_problem(self.stages)
+            or _track_problem(self.stages)
         )
         if problem:
             raise ValueError(f"stages: {problem}")

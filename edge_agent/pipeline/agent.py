@@ -175,6 +175,7 @@ class Agent:
                     labels=labels,
                     state_dir=cfg.state_dir / "sources" / source_cfg.id,
                     media_folder=Path(str(source_cfg.uri)).expanduser() if folder else None,
+                    device_id=cfg.device_id,
                 )
             except ValueError as exc:
                 raise SourceError(f"source {source_cfg.id!r}: stages: {exc}") from None

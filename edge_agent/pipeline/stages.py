@@ -72,6 +72,9 @@ class StageContext:
     #: The folder an image-folder source reads (camera-trap exports list its pictures); None
     #: for any other source.
     media_folder: Path | None = None
+    #: The agent's device id (config ``device_id``), for what a stage writes that leaves the
+    #: device (field data); "" when a chain is built without an agent.
+    device_id: str = ""
 
 
 Options = TypeVar("Options", bound=BaseModel)
@@ -327,11 +330,12 @@ def build_chain(
     labels: Sequence[str] = (),
     state_dir: Path | None = None,
     media_folder: Path | None = None,
+    device_id: str = "",
 ) -> StageChain:
     """The chain for one source from its validated ``(type, options)`` specs; ValueError when
     a stage cannot work with this source (say, folder exports on a camera)."""
     known = stage_types()
-    context = StageContext(source_id, stats, tuple(labels), state_dir, media_folder)
+    context = StageContext(source_id, stats, tuple(labels), state_dir, media_folder, device_id)
     stages = [known[t].build(o, context) for t, o in specs]
     return StageChain(source_id, stages, stats, on_failure)
 
