@@ -141,6 +141,7 @@ def test_help_and_only_honest_subcommands(capsys) -> None:
         "pack",
         "push",
         "fleet",
+        "import-field",
     }
 
 

@@ -34,6 +34,7 @@ from trainer.datasets.multilabel import MIN_AREA, MIN_VISIBLE
 from trainer.datasets.stats import size_range, summarize, warnings
 from trainer.export_cli import add_export_commands
 from trainer.fleet_cli import add_fleet_commands
+from trainer.import_field import add_import_field_command
 from trainer.signing_cli import add_signing_commands
 from trainer.synth import DEFAULT_SIZE, KINDS, SYNTH_FORMATS, generate
 from trainer.synth import MIN_VISIBLE as SYNTH_MIN_VISIBLE
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_commands(sub)  # export
     add_signing_commands(sub)  # keygen, sign, pack
     add_fleet_commands(sub)  # push, fleet status, fleet rollout
+    add_import_field_command(sub)  # import-field (the agent's collect stage)
     return parser
 
 
