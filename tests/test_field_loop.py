@@ -56,12 +56,14 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def run_device(tmp_path: Path, device: str, clip: Path, bundle: Path) -> Path:
+def run_device(
+    tmp_path: Path, device: str, clip: Path, bundle: Path, sample_rate: float = 0.0
+) -> Path:
     """``edge-agent run`` in this process: one source with counts and collect; its state_dir."""
     state = tmp_path / device
     stages = [
         {"type": "counts"},
-        {"type": "collect", "sample_rate": 0, "min_interval_s": 0, "seed": 1},
+        {"type": "collect", "sample_rate": sample_rate, "min_interval_s": 0, "seed": 1},
     ]
     cfg = AgentConfig(
         device_id=device,
@@ -127,4 +129,13 @@ def test_device_to_training_set(tmp_path: Path, capsys) -> None:
             "--data", str(out), "--epochs", "1", "--out", str(run), "--size", "160",
             "--batch", "4", "--threads", "1"]  # fmt: skip
     assert main(argv) == 0
-    assert (run / "best.pt").is_file()
+    # export, then the device runs the new model (push and update_model: tests/test_fleet*.py)
+    bundle2 = tmp_path / "bundle-2"
+    argv = ["export", str(run), "--out", str(bundle2), "--name", "field", "--model-version", "2",
+            "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    state = run_device(tmp_path, "pi-a", write_clip(tmp_path / "c.avi", seen_by_a), bundle2, 1.0)
+    doc = json.loads((state / "sources/cam/field/annotations/instances_default.json").read_text())
+    newer = doc["images"][len(xs) :]  # the set continues: the first model's frames, then these
+    assert len(newer) == len(xs) and all("sample" in i["reasons"] for i in newer)
+    assert {i["model"] for i in newer} != {i["model"] for i in doc["images"][: len(xs)]}
