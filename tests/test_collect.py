@@ -267,3 +267,27 @@ def test_bad_options_are_named(options: dict[str, Any], field: str) -> None:
 def test_one_collect_stage_per_source() -> None:
     with pytest.raises(ValueError, match="one 'collect' stage"):
         source_with({"type": "collect"}, {"type": "collect"})
+
+
+def test_max_width_scales_the_frame_and_its_boxes(tmp_path: Path) -> None:
+    s = stage(tmp_path, max_width=160)
+    s.process(result(0, T0, boxes([0.5])), frame(0, T0))
+    (image,) = field_doc(tmp_path)["images"]
+    (ann,) = field_doc(tmp_path)["annotations"]
+    assert (image["width"], image["height"]) == (160, 120)
+    assert ann["bbox"] == [5.0, 10.0, 20.0, 30.0] and ann["area"] == 600.0
+    picture = cv2.imread(str(tmp_path / "field" / "images" / image["file_name"]))
+    assert picture.shape == (120, 160, 3)
+
+
+def test_a_swapped_model_with_new_labels_keeps_the_old_ids(tmp_path: Path) -> None:
+    s = stage(tmp_path)
+    s.process(result(0, T0, boxes([0.5], [2])), frame(0, T0))
+    swapped = result(1, T0 + 1, boxes([0.5], [0]))
+    swapped.labels = ["cat", "red"]  # the new model's label 0 is one the set has not seen
+    s.process(swapped, frame(1, T0 + 1))
+    doc = field_doc(tmp_path)
+    assert [(c["id"], c["name"]) for c in doc["categories"]] == [
+        (1, "red"), (2, "green"), (3, "blue"), (4, "cat")
+    ]  # fmt: skip
+    assert [a["category_id"] for a in doc["annotations"]] == [3, 4]

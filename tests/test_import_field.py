@@ -15,7 +15,7 @@ from edge_agent.analytics.collect import CollectStage
 from edge_agent.analytics.collect_options import CollectOptions
 from edge_agent.health.stats import StatsRegistry
 from edge_agent.pipeline.stages import StageContext
-from edge_agent.types import Detections, Frame, Result
+from edge_agent.types import Classifications, Detections, Frame, Result
 from trainer.cli import main
 from trainer.datasets import DatasetError, load
 from trainer.field_sets import dhash, hamming
@@ -145,3 +145,38 @@ def test_bad_folders_are_named(tmp_path: Path, capsys) -> None:
     assert "--max-distance: expected bits from 0 to 256" in capsys.readouterr().err
     assert main(["import-field", str(tmp_path / "x"), str(good), "--map", "red"]) == 2
     assert "--map: expected OLD=NEW" in capsys.readouterr().err
+
+
+def classifier_device(root: Path, name: str, verdicts: list[tuple[list[float], bool]]) -> Path:
+    """A device whose classifier kept one frame per ``(scores, multilabel)``."""
+    options = CollectOptions(score_band=(0.0, 1.0), sample_rate=0, min_interval_s=0)
+    state = root / name / "sources" / "cam"
+    stage = CollectStage(options, StageContext("cam", StatsRegistry(), tuple(LABELS), state,
+                                               None, name))  # fmt: skip
+    for seq, (scores, multilabel) in enumerate(verdicts):
+        cls = Classifications(np.array(scores, np.float32), multilabel)
+        result = Result("cam", seq, T0 + seq, "clf@1", "classify", LABELS, (W, H), cls,
+                        class_thresholds=np.full(3, 0.5, np.float32))  # fmt: skip
+        stage.process(result, Frame(scene(100 + seq + 10 * len(name)), "cam", seq, T0 + seq))
+    return root / name
+
+
+def test_classifier_frames_become_class_folders_or_multilabel(tmp_path: Path) -> None:
+    # sure of green; unsure (0.45 < 0.5): its top guess, blue, for a labeller to correct
+    single = classifier_device(tmp_path, "one", [([0.1, 0.8, 0.1], False),
+                                                  ([0.2, 0.35, 0.45], False)])  # fmt: skip
+    done = import_field(tmp_path / "folders", [single], val_fraction=0)
+    assert done.fmt == "folders"
+    dataset = load(tmp_path / "folders", "folders")
+    assert sorted(s.labels[0] for s in dataset.samples) == ["blue", "green"]
+    multi = classifier_device(tmp_path, "many", [([0.9, 0.7, 0.1], True),
+                                                  ([0.1, 0.2, 0.6], True)])  # fmt: skip
+    done = import_field(tmp_path / "csv", [multi], val_fraction=0)
+    assert done.fmt == "multilabel"
+    dataset = load(tmp_path / "csv", "multilabel")
+    assert dataset.multilabel
+    assert sorted(tuple(sorted(s.labels)) for s in dataset.samples) == [
+        ("blue",), ("green", "red")
+    ]  # fmt: skip
+    with pytest.raises(DatasetError, match="mix detector and classifier frames"):
+        import_field(tmp_path / "mixed", [single, device(tmp_path, "det", [scene(1)])])
