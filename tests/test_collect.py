@@ -291,3 +291,14 @@ def test_a_swapped_model_with_new_labels_keeps_the_old_ids(tmp_path: Path) -> No
         (1, "red"), (2, "green"), (3, "blue"), (4, "cat")
     ]  # fmt: skip
     assert [a["category_id"] for a in doc["annotations"]] == [3, 4]
+
+
+def test_a_json_edited_beyond_reading_is_moved_aside(tmp_path: Path) -> None:
+    stage(tmp_path).process(result(0, T0, boxes([0.5])), frame(0, T0))
+    (tmp_path / "field" / ANNOTATIONS).write_text('{"images": ')
+    stage(tmp_path).process(result(1, T0 + 1, boxes([0.5])), frame(1, T0 + 1))
+    aside = list((tmp_path / "field" / "annotations").glob("instances_default.json.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"images": '
+    doc = field_doc(tmp_path)
+    assert [(i["id"], i["seq"]) for i in doc["images"]] == [(1, 1)]
+    assert files(tmp_path) == [doc["images"][0]["file_name"]]  # the old set's image swept
