@@ -302,3 +302,23 @@ def test_a_json_edited_beyond_reading_is_moved_aside(tmp_path: Path) -> None:
     doc = field_doc(tmp_path)
     assert [(i["id"], i["seq"]) for i in doc["images"]] == [(1, 1)]
     assert files(tmp_path) == [doc["images"][0]["file_name"]]  # the old set's image swept
+
+
+def test_the_rate_cap_holds_across_a_restart(tmp_path: Path) -> None:
+    stage(tmp_path, min_interval_s=10).process(result(0, T0, boxes([0.5])), frame(0, T0))
+    stats = StatsRegistry()
+    again = stage(tmp_path, stats, min_interval_s=10)
+    for seq, dt in ((1, 5), (2, 11)):
+        again.process(result(seq, T0 + dt, boxes([0.5])), frame(seq, T0 + dt))
+    assert [i["seq"] for i in field_doc(tmp_path)["images"]] == [0, 2]
+    assert counters(stats)["collect_skipped_rate"] == 1
+
+
+def test_a_frame_larger_than_the_cap_is_skipped_and_counted(tmp_path: Path) -> None:
+    stats = StatsRegistry()
+    s = stage(tmp_path, stats, max_bytes=1_000_000, quality=100)
+    s.process(result(0, T0, boxes([0.5])), frame(0, T0, size=(1200, 900)))  # ~2 MB of noise
+    s.process(result(1, T0 + 1, boxes([0.5])), frame(1, T0 + 1))
+    assert [i["seq"] for i in field_doc(tmp_path)["images"]] == [1]
+    assert counters(stats)["collect_skipped_too_large"] == 1
+    assert counters(stats)["collect_errors"] == 0

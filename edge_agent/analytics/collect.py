@@ -89,8 +89,8 @@ class CollectStage:
         self.folder_bytes = stats.gauge("stage", "collect_folder_bytes", key)
 
     def _open(self, fieldset: FieldSet) -> None:
-        """At the first frame, not in the constructor: a stage's I/O starts with its work."""
-        self._opened = True
+        """At the first frame worth keeping, not in the constructor: a stage's I/O starts with
+        its work (and is tried again at the next one if it fails)."""
         fieldset.open(
             {
                 "description": f"edgesight field data of {self.device}/{self.source}",
@@ -114,6 +114,7 @@ class CollectStage:
             self.rate.prime(fieldset.recent_times(max(times) - HOUR_S))
         self.folder_bytes.set(fieldset.total_bytes)
         log.debug("source %s: collect sample seed %d", self.source, self.seed)
+        self._opened = True
 
     def process(self, result: Result, frame: Frame | None) -> Result:
         if not result.inferred:  # the motion gate's repeat of older predictions
@@ -121,16 +122,16 @@ class CollectStage:
         reasons = self.policy.reasons(result)
         if not reasons or frame is None or self.fieldset is None:
             return result
-        if not self.rate.allows(result.ts):
-            self.skipped_rate.inc()
-            return result
         try:
-            if not self._opened:
+            if not self._opened:  # before the rate check: it primes the cap
                 self._open(self.fieldset)
+            if not self.rate.allows(result.ts):
+                self.skipped_rate.inc()
+                return result
             self._keep(self.fieldset, result, frame, reasons)
         except FieldSetFull as exc:
-            self.skipped_full.inc()
-            self._failed(f"frame not kept: {exc}", exc)
+            if self.skipped_full.inc() == 1:
+                log.warning("source %s: %s; such frames are skipped and counted", self.source, exc)
         except (OSError, ValueError, cv2.error) as exc:  # a full disk, a damaged record
             self._failed(f"frame not kept in {self.fieldset.folder}", exc)
         return result
