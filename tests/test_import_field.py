@@ -63,6 +63,8 @@ def test_two_devices_merge_into_one_training_set(tmp_path: Path, capsys) -> None
     a = device(tmp_path, "pi-a", [scene(1), scene(2), shared, scene(3)])
     brighter = np.clip(shared.astype(np.int16) + 4, 0, 255).astype(np.uint8)  # the same view
     b = device(tmp_path, "pi-b", [scene(4), brighter, scene(5)], t0=T0 + 60)
+    # a device's field folder is a COCO set the trainer reads as it is
+    assert len(load(a / "sources/cam/field").samples) == 4
     out = tmp_path / "train-set"
     code = main(["import-field", str(out), str(a), str(b), "--val-fraction", "0.3"])
     assert code == 0
