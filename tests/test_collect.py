@@ -322,3 +322,11 @@ def test_a_frame_larger_than_the_cap_is_skipped_and_counted(tmp_path: Path) -> N
     assert [i["seq"] for i in field_doc(tmp_path)["images"]] == [1]
     assert counters(stats)["collect_skipped_too_large"] == 1
     assert counters(stats)["collect_errors"] == 0
+
+
+def test_boxes_past_the_edge_are_clipped_to_the_image(tmp_path: Path) -> None:
+    det = Detections(np.array([[-8, 200, 40, 260], [330, 0, 400, 50]], np.float32),
+                     np.array([0.5, 0.5], np.float32), np.zeros(2, np.int32))  # fmt: skip
+    stage(tmp_path).process(result(0, T0, det), frame(0, T0))
+    (ann,) = field_doc(tmp_path)["annotations"]  # the second lies wholly outside: dropped
+    assert ann["bbox"] == [0.0, 200.0, 40.0, 40.0]

@@ -37,8 +37,10 @@ FOLDER = "field"
 #: Scores of a classifier's best labels kept in the record: enough to see what it hesitated
 #: between, without 1 000 numbers per image for an ImageNet head.
 TOP_SCORES = 5
-#: Decimals kept for scores and box coordinates.
+#: Decimals kept for scores.
 DECIMALS = 4
+#: Boxes narrower or lower than this (pixels) once clipped to the image are not pre-labels.
+MIN_BOX_PX = 1.0
 
 
 def _stamp(ts: float) -> str:
@@ -156,7 +158,8 @@ class CollectStage:
         annotations: list[dict[str, Any]] = []
         predictions = result.predictions
         if isinstance(predictions, Detections):
-            annotations = self._boxes(fieldset, predictions, result.labels, scale)
+            size = (width, height)
+            annotations = self._boxes(fieldset, predictions, result.labels, scale, size)
         elif isinstance(predictions, Classifications):
             record["classification"] = _classification(predictions, result)
         added = fieldset.add(jpeg, record, annotations)
@@ -176,13 +179,23 @@ class CollectStage:
 
     @staticmethod
     def _boxes(
-        fieldset: FieldSet, det: Detections, labels: list[str], scale: float
+        fieldset: FieldSet,
+        det: Detections,
+        labels: list[str],
+        scale: float,
+        size: tuple[int, int],
     ) -> list[dict[str, Any]]:
+        """COCO annotations of the boxes in the stored image's pixels, clipped to it (decoders
+        may give boxes past the edge; labelling tools and the trainer refuse those), a box with
+        nothing left inside dropped."""
         out = []
+        xyxy_all = np.clip(det.xyxy * np.float32(scale), 0, np.array([*size, *size], np.float32))
         for xyxy, score, cls in zip(
-            det.xyxy.tolist(), det.confidence.tolist(), det.class_id.tolist(), strict=True
+            xyxy_all.tolist(), det.confidence.tolist(), det.class_id.tolist(), strict=True
         ):
-            x1, y1, x2, y2 = (v * scale for v in xyxy)
+            x1, y1, x2, y2 = xyxy
+            if x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX:
+                continue
             label = labels[cls] if 0 <= cls < len(labels) else f"#{cls}"
             w, h = x2 - x1, y2 - y1
             out.append(
