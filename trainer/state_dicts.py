@@ -30,11 +30,15 @@ class LoadReport:
     skipped: dict[str, str] = field(default_factory=dict)  # name -> reason
 
     def summary(self) -> str:
-        text = f"{self.path}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}"
-        if self.skipped:
-            shown = list(self.skipped.items())[:8]
+        other = {k: why for k, why in self.skipped.items() if why != NEW_HEAD}
+        fresh = len(self.skipped) - len(other)
+        text = f"{self.path}: loaded {len(self.loaded)} tensors"
+        text += f", class head re-initialised ({fresh} tensors)" if fresh else ""
+        text += f", skipped {len(other)}"
+        if other:
+            shown = list(other.items())[:8]
             text += ": " + "; ".join(f"{k} ({v})" for k, v in shown)
-            text += " ..." if len(self.skipped) > len(shown) else ""
+            text += " ..." if len(other) > len(shown) else ""
         return text
 
 
