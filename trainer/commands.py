@@ -28,6 +28,8 @@ from trainer.run_config import CONFIG_FILE, RunConfig
 TASKS = ("classify", "detect")
 #: Same names as trainer.presets.PRESETS (that module imports torch; this one must not).
 PRESET_NAMES = ("none", "light", "default", "strong")
+#: Same names as trainer.pretrained.NAMES (torchvision's files; that module imports torch).
+WEIGHTS_NAMES = ("imagenet", "coco")
 INSTALL_HINT = "training needs the train extra: pip install 'edgesight[train]'"
 
 
@@ -42,7 +44,14 @@ def add_train_commands(subparsers: Any) -> None:
     tr.add_argument("--data", type=Path, help="dataset folder or file (not with --resume)")
     tr.add_argument("--epochs", type=positive, required=True, help="total epochs")
     tr.add_argument("--out", type=Path, required=True, metavar="RUN", help="new run folder")
-    tr.add_argument("--weights", type=Path, help="local .pt: checkpoint or (ImageNet) state dict")
+    tr.add_argument(
+        "--weights", metavar="imagenet|coco|PATH",
+        help="start from torchvision's ImageNet or COCO weights, or a local .pt (docs/training.md)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--download-weights", action="store_true",
+        help="fetch named weights into torch's cache if missing (else: EDGESIGHT_ALLOW_DOWNLOAD=1)",
+    )  # fmt: skip
     tr.add_argument("--size", type=positive, help="input side, px (224 / 320)")
     tr.add_argument("--batch", type=positive, help="batch size (32 classify, 8 detect)")
     tr.add_argument("--lr", type=positive_float, help="peak AdamW LR (2e-3 / 3e-3)")
@@ -86,8 +95,8 @@ def _check_train_args(args: argparse.Namespace) -> str | None:
         return f"missing {', '.join(missing)}: required unless --resume"
     if not args.data.exists():
         return f"{args.data}: no such dataset file or folder"
-    if args.weights is not None and not args.weights.is_file():
-        return f"weights file not found: {args.weights}"
+    if args.weights not in (None, *WEIGHTS_NAMES) and not Path(args.weights).is_file():
+        return f"weights file not found: {args.weights} (or a name: {', '.join(WEIGHTS_NAMES)})"
     if args.preset not in PRESET_NAMES:
         return f"unknown preset {args.preset!r}: expected one of {list(PRESET_NAMES)}"
     return None
@@ -108,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
                 weights=args.weights, resume=args.resume, patience=args.patience,
                 device=args.device, val_fraction=args.val_fraction, workers=args.workers,
                 threads=args.threads, freeze_epochs=args.freeze_epochs,
+                download_weights=args.download_weights,
             )  # fmt: skip
     except INPUT_ERRORS as exc:
         return error(exc)

@@ -1,8 +1,9 @@
 """Model registry in torchvision's style: ``register_model`` / ``get_model`` / ``list_models``.
 
 Nothing here downloads: torchvision builders get ``weights=None, weights_backbone=None`` and a
-``weights`` argument is always a local file. ``num_classes`` is the number of *our* classes;
-the detector adds torchvision SSD's background class 0 itself.
+``weights`` argument is always a local file (trainer.pretrained finds the named ones).
+``num_classes`` is the number of *our* classes; the detector adds torchvision SSD's background
+class 0 itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extract
 
 from trainer.errors import InputError
 from trainer.run_config import RunConfig
+from trainer.state_dicts import LoadReport, WeightsFile, load_matching, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ SSDLITE_POSTPROCESS = {
 #: SSDLite rescales [0, 1] to [-1, 1] inside the model; classifiers get ImageNet's in the data.
 SSDLITE_MEAN_STD = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 IMAGENET_MEAN_STD = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-#: State-dict prefixes other tools add (DataParallel, torch.compile).
-STRIP_PREFIXES = ("module.", "_orig_mod.")
 SCRATCH_NOTE = (
     "no --weights file: training {name} from scratch; expect to need more data and epochs than "
     "fine-tuning (hundreds of images per class, tens of epochs)"
@@ -61,23 +61,6 @@ class ModelInfo:
     task: Task
     default_size: int
     builder: Callable[..., nn.Module] = field(repr=False)
-
-
-@dataclass
-class LoadReport:
-    """What a weights file gave the model: tensors loaded, and those skipped with why."""
-
-    path: Path
-    loaded: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)  # name -> reason
-
-    def summary(self) -> str:
-        text = f"{self.path}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}"
-        if self.skipped:
-            shown = list(self.skipped.items())[:8]
-            text += ": " + "; ".join(f"{k} ({v})" for k, v in shown)
-            text += " ..." if len(self.skipped) > len(shown) else ""
-        return text
 
 
 _MODELS: dict[str, ModelInfo] = {}
@@ -120,63 +103,54 @@ def get_model(
     call names everything the model is for. Raises InputError (unknown name, not a weights
     file) or FileNotFoundError.
     """
+    wf = read_weights(Path(weights)) if weights is not None else None
+    return build_model(name, num_classes, wf, multilabel=multilabel, size=size, **kw)[0]
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    weights: WeightsFile | None,
+    *,
+    new_head: bool = False,
+    multilabel: bool = False,
+    size: int | None = None,
+    **kw: Any,
+) -> tuple[nn.Module, LoadReport | None]:
+    """``name`` for ``num_classes`` classes with the tensors of ``weights`` that fit, and what
+    was loaded. ``new_head``: the class head starts afresh even where its shapes fit (its rows
+    meant other classes). A MobileNet ImageNet file given to the detector fills its backbone."""
     info = model_info(name)
     if num_classes < 1:
         raise InputError(f"num_classes must be at least 1, got {num_classes}")
     if info.task == "detect" and multilabel:
         raise InputError(f"{name} is a detector: multilabel applies to classifiers only")
-    state = read_state_dict(Path(weights)) if weights is not None else None
-    if state is None:
+    size = size or info.default_size
+    if weights is None:
         log.info(SCRATCH_NOTE.format(name=name))
+        return info.builder(num_classes, size=size, **kw), None
+    state = weights.state
     if info.task == "detect" and _imagenet_keys(state):
         # An ImageNet MobileNetV3 file: the builder loads it before renaming the backbone.
-        log.info("%s: MobileNetV3 ImageNet weights for the detector backbone", weights)
-        return info.builder(num_classes, size=size or info.default_size, backbone_state=state, **kw)
-    if info.task == "detect" and state and "reduced_tail" not in kw:
-        kw["reduced_tail"] = _best_tail(info, num_classes, size or info.default_size, state)
-    model = info.builder(num_classes, size=size or info.default_size, **kw)
-    if state is not None:
-        log.info(load_matching(model, state, Path(weights)).summary())  # type: ignore[arg-type]
-    return model
+        log.info("%s: MobileNetV3 ImageNet weights for the detector backbone", weights.path)
+        report = LoadReport(weights.path)
+        model = info.builder(num_classes, size=size, backbone_state=state, report=report, **kw)
+    else:
+        if info.task == "detect" and "reduced_tail" not in kw:
+            kw["reduced_tail"] = _best_tail(info, num_classes, size, weights.state)
+        model = info.builder(num_classes, size=size, **kw)
+        skip = (class_head_prefix(model),) if new_head else ()
+        report = load_matching(model, weights.state, weights.path, skip)
+    log.info(report.summary())
+    return model, report
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local file: our checkpoint (``{"model": ...}``) or a bare state dict."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a torch weights file: {exc}") from exc
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(f"{path}: expected a state dict (name -> tensor) or a checkpoint")
-    out = {}
-    for key, value in obj.items():
-        for prefix in STRIP_PREFIXES:
-            key = key.removeprefix(prefix)
-        out[key] = value
-    return out
-
-
-def load_matching(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> LoadReport:
-    """Copy the tensors whose name and shape match; report the rest (the new head, typically)."""
-    report = LoadReport(path)
-    own = model.state_dict()
-    usable = {}
-    for key, value in state.items():
-        if key not in own:
-            report.skipped[key] = "not in model"
-        elif own[key].shape != value.shape:
-            report.skipped[key] = f"shape {tuple(value.shape)} != {tuple(own[key].shape)}"
-        else:
-            usable[key] = value
-    model.load_state_dict(usable, strict=False)
-    report.loaded = sorted(usable)
-    return report
+def class_head_prefix(model: nn.Module) -> str:
+    """State-dict prefix of the layers whose outputs are our classes: SSD's classification
+    head (all of it, so no row of it keeps another label's meaning), a MobileNet's last Linear."""
+    if isinstance(model, SSD):
+        return "head.classification_head."
+    return f"classifier.{len(model.classifier) - 1}."  # type: ignore[arg-type]
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -239,13 +213,15 @@ def _ssdlite(
     size: int,
     backbone_state: dict | None = None,
     reduced_tail: bool | None = None,
+    report: LoadReport | None = None,
     **kw: Any,
 ) -> nn.Module:
     """torchvision's SSDLite320 builder, with a chosen fixed net size and a local backbone.
 
     A MobileNetV3-large ImageNet state dict (keys ``features.*``) is loaded into the backbone
     before torchvision splits it into SSD feature maps, since the split renames every key.
-    ``reduced_tail`` (torchvision: only without a pretrained backbone) follows the file.
+    ``reduced_tail`` (torchvision: only without a pretrained backbone) follows the file. What
+    the backbone took goes into ``report`` when one is given.
     """
     norm = partial(nn.BatchNorm2d, eps=SSDLITE_BN_EPS, momentum=SSDLITE_BN_MOMENTUM)
     imagenet = _imagenet_keys(backbone_state)
@@ -254,7 +230,11 @@ def _ssdlite(
     backbone = mobilenet_v3_large(weights=None, norm_layer=norm, reduced_tail=reduced_tail)
     _normal_init(backbone)
     if imagenet:
-        log.info(load_matching(backbone, imagenet, Path("backbone")).summary())
+        found = load_matching(backbone, imagenet, report.path if report else Path("backbone"))
+        if report is not None:  # tensors named as in the file (the split renames them)
+            report.loaded, report.skipped = found.loaded, found.skipped
+        else:
+            log.info(found.summary())
     features = _mobilenet_extractor(backbone, 6, norm)  # 6: every stage trainable
     anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
     out_channels = det_utils.retrieve_out_channels(features, (size, size))

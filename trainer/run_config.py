@@ -72,6 +72,26 @@ class SplitSizes(BaseModel):
     val: int = Field(ge=0, description="Validation images (they pick best.pt).")
 
 
+class StartWeights(BaseModel):
+    """What the run's model started from (trainer.pretrained), for reports and bundles."""
+
+    model_config = _MODEL_CONFIG
+
+    source: Literal["imagenet", "coco", "file"] = Field(
+        description="A named torchvision file (imagenet, coco) or a local file."
+    )
+    file: str = Field(description="The weights file loaded, absolute.")
+    torchvision: str | None = Field(
+        None, description="torchvision's weights id, e.g. MobileNet_V3_Large_Weights.IMAGENET1K_V1."
+    )
+    url: str | None = Field(None, description="Where torchvision publishes that file.")
+    loaded: int = Field(ge=0, description="Tensors copied from the file.")
+    reinitialised: int = Field(
+        ge=0, description="Class-head tensors of the file left out: the head starts afresh."
+    )
+    skipped: int = Field(ge=0, description="Other tensors of the file that did not fit.")
+
+
 class RunConfig(BaseModel):
     """One training run's settings and outcome, as saved in ``RUN/config.json`` and in every
     checkpoint. Fields set only once training runs are None before that."""
@@ -103,7 +123,12 @@ class RunConfig(BaseModel):
     created: str = Field(description="When the run started, ISO 8601 UTC.")
     preset: str = Field("default", description="Augmentation preset (trainer.presets).")
     seed: int = Field(0, description="Seeds the split, data order and augmentation.")
-    weights: str | None = Field(None, description="Local .pt the run started from; None: scratch.")
+    weights: str | None = Field(
+        None, description="--weights as given: imagenet, coco or a local .pt; None: scratch."
+    )
+    start_weights: StartWeights | None = Field(
+        None, description="What the weights gave the model (set when training starts)."
+    )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Validation share when the dataset has no val split."
     )

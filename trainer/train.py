@@ -32,13 +32,13 @@ from trainer.models import (
     SSDLITE_MEAN_STD,
     build_from_config,
     freeze_backbone,
-    get_model,
     list_models,
     model_info,
     unfreeze_backbone,
 )
 from trainer.plots import plot_history
 from trainer.presets import get_preset
+from trainer.pretrained import as_recorded, resolve, start_model
 from trainer.run_config import CONFIG_FILE, RunConfig
 from trainer.torchdata import ClassificationData, DetectionData, collate_detection, seed_worker
 
@@ -154,12 +154,15 @@ def train(
     freeze_epochs: int = 0,
     bn_batches: int = BN_BATCHES,
     max_steps: int | None = None,
+    download_weights: bool = False,
 ) -> Path:
     """Train and return the run folder ``out_dir``.
 
     With ``resume`` the run's config.json wins over the arguments except ``epochs`` (the new
     total), ``patience``, ``device``, ``workers`` and ``threads``. ``max_steps`` caps the
     batches per epoch (smoke tests). ``freeze_epochs`` trains only the head that long.
+    ``weights``: ``imagenet``, ``coco`` (trainer.pretrained; fetched only when
+    ``download_weights`` or EDGESIGHT_ALLOW_DOWNLOAD allows) or a local file.
     """
     run = Path(out_dir)
     if epochs < 1:
@@ -181,12 +184,12 @@ def train(
         cfg = RunConfig.read(run / CONFIG_FILE)
         ds = load(cfg.data)
     else:  # every check that can fail runs before the run folder exists
-        if weights is not None and not Path(weights).is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
+        if weights is not None:  # a name is checked against the model, and fetched if allowed
+            resolve(weights, model_name, download_weights)
         ds = load(Path(data_dir))
         cfg = _make_config(task, model_name, Path(data_dir), ds, size=size,
                            batch_size=batch_size, lr=lr, preset=preset, seed=seed,
-                           weights=str(weights) if weights else None,
+                           weights=as_recorded(weights),
                            val_fraction=val_fraction, freeze_epochs=freeze_epochs)  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run / "train.log", encoding="utf-8")
@@ -208,9 +211,10 @@ def _run(run: Path, cfg: RunConfig, ds: Dataset, epochs: int, resume: bool, pati
     seed_everything(cfg.seed)
     if resume:  # the checkpoint has the weights; the config the architecture
         model = build_from_config(cfg)
-    else:
-        model = get_model(cfg.model, len(cfg.labels), multilabel=cfg.multilabel,
-                          weights=cfg.weights, size=cfg.size_px)  # fmt: skip
+    else:  # train() fetched a named file already: here it is in the cache
+        model, start = start_model(cfg.model, cfg.labels, cfg.weights, multilabel=cfg.multilabel,
+                                   size=cfg.size_px)  # fmt: skip
+        cfg = cfg.updated(start_weights=start.model_dump() if start else None)
     cfg = cfg.updated(val_source=val_source, split={"train": len(train_s), "val": len(val_s)},
                       epochs=epochs, reduced_tail=getattr(model, "reduced_tail", None))  # fmt: skip
     model.to(device)
