@@ -143,7 +143,7 @@ def is_bundle(path: Path) -> bool:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if not args.run.exists():
-        return error(f"{args.run}: no such run folder, checkpoint or bundle")
+        return error(f"{args.run}: no such run folder or checkpoint, nor a bundle")
     if not args.data.exists():
         return error(f"{args.data}: no such dataset file or folder")
     bundle = is_bundle(args.run)
