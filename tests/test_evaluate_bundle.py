@@ -9,6 +9,8 @@ colour-blocks detector. The expected figures below are worked out by hand from t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -186,3 +188,18 @@ def test_detector_bundle_gives_coco_map(tmp_path: Path) -> None:
     assert report["task"] == "detect"
     assert report["metrics"]["mAP50"] == pytest.approx(1.0)
     assert report["metrics"]["per_class"]["red"]["ground_truths"] == 1
+
+
+def test_scoring_a_bundle_needs_no_torch(tmp_path: Path) -> None:
+    """A bundle is scored by edge_agent's runtime: a machine without the train extra's torch
+    can evaluate the bundle it runs."""
+    bundle, data = colour_bundle(tmp_path / "b"), colour_dataset(tmp_path / "d")
+    probe = (
+        "import sys; from trainer.evaluate import evaluate_bundle; "
+        f"evaluate_bundle({str(bundle)!r}, {str(data)!r}, {str(tmp_path / 'r')!r}, threads=1); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert (tmp_path / "r" / "report.json").is_file()
