@@ -100,6 +100,8 @@ def test_int8_bundle_ships_the_int8_files_own_thresholds(tmp_path: Path) -> None
     assert report["images"] == "val" and report["metrics"]["images"] == 16
     assert report["recommended_thresholds"] == manifest.thresholds.per_class
     assert report["metrics"]["mAP"] == result.report["artifacts"]["int8"]["metrics"]["mAP"]
+    # The manifest's macro F1 is the device's: counted at the shipped per-label thresholds.
+    assert manifest.metrics["macro_f1"] == pytest.approx(report["metrics"]["macro_f1"])
     # The figures at the bundle's own thresholds are the INT8 file's, as the export measured.
     for label, figures in result.report["per_class"].items():
         row = report["metrics"]["per_class"][label]

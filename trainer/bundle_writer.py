@@ -20,7 +20,7 @@ from edge_agent.bundle.manifest import SCHEMA
 from edge_agent.fsutil import sha256_file
 from trainer import __version__
 from trainer import report as report_sections
-from trainer.evaluate import truths
+from trainer.evaluate import score, truths
 from trainer.metrics import json_safe, top1_best_f1
 from trainer.report import fmt
 from trainer.run_config import RunConfig
@@ -146,6 +146,19 @@ def run_identity(recipe: str, checkpoint: Path) -> dict[str, str]:
     """What the report names the run by: its recipe and the sha256 of the exported ``best.pt``.
     Not the run folder's path: a bundle carries nothing of the machine that built it."""
     return {"recipe": recipe, "best_pt_sha256": sha256_file(checkpoint)}
+
+
+def shipped_figures(
+    task: str, multilabel: bool, metrics: dict[str, Any], predictions: Any, samples: list,
+    labels: list[str], thresholds: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The shipped file's metrics as the device decides: a multilabel file's precision, recall
+    and F1 counted again at its per-label ``thresholds`` (the evaluation counted them at 0.5,
+    which the device never uses); other tasks' as they are."""
+    if task != "classify" or not multilabel:
+        return metrics
+    bars = [thresholds["per_class"].get(label, thresholds["score"]) for label in labels]
+    return score(task, multilabel, predictions, samples, labels, bars)[0]
 
 
 def manifest_metrics(
