@@ -121,8 +121,9 @@ def test_one_threshold_for_every_label_overrides_the_bundles(tmp_path: Path) -> 
 
 
 def test_cli_prints_per_label_figures_for_an_archive(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("EDGESIGHT_BUNDLE_CACHE", str(tmp_path / "cache"))  # unpacked here
     bundle = colour_bundle(tmp_path / "colours")
     archive = tmp_path / "colours-v3.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -138,6 +139,7 @@ def test_cli_prints_per_label_figures_for_an_archive(
     assert out[2].split() == ["red", "0.917", "0.5", "0.667", "0.667", "0.667", "3"]
     assert out[-1].startswith("thresholds from this evaluation (thresholds.per_class): red 0.")
     assert json.loads(report_path.read_text())["bundle"] == str(archive)
+    assert any((tmp_path / "cache").iterdir())
 
 
 def test_cli_refuses_data_that_does_not_fit_the_bundle(
