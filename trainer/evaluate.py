@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle.archive import SUFFIXES
+from edge_agent.bundle.manifest import Manifest
 from trainer.datasets import Dataset, DatasetError, Sample, load, split
 from trainer.eval_summary import headline, per_class_table, summary
 from trainer.metrics import (
@@ -198,7 +199,9 @@ def default_bundle_out(bundle: Path) -> Path:
     return bundle.parent / f"{name}-eval"
 
 
-def bundle_samples(dataset: Dataset, manifest: Any, data_dir: Path) -> tuple[list[Sample], str]:
+def bundle_samples(
+    dataset: Dataset, manifest: Manifest, data_dir: Path
+) -> tuple[list[Sample], str]:
     """The images a bundle is scored on (test, else val, else all), once the dataset is known
     to fit the bundle: same task, classes among its labels, one label per image for softmax."""
     if dataset.task != manifest.task:
