@@ -20,7 +20,7 @@ from edge_agent.bundle.manifest import SCHEMA
 from edge_agent.fsutil import sha256_file
 from trainer import __version__
 from trainer import report as report_sections
-from trainer.evaluate import truths
+from trainer.evaluate import score, truths
 from trainer.metrics import json_safe, top1_best_f1
 from trainer.report import fmt
 from trainer.run_config import RunConfig
@@ -41,6 +41,11 @@ REPORT_MD = "report.md"
 DEFAULT_SCORE = 0.5
 #: Thresholds are floored to this many decimals, so a score equal to the best-F1 one still passes.
 THRESHOLD_DECIMALS = 4
+#: How report.md says where a multilabel label's threshold sits (trainer.metrics.margin_threshold).
+MARGIN_NOTE = (
+    "- multilabel: each label's is the middle, in log-odds, of the gap between its best-F1 cut "
+    "and the next lower score (the same decisions on these images, away from both)"
+)
 #: Hex digits of a sha256 that report.md shows (report.json keeps all 64).
 SHORT_HASH = 12
 #: Parity figures copied into manifest.metrics; report.json keeps them all.
@@ -97,6 +102,14 @@ def _floor(value: float) -> float:
     return math.floor(value * scale) / scale
 
 
+def chosen_threshold(recommended: dict[str, Any], multilabel: bool) -> float:
+    """The threshold a class ships with: a multilabel label's margin threshold (the middle of
+    the gap below its best-F1 cut, trainer.metrics.margin_threshold), else the best-F1 cut."""
+    if multilabel and recommended.get("margin_threshold") is not None:
+        return float(recommended["margin_threshold"])
+    return _floor(recommended["threshold"])
+
+
 def recommend_thresholds(
     task: str,
     multilabel: bool,
@@ -109,7 +122,8 @@ def recommend_thresholds(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(manifest ``thresholds``, the best-F1 recommendation per class it came from).
 
-    ``per_class`` holds each class's best-F1 score threshold on the evaluation images; ``score``
+    ``per_class`` holds each class's best-F1 score threshold on the evaluation images (for a
+    multilabel label the middle of the gap below it: ``chosen_threshold``); ``score``
     (for classes the evaluation could not rate) is the median of those, else DEFAULT_SCORE.
     ``nms_iou`` and ``max_detections`` are written for detectors only.
     """
@@ -118,10 +132,9 @@ def recommend_thresholds(
     else:
         recommended = {k: v["recommended"] for k, v in metrics["per_class"].items()}
     per_class = {
-        name: _floor(r["threshold"])
-        for name, r in recommended.items()
+        name: chosen_threshold(r, multilabel) for name, r in recommended.items()
         if r["threshold"] is not None
-    }
+    }  # fmt: skip
     score = _floor(statistics.median(per_class.values())) if per_class else DEFAULT_SCORE
     thresholds: dict[str, Any] = {"score": min(max(score, 0.0), 1.0), "per_class": per_class}
     if task == "detect":
@@ -133,6 +146,19 @@ def run_identity(recipe: str, checkpoint: Path) -> dict[str, str]:
     """What the report names the run by: its recipe and the sha256 of the exported ``best.pt``.
     Not the run folder's path: a bundle carries nothing of the machine that built it."""
     return {"recipe": recipe, "best_pt_sha256": sha256_file(checkpoint)}
+
+
+def shipped_figures(
+    task: str, multilabel: bool, metrics: dict[str, Any], predictions: Any, samples: list,
+    labels: list[str], thresholds: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The shipped file's metrics as the device decides: a multilabel file's precision, recall
+    and F1 counted again at its per-label ``thresholds`` (the evaluation counted them at 0.5,
+    which the device never uses); other tasks' as they are."""
+    if task != "classify" or not multilabel:
+        return metrics
+    bars = [thresholds["per_class"].get(label, thresholds["score"]) for label in labels]
+    return score(task, multilabel, predictions, samples, labels, bars)[0]
 
 
 def manifest_metrics(
@@ -265,6 +291,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         "## Thresholds (best F1 per class on the evaluation images)",
         "",
+        *([MARGIN_NOTE] if report["multilabel"] else []),
         f"- score {report['thresholds']['score']}, per class: "
         + (
             ", ".join(f"{k} {v}" for k, v in report["thresholds"]["per_class"].items())

@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge_agent.bundle.cache import is_archive_name
 from edge_agent.cli.common import EXIT_FAILED, EXIT_OK
+from edge_agent.runtimes import ModelRuntimeError
 from trainer.cli_support import (
+    AGENT_INPUT_ERRORS,
     INPUT_ERRORS,
     console_log,
     error,
@@ -26,6 +29,10 @@ from trainer.cli_support import (
 from trainer.run_config import CONFIG_FILE, RunConfig
 
 TASKS = ("classify", "detect")
+#: trainer.evaluate's BUNDLE_THREADS and metrics.DEFAULT_THRESHOLD (trainer.evaluate imports
+#: matplotlib; this module stays light).
+BUNDLE_THREADS = 2
+DEFAULT_THRESHOLD = 0.5
 #: Same names as trainer.presets.PRESETS (that module imports torch; this one must not).
 PRESET_NAMES = ("none", "light", "default", "strong")
 #: Same names as trainer.pretrained.NAMES (torchvision's files; that module imports torch).
@@ -73,15 +80,19 @@ def add_train_commands(subparsers: Any) -> None:
     tr.set_defaults(func=run_train)
 
     ev = subparsers.add_parser(
-        "evaluate", help="score a run or checkpoint on a dataset",
-        description="Write report.json, a confusion matrix or PR curves, and thresholds per class.",
+        "evaluate", help="score a run, checkpoint or exported bundle on a dataset",
+        description="Write report.json, a confusion matrix or PR curves, and thresholds per "
+        "class. A bundle (a folder with manifest.json, or its .tar.gz) is run through the "
+        "agent's own pre-processing, runtime and decoder, as on the device.",
     )  # fmt: skip
-    ev.add_argument("run", type=Path, metavar="RUN|CHECKPOINT", help="run folder or .pt file")
+    ev.add_argument("run", type=Path, metavar="RUN|CHECKPOINT|BUNDLE",
+                    help="run folder, .pt file, or bundle folder/archive")  # fmt: skip
     ev.add_argument("--data", type=Path, required=True, help="dataset folder or file")
-    ev.add_argument("--out", type=Path, help="report folder (default: RUN/eval)")
-    ev.add_argument("--threshold", type=fraction, default=0.5, help="multilabel F1 at (0.5)")
-    ev.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    ev.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's own)")
+    ev.add_argument("--out", type=Path, help="report folder (default: RUN/eval, BUNDLE-eval)")
+    ev.add_argument("--threshold", type=fraction, help="multilabel: count labels at this score "
+                    "(default: 0.5 for a run, the bundle's own per-label thresholds)")  # fmt: skip
+    ev.add_argument("--device", help="cpu, cuda (default: cuda when available; not for bundles)")
+    ev.add_argument("--threads", type=positive, help="torch or runtime CPU threads")
     ev.set_defaults(func=run_evaluate)
 
 
@@ -133,22 +144,43 @@ def run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def is_bundle(path: Path) -> bool:
+    """A bundle folder holds manifest.json; a bundle archive is a .tar.gz, .tgz or .tar."""
+    if path.is_dir():
+        return (path / "manifest.json").is_file()
+    return is_archive_name(path)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if not args.run.exists():
-        return error(f"{args.run}: no such run folder or checkpoint")
+        return error(f"{args.run}: no such run folder or checkpoint, nor a bundle")
     if not args.data.exists():
         return error(f"{args.data}: no such dataset file or folder")
+    bundle = is_bundle(args.run)
+    if bundle and args.device:
+        return error("--device is for runs; a bundle runs in the agent's runtime (its --threads)")
     try:
-        from trainer.evaluate import evaluate, summary
+        from trainer.evaluate import default_bundle_out, evaluate, evaluate_bundle, summary
     except ImportError as exc:
         return error(f"{INSTALL_HINT} ({exc})")
     try:
         with console_log():
-            report = evaluate(args.run, args.data, args.out, device=args.device,
-                              threshold=args.threshold, threads=args.threads)  # fmt: skip
-    except INPUT_ERRORS as exc:
+            if bundle:
+                threads = args.threads or BUNDLE_THREADS
+                report = evaluate_bundle(args.run, args.data, args.out, threads=threads,
+                                         threshold=args.threshold)  # fmt: skip
+            else:
+                threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+                report = evaluate(args.run, args.data, args.out, device=args.device,
+                                  threshold=threshold, threads=args.threads)  # fmt: skip
+    except (*INPUT_ERRORS, *AGENT_INPUT_ERRORS, ModelRuntimeError) as exc:
         return error(exc)
-    out = args.out or Path(report["checkpoint"]).parent / "eval"
+    if args.out:
+        out = args.out
+    elif bundle:
+        out = default_bundle_out(args.run)
+    else:
+        out = Path(report["checkpoint"]).parent / "eval"
     for line in summary(report, out / "report.json"):
         print(line)
     return EXIT_OK

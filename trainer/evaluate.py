@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_agent.bundle.archive import SUFFIXES
+from edge_agent.bundle.manifest import Manifest
 from trainer.datasets import Dataset, DatasetError, Sample, load, split
+from trainer.eval_summary import headline, per_class_table, summary
 from trainer.metrics import (
     DEFAULT_THRESHOLD,
     classification_metrics,
@@ -26,9 +30,14 @@ from trainer.plots import plot_confusion, plot_pr_curves
 from trainer.run_config import RunConfig
 
 log = logging.getLogger(__name__)
+#: What the CLI prints lives in trainer.eval_summary; named here too, where callers look for it.
+__all__ = ["evaluate", "evaluate_bundle", "headline", "per_class_table", "score", "summary",
+           "truths"]  # fmt: skip
 
 #: Batch size for evaluation; inference only, so larger than training's is fine on CPU.
 EVAL_BATCH = 16
+#: Runtime threads for a bundle's evaluation: the agent's own default.
+BUNDLE_THREADS = 2
 #: The metric that picks ``best.pt``, by (task, multilabel).
 SELECTION_METRIC = {("classify", False): "accuracy", ("classify", True): "mAP",
                     ("detect", False): "mAP50"}  # fmt: skip
@@ -52,9 +61,10 @@ def truths(samples: list[Sample], classes: list[str], task: str, multilabel: boo
 
 def score(
     task: str, multilabel: bool, predictions: Any, samples: list[Sample], classes: list[str],
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """Metrics and PR curves of plain predictions (see engine.predict) against ``samples``."""
+    """Metrics and PR curves of plain predictions (see engine.predict) against ``samples``;
+    ``threshold`` (multilabel F1) is one for all labels or one per label."""
     truth = truths(samples, classes, task, multilabel)
     if task == "detect":
         return detection_metrics(truth, predictions, classes)
@@ -140,6 +150,20 @@ def evaluate(
         loader = DataLoader(data, batch_size=batch_size)
     preds = predict(model, loader, device, task=task, multilabel=multilabel)
     metrics, curves = score(task, multilabel, preds, samples, classes, threshold)
+    head = {
+        "schema": "edgesight.eval/1", "checkpoint": str(ckpt), "data": str(data_dir),
+        "images": which, "task": task, "multilabel": multilabel, "model": config.model,
+        "size": config.size_px, "labels": classes,
+    }  # fmt: skip
+    return _write_report(out, head, metrics, curves, preds, samples)
+
+
+def _write_report(
+    out: Path, head: dict[str, Any], metrics: dict[str, Any], curves: dict[str, Any],
+    preds: Any, samples: list[Sample],
+) -> dict[str, Any]:  # fmt: skip
+    """Plots, the recommended thresholds (the rule export ships) and ``out/report.json``."""
+    task, multilabel, classes = head["task"], head["multilabel"], head["labels"]
     plots = []
     if "confusion_matrix" in metrics:
         plots.append(plot_confusion(np.array(metrics["confusion_matrix"]), classes,
@@ -148,64 +172,94 @@ def evaluate(
         best = {k: v["recommended"] for k, v in metrics["per_class"].items()}
         plots += plot_pr_curves(curves, best, out / "pr_curves")
     report = {
-        "schema": "edgesight.eval/1", "checkpoint": str(ckpt), "data": str(data_dir),
-        "images": which, "task": task, "multilabel": multilabel, "model": config.model,
-        "size": config.size_px, "labels": classes, "metrics": metrics,
-        "selection_metric": SELECTION_METRIC[(task, multilabel)],
+        **head, "metrics": metrics, "selection_metric": SELECTION_METRIC[(task, multilabel)],
         "plots": [str(p.relative_to(out)) for p in plots],
     }  # fmt: skip
     if task == "detect" or multilabel:
         recommended = {k: v["recommended"] for k, v in metrics["per_class"].items()}
     else:  # the rule export applies to a multiclass bundle: top-1 and score >= threshold
         recommended = top1_best_f1(truths(samples, classes, task, False), preds, classes)
-    report["recommended_thresholds"] = {k: v["threshold"] for k, v in recommended.items()}
+    # A multilabel label ships the middle of the gap below its best-F1 cut (export does too).
+    report["recommended_thresholds"] = {
+        k: v.get("margin_threshold", v["threshold"]) for k, v in recommended.items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def headline(report: dict[str, Any]) -> str:
-    """The one-line summary the CLI prints."""
-    m = {k: "n/a" if v is None else f"{v:.3f}" for k, v in report["metrics"].items()
-         if k in ("mAP", "mAP50", "accuracy", "macro_f1")}  # fmt: skip
-    if report["task"] == "detect":
-        return f"mAP@.5 {m['mAP50']}, mAP@[.5:.95] {m['mAP']}"
-    if report["multilabel"]:
-        return f"mAP {m['mAP']}, macro F1 {m['macro_f1']} at {report['metrics']['threshold']:g}"
-    return f"accuracy {m['accuracy']}, macro F1 {m['macro_f1']}"
+def default_bundle_out(bundle: Path) -> Path:
+    """Beside the bundle, never inside it: a signed bundle may hold no file it does not list."""
+    name = bundle.name
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):  # ".tar.gz" before ".tar"
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return bundle.parent / f"{name}-eval"
 
 
-def _cell(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+def bundle_samples(
+    dataset: Dataset, manifest: Manifest, data_dir: Path
+) -> tuple[list[Sample], str]:
+    """The images a bundle is scored on (test, else val, else all), once the dataset is known
+    to fit the bundle: same task, classes among its labels, one label per image for softmax."""
+    if dataset.task != manifest.task:
+        raise DatasetError(
+            f"{data_dir}: holds a {dataset.task} dataset, the bundle is {manifest.task}"
+        )
+    if dataset.multilabel and not manifest.multilabel:
+        raise DatasetError(
+            f"{data_dir}: a multilabel dataset, but the bundle's classifier gives one label per "
+            "image (softmax); expected class folders or a bundle with multilabel: true"
+        )
+    unknown = sorted(set(dataset.classes) - set(manifest.labels))
+    if unknown:
+        raise DatasetError(f"{data_dir}: classes {unknown} are not among the bundle's labels "
+                           f"{manifest.labels}")  # fmt: skip
+    groups = dataset.by_split()
+    for name in ("test", "val"):
+        if groups.get(name):
+            return groups[name], name
+    return dataset.samples, "all images"
 
 
-def per_class_table(report: dict[str, Any]) -> list[str]:
-    """Per-class figures as aligned text lines: precision/recall/F1 for classifiers (with AP for
-    multilabel ones), AP@.5 and AP@[.5:.95] for detectors; support or ground-truth boxes last."""
-    per = report["metrics"]["per_class"]
-    if report["task"] == "detect":
-        columns = [("AP@.5", "ap50"), ("AP@[.5:.95]", "ap"), ("boxes", "ground_truths")]
-    elif report["multilabel"]:
-        columns = [("AP", "ap"), ("precision", "precision"), ("recall", "recall"),
-                   ("F1", "f1"), ("support", "support")]  # fmt: skip
-    else:
-        columns = [("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
-                   ("support", "support")]  # fmt: skip
-    rows = [["class", *(title for title, _ in columns)]]
-    rows += [[name, *(_cell(row.get(key)) for _, key in columns)] for name, row in per.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
+def evaluate_bundle(
+    bundle_path: Path | str,
+    data_dir: Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    threads: int = BUNDLE_THREADS,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Score an exported bundle (folder or archive) on ``data_dir`` through edge_agent's own
+    Predictor: the device's pre-processing, runtime and decoder, so the figures are the ones the
+    device would get. A multilabel bundle's precision/recall/F1 are at its own per-label
+    thresholds (``threshold``: one for every label instead). Needs no torch. Writes
+    ``report.json`` and plots into ``out_dir`` (default ``default_bundle_out``)."""
+    from edge_agent.bundle import load_bundle
+    from trainer.parity import evaluate_bundles
 
-
-def summary(report: dict[str, Any], report_path: Path) -> list[str]:
-    """What ``edge-trainer evaluate`` prints: the headline once, then the per-class table."""
-    images = report["metrics"]["images"]
-    first = f"{headline(report)} on {images} images ({report['images']}) -> {report_path}"
-    return [first, *per_class_table(report)]
+    bundle = load_bundle(Path(bundle_path))
+    manifest, data_dir = bundle.manifest, Path(data_dir)
+    out = Path(out_dir) if out_dir is not None else default_bundle_out(Path(bundle_path))
+    samples, which = bundle_samples(load(data_dir), manifest, data_dir)
+    log.info("evaluating %s on %d images (%s) through edge_agent", bundle.source, len(samples),
+             which)  # fmt: skip
+    runtime = manifest.model.format  # the runtime that runs this file on a device
+    done = evaluate_bundles({"bundle": bundle}, samples, runtime=runtime, pairs=[], threads=threads)
+    art = done.artifacts["bundle"]
+    task, multilabel, labels = manifest.task, manifest.multilabel, list(manifest.labels)
+    metrics, curves = art.metrics, art.curves
+    if multilabel:
+        bars = manifest.class_thresholds() if threshold is None else threshold
+        metrics, curves = score(task, multilabel, art.predictions, samples, labels, bars)
+    head = {
+        "schema": "edgesight.eval/1", "bundle": str(bundle.source), "data": str(data_dir),
+        "images": which, "task": task, "multilabel": multilabel, "model": bundle.model_id,
+        "format": manifest.model.format, "precision": manifest.model.precision,
+        "runtime": runtime, "size": manifest.input.width, "labels": labels,
+        "latency_ms_p50": art.latency_ms_p50,
+        "bundle_thresholds": manifest.thresholds.model_dump(include={"score", "per_class"}),
+    }  # fmt: skip
+    return _write_report(out, head, metrics, curves, art.predictions, samples)

@@ -361,8 +361,10 @@ def _finish(job: _Job, evaluation: Evaluation, staged: _Staged) -> ExportResult:
     model_file = bw.MODEL_FILES[(opts.fmt, opts.int8)]
     for name in [model_file, *staged.extra]:
         shutil.copy2(staged.dirs[shipped] / name, out / name)
+    figures = bw.shipped_figures(task, multilabel, art.metrics, art.predictions, job.val,
+                                 config.labels, thresholds)  # fmt: skip
     metrics = bw.manifest_metrics(
-        task, multilabel, art.metrics, evaluation.images, evaluation.parity, budget
+        task, multilabel, figures, evaluation.images, evaluation.parity, budget
     )
     report_files = bw.write_report(out, report)
     manifest = bw.build_manifest(

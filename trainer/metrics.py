@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 #: Score threshold at which multilabel F1 is reported, unless the caller chooses another.
 DEFAULT_THRESHOLD = 0.5
+#: Scores are clipped this far inside (0, 1) before taking log-odds, so a saturated sigmoid
+#: (float32 rounds 1 - 1e-8 to 1) still gives a finite midpoint.
+LOGIT_EPS = 1e-7
+#: A margin threshold is rounded to this many decimals when that keeps it inside its gap.
+MARGIN_DECIMALS = 4
 #: COCOeval's index of IoU 0.5 in iouThrs, of area range "all", and of maxDets 100.
 IOU50, AREA_ALL, MAXDET_LAST = 0, 0, -1
 
@@ -95,6 +101,33 @@ def best_f1_threshold(curve: Curve) -> dict[str, float | None]:
             "precision": float(p[i]), "recall": float(r[i])}  # fmt: skip
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, LOGIT_EPS), 1.0 - LOGIT_EPS)
+    return float(np.log(p / (1.0 - p)))
+
+
+def margin_threshold(curve: Curve, cut: float) -> float:
+    """The threshold in the middle of the gap between ``cut`` and the next lower score.
+
+    Every threshold in (next lower score, ``cut``] keeps the same images on ``curve``, so the
+    same F1; ``cut`` itself is a sample's score, and on a small validation set the slightest
+    shift (INT8 rounding, another runtime, a re-encoded JPEG) flips that sample and the images
+    like it. The middle of the gap is as far from both neighbours as the evaluation allows. It
+    is taken in log-odds, where a sigmoid's logits live and INT8 output rounding is even;
+    rounded to MARGIN_DECIMALS when that stays inside the gap. No score below ``cut``: ``cut``.
+    """
+    scores = np.asarray(curve["thresholds"], np.float64)
+    below = scores[scores < cut]
+    if not below.size:
+        return float(cut)
+    lower = float(below.max())
+    middle = float(1.0 / (1.0 + np.exp(-(_logit(cut) + _logit(lower)) / 2)))
+    rounded = round(middle, MARGIN_DECIMALS)
+    if lower < rounded <= cut:
+        return rounded
+    return middle if lower < middle <= cut else float(cut)
+
+
 def top1_best_f1(
     y_true: np.ndarray, scores: np.ndarray, classes: list[str]
 ) -> dict[str, dict[str, float | None]]:
@@ -122,27 +155,34 @@ def average_precision(is_positive: np.ndarray, scores: np.ndarray) -> float:
 
 def multilabel_metrics(
     y_true: np.ndarray, scores: np.ndarray, classes: list[str],
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
 ) -> tuple[dict[str, Any], dict[str, Curve]]:  # fmt: skip
-    """Per-label AP, precision/recall/F1 at ``threshold``, and the best-F1 threshold; curves."""
+    """Per-label AP, precision/recall/F1 at ``threshold`` (one for all, or one per label: a
+    bundle's ``thresholds.per_class``), the best-F1 cut and its margin threshold; curves."""
     y_true, scores = np.asarray(y_true, bool), np.asarray(scores, np.float64)
+    bars = np.broadcast_to(np.asarray(threshold, np.float64), (len(classes),))
     per_class, curves = {}, {}
     for k, name in enumerate(classes):
-        truth, pred = y_true[:, k], scores[:, k] >= threshold
+        truth, pred = y_true[:, k], scores[:, k] >= bars[k]
         tp = int((truth & pred).sum())
         precision, recall = _ratio(tp, pred.sum()), _ratio(tp, truth.sum())
         curves[name] = pr_curve(truth, scores[:, k])
+        best = best_f1_threshold(curves[name])
+        if best["threshold"] is not None:
+            best["margin_threshold"] = margin_threshold(curves[name], best["threshold"])
         per_class[name] = {
             "ap": average_precision(truth, scores[:, k]), "precision": precision,
             "recall": recall, "f1": _f1(precision, recall), "support": int(truth.sum()),
-            "recommended": best_f1_threshold(curves[name]),
+            "threshold": float(bars[k]), "recommended": best,
         }  # fmt: skip
     aps = [v["ap"] for v in per_class.values() if v["support"]]
     f1s = [v["f1"] for v in per_class.values() if v["support"]]
     metrics = {
         "mAP": float(np.mean(aps)) if aps else float("nan"),
         "macro_f1": float(np.mean(f1s)) if f1s else float("nan"),
-        "threshold": threshold, "images": len(y_true), "per_class": per_class,
+        "threshold": float(threshold) if np.ndim(threshold) == 0
+        else dict(zip(classes, bars.tolist(), strict=True)),
+        "images": len(y_true), "per_class": per_class,
     }  # fmt: skip
     return metrics, curves
 
