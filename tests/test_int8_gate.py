@@ -1,13 +1,17 @@
-"""The INT8 gate on hand-made FP32 / INT8 scores: decisions at the shipped thresholds, the worst
-class, and what one image weighs. No torch, no export: trainer.int8_gate takes plain arrays."""
+"""The INT8 gate on hand-made FP32 / INT8 scores and boxes: decisions at the shipped thresholds,
+the worst class, detectors' mAP@.5, mAP@[.5:.95] and mAP@.75, and what one image weighs. No
+torch, no export: trainer.int8_gate takes plain arrays and COCO metric dicts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from trainer import bundle_writer as bw
 from trainer import report as report_sections
 from trainer.int8_gate import (
+    MAP75_BUDGET_POINTS,
+    MAP_BUDGET_POINTS,
     MAX_CLASS_DROP_POINTS,
     MAX_FLIPS_PCT,
     Budget,
@@ -16,7 +20,7 @@ from trainer.int8_gate import (
     int8_gate,
     over_budget_message,
 )
-from trainer.metrics import classification_metrics, multilabel_metrics
+from trainer.metrics import classification_metrics, detection_metrics, multilabel_metrics
 from trainer.parity import ArtifactEval
 
 
@@ -163,7 +167,8 @@ def test_detectors_gate_on_the_worst_class_ap50() -> None:
     def art(ap50: dict[str, float], mean: float) -> ArtifactEval:
         per = {k: {"ap50": v, "ap": v / 2, "ground_truths": 10 if v == v else 0}
                for k, v in ap50.items()}  # fmt: skip
-        return ArtifactEval({"mAP50": mean, "mAP": mean / 2, "per_class": per}, {}, [], 1.0)
+        metrics = {"mAP50": mean, "mAP": mean / 2, "mAP75": mean / 2, "per_class": per}
+        return ArtifactEval(metrics, {}, [], 1.0)
 
     fp32 = art({"can": 0.9, "box": 0.8, "jar": float("nan")}, 0.85)
     int8 = art({"can": 0.88, "box": 0.7, "jar": float("nan")}, 0.84)
@@ -171,6 +176,7 @@ def test_detectors_gate_on_the_worst_class_ap50() -> None:
     gate = int8_gate("detect", False, ["can", "box", "jar"], fp32, int8, None, thresholds,
                      Budget(), 20)  # fmt: skip
     assert gate["flips"] is None and gate["failed"] == ["worst_class"]
+    assert gate["map"]["drop_points"] == pytest.approx(0.5)  # within 1.5
     assert gate["worst_class"]["label"] == "box"
     assert gate["worst_class"]["drop_points"] == pytest.approx(10.0)
     assert set(gate["worst_class"]["drops"]) == {"can", "box"}  # jar has no ground truth
@@ -191,3 +197,105 @@ def _report(gate, truth, labels, fp32, int8, thresholds, multilabel) -> dict:
         "per_class": per_class_figures("classify", multilabel, labels, arts, truth, thresholds),
         "int8_budget": gate,
     }
+
+
+DET_LABELS = ["can", "bottle", "box"]
+
+
+def _scene(images: int = 30) -> list[dict]:
+    """Ground truths: per image one box of each class, 40-90 px, at seeded places."""
+    rng = np.random.default_rng(3)
+    out = []
+    for _ in range(images):
+        xy = rng.uniform(0, 200, (3, 2))
+        wh = rng.uniform(40, 90, (3, 2))
+        out.append({"boxes": np.hstack([xy, xy + wh]), "labels": np.arange(3)})
+    return out
+
+
+def _found(truths: list[dict], shrink: float = 1.0, every: int = 1) -> ArtifactEval:
+    """Detections of every ground truth, score 0.9; every ``every``-th box shrunk about its
+    centre to ``shrink`` of its width and height (IoU with its truth: shrink squared), as a
+    clipped box-regression output does to the boxes it saturates."""
+    predictions = []
+    for i, item in enumerate(truths):
+        boxes = item["boxes"].copy()
+        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+        moved = (i * len(boxes) + np.arange(len(boxes))) % every == 0  # across classes
+        half[moved] *= shrink
+        boxes = np.hstack([centre - half, centre + half])
+        predictions.append({"boxes": boxes, "labels": item["labels"], "scores": np.full(3, 0.9)})
+    metrics, curves = detection_metrics(truths, predictions, DET_LABELS)
+    return ArtifactEval(metrics, curves, predictions, 1.0)
+
+
+def _det_gate(fp32: ArtifactEval, int8: ArtifactEval, budget: Budget | None = None) -> dict:
+    thresholds = {"score": 0.3, "per_class": {}}
+    limits = budget or Budget()
+    return int8_gate("detect", False, DET_LABELS, fp32, int8, None, thresholds, limits, 30)
+
+
+def test_boxes_that_moved_fail_map_and_map75_while_map50_holds() -> None:
+    """The issue's case: INT8 boxes still overlap their objects by IoU 0.64, so mAP@.5 and
+    every class's AP@.5 are unchanged, but none matches at IoU 0.75 any more."""
+    truths = _scene()
+    fp32, int8 = _found(truths), _found(truths, shrink=0.8)
+    assert int8.metrics["mAP50"] == pytest.approx(fp32.metrics["mAP50"])
+    gate = _det_gate(fp32, int8)
+    assert gate["failed"] == ["map", "map75"]  # the order report.md shows them in
+    assert gate["mean"]["within"] and gate["worst_class"]["within"]
+    assert gate["map"]["metric"] == "mAP" and gate["map75"]["metric"] == "mAP75"
+    assert gate["map"]["budget_points"] == MAP_BUDGET_POINTS == 1.5
+    assert gate["map75"]["budget_points"] == MAP75_BUDGET_POINTS == 3.0
+    assert gate["map"]["drop_points"] == pytest.approx(
+        (fp32.metrics["mAP"] - int8.metrics["mAP"]) * 100
+    )
+    assert gate["map75"]["int8"] == pytest.approx(0.0)  # IoU 0.64 < 0.75 everywhere
+    # The exit-3 message names each figure that failed: FP32, INT8, drop, budget.
+    message = over_budget_message(gate, "out/report.md")
+    fp, i8 = fp32.metrics["mAP"], int8.metrics["mAP"]
+    assert (
+        f"mAP@[.5:.95]: FP32 {fp:.4f} -> INT8 {i8:.4f}, drop {(fp - i8) * 100:.2f} points "
+        "(budget 1.5): OVER" in message
+    )
+    assert "mAP@.75: FP32 1.0000 -> INT8 0.0000, drop 100.00 points (budget 3): OVER" in message
+    assert "overall" not in message and "worst class" not in message
+    # report.md's gate section and the manifest's parity block carry them too.
+    report = {"int8_budget": gate}
+    text = "\n".join(report_sections.gate_section(report))
+    assert "OVER budget (mAP@[.5:.95], mAP@.75)" in text
+    assert "- mAP@.75: FP32 1.0000 -> INT8 0.0000" in text and "- overall: mAP50 " in text
+    parity = {"int8_vs_fp32": {"max_relative_diff": 0.1, "box_agreement": 0.5}}
+    compact = bw.manifest_metrics("detect", False, int8.metrics, 30, parity, gate)["parity"]
+    assert compact["int8_vs_fp32"]["mAP_drop_points"] == pytest.approx(gate["map"]["drop_points"])
+    assert compact["int8_vs_fp32"]["mAP75_drop_points"] == pytest.approx(100.0)
+    assert compact["int8_vs_fp32"]["mAP50_drop_points"] == pytest.approx(0.0)
+
+
+def test_each_localisation_figure_has_its_own_budget() -> None:
+    """One box in six at IoU 0.72: mAP@.75 loses about twice what mAP@[.5:.95] loses."""
+    truths = _scene()
+    fp32, int8 = _found(truths), _found(truths, shrink=0.85, every=6)
+    gate = _det_gate(fp32, int8)
+    map_drop, map75_drop = gate["map"]["drop_points"], gate["map75"]["drop_points"]
+    assert 5 < map_drop < map75_drop  # both over their defaults
+    assert gate["failed"] == ["map", "map75"]
+    only_75 = _det_gate(fp32, int8, Budget(map_points=map_drop + 0.1))
+    assert only_75["failed"] == ["map75"] and only_75["map"]["within"]
+    only_map = _det_gate(fp32, int8, Budget(map75_points=map75_drop + 0.1))
+    assert only_map["failed"] == ["map"]
+    assert _det_gate(fp32, int8, Budget(map_points=100, map75_points=100))["within"]
+
+
+def test_boxes_within_a_pixel_pass_every_detector_check() -> None:
+    truths = _scene()
+    gate = _det_gate(_found(truths), _found(truths, shrink=0.995))  # IoU 0.99
+    assert gate["within"] and gate["failed"] == []
+    assert {gate[k]["drop_points"] for k in ("mean", "map", "map75")} == {0.0}
+
+
+def test_classifiers_have_no_localisation_checks() -> None:
+    labels = ["a", "b"]
+    truth, fp32 = _multiclass_set([5, 5])
+    gate = _gate(fp32, fp32, truth, labels, False, {"score": 0.5}, Budget(map_points=-1))
+    assert gate["map"] is None and gate["map75"] is None and gate["within"]

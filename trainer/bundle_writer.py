@@ -172,6 +172,9 @@ def manifest_metrics(
     if budget:
         pair = compact["int8_vs_fp32"]
         pair[f"{budget['metric']}_drop_points"] = budget["drop_points"]
+        for name in ("map", "map75"):  # detectors' localisation checks (trainer.int8_gate)
+            if budget.get(name):
+                pair[f"{budget[name]['metric']}_drop_points"] = budget[name]["drop_points"]
         worst = budget["worst_class"]
         pair[f"worst_class_{worst['metric']}_drop_points"] = worst["drop_points"]
         if budget.get("flips"):

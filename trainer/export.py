@@ -36,6 +36,8 @@ from trainer.export_tflite import (
 )
 from trainer.int8_gate import (
     BUDGET_POINTS,
+    MAP75_BUDGET_POINTS,
+    MAP_BUDGET_POINTS,
     MAX_CLASS_DROP_POINTS,
     MAX_FLIPS_PCT,
     Budget,
@@ -86,6 +88,8 @@ class ExportOptions:
     budget_points: float = BUDGET_POINTS  # the headline metric's drop (the mean)
     max_class_drop_points: float = MAX_CLASS_DROP_POINTS  # the worst class's drop
     max_flips_pct: float = MAX_FLIPS_PCT  # classifiers' decisions that differ from FP32
+    map_budget_points: float = MAP_BUDGET_POINTS  # detectors: mAP@[.5:.95]'s drop
+    map75_budget_points: float = MAP75_BUDGET_POINTS  # detectors: mAP@.75's drop
     data: Path | None = None  # default: the run's config.data
     name: str | None = None  # default: the run folder's name
     version: int = 1
@@ -282,7 +286,10 @@ def _report(
         reference = {"source": TORCH_SOURCE, "metrics": evaluation.reference.metrics}
     budget = None
     if opts.int8:
-        limits = Budget(opts.budget_points, opts.max_class_drop_points, opts.max_flips_pct)
+        limits = Budget(
+            opts.budget_points, opts.max_class_drop_points, opts.max_flips_pct,
+            opts.map_budget_points, opts.map75_budget_points,
+        )  # fmt: skip
         budget = int8_gate(
             task, multilabel, labels, scored["fp32"], scored["int8"], truth, thresholds,
             limits, evaluation.images,

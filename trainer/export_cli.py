@@ -4,8 +4,9 @@ trainer/cli.py calls ``add_export_commands(sub)``. torch (and litert-torch) are 
 handler only, so the dataset and signing commands keep working without the train extra. Exit
 codes: 0 done; 1 the FP32 file disagrees with PyTorch (an exporter bug: report written, no
 bundle); 2 bad input (``error: ...`` on stderr, no traceback); 3 INT8 is over a budget
-(``--budget-points``, ``--max-class-drop-points``, ``--max-flips-pct``; report written, no
-bundle) unless ``--allow-drop``. Any other exception is a bug and propagates with its traceback.
+(``--budget-points``, ``--map-budget-points``, ``--map75-budget-points``,
+``--max-class-drop-points``, ``--max-flips-pct``; report written, no bundle) unless
+``--allow-drop``. Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any
 from edge_agent.bundle.signing import KeyFormatError
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
 from trainer.cli_support import INPUT_ERRORS, console_log, error, non_negative, positive
-from trainer.int8_gate import BUDGET_POINTS, MAX_CLASS_DROP_POINTS, MAX_FLIPS_PCT  # torch-free
+from trainer.int8_gate import (  # torch-free
+    BUDGET_POINTS,
+    CHECK_NAMES,
+    MAP75_BUDGET_POINTS,
+    MAP_BUDGET_POINTS,
+    MAX_CLASS_DROP_POINTS,
+    MAX_FLIPS_PCT,
+)
 
 #: Export reads only the run, its dataset and a --sign key from the user; a BundleError here
 #: would be on a bundle the trainer wrote itself, a bug, so it is not caught.
@@ -71,6 +79,21 @@ def add_export_commands(subparsers: Any) -> None:
         default=BUDGET_POINTS,
         help="INT8 may lose this many points (1 = 0.01) of accuracy (classifiers), mAP over "
         f"labels (multilabel) or mAP@.5 (detectors) ({BUDGET_POINTS:g})",
+    )
+    ex.add_argument(
+        "--map-budget-points",
+        metavar="P",
+        type=float,
+        default=MAP_BUDGET_POINTS,
+        help="detectors: INT8 may lose this many points of mAP@[.5:.95], where boxes that "
+        f"moved show and mAP@.5 forgives them ({MAP_BUDGET_POINTS:g})",
+    )
+    ex.add_argument(
+        "--map75-budget-points",
+        metavar="P",
+        type=float,
+        default=MAP75_BUDGET_POINTS,
+        help=f"detectors: INT8 may lose this many points of mAP@.75 ({MAP75_BUDGET_POINTS:g})",
     )
     ex.add_argument(
         "--max-class-drop-points",
@@ -129,7 +152,7 @@ def _summary(result: Any) -> list[str]:
         lines.append(f"parity {pair}: max relative diff {figures['max_relative_diff']:.2e}{extra}")
     gate = report["int8_budget"]
     if gate:
-        lines += [f"INT8 {gate[k]['text']}" for k in ("mean", "worst_class", "flips") if gate[k]]
+        lines += [f"INT8 {gate[k]['text']}" for k in CHECK_NAMES if gate.get(k)]
         lines += gate["resolution"]["lines"]
     lines.append(f"report: {result.bundle / 'report.md'}")
     return lines
@@ -161,6 +184,8 @@ def run_export(args: argparse.Namespace) -> int:
         budget_points=args.budget_points,
         max_class_drop_points=args.max_class_drop_points,
         max_flips_pct=args.max_flips_pct,
+        map_budget_points=args.map_budget_points,
+        map75_budget_points=args.map75_budget_points,
         data=args.data,
         name=args.name,
         version=args.model_version,

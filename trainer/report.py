@@ -90,7 +90,7 @@ def gate_section(report: dict[str, Any]) -> list[str]:
     failed = ", ".join(CHECK_NAMES[name] for name in gate["failed"])
     verdict = f"OVER budget ({failed})" if failed else "within budget"
     lines = ["## INT8 gate", "", f"INT8 against FP32, {verdict}.", ""]
-    lines += [f"- {gate[name]['text']}" for name in ("mean", "worst_class", "flips") if gate[name]]
+    lines += [f"- {gate[name]['text']}" for name in CHECK_NAMES if gate.get(name)]
     flips = gate.get("flips")
     if flips and flips["changes"]:
         lines += ["", "| decision, FP32 -> INT8 | count |", "|---|---|"]
