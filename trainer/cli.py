@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edge_agent.cli.common import EXIT_BAD_INPUT, EXIT_OK
 from trainer import __version__
-from trainer.cli_support import INPUT_ERRORS, error
+from trainer.cli_support import INPUT_ERRORS, error, split_fraction
 from trainer.commands import add_train_commands
 from trainer.datasets import (
     BOX_SLACK_PX,
@@ -49,13 +49,6 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
-    return value
-
-
 def _share(text: str) -> float:
     """A share in [0, 1], both ends included (--min-visible 1: wholly inside)."""
     try:
@@ -79,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--from", dest="src", choices=formats, help="input format (default: detect)")
     conv.add_argument("--to", dest="dst", choices=formats, required=True, help="output format")
     conv.add_argument(
-        "--val-fraction", type=_fraction, default=0.0,
+        "--val-fraction", type=split_fraction, default=0.0,
         help="re-split into train/val with this val share (default 0: keep the input's splits)",
     )  # fmt: skip
     conv.add_argument("--seed", type=int, default=0, help="seed of --val-fraction's split")
@@ -110,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--format", choices=SYNTH_FORMATS, required=True)
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="WxH pixels (320x320)")
-    syn.add_argument("--val-fraction", type=_fraction, default=0.2, help="0 = no split (0.2)")
+    syn.add_argument("--val-fraction", type=split_fraction, default=0.2, help="0 = no split (0.2)")
     syn.add_argument("--workers", type=int, default=1, help="rendering processes (1)")
     syn.add_argument(
         "--min-visible", type=_share, default=SYNTH_MIN_VISIBLE, metavar="F",

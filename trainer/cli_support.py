@@ -57,6 +57,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def split_fraction(text: str) -> float:
+    """A --val-fraction: [0, 1), 0 meaning no split."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
 def error(message: object) -> int:
     """Print the one-line ``error: ...`` for bad input; return the bad-input exit code."""
     print(f"error: {message}", file=sys.stderr)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.cli.common import EXIT_OK
+from trainer.cli_support import split_fraction
 from trainer.datasets import IMAGE_MODES, Box, Dataset, DatasetError, Sample, load, save, split
 from trainer.datasets.files import UniqueNames, place_image, prepare_output
 from trainer.field_sets import (
@@ -214,16 +215,6 @@ def _distance(text: str) -> int:
     return value
 
 
-def _val_share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value < 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
-
-
 def add_import_field_command(subparsers: Any) -> None:
     """Register ``import-field`` on an ``add_subparsers()`` object."""
     imp = subparsers.add_parser(
@@ -237,7 +228,7 @@ def add_import_field_command(subparsers: Any) -> None:
         help="a field folder, or a folder holding some (a copy of a device's state_dir)",
     )  # fmt: skip
     imp.add_argument(
-        "--val-fraction", type=_val_share, default=0.2, help="val share, 0 = no split (0.2)"
+        "--val-fraction", type=split_fraction, default=0.2, help="val share, 0 = no split (0.2)"
     )
     imp.add_argument("--seed", type=int, default=0, help="seed of the val split (0)")
     imp.add_argument(
