@@ -122,11 +122,25 @@ class Sender:
             self._cond.notify_all()
 
     def _settle(self) -> None:
-        """Delete from the outbox what the broker acknowledged."""
+        """Delete from the outbox what the broker acknowledged; hand again what paho says
+        it will never send (its delivery raises), rather than let the thread die on it."""
         with self._cond:
-            done = [eid for eid, d in self._inflight if d.is_published()]
-            if done:
-                self._inflight = [(e, d) for e, d in self._inflight if not d.is_published()]
+            done: list[int] = []
+            kept: list[tuple[int, Delivery]] = []
+            failed: int | None = None
+            for eid, d in self._inflight:
+                acked = _acked(eid, d)
+                if acked is None:
+                    failed = eid if failed is None else min(failed, eid)
+                elif acked:
+                    done.append(eid)
+                else:
+                    kept.append((eid, d))
+            if failed is not None:  # from there on, in order, as restart() does for all
+                kept = [(e, d) for e, d in kept if e < failed]
+                self._last = failed - 1
+            if done or failed is not None:
+                self._inflight = kept
                 self._cond.notify_all()
         if done:
             self.outbox.ack(done)
@@ -161,7 +175,7 @@ class Sender:
             self._hand(batch)
 
     def _acked_waiting(self) -> bool:
-        return any(d.is_published() for _, d in self._inflight)
+        return any(_acked(eid, d) is not False for eid, d in self._inflight)
 
     def _can_send(self) -> bool:
         return (
@@ -183,3 +197,12 @@ class Sender:
             # In the client's hands now: it sends them after any outage, so the bounds must
             # not drop (and count) them.
             self.outbox.hold(entry.id)
+
+
+def _acked(entry_id: int, delivery: Delivery) -> bool | None:
+    """Whether the broker acknowledged it; None when paho says it never will be sent."""
+    try:
+        return delivery.is_published()
+    except (RuntimeError, ValueError) as exc:  # paho raises for a publish it did not keep
+        log.warning("outbox entry %d was not kept by paho (%s); handing it again", entry_id, exc)
+        return None
