@@ -23,6 +23,7 @@ from tests.helpers.agent_run import (
     WAIT_S,
     Assets,
     agent_config,
+    online_run,
     requester,
     results,
     source,
@@ -102,6 +103,7 @@ def test_sigkill_at_each_state_then_restart(
     proc = start(config, log, kill_at=point)
     try:
         assert rec.wait_for(lambda: any(m["state"] == "active" for m in model_states()), WAIT_S)
+        online_run(rec)  # said after the command subscription: a command now is not lost
         with serving(archive.read_bytes()) as srv, requester(broker) as req:
             reply = req.request(
                 "update_model", {"url": srv.url, "sha256": sha, "size": size, "version": 2}
