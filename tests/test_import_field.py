@@ -144,7 +144,7 @@ def test_bad_folders_are_named(tmp_path: Path, capsys) -> None:
     assert main(["import-field", str(good / "o"), str(good)]) == 2
     assert "must not be inside the input" in capsys.readouterr().err
     assert main(["import-field", str(tmp_path / "x"), str(good), "--max-distance", "257"]) == 2
-    assert "--max-distance: expected bits from 0 to 256" in capsys.readouterr().err
+    assert "--max-distance: expected an integer from 0 to 256" in capsys.readouterr().err
     assert main(["import-field", str(tmp_path / "x"), str(good), "--map", "red"]) == 2
     assert "--map: expected OLD=NEW" in capsys.readouterr().err
 

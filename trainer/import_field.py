@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_OK
+from edge_agent.cli.common import EXIT_OK, int_in
 from trainer.cli_support import split_fraction
 from trainer.datasets import IMAGE_MODES, Box, Dataset, DatasetError, Sample, load, save, split
 from trainer.datasets.files import UniqueNames, place_image, prepare_output
@@ -205,16 +205,6 @@ def _label_pair(text: str) -> tuple[str, str]:
     return old.strip(), new.strip()
 
 
-def _distance(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= HASH_BITS:
-        raise argparse.ArgumentTypeError(f"expected bits from 0 to {HASH_BITS}, got {text!r}")
-    return value
-
-
 def add_import_field_command(subparsers: Any) -> None:
     """Register ``import-field`` on an ``add_subparsers()`` object."""
     imp = subparsers.add_parser(
@@ -232,7 +222,7 @@ def add_import_field_command(subparsers: Any) -> None:
     )
     imp.add_argument("--seed", type=int, default=0, help="seed of the val split (0)")
     imp.add_argument(
-        "--max-distance", type=_distance, default=DEFAULT_MAX_DISTANCE, metavar="BITS",
+        "--max-distance", type=int_in(0, HASH_BITS), default=DEFAULT_MAX_DISTANCE, metavar="BITS",
         help=f"frames whose {HASH_BITS}-bit dHash differ in at most BITS are near-duplicates; the "
         f"oldest is kept ({DEFAULT_MAX_DISTANCE}; 0: identical hashes only)",
     )  # fmt: skip

@@ -175,7 +175,8 @@ class Sender:
             self._hand(batch)
 
     def _acked_waiting(self) -> bool:
-        return any(_acked(eid, d) is not False for eid, d in self._inflight)
+        """Something for _settle: acknowledged, or never to be (said once, by _settle)."""
+        return any(_acked(eid, d, quiet=True) is not False for eid, d in self._inflight)
 
     def _can_send(self) -> bool:
         return (
@@ -199,10 +200,12 @@ class Sender:
             self.outbox.hold(entry.id)
 
 
-def _acked(entry_id: int, delivery: Delivery) -> bool | None:
+def _acked(entry_id: int, delivery: Delivery, quiet: bool = False) -> bool | None:
     """Whether the broker acknowledged it; None when paho says it never will be sent."""
     try:
         return delivery.is_published()
     except (RuntimeError, ValueError) as exc:  # paho raises for a publish it did not keep
-        log.warning("outbox entry %d was not kept by paho (%s); handing it again", entry_id, exc)
+        if not quiet:
+            log.warning("outbox entry %d was not kept by paho (%s); handing it again",
+                        entry_id, exc)  # fmt: skip
         return None
